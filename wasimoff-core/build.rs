@@ -1,0 +1,28 @@
+//! Compiles `proto/wasimoff/v1/messages.proto` with protox (pure Rust, no system `protoc`) into
+//! prost types, and generates proto3-JSON serde impls for them with pbjson.
+
+use std::{env, path::PathBuf};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let proto = "proto/wasimoff/v1/messages.proto";
+    println!("cargo:rerun-if-changed={proto}");
+    let out = PathBuf::from(env::var("OUT_DIR")?);
+    let descriptor_path = out.join("wasimoff_descriptor.bin");
+
+    let fds = protox::compile([proto], ["proto"])?;
+    let bytes = prost::Message::encode_to_vec(&fds);
+    std::fs::write(&descriptor_path, &bytes)?;
+
+    prost_build::Config::new()
+        .file_descriptor_set_path(&descriptor_path)
+        .skip_protoc_run()
+        .compile_well_known_types()
+        .extern_path(".google.protobuf", "::pbjson_types")
+        .bytes(["."])
+        .compile_protos(&[proto], &["proto"])?;
+
+    pbjson_build::Builder::new()
+        .register_descriptors(&bytes)?
+        .build(&[".wasimoff.v1"])?;
+    Ok(())
+}

@@ -1,0 +1,2 @@
+//! wasimoff-core
+pub mod proto;

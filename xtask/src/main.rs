@@ -1,0 +1,3 @@
+//! Project automation: `cargo xtask <command>` (see `cargo xtask --help`).
+
+fn main() {}
