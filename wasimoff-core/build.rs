@@ -17,8 +17,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .file_descriptor_set_path(&descriptor_path)
         .skip_protoc_run()
         .compile_well_known_types()
-        .extern_path(".google.protobuf", "::pbjson_types")
+        .extern_path(".google.protobuf.Any", "::pbjson_types::Any")
+        // pbjson-types renders timestamps as `+00:00`; the wire wants `Z` (see wkt.rs).
+        .extern_path(".google.protobuf.Timestamp", "crate::wkt::Timestamp")
         .bytes(["."])
+        .enable_type_names()
+        .type_name_domain(["."], "wasimoff")
         .compile_protos(&[proto], &["proto"])?;
 
     pbjson_build::Builder::new()
