@@ -1,4 +1,5 @@
 //! Integration tests of wasimoff-core: one binary, a module per area.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
+mod messenger;
 mod vectors;

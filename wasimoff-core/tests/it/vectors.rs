@@ -18,9 +18,13 @@ struct Vector {
 }
 
 fn vectors() -> Vec<Vector> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors/wire-vectors.json");
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors/wire-vectors.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!("the golden vectors must sit beside the checkout at {}: {e}", path.display())
+        panic!(
+            "the golden vectors must sit beside the checkout at {}: {e}",
+            path.display()
+        )
     });
     serde_json::from_str(&text).expect("wire-vectors.json parses")
 }
@@ -36,30 +40,64 @@ where
 {
     let bytes = hex::decode(&v.hex).unwrap();
     let from_hex = M::decode(bytes.as_slice()).unwrap_or_else(|e| panic!("{}: hex: {e}", v.name));
-    assert_eq!(from_hex.encode_to_vec(), bytes, "{}: binary re-encoding differs", v.name);
+    assert_eq!(
+        from_hex.encode_to_vec(),
+        bytes,
+        "{}: binary re-encoding differs",
+        v.name
+    );
 
-    let from_json: M = serde_json::from_str(&v.json).unwrap_or_else(|e| panic!("{}: json: {e}", v.name));
-    assert_eq!(from_json, from_hex, "{}: JSON and hex decode to different messages", v.name);
-    assert_eq!(from_json.encode_to_vec(), bytes, "{}: JSON re-encodes to other bytes", v.name);
+    let from_json: M =
+        serde_json::from_str(&v.json).unwrap_or_else(|e| panic!("{}: json: {e}", v.name));
+    assert_eq!(
+        from_json, from_hex,
+        "{}: JSON and hex decode to different messages",
+        v.name
+    );
+    assert_eq!(
+        from_json.encode_to_vec(),
+        bytes,
+        "{}: JSON re-encodes to other bytes",
+        v.name
+    );
 
     let json = serde_json::to_string(&from_hex).unwrap();
     assert_json_eq(&v.name, &json, &v.json);
-    Checked { exact_json: json == v.json }
+    Checked {
+        exact_json: json == v.json,
+    }
 }
 
 fn check_envelope(v: &Vector) -> Checked {
     let bytes = hex::decode(&v.hex).unwrap();
-    let from_hex =
-        Envelope::decode_binary(bytes.as_slice()).unwrap_or_else(|e| panic!("{}: hex: {e}", v.name));
-    assert_eq!(from_hex.encode_binary().as_ref(), bytes.as_slice(), "{}: binary re-encoding", v.name);
+    let from_hex = Envelope::decode_binary(bytes.as_slice())
+        .unwrap_or_else(|e| panic!("{}: hex: {e}", v.name));
+    assert_eq!(
+        from_hex.encode_binary().as_ref(),
+        bytes.as_slice(),
+        "{}: binary re-encoding",
+        v.name
+    );
 
-    let from_json = Envelope::decode_json(&v.json).unwrap_or_else(|e| panic!("{}: json: {e}", v.name));
-    assert_eq!(from_json, from_hex, "{}: JSON and hex decode to different envelopes", v.name);
-    assert_eq!(from_json.encode_binary().as_ref(), bytes.as_slice(), "{}: JSON re-encodes", v.name);
+    let from_json =
+        Envelope::decode_json(&v.json).unwrap_or_else(|e| panic!("{}: json: {e}", v.name));
+    assert_eq!(
+        from_json, from_hex,
+        "{}: JSON and hex decode to different envelopes",
+        v.name
+    );
+    assert_eq!(
+        from_json.encode_binary().as_ref(),
+        bytes.as_slice(),
+        "{}: JSON re-encodes",
+        v.name
+    );
 
     let json = from_hex.encode_json().unwrap();
     assert_json_eq(&v.name, &json, &v.json);
-    Checked { exact_json: json == v.json }
+    Checked {
+        exact_json: json == v.json,
+    }
 }
 
 fn assert_json_eq(name: &str, ours: &str, golden: &str) {
@@ -118,5 +156,9 @@ fn golden_vectors_round_trip() {
     // text matches too, with one known exception: pbjson writes a oneof member (`pickle`) after
     // the regular fields, where protobuf-es keeps field-number order. Peers parse JSON, so only
     // the value comparison above is required; this list notices any new divergence.
-    assert_eq!(inexact, ["task_pyodide_request_pickle"], "JSON text differs beyond the known case");
+    assert_eq!(
+        inexact,
+        ["task_pyodide_request_pickle"],
+        "JSON text differs beyond the known case"
+    );
 }

@@ -1,0 +1,598 @@
+//! The [`Messenger`]: request/response correlation and events over any [`Transport`].
+//!
+//! A messenger owns one connection. It numbers outgoing Requests and Events with two independent
+//! counters, routes each Response to the call waiting for its sequence, answers Pings at once,
+//! and hands incoming Requests and Events to the application through [`Incoming`].
+//!
+//! Architecture Invariant: a call never stays pending. It ends with its response, its timeout,
+//! the caller dropping its future (the entry is removed by a guard), or the connection closing
+//! (every pending call fails with the close reason).
+//!
+//! Architecture Invariant: every incoming Request gets exactly one Response, even when the
+//! application drops it unanswered or the request is malformed (then with `Envelope.error`).
+//!
+//! The connection is driven by a future returned from [`Messenger::new`] (or spawned for you by
+//! [`Messenger::spawn`]); it runs until either side closes the connection.
+
+use std::{
+    collections::HashMap,
+    pin::Pin,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::envelope::{DecodeError, Envelope, Payload};
+use crate::platform::{self, BoxFuture};
+use crate::proto::{self, envelope::MessageType};
+use crate::transport::{CloseReason, Transport, TransportError, TransportReceiver, TransportSender};
+
+/// Settings of a [`Messenger`].
+#[derive(Clone, Debug)]
+pub struct MessengerConfig {
+    /// How long [`Messenger::call`] waits for a response.
+    pub request_timeout: Duration,
+    /// Incoming Requests and Events buffered for the application before the connection stops
+    /// reading (backpressure instead of unbounded memory).
+    pub incoming_capacity: usize,
+    /// Outgoing envelopes buffered before senders wait.
+    pub outgoing_capacity: usize,
+    /// The first sequence number of each counter. The Go original starts at 1, the TypeScript
+    /// original at 0; 1 is safest with peers that cannot tell an explicit 0 from "unset".
+    pub first_sequence: u64,
+    /// Answer `Ping` requests inside the messenger, without bothering the application.
+    pub answer_pings: bool,
+}
+
+impl Default for MessengerConfig {
+    fn default() -> Self {
+        MessengerConfig {
+            request_timeout: Duration::from_secs(30),
+            incoming_capacity: 256,
+            outgoing_capacity: 256,
+            first_sequence: 1,
+            answer_pings: true,
+        }
+    }
+}
+
+/// Why a [`Messenger::call`] failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// No response arrived in time; the pending entry is gone.
+    #[error("no response within {0:?}")]
+    Timeout(Duration),
+    /// The connection closed before the response arrived.
+    #[error("connection closed: {0}")]
+    Closed(CloseReason),
+    /// The peer answered with `Envelope.error`.
+    #[error("peer error: {0}")]
+    Remote(String),
+    /// The peer answered with something that is not a valid response.
+    #[error("invalid response: {0}")]
+    Protocol(String),
+}
+
+/// Why a [`Messenger::send_event`] or a response failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("connection closed: {0}")]
+pub struct SendError(pub CloseReason);
+
+enum Outgoing {
+    Envelope(Envelope),
+    Close(CloseReason),
+}
+
+type Reply = oneshot::Sender<Result<Payload, CallError>>;
+
+#[derive(Default)]
+struct Pending {
+    calls: HashMap<u64, Reply>,
+    closed: Option<CloseReason>,
+}
+
+struct State {
+    pending: Mutex<Pending>,
+    next_request: AtomicU64,
+    next_event: AtomicU64,
+    config: MessengerConfig,
+    /// Cancelled when the last handle is dropped or `close` is called.
+    shutdown: CancellationToken,
+    /// Cancelled when the driver has finished.
+    done: CancellationToken,
+}
+
+impl State {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        // A panic while holding this lock cannot leave the map inconsistent (single inserts and
+        // removes), so a poisoned lock is still safe to use.
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn close_reason(&self) -> CloseReason {
+        self.lock()
+            .closed
+            .clone()
+            .unwrap_or_else(|| CloseReason::normal("connection closed"))
+    }
+
+    /// Fails every pending call and refuses new ones.
+    fn finish(&self, reason: CloseReason) {
+        let calls = {
+            let mut pending = self.lock();
+            pending.closed.get_or_insert(reason.clone());
+            std::mem::take(&mut pending.calls)
+        };
+        for (_, reply) in calls {
+            let _ = reply.send(Err(CallError::Closed(reason.clone())));
+        }
+    }
+}
+
+/// Removes a pending call when the caller stops waiting for any reason.
+struct PendingGuard<'a> {
+    state: &'a State,
+    sequence: u64,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.state.lock().calls.remove(&self.sequence);
+    }
+}
+
+/// Closes the connection when the last [`Messenger`] clone is dropped.
+struct Handle {
+    state: Arc<State>,
+    outgoing: mpsc::Sender<Outgoing>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.state.shutdown.cancel();
+    }
+}
+
+/// A cheap, cloneable handle to one connection: make calls, send events, close.
+///
+/// ```
+/// use wasimoff_core::envelope::{Codec, Payload};
+/// use wasimoff_core::messenger::{Incoming, IncomingMessage, Messenger, MessengerConfig};
+/// use wasimoff_core::proto;
+/// use wasimoff_core::transport::MemoryTransport;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let (a, b) = MemoryTransport::pair(Codec::Protobuf);
+/// let (client, _events) = Messenger::spawn(a, MessengerConfig::default());
+/// let (_server, mut incoming) = Messenger::spawn(b, MessengerConfig::default());
+///
+/// // The server answers every Probe request with "ok".
+/// tokio::spawn(async move {
+///     while let Some(IncomingMessage::Request(request)) = incoming.next().await {
+///         let answer = proto::filesystem::probe::Response { ok: Some(true) };
+///         let _ = request.respond(Ok(answer.into())).await;
+///     }
+/// });
+///
+/// let probe = proto::filesystem::probe::Request { file: Some("sha256:00".into()) };
+/// let response = client.call(probe).await.unwrap();
+/// assert_eq!(response, Payload::ProbeResponse(proto::filesystem::probe::Response { ok: Some(true) }));
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Messenger {
+    handle: Arc<Handle>,
+}
+
+impl std::fmt::Debug for Messenger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Messenger")
+            .field("pending", &self.pending_calls())
+            .field("closed", &self.handle.state.lock().closed)
+            .finish()
+    }
+}
+
+/// The future that drives a connection; it resolves with the reason the connection ended.
+pub type Driver = BoxFuture<'static, CloseReason>;
+
+impl Messenger {
+    /// Wraps a transport. Returns the handle, the stream of incoming Requests and Events, and
+    /// the driver future, which must be polled (spawned) for anything to happen.
+    pub fn new<T: Transport>(transport: T, config: MessengerConfig) -> (Messenger, Incoming, Driver) {
+        let (outgoing_tx, outgoing_rx) = mpsc::channel(config.outgoing_capacity.max(1));
+        let (incoming_tx, incoming_rx) = mpsc::channel(config.incoming_capacity.max(1));
+        let state = Arc::new(State {
+            pending: Mutex::new(Pending::default()),
+            next_request: AtomicU64::new(config.first_sequence),
+            next_event: AtomicU64::new(config.first_sequence),
+            config,
+            shutdown: CancellationToken::new(),
+            done: CancellationToken::new(),
+        });
+        let (sender, receiver) = transport.split();
+        let driver = drive(
+            state.clone(),
+            sender,
+            receiver,
+            outgoing_rx,
+            outgoing_tx.clone(),
+            incoming_tx,
+        );
+        let messenger = Messenger { handle: Arc::new(Handle { state, outgoing: outgoing_tx }) };
+        (messenger, Incoming { rx: incoming_rx }, Box::pin(driver))
+    }
+
+    /// Like [`Messenger::new`], and spawns the driver on the current runtime.
+    pub fn spawn<T: Transport>(transport: T, config: MessengerConfig) -> (Messenger, Incoming) {
+        let (messenger, incoming, driver) = Messenger::new(transport, config);
+        platform::spawn(async move {
+            let reason = driver.await;
+            tracing::debug!(%reason, "messenger finished");
+        });
+        (messenger, incoming)
+    }
+
+    /// Sends a request and waits for its response, up to the configured timeout.
+    pub async fn call(&self, payload: impl Into<Payload>) -> Result<Payload, CallError> {
+        self.call_with_timeout(payload, self.handle.state.config.request_timeout).await
+    }
+
+    /// Sends a request and waits for its response, up to `timeout`. Dropping the returned
+    /// future cancels the call and forgets its sequence.
+    pub async fn call_with_timeout(
+        &self,
+        payload: impl Into<Payload>,
+        timeout: Duration,
+    ) -> Result<Payload, CallError> {
+        let state = &self.handle.state;
+        let sequence = state.next_request.fetch_add(1, Ordering::Relaxed);
+        let (reply, response) = oneshot::channel();
+        {
+            let mut pending = state.lock();
+            if let Some(reason) = &pending.closed {
+                return Err(CallError::Closed(reason.clone()));
+            }
+            pending.calls.insert(sequence, reply);
+        }
+        let _guard = PendingGuard { state, sequence };
+        let envelope = Envelope::request(sequence, payload);
+        if self.handle.outgoing.send(Outgoing::Envelope(envelope)).await.is_err() {
+            return Err(CallError::Closed(state.close_reason()));
+        }
+        match platform::timeout(timeout, response).await {
+            Err(_) => Err(CallError::Timeout(timeout)),
+            Ok(Err(_)) => Err(CallError::Closed(state.close_reason())),
+            Ok(Ok(result)) => result,
+        }
+    }
+
+    /// Sends an event (numbered by the event counter).
+    pub async fn send_event(&self, payload: impl Into<Payload>) -> Result<(), SendError> {
+        let state = &self.handle.state;
+        let sequence = state.next_event.fetch_add(1, Ordering::Relaxed);
+        let envelope = Envelope::event(sequence, payload);
+        self.handle
+            .outgoing
+            .send(Outgoing::Envelope(envelope))
+            .await
+            .map_err(|_| SendError(state.close_reason()))
+    }
+
+    /// Closes the connection with a reason. Pending calls fail with that reason; envelopes
+    /// queued before the close are still sent.
+    pub async fn close(&self, reason: CloseReason) {
+        let state = &self.handle.state;
+        state.lock().closed.get_or_insert(reason.clone());
+        if self.handle.outgoing.send(Outgoing::Close(reason.clone())).await.is_err() {
+            state.finish(reason);
+        }
+    }
+
+    /// Waits until the connection has ended, and returns why.
+    pub async fn closed(&self) -> CloseReason {
+        self.handle.state.done.cancelled().await;
+        self.handle.state.close_reason()
+    }
+
+    /// Whether the connection has ended (or is closing).
+    pub fn is_closed(&self) -> bool {
+        self.handle.state.lock().closed.is_some()
+    }
+
+    /// How many calls are waiting for a response.
+    pub fn pending_calls(&self) -> usize {
+        self.handle.state.lock().calls.len()
+    }
+}
+
+/// A Request or an Event from the peer.
+#[derive(Debug)]
+pub enum IncomingMessage {
+    /// A request; answer it with [`IncomingRequest::respond`].
+    Request(IncomingRequest),
+    /// An event.
+    Event(IncomingEvent),
+}
+
+/// An event from the peer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IncomingEvent {
+    /// The peer's event sequence number, if it sent one.
+    pub sequence: Option<u64>,
+    /// The event.
+    pub payload: Payload,
+}
+
+/// A request from the peer. Dropping it unanswered sends an error response.
+#[derive(Debug)]
+pub struct IncomingRequest {
+    sequence: Option<u64>,
+    payload: Option<Payload>,
+    outgoing: Option<mpsc::Sender<Outgoing>>,
+}
+
+impl IncomingRequest {
+    /// The request's sequence number.
+    pub fn sequence(&self) -> Option<u64> {
+        self.sequence
+    }
+
+    /// The request.
+    pub fn payload(&self) -> &Payload {
+        self.payload.as_ref().expect("payload is only taken by into_parts, which consumes self")
+    }
+
+    /// Takes the payload out to answer later with a [`Responder`].
+    pub fn into_parts(mut self) -> (Payload, Responder) {
+        let payload = self.payload.take().expect("payload is present until taken here");
+        let responder = Responder { sequence: self.sequence, outgoing: self.outgoing.take() };
+        (payload, responder)
+    }
+
+    /// Answers the request: `Ok` sends the payload, `Err` sends `Envelope.error`.
+    pub async fn respond(self, result: Result<Payload, String>) -> Result<(), SendError> {
+        let (_, responder) = self.into_parts();
+        responder.respond(result).await
+    }
+}
+
+impl Drop for IncomingRequest {
+    fn drop(&mut self) {
+        if let Some(outgoing) = self.outgoing.take() {
+            let envelope =
+                Envelope::error_response(self.sequence, "request dropped without an answer");
+            let _ = outgoing.try_send(Outgoing::Envelope(envelope));
+        }
+    }
+}
+
+/// Answers one request; dropping it unanswered sends an error response.
+#[derive(Debug)]
+pub struct Responder {
+    sequence: Option<u64>,
+    outgoing: Option<mpsc::Sender<Outgoing>>,
+}
+
+impl Responder {
+    /// Answers the request: `Ok` sends the payload, `Err` sends `Envelope.error`.
+    pub async fn respond(mut self, result: Result<Payload, String>) -> Result<(), SendError> {
+        let outgoing = self.outgoing.take().expect("only respond takes the sender");
+        let envelope = match result {
+            Ok(payload) => Envelope {
+                sequence: self.sequence,
+                kind: Some(MessageType::Response),
+                error: None,
+                payload: Some(payload),
+            },
+            Err(error) => Envelope::error_response(self.sequence, error),
+        };
+        outgoing
+            .send(Outgoing::Envelope(envelope))
+            .await
+            .map_err(|_| SendError(CloseReason::normal("connection closed")))
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        if let Some(outgoing) = self.outgoing.take() {
+            let envelope =
+                Envelope::error_response(self.sequence, "request dropped without an answer");
+            let _ = outgoing.try_send(Outgoing::Envelope(envelope));
+        }
+    }
+}
+
+/// Incoming Requests and Events, in arrival order. Consume it steadily: when it is full the
+/// connection stops reading, which also holds up responses to your own calls.
+#[derive(Debug)]
+pub struct Incoming {
+    rx: mpsc::Receiver<IncomingMessage>,
+}
+
+impl Incoming {
+    /// The next Request or Event; `None` once the connection has ended.
+    pub async fn next(&mut self) -> Option<IncomingMessage> {
+        self.rx.recv().await
+    }
+}
+
+impl futures::Stream for Incoming {
+    type Item = IncomingMessage;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+/// How the read or write loop ended.
+enum End {
+    /// The peer closed or the connection broke: nothing more to send.
+    Gone(CloseReason),
+    /// We decided to close: send a close frame first.
+    Close(CloseReason),
+}
+
+async fn drive<S: TransportSender, R: TransportReceiver>(
+    state: Arc<State>,
+    mut sender: S,
+    mut receiver: R,
+    mut outgoing_rx: mpsc::Receiver<Outgoing>,
+    outgoing_tx: mpsc::Sender<Outgoing>,
+    incoming_tx: mpsc::Sender<IncomingMessage>,
+) -> CloseReason {
+    let end = {
+        let reader = read_loop(&state, &mut receiver, &outgoing_tx, &incoming_tx);
+        let writer = write_loop(&mut sender, &mut outgoing_rx);
+        let shutdown = state.shutdown.cancelled();
+        tokio::select! {
+            end = reader => end,
+            end = writer => end,
+            () = shutdown => End::Close(CloseReason::normal("messenger dropped")),
+        }
+    };
+    let reason = match end {
+        End::Gone(reason) => reason,
+        End::Close(reason) => {
+            // Flush what was queued before the close, then say goodbye.
+            while let Ok(Outgoing::Envelope(envelope)) = outgoing_rx.try_recv() {
+                if sender.send(envelope).await.is_err() {
+                    break;
+                }
+            }
+            let _ = sender.close(reason.clone()).await;
+            reason
+        }
+    };
+    state.finish(reason.clone());
+    drop(incoming_tx);
+    state.done.cancel();
+    reason
+}
+
+async fn write_loop<S: TransportSender>(sender: &mut S, outgoing: &mut mpsc::Receiver<Outgoing>) -> End {
+    loop {
+        match outgoing.recv().await {
+            Some(Outgoing::Envelope(envelope)) => match sender.send(envelope).await {
+                Ok(()) => {}
+                Err(TransportError::Encode(e)) => tracing::warn!("dropping unencodable envelope: {e}"),
+                Err(TransportError::Closed(reason)) => return End::Gone(reason),
+                Err(e) => return End::Gone(CloseReason::new(CloseReason::INTERNAL_ERROR, e.to_string())),
+            },
+            Some(Outgoing::Close(reason)) => {
+                let _ = sender.close(reason.clone()).await;
+                return End::Gone(reason);
+            }
+            // Unreachable while the driver holds a sender clone; treat it as a shutdown.
+            None => return End::Close(CloseReason::normal("messenger dropped")),
+        }
+    }
+}
+
+async fn read_loop<R: TransportReceiver>(
+    state: &State,
+    receiver: &mut R,
+    outgoing: &mpsc::Sender<Outgoing>,
+    incoming: &mpsc::Sender<IncomingMessage>,
+) -> End {
+    let answer = |sequence: Option<u64>, error: String| async move {
+        let envelope = Envelope::error_response(sequence, error);
+        let _ = outgoing.send(Outgoing::Envelope(envelope)).await;
+    };
+    loop {
+        let envelope = match receiver.recv().await {
+            None => return End::Gone(CloseReason::new(CloseReason::GOING_AWAY, "connection ended")),
+            Some(Ok(envelope)) => envelope,
+            Some(Err(TransportError::Closed(reason))) => return End::Gone(reason),
+            Some(Err(TransportError::Decode(DecodeError::Payload { sequence, kind, source }))) => {
+                match kind {
+                    Some(MessageType::Request) => answer(sequence, source.to_string()).await,
+                    Some(MessageType::Response) => {
+                        complete(state, sequence, Err(CallError::Protocol(source.to_string())))
+                    }
+                    _ => tracing::debug!("dropping event with a malformed payload: {source}"),
+                }
+                continue;
+            }
+            Some(Err(TransportError::Decode(e))) => return End::Close(CloseReason::for_decode_error(&e)),
+            Some(Err(e)) => return End::Gone(CloseReason::new(CloseReason::INTERNAL_ERROR, e.to_string())),
+        };
+        match envelope.kind {
+            Some(MessageType::Response) => {
+                let result = match (envelope.error, envelope.payload) {
+                    (Some(error), _) => Err(CallError::Remote(error)),
+                    (None, Some(payload)) => Ok(payload),
+                    (None, None) => Err(CallError::Protocol("response without payload".into())),
+                };
+                complete(state, envelope.sequence, result);
+            }
+            Some(MessageType::Request) => {
+                let Some(sequence) = envelope.sequence else {
+                    answer(None, "request without sequence".into()).await;
+                    continue;
+                };
+                let payload = match envelope.payload {
+                    None => {
+                        answer(Some(sequence), "request without payload".into()).await;
+                        continue;
+                    }
+                    Some(Payload::Unknown(u)) => {
+                        answer(Some(sequence), format!("unknown payload type {}", u.type_name())).await;
+                        continue;
+                    }
+                    Some(Payload::Ping(_)) if state.config.answer_pings => {
+                        let pong = Envelope::response(sequence, proto::Ping {});
+                        let _ = outgoing.send(Outgoing::Envelope(pong)).await;
+                        continue;
+                    }
+                    Some(payload) => payload,
+                };
+                let request = IncomingRequest {
+                    sequence: Some(sequence),
+                    payload: Some(payload),
+                    outgoing: Some(outgoing.clone()),
+                };
+                // Waits while the application is behind: backpressure on the connection. If
+                // nobody listens any more, the request is dropped and its Drop answers it.
+                let _ = incoming.send(IncomingMessage::Request(request)).await;
+            }
+            Some(MessageType::Event) => match envelope.payload {
+                Some(Payload::Unknown(u)) => tracing::debug!("dropping event of unknown type {}", u.type_name()),
+                None => tracing::debug!("dropping event without payload"),
+                Some(payload) => {
+                    let event = IncomingEvent { sequence: envelope.sequence, payload };
+                    let _ = incoming.send(IncomingMessage::Event(event)).await;
+                }
+            },
+            Some(MessageType::Unknown) | None => {
+                return End::Close(CloseReason::new(
+                    CloseReason::PROTOCOL_ERROR,
+                    "envelope without a message type",
+                ));
+            }
+        }
+    }
+}
+
+/// Routes a response to its pending call; an unknown sequence (late or bogus) is ignored.
+fn complete(state: &State, sequence: Option<u64>, result: Result<Payload, CallError>) {
+    let Some(sequence) = sequence else {
+        tracing::debug!("ignoring response without sequence");
+        return;
+    };
+    let reply = state.lock().calls.remove(&sequence);
+    match reply {
+        Some(reply) => {
+            let _ = reply.send(result);
+        }
+        None => tracing::debug!(sequence, "ignoring response for no pending call"),
+    }
+}
