@@ -191,7 +191,10 @@ impl Payload {
             Payload::Unknown(u) => u.type_url.clone(),
             known => format!("{TYPE_URL_PREFIX}{}", known.type_name()),
         };
-        pbjson_types::Any { type_url, value: self.encode_value() }
+        pbjson_types::Any {
+            type_url,
+            value: self.encode_value(),
+        }
     }
 
     /// Unpacks a `google.protobuf.Any`, resolving the type by the text after the last `/`.
@@ -285,13 +288,20 @@ impl Envelope {
         };
         let payload = match env.payload {
             None => None,
-            Some(any) => Some(Payload::from_any(any).map_err(|source| DecodeError::Payload {
-                sequence: env.sequence,
-                kind,
-                source,
-            })?),
+            Some(any) => Some(
+                Payload::from_any(any).map_err(|source| DecodeError::Payload {
+                    sequence: env.sequence,
+                    kind,
+                    source,
+                })?,
+            ),
         };
-        Ok(Envelope { sequence: env.sequence, kind, error: env.error, payload })
+        Ok(Envelope {
+            sequence: env.sequence,
+            kind,
+            error: env.error,
+            payload,
+        })
     }
 
     /// The binary protobuf encoding.
@@ -301,18 +311,24 @@ impl Envelope {
 
     /// Decodes the binary protobuf encoding.
     pub fn decode_binary(bytes: impl bytes::Buf) -> Result<Envelope, DecodeError> {
-        let env = proto::Envelope::decode(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        let env =
+            proto::Envelope::decode(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
         Envelope::from_proto(env)
     }
 
     /// The proto3-JSON encoding, compact, keys in field order, `@type` last in the payload.
     pub fn encode_json(&self) -> Result<String, EncodeError> {
-        let head = proto::Envelope { payload: None, ..self.to_proto() };
+        let head = proto::Envelope {
+            payload: None,
+            ..self.to_proto()
+        };
         let head = serde_json::to_string(&head).map_err(|e| EncodeError::Json(e.to_string()))?;
         let Some(payload) = &self.payload else {
             return Ok(head);
         };
-        let fields = payload.to_json().map_err(|e| EncodeError::Json(e.to_string()))?;
+        let fields = payload
+            .to_json()
+            .map_err(|e| EncodeError::Json(e.to_string()))?;
         let type_url = serde_json::to_string(&payload.to_any().type_url)
             .map_err(|e| EncodeError::Json(e.to_string()))?;
         // Both strings are serde_json objects, so each ends with '}' and "{}" means empty.
@@ -341,19 +357,37 @@ impl Envelope {
                 let payload_error = |reason: String| DecodeError::Payload {
                     sequence: head.sequence,
                     kind,
-                    source: PayloadError { type_name: String::new(), reason },
+                    source: PayloadError {
+                        type_name: String::new(),
+                        reason,
+                    },
                 };
                 let type_url = match fields.remove("@type") {
                     Some(Value::String(t)) => t,
                     _ => return Err(payload_error("payload without a \"@type\" string".into())),
                 };
-                Some(Payload::from_json(&type_url, Value::Object(fields)).map_err(|source| {
-                    DecodeError::Payload { sequence: head.sequence, kind, source }
-                })?)
+                Some(
+                    Payload::from_json(&type_url, Value::Object(fields)).map_err(|source| {
+                        DecodeError::Payload {
+                            sequence: head.sequence,
+                            kind,
+                            source,
+                        }
+                    })?,
+                )
             }
-            Some(_) => return Err(DecodeError::Malformed("payload must be a JSON object".into())),
+            Some(_) => {
+                return Err(DecodeError::Malformed(
+                    "payload must be a JSON object".into(),
+                ));
+            }
         };
-        Ok(Envelope { sequence: head.sequence, kind, error: head.error, payload })
+        Ok(Envelope {
+            sequence: head.sequence,
+            kind,
+            error: head.error,
+            payload,
+        })
     }
 }
 
@@ -457,7 +491,9 @@ impl Codec {
             .flat_map(|v| v.split(','))
             .filter_map(Codec::from_subprotocol)
             .collect();
-        [Codec::Protobuf, Codec::Json].into_iter().find(|c| offered.contains(c))
+        [Codec::Protobuf, Codec::Json]
+            .into_iter()
+            .find(|c| offered.contains(c))
     }
 
     /// Encodes an envelope as a frame.
@@ -473,12 +509,14 @@ impl Codec {
         match (self, frame) {
             (Codec::Protobuf, Frame::Binary(b)) => Envelope::decode_binary(b),
             (Codec::Json, Frame::Text(t)) => Envelope::decode_json(&t),
-            (codec, Frame::Text(_)) => {
-                Err(DecodeError::WrongFrame { got: "text", codec: codec.subprotocol() })
-            }
-            (codec, Frame::Binary(_)) => {
-                Err(DecodeError::WrongFrame { got: "binary", codec: codec.subprotocol() })
-            }
+            (codec, Frame::Text(_)) => Err(DecodeError::WrongFrame {
+                got: "text",
+                codec: codec.subprotocol(),
+            }),
+            (codec, Frame::Binary(_)) => Err(DecodeError::WrongFrame {
+                got: "binary",
+                codec: codec.subprotocol(),
+            }),
         }
     }
 }
@@ -490,7 +528,10 @@ mod tests {
 
     #[test]
     fn names_match_the_generated_types() {
-        assert_eq!(proto::task::wasip1::Request::full_name(), "wasimoff.v1.Task.Wasip1.Request");
+        assert_eq!(
+            proto::task::wasip1::Request::full_name(),
+            "wasimoff.v1.Task.Wasip1.Request"
+        );
         assert_eq!(
             proto::task::wasip1::Request::type_url(),
             "wasimoff/wasimoff.v1.Task.Wasip1.Request"
@@ -506,7 +547,10 @@ mod tests {
             type_url: "type.googleapis.com/wasimoff.v1.Ping".into(),
             value: Bytes::new(),
         };
-        assert_eq!(Payload::from_any(any).unwrap(), Payload::Ping(proto::Ping {}));
+        assert_eq!(
+            Payload::from_any(any).unwrap(),
+            Payload::Ping(proto::Ping {})
+        );
     }
 
     #[test]
@@ -543,7 +587,11 @@ mod tests {
         let err = Envelope::decode_binary(env.encode_to_vec().as_slice()).unwrap_err();
         assert!(matches!(
             err,
-            DecodeError::Payload { sequence: Some(0), kind: Some(MessageType::Request), .. }
+            DecodeError::Payload {
+                sequence: Some(0),
+                kind: Some(MessageType::Request),
+                ..
+            }
         ));
     }
 
@@ -552,11 +600,20 @@ mod tests {
         let no_type = r#"{"sequence":"1","type":"Request","payload":{"id":"x"}}"#;
         assert!(matches!(
             Envelope::decode_json(no_type),
-            Err(DecodeError::Payload { sequence: Some(1), .. })
+            Err(DecodeError::Payload {
+                sequence: Some(1),
+                ..
+            })
         ));
         let extra = r#"{"sequence":"1","type":"Request","payload":{"@type":"wasimoff/wasimoff.v1.Task.Cancel","bogus":1}}"#;
-        assert!(matches!(Envelope::decode_json(extra), Err(DecodeError::Payload { .. })));
-        assert!(matches!(Envelope::decode_json("[1]"), Err(DecodeError::Malformed(_))));
+        assert!(matches!(
+            Envelope::decode_json(extra),
+            Err(DecodeError::Payload { .. })
+        ));
+        assert!(matches!(
+            Envelope::decode_json("[1]"),
+            Err(DecodeError::Malformed(_))
+        ));
         assert!(matches!(
             Envelope::decode_json(r#"{"type":"Nope"}"#),
             Err(DecodeError::Malformed(_))
@@ -565,8 +622,13 @@ mod tests {
 
     #[test]
     fn wrong_frame_kind_is_reported() {
-        let err = Codec::Protobuf.decode(Frame::Text("{}".into())).unwrap_err();
-        assert_eq!(err.to_string(), "text frame on the wasimoff_provider_v1_protobuf subprotocol");
+        let err = Codec::Protobuf
+            .decode(Frame::Text("{}".into()))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "text frame on the wasimoff_provider_v1_protobuf subprotocol"
+        );
         assert!(matches!(
             Codec::Json.decode(Frame::Binary(Bytes::new())),
             Err(DecodeError::WrongFrame { got: "binary", .. })
@@ -576,6 +638,9 @@ mod tests {
     #[test]
     fn bad_type_number_is_an_error() {
         let bytes = [0x10, 0x07];
-        assert_eq!(Envelope::decode_binary(&bytes[..]).unwrap_err(), DecodeError::BadType(7));
+        assert_eq!(
+            Envelope::decode_binary(&bytes[..]).unwrap_err(),
+            DecodeError::BadType(7)
+        );
     }
 }

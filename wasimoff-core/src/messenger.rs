@@ -31,7 +31,9 @@ use tokio_util::sync::CancellationToken;
 use crate::envelope::{DecodeError, Envelope, Payload};
 use crate::platform::{self, BoxFuture};
 use crate::proto::{self, envelope::MessageType};
-use crate::transport::{CloseReason, Transport, TransportError, TransportReceiver, TransportSender};
+use crate::transport::{
+    CloseReason, Transport, TransportError, TransportReceiver, TransportSender,
+};
 
 /// Settings of a [`Messenger`].
 #[derive(Clone, Debug)]
@@ -207,7 +209,10 @@ pub type Driver = BoxFuture<'static, CloseReason>;
 impl Messenger {
     /// Wraps a transport. Returns the handle, the stream of incoming Requests and Events, and
     /// the driver future, which must be polled (spawned) for anything to happen.
-    pub fn new<T: Transport>(transport: T, config: MessengerConfig) -> (Messenger, Incoming, Driver) {
+    pub fn new<T: Transport>(
+        transport: T,
+        config: MessengerConfig,
+    ) -> (Messenger, Incoming, Driver) {
         let (outgoing_tx, outgoing_rx) = mpsc::channel(config.outgoing_capacity.max(1));
         let (incoming_tx, incoming_rx) = mpsc::channel(config.incoming_capacity.max(1));
         let state = Arc::new(State {
@@ -227,7 +232,12 @@ impl Messenger {
             outgoing_tx.clone(),
             incoming_tx,
         );
-        let messenger = Messenger { handle: Arc::new(Handle { state, outgoing: outgoing_tx }) };
+        let messenger = Messenger {
+            handle: Arc::new(Handle {
+                state,
+                outgoing: outgoing_tx,
+            }),
+        };
         (messenger, Incoming { rx: incoming_rx }, Box::pin(driver))
     }
 
@@ -243,7 +253,8 @@ impl Messenger {
 
     /// Sends a request and waits for its response, up to the configured timeout.
     pub async fn call(&self, payload: impl Into<Payload>) -> Result<Payload, CallError> {
-        self.call_with_timeout(payload, self.handle.state.config.request_timeout).await
+        self.call_with_timeout(payload, self.handle.state.config.request_timeout)
+            .await
     }
 
     /// Sends a request and waits for its response, up to `timeout`. Dropping the returned
@@ -265,7 +276,13 @@ impl Messenger {
         }
         let _guard = PendingGuard { state, sequence };
         let envelope = Envelope::request(sequence, payload);
-        if self.handle.outgoing.send(Outgoing::Envelope(envelope)).await.is_err() {
+        if self
+            .handle
+            .outgoing
+            .send(Outgoing::Envelope(envelope))
+            .await
+            .is_err()
+        {
             return Err(CallError::Closed(state.close_reason()));
         }
         match platform::timeout(timeout, response).await {
@@ -292,7 +309,13 @@ impl Messenger {
     pub async fn close(&self, reason: CloseReason) {
         let state = &self.handle.state;
         state.lock().closed.get_or_insert(reason.clone());
-        if self.handle.outgoing.send(Outgoing::Close(reason.clone())).await.is_err() {
+        if self
+            .handle
+            .outgoing
+            .send(Outgoing::Close(reason.clone()))
+            .await
+            .is_err()
+        {
             state.finish(reason);
         }
     }
@@ -348,13 +371,21 @@ impl IncomingRequest {
 
     /// The request.
     pub fn payload(&self) -> &Payload {
-        self.payload.as_ref().expect("payload is only taken by into_parts, which consumes self")
+        self.payload
+            .as_ref()
+            .expect("payload is only taken by into_parts, which consumes self")
     }
 
     /// Takes the payload out to answer later with a [`Responder`].
     pub fn into_parts(mut self) -> (Payload, Responder) {
-        let payload = self.payload.take().expect("payload is present until taken here");
-        let responder = Responder { sequence: self.sequence, outgoing: self.outgoing.take() };
+        let payload = self
+            .payload
+            .take()
+            .expect("payload is present until taken here");
+        let responder = Responder {
+            sequence: self.sequence,
+            outgoing: self.outgoing.take(),
+        };
         (payload, responder)
     }
 
@@ -478,14 +509,21 @@ async fn drive<S: TransportSender, R: TransportReceiver>(
     reason
 }
 
-async fn write_loop<S: TransportSender>(sender: &mut S, outgoing: &mut mpsc::Receiver<Outgoing>) -> End {
+async fn write_loop<S: TransportSender>(
+    sender: &mut S,
+    outgoing: &mut mpsc::Receiver<Outgoing>,
+) -> End {
     loop {
         match outgoing.recv().await {
             Some(Outgoing::Envelope(envelope)) => match sender.send(envelope).await {
                 Ok(()) => {}
-                Err(TransportError::Encode(e)) => tracing::warn!("dropping unencodable envelope: {e}"),
+                Err(TransportError::Encode(e)) => {
+                    tracing::warn!("dropping unencodable envelope: {e}")
+                }
                 Err(TransportError::Closed(reason)) => return End::Gone(reason),
-                Err(e) => return End::Gone(CloseReason::new(CloseReason::INTERNAL_ERROR, e.to_string())),
+                Err(e) => {
+                    return End::Gone(CloseReason::new(CloseReason::INTERNAL_ERROR, e.to_string()));
+                }
             },
             Some(Outgoing::Close(reason)) => {
                 let _ = sender.close(reason.clone()).await;
@@ -509,21 +547,36 @@ async fn read_loop<R: TransportReceiver>(
     };
     loop {
         let envelope = match receiver.recv().await {
-            None => return End::Gone(CloseReason::new(CloseReason::GOING_AWAY, "connection ended")),
+            None => {
+                return End::Gone(CloseReason::new(
+                    CloseReason::GOING_AWAY,
+                    "connection ended",
+                ));
+            }
             Some(Ok(envelope)) => envelope,
             Some(Err(TransportError::Closed(reason))) => return End::Gone(reason),
-            Some(Err(TransportError::Decode(DecodeError::Payload { sequence, kind, source }))) => {
+            Some(Err(TransportError::Decode(DecodeError::Payload {
+                sequence,
+                kind,
+                source,
+            }))) => {
                 match kind {
                     Some(MessageType::Request) => answer(sequence, source.to_string()).await,
-                    Some(MessageType::Response) => {
-                        complete(state, sequence, Err(CallError::Protocol(source.to_string())))
-                    }
+                    Some(MessageType::Response) => complete(
+                        state,
+                        sequence,
+                        Err(CallError::Protocol(source.to_string())),
+                    ),
                     _ => tracing::debug!("dropping event with a malformed payload: {source}"),
                 }
                 continue;
             }
-            Some(Err(TransportError::Decode(e))) => return End::Close(CloseReason::for_decode_error(&e)),
-            Some(Err(e)) => return End::Gone(CloseReason::new(CloseReason::INTERNAL_ERROR, e.to_string())),
+            Some(Err(TransportError::Decode(e))) => {
+                return End::Close(CloseReason::for_decode_error(&e));
+            }
+            Some(Err(e)) => {
+                return End::Gone(CloseReason::new(CloseReason::INTERNAL_ERROR, e.to_string()));
+            }
         };
         match envelope.kind {
             Some(MessageType::Response) => {
@@ -545,7 +598,11 @@ async fn read_loop<R: TransportReceiver>(
                         continue;
                     }
                     Some(Payload::Unknown(u)) => {
-                        answer(Some(sequence), format!("unknown payload type {}", u.type_name())).await;
+                        answer(
+                            Some(sequence),
+                            format!("unknown payload type {}", u.type_name()),
+                        )
+                        .await;
                         continue;
                     }
                     Some(Payload::Ping(_)) if state.config.answer_pings => {
@@ -565,10 +622,15 @@ async fn read_loop<R: TransportReceiver>(
                 let _ = incoming.send(IncomingMessage::Request(request)).await;
             }
             Some(MessageType::Event) => match envelope.payload {
-                Some(Payload::Unknown(u)) => tracing::debug!("dropping event of unknown type {}", u.type_name()),
+                Some(Payload::Unknown(u)) => {
+                    tracing::debug!("dropping event of unknown type {}", u.type_name())
+                }
                 None => tracing::debug!("dropping event without payload"),
                 Some(payload) => {
-                    let event = IncomingEvent { sequence: envelope.sequence, payload };
+                    let event = IncomingEvent {
+                        sequence: envelope.sequence,
+                        payload,
+                    };
                     let _ = incoming.send(IncomingMessage::Event(event)).await;
                 }
             },

@@ -67,7 +67,9 @@ pub struct Elapsed(pub Duration);
 pub async fn timeout<F: Future>(duration: Duration, future: F) -> Result<F::Output, Elapsed> {
     #[cfg(not(target_arch = "wasm32"))]
     {
-        tokio::time::timeout(duration, future).await.map_err(|_| Elapsed(duration))
+        tokio::time::timeout(duration, future)
+            .await
+            .map_err(|_| Elapsed(duration))
     }
     #[cfg(target_arch = "wasm32")]
     {

@@ -16,12 +16,15 @@ pub use memory::{MemoryReceiver, MemorySender, MemoryTransport};
 #[cfg(all(feature = "native", not(target_arch = "wasm32")))]
 mod websocket;
 #[cfg(all(feature = "native", not(target_arch = "wasm32")))]
-pub use websocket::{WebSocketReceiver, WebSocketSender, WebSocketTransport};
+pub use websocket::{ConnectError, WebSocketReceiver, WebSocketSender, WebSocketTransport};
 
 #[cfg(all(feature = "web", target_arch = "wasm32"))]
 mod websys;
 #[cfg(all(feature = "web", target_arch = "wasm32"))]
-pub use websys::{WebSysReceiver, WebSysSender, WebSysTransport};
+pub use websys::{ConnectError, WebSysReceiver, WebSysSender, WebSysTransport};
+
+/// The default limit on one incoming frame: 64 MiB (tasks can carry blobs inline).
+pub const DEFAULT_MAX_FRAME: usize = 64 << 20;
 
 /// Why a connection is closed: a WebSocket close code and a short reason for humans.
 #[derive(Clone, Debug, PartialEq, Eq)]

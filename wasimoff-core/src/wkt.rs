@@ -35,7 +35,11 @@ impl Timestamp {
         let seconds = nanos.div_euclid(1_000_000_000);
         let sub = nanos.rem_euclid(1_000_000_000);
         Self {
-            seconds: i64::try_from(seconds).unwrap_or(if seconds < 0 { i64::MIN } else { i64::MAX }),
+            seconds: i64::try_from(seconds).unwrap_or(if seconds < 0 {
+                i64::MIN
+            } else {
+                i64::MAX
+            }),
             nanos: i32::try_from(sub).unwrap_or(0),
         }
     }
@@ -46,7 +50,9 @@ impl Timestamp {
     }
 
     fn to_datetime(self) -> Option<DateTime<Utc>> {
-        let nanos = u32::try_from(self.nanos).ok().filter(|n| *n < 1_000_000_000)?;
+        let nanos = u32::try_from(self.nanos)
+            .ok()
+            .filter(|n| *n < 1_000_000_000)?;
         DateTime::from_timestamp(self.seconds, nanos)
     }
 }
@@ -87,17 +93,38 @@ mod tests {
 
     #[test]
     fn json_uses_z_and_si_fractions() {
-        let t = Timestamp { seconds: 1_735_787_045, nanos: 500_000_000 };
-        assert_eq!(serde_json::to_string(&t).unwrap(), "\"2025-01-02T03:04:05.500Z\"");
-        let t = Timestamp { seconds: 1_735_787_045, nanos: 0 };
-        assert_eq!(serde_json::to_string(&t).unwrap(), "\"2025-01-02T03:04:05Z\"");
+        let t = Timestamp {
+            seconds: 1_735_787_045,
+            nanos: 500_000_000,
+        };
+        assert_eq!(
+            serde_json::to_string(&t).unwrap(),
+            "\"2025-01-02T03:04:05.500Z\""
+        );
+        let t = Timestamp {
+            seconds: 1_735_787_045,
+            nanos: 0,
+        };
+        assert_eq!(
+            serde_json::to_string(&t).unwrap(),
+            "\"2025-01-02T03:04:05Z\""
+        );
         let back: Timestamp = serde_json::from_str("\"2025-01-02T04:04:05.5+01:00\"").unwrap();
-        assert_eq!(back, Timestamp { seconds: 1_735_787_045, nanos: 500_000_000 });
+        assert_eq!(
+            back,
+            Timestamp {
+                seconds: 1_735_787_045,
+                nanos: 500_000_000
+            }
+        );
     }
 
     #[test]
     fn out_of_range_is_an_error_not_a_panic() {
-        let t = Timestamp { seconds: i64::MAX, nanos: -1 };
+        let t = Timestamp {
+            seconds: i64::MAX,
+            nanos: -1,
+        };
         assert!(serde_json::to_string(&t).is_err());
         assert!(serde_json::from_str::<Timestamp>("\"yesterday\"").is_err());
     }

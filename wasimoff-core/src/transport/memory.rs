@@ -32,8 +32,16 @@ impl MemoryTransport {
         let (a_tx, b_rx) = mpsc::channel(CHANNEL_CAPACITY);
         let (b_tx, a_rx) = mpsc::channel(CHANNEL_CAPACITY);
         (
-            MemoryTransport { codec, tx: a_tx, rx: a_rx },
-            MemoryTransport { codec, tx: b_tx, rx: b_rx },
+            MemoryTransport {
+                codec,
+                tx: a_tx,
+                rx: a_rx,
+            },
+            MemoryTransport {
+                codec,
+                tx: b_tx,
+                rx: b_rx,
+            },
         )
     }
 }
@@ -48,8 +56,15 @@ impl Transport for MemoryTransport {
 
     fn split(self) -> (MemorySender, MemoryReceiver) {
         (
-            MemorySender { codec: self.codec, tx: Some(self.tx) },
-            MemoryReceiver { codec: self.codec, rx: self.rx, closed: None },
+            MemorySender {
+                codec: self.codec,
+                tx: Some(self.tx),
+            },
+            MemoryReceiver {
+                codec: self.codec,
+                rx: self.rx,
+                closed: None,
+            },
         )
     }
 }
