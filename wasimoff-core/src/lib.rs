@@ -1,7 +1,20 @@
 //! The core of wasimoff: the `wasimoff.v1` protocol and the traits every other crate builds on.
+//!
+//! - [`proto`]: the generated `wasimoff.v1` messages (prost + proto3 JSON via pbjson).
+//! - [`envelope`]: typed envelopes, the payload enum and both wire codecs.
+//! - [`messenger`]: request/response correlation and events over any [`transport::Transport`].
+//! - [`transport`]: the `Transport` trait, an in-memory pair, and WebSocket transports behind the
+//!   `native` and `web` features.
+//! - [`executor`], [`scheduler`], [`store`]: the traits that providers and brokers implement.
+//! - [`platform`]: spawning, sleeping and `Send` bounds that differ between native and wasm32.
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
 pub mod envelope;
+pub mod executor;
 pub mod messenger;
 pub mod platform;
 pub mod proto;
+pub mod scheduler;
+pub mod store;
 pub mod transport;
 pub mod wkt;

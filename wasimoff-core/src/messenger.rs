@@ -87,6 +87,8 @@ pub enum CallError {
 #[error("connection closed: {0}")]
 pub struct SendError(pub CloseReason);
 
+// Almost every item is an envelope; boxing them to shrink the rare Close would cost more.
+#[allow(clippy::large_enum_variant)]
 enum Outgoing {
     Envelope(Envelope),
     Close(CloseReason),

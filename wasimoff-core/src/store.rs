@@ -1,0 +1,245 @@
+//! The [`Store`] trait: content-addressed blobs (wasm modules, rootfs zips) with aliases.
+//!
+//! A blob is addressed by its [`Ref`], `sha256:<64 lowercase hex>` of its bytes, so storing the
+//! same bytes twice keeps one copy and a ref can be checked by anyone who holds the bytes.
+//! Aliases are human names (`tsp.wasm`) that point at a ref; re-pointing an alias is allowed.
+//!
+//! Implementations: [`MemoryStore`] here; persistent backends in the broker. Every backend runs
+//! the conformance suite in [`conformance`] (feature `conformance`).
+
+use std::{fmt, str::FromStr};
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+use crate::platform::{MaybeSend, MaybeSync};
+
+mod memory;
+pub use memory::MemoryStore;
+
+#[cfg(all(any(test, feature = "conformance"), not(target_arch = "wasm32")))]
+pub mod conformance;
+
+/// A content address: `sha256:` followed by 64 lowercase hex digits.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Ref(String);
+
+impl Ref {
+    /// The prefix of every ref.
+    pub const PREFIX: &'static str = "sha256:";
+
+    /// The ref of some bytes.
+    ///
+    /// ```
+    /// use wasimoff_core::store::Ref;
+    /// let r = Ref::of(b"hello");
+    /// assert_eq!(r.as_str(), "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
+    /// assert_eq!(r.as_str().parse::<Ref>().unwrap(), r);
+    /// ```
+    pub fn of(bytes: &[u8]) -> Ref {
+        Ref(format!(
+            "{}{}",
+            Self::PREFIX,
+            hex::encode(Sha256::digest(bytes))
+        ))
+    }
+
+    /// Whether `text` looks like a ref (it may still be malformed; see [`FromStr`]).
+    pub fn is_ref_like(text: &str) -> bool {
+        text.starts_with(Self::PREFIX)
+    }
+
+    /// The ref as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `bytes` hash to this ref.
+    pub fn verify(&self, bytes: &[u8]) -> bool {
+        Ref::of(bytes) == *self
+    }
+}
+
+impl FromStr for Ref {
+    type Err = StoreError;
+
+    fn from_str(text: &str) -> Result<Ref, StoreError> {
+        let hex = text
+            .strip_prefix(Self::PREFIX)
+            .ok_or_else(|| StoreError::InvalidRef(text.to_owned()))?;
+        if hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            Ok(Ref(text.to_owned()))
+        } else {
+            Err(StoreError::InvalidRef(text.to_owned()))
+        }
+    }
+}
+
+impl fmt::Display for Ref {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Ref {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Ref({})", self.0)
+    }
+}
+
+/// Media types the protocol cares about.
+pub mod media {
+    /// A WebAssembly module.
+    pub const WASM: &str = "application/wasm";
+    /// A zip archive (rootfs, artifacts).
+    pub const ZIP: &str = "application/zip";
+    /// Anything else.
+    pub const OCTET_STREAM: &str = "application/octet-stream";
+
+    /// The media type of some bytes by their magic number.
+    ///
+    /// ```
+    /// use wasimoff_core::store::media;
+    /// assert_eq!(media::sniff(b"\0asm\x01\0\0\0"), media::WASM);
+    /// assert_eq!(media::sniff(b"PK\x03\x04rest"), media::ZIP);
+    /// assert_eq!(media::sniff(b"#!/bin/sh"), media::OCTET_STREAM);
+    /// ```
+    pub fn sniff(bytes: &[u8]) -> &'static str {
+        if bytes.starts_with(b"\0asm") {
+            WASM
+        } else if bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"PK\x05\x06") {
+            ZIP
+        } else {
+            OCTET_STREAM
+        }
+    }
+}
+
+/// A stored blob with its media type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Blob {
+    /// The blob's address.
+    pub r#ref: Ref,
+    /// The media type recorded at upload (sniffed from the bytes).
+    pub media: String,
+    /// The contents.
+    pub bytes: Bytes,
+}
+
+/// Limits a store enforces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreLimits {
+    /// The largest blob accepted, in bytes.
+    pub max_blob_size: u64,
+    /// The most bytes stored in all (`None`: no limit).
+    pub max_total_size: Option<u64>,
+    /// The most aliases.
+    pub max_aliases: usize,
+}
+
+impl Default for StoreLimits {
+    fn default() -> Self {
+        StoreLimits {
+            max_blob_size: 256 << 20,
+            max_total_size: None,
+            max_aliases: 100_000,
+        }
+    }
+}
+
+/// What can go wrong in a [`Store`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The text is not a valid `sha256:` ref.
+    #[error("invalid ref {0:?}: expected sha256: and 64 lowercase hex digits")]
+    InvalidRef(String),
+    /// The alias is not a usable name.
+    #[error("invalid alias {0:?}: {1}")]
+    InvalidAlias(String, &'static str),
+    /// An alias must point at a stored blob.
+    #[error("no blob {0}")]
+    NotFound(String),
+    /// The blob exceeds [`StoreLimits::max_blob_size`].
+    #[error("blob of {size} bytes exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// The blob's size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// Storing the blob would exceed [`StoreLimits::max_total_size`] or the alias limit.
+    #[error("store is full: {0}")]
+    Full(String),
+    /// The backend failed (I/O, database).
+    #[error("storage backend failed: {0}")]
+    Backend(String),
+}
+
+/// Checks an alias: 1 to 255 bytes, no `/`, `\`, control characters or leading dot, not
+/// ref-like (it would shadow content addresses).
+pub fn validate_alias(alias: &str) -> Result<(), StoreError> {
+    let bad = |why| Err(StoreError::InvalidAlias(alias.to_owned(), why));
+    if alias.is_empty() || alias.len() > 255 {
+        return bad("must be 1 to 255 bytes long");
+    }
+    if Ref::is_ref_like(alias) {
+        return bad("must not start with sha256:");
+    }
+    if alias.starts_with('.') {
+        return bad("must not start with a dot");
+    }
+    if alias
+        .chars()
+        .any(|c| c == '/' || c == '\\' || c.is_control())
+    {
+        return bad("must not contain slashes or control characters");
+    }
+    Ok(())
+}
+
+/// Content-addressed blob storage with aliases.
+///
+/// Implementations must be safe under concurrent use: two `put`s of the same bytes store one
+/// blob, and a reader never sees a partially written blob.
+///
+/// ```
+/// use wasimoff_core::store::{MemoryStore, Store, media};
+///
+/// # futures::executor::block_on(async {
+/// let store = MemoryStore::default();
+/// let r = store.put(b"\0asm\x01\0\0\0".to_vec().into()).await.unwrap();
+/// store.set_alias("empty.wasm", &r).await.unwrap();
+/// let blob = store.get("empty.wasm").await.unwrap().unwrap();
+/// assert_eq!((blob.r#ref, blob.media.as_str()), (r, media::WASM));
+/// # });
+/// ```
+#[cfg_attr(target_arch = "wasm32", async_trait::async_trait(?Send))]
+#[cfg_attr(not(target_arch = "wasm32"), async_trait::async_trait)]
+pub trait Store: MaybeSend + MaybeSync {
+    /// Stores bytes and returns their ref (the same ref if they were stored before).
+    async fn put(&self, bytes: Bytes) -> Result<Ref, StoreError>;
+
+    /// The blob named by a ref or an alias; `Ok(None)` if there is none.
+    async fn get(&self, name: &str) -> Result<Option<Blob>, StoreError>;
+
+    /// Resolves a ref or an alias to the ref of a stored blob.
+    async fn resolve(&self, name: &str) -> Result<Option<Ref>, StoreError>;
+
+    /// Whether the blob named by a ref or an alias is stored.
+    async fn has(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(self.resolve(name).await?.is_some())
+    }
+
+    /// Points an alias at a stored blob (replacing an earlier target).
+    async fn set_alias(&self, alias: &str, target: &Ref) -> Result<(), StoreError>;
+
+    /// Removes a blob and every alias pointing at it; `false` if it was not stored.
+    async fn delete(&self, r: &Ref) -> Result<bool, StoreError>;
+
+    /// The refs of all stored blobs, in no particular order.
+    async fn list(&self) -> Result<Vec<Ref>, StoreError>;
+
+    /// The limits this store enforces.
+    fn limits(&self) -> StoreLimits;
+}
