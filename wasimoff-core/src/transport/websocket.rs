@@ -95,7 +95,15 @@ impl WebSocketTransport<MaybeTlsStream<tokio::net::TcpStream>> {
             .max_message_size(Some(max_frame))
             .max_frame_size(Some(max_frame));
         let (ws, response) =
-            tokio_tungstenite::connect_async_with_config(request, Some(config), true).await?;
+            tokio_tungstenite::connect_async_with_config(request, Some(config), true)
+                .await
+                .map_err(|e| match e {
+                    // tungstenite itself refuses a handshake that selects none of the offered protocols.
+                    tungstenite::Error::Protocol(
+                        tungstenite::error::ProtocolError::SecWebSocketSubProtocolError(_),
+                    ) => ConnectError::NoSubprotocol(None),
+                    other => ConnectError::Handshake(other),
+                })?;
         let selected = response
             .headers()
             .get(header::SEC_WEBSOCKET_PROTOCOL)
