@@ -4,7 +4,8 @@
 //! same bytes twice keeps one copy and a ref can be checked by anyone who holds the bytes.
 //! Aliases are human names (`tsp.wasm`) that point at a ref; re-pointing an alias is allowed.
 //!
-//! Implementations: [`MemoryStore`] here; persistent backends in the broker. Every backend runs
+//! Implementations: [`MemoryStore`], and `DirStore` (feature `native`) that persists in a
+//! directory. Every backend runs
 //! the conformance suite in [`conformance`] (feature `conformance`).
 
 use std::{fmt, str::FromStr};
@@ -16,6 +17,11 @@ use crate::platform::{MaybeSend, MaybeSync};
 
 mod memory;
 pub use memory::MemoryStore;
+
+#[cfg(all(feature = "native", not(target_arch = "wasm32")))]
+mod dir;
+#[cfg(all(feature = "native", not(target_arch = "wasm32")))]
+pub use dir::DirStore;
 
 #[cfg(all(any(test, feature = "conformance"), not(target_arch = "wasm32")))]
 pub mod conformance;
