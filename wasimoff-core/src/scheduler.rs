@@ -8,9 +8,9 @@
 //! Architecture Invariant: a successful `pick` reserves one slot on the provider; the broker
 //! gives it back with [`SchedulerEvent::TaskFinished`] exactly once per pick.
 //!
-//! Implementations: [`RoundRobinScheduler`] (here). The broker adds a locality-aware default.
+//! Implementations: [`LocalityScheduler`] (the default) and [`RoundRobinScheduler`].
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 /// The broker's identifier for one provider connection (never reused while the broker runs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -125,19 +125,26 @@ impl Slots {
     }
 }
 
-/// Hands tasks to providers with free slots in turn.
-///
-/// Providers with a free slot wait in a ring; a pick takes the first usable one and puts it
-/// back at the end if it still has room. Each pick is O(1) amortised, whatever the number of
-/// providers; stale ring entries (providers that left or filled up) are dropped lazily.
+/// The slot books both schedulers keep: every provider's slots and a ring of providers that
+/// have a free slot. Stale ring entries (providers that left or filled up) are dropped lazily,
+/// so every operation is O(1) amortised, whatever the number of providers.
 #[derive(Debug, Default)]
-pub struct RoundRobinScheduler {
+struct Book {
     providers: HashMap<ProviderId, Slots>,
     ring: VecDeque<ProviderId>,
     free: u64,
 }
 
-impl RoundRobinScheduler {
+/// How an event changed a provider's ability to take tasks, for indexes kept on top.
+enum Change {
+    None,
+    /// The provider went from full (or unknown) to having a free slot.
+    BecameFree(ProviderId),
+    /// The provider went from having a free slot to full (or gone).
+    BecameFull(ProviderId),
+}
+
+impl Book {
     fn enqueue(&mut self, id: ProviderId) {
         if let Some(p) = self.providers.get_mut(&id) {
             if p.free() && !p.queued {
@@ -147,13 +154,104 @@ impl RoundRobinScheduler {
         }
     }
 
-    fn set_slots(&mut self, id: ProviderId, slots: u32) {
-        let p = self.providers.entry(id).or_default();
-        let before = p.free_count();
-        p.total = slots;
-        self.free = self.free - before + p.free_count();
-        self.enqueue(id);
+    fn is_free(&self, id: ProviderId) -> bool {
+        self.providers.get(&id).is_some_and(Slots::free)
     }
+
+    /// Applies `f` to a provider and reports whether it became free or full.
+    fn update(&mut self, id: ProviderId, f: impl FnOnce(&mut Slots)) -> Change {
+        let Some(p) = self.providers.get_mut(&id) else {
+            return Change::None;
+        };
+        let (was_free, before) = (p.free(), p.free_count());
+        f(p);
+        let (is_free, after) = (p.free(), p.free_count());
+        self.free = self.free - before + after;
+        self.enqueue(id);
+        match (was_free, is_free) {
+            (false, true) => Change::BecameFree(id),
+            (true, false) => Change::BecameFull(id),
+            _ => Change::None,
+        }
+    }
+
+    fn handle(&mut self, event: SchedulerEvent) -> Change {
+        match event {
+            SchedulerEvent::ProviderJoined { id, slots }
+            | SchedulerEvent::ProviderResources { id, slots } => {
+                self.providers.entry(id).or_default();
+                self.update(id, |p| p.total = slots)
+            }
+            SchedulerEvent::ProviderLeft { id } => match self.providers.remove(&id) {
+                Some(p) => {
+                    self.free -= p.free_count();
+                    if p.free() {
+                        Change::BecameFull(id)
+                    } else {
+                        Change::None
+                    }
+                }
+                None => Change::None,
+            },
+            SchedulerEvent::FilesAdded { id, refs } => {
+                if let Some(p) = self.providers.get_mut(&id) {
+                    p.files.extend(refs);
+                }
+                Change::None
+            }
+            SchedulerEvent::FilesRemoved { id, refs } => {
+                if let Some(p) = self.providers.get_mut(&id) {
+                    for r in &refs {
+                        p.files.remove(r);
+                    }
+                }
+                Change::None
+            }
+            SchedulerEvent::TaskFinished { id } => {
+                self.update(id, |p| p.busy = p.busy.saturating_sub(1))
+            }
+        }
+    }
+
+    /// Reserves a slot on a provider known to have one.
+    fn reserve(&mut self, id: ProviderId) -> Change {
+        self.update(id, |p| p.busy += 1)
+    }
+
+    /// The next provider in the ring with a free slot that is not excluded.
+    fn next_free(&mut self, exclude: Option<ProviderId>) -> Option<ProviderId> {
+        let mut skipped = None;
+        let mut found = None;
+        for _ in 0..self.ring.len() {
+            let Some(id) = self.ring.pop_front() else {
+                break;
+            };
+            let Some(p) = self.providers.get_mut(&id) else {
+                continue;
+            };
+            p.queued = false;
+            if !p.free() {
+                continue;
+            }
+            if exclude == Some(id) {
+                skipped = Some(id);
+                continue;
+            }
+            found = Some(id);
+            break;
+        }
+        // Both go back to the end of the ring (found is re-queued by `reserve` if still free).
+        if let Some(id) = skipped {
+            self.enqueue(id);
+        }
+        found
+    }
+}
+
+/// Hands tasks to providers with free slots in turn; O(1) amortised per pick.
+#[derive(Debug, Default)]
+pub struct RoundRobinScheduler {
+    book: Book,
 }
 
 impl Scheduler for RoundRobinScheduler {
@@ -162,75 +260,151 @@ impl Scheduler for RoundRobinScheduler {
     }
 
     fn handle(&mut self, event: SchedulerEvent) {
-        match event {
-            SchedulerEvent::ProviderJoined { id, slots }
-            | SchedulerEvent::ProviderResources { id, slots } => {
-                self.set_slots(id, slots);
-            }
-            SchedulerEvent::ProviderLeft { id } => {
-                if let Some(p) = self.providers.remove(&id) {
-                    self.free -= p.free_count();
-                }
-            }
-            SchedulerEvent::FilesAdded { id, refs } => {
-                if let Some(p) = self.providers.get_mut(&id) {
-                    p.files.extend(refs);
-                }
-            }
-            SchedulerEvent::FilesRemoved { id, refs } => {
-                if let Some(p) = self.providers.get_mut(&id) {
-                    for r in &refs {
-                        p.files.remove(r);
+        self.book.handle(event);
+    }
+
+    fn pick(&mut self, placement: &Placement<'_>) -> Option<ProviderId> {
+        let id = self.book.next_free(placement.exclude)?;
+        self.book.reserve(id);
+        Some(id)
+    }
+
+    fn free_slots(&self) -> u64 {
+        self.book.free
+    }
+
+    fn providers(&self) -> usize {
+        self.book.providers.len()
+    }
+}
+
+/// Prefers a free provider that already holds the task's module (no download, likely a warm
+/// compile cache), else any free provider in turn, else none (the task waits).
+///
+/// An index from each file ref to the *free* providers holding it keeps a pick at O(log n):
+/// it is updated when a provider fills up or frees a slot, in O(files held by that provider).
+///
+/// ```
+/// use wasimoff_core::scheduler::*;
+///
+/// let mut s = LocalityScheduler::default();
+/// for id in 1..=3 {
+///     s.handle(SchedulerEvent::ProviderJoined { id: ProviderId(id), slots: 1 });
+/// }
+/// s.handle(SchedulerEvent::FilesAdded { id: ProviderId(3), refs: vec!["sha256:aa".into()] });
+/// let wants_aa = Placement { binary: Some("sha256:aa"), exclude: None };
+/// assert_eq!(s.pick(&wants_aa), Some(ProviderId(3)));
+/// assert!(s.pick(&wants_aa).is_some(), "falls back to any free provider");
+/// ```
+#[derive(Debug, Default)]
+pub struct LocalityScheduler {
+    book: Book,
+    free_with_file: HashMap<String, BTreeSet<ProviderId>>,
+}
+
+impl LocalityScheduler {
+    fn index(&mut self, change: Change) {
+        match change {
+            Change::None => {}
+            Change::BecameFree(id) => {
+                if let Some(p) = self.book.providers.get(&id) {
+                    for file in &p.files {
+                        self.free_with_file
+                            .entry(file.clone())
+                            .or_default()
+                            .insert(id);
                     }
                 }
             }
-            SchedulerEvent::TaskFinished { id } => {
-                if let Some(p) = self.providers.get_mut(&id) {
-                    let before = p.free_count();
-                    p.busy = p.busy.saturating_sub(1);
-                    self.free = self.free - before + p.free_count();
+            Change::BecameFull(id) => self.unindex(id),
+        }
+    }
+
+    /// Removes a provider from every file's free set (files of a departed provider are gone
+    /// from the book, so the sets are swept; departures are rare next to picks).
+    fn unindex(&mut self, id: ProviderId) {
+        match self.book.providers.get(&id) {
+            Some(p) => {
+                for file in &p.files {
+                    if let Some(set) = self.free_with_file.get_mut(file) {
+                        set.remove(&id);
+                        if set.is_empty() {
+                            self.free_with_file.remove(file);
+                        }
+                    }
                 }
-                self.enqueue(id);
+            }
+            None => self.free_with_file.retain(|_, set| {
+                set.remove(&id);
+                !set.is_empty()
+            }),
+        }
+    }
+}
+
+impl Scheduler for LocalityScheduler {
+    fn name(&self) -> &'static str {
+        "locality"
+    }
+
+    fn handle(&mut self, event: SchedulerEvent) {
+        match &event {
+            SchedulerEvent::ProviderLeft { id } => {
+                let id = *id;
+                self.unindex(id);
+                self.book.handle(event);
+            }
+            SchedulerEvent::FilesAdded { id, refs } => {
+                if self.book.is_free(*id) {
+                    for r in refs {
+                        self.free_with_file
+                            .entry(r.clone())
+                            .or_default()
+                            .insert(*id);
+                    }
+                }
+                self.book.handle(event);
+            }
+            SchedulerEvent::FilesRemoved { id, refs } => {
+                for r in refs {
+                    if let Some(set) = self.free_with_file.get_mut(r) {
+                        set.remove(id);
+                        if set.is_empty() {
+                            self.free_with_file.remove(r);
+                        }
+                    }
+                }
+                self.book.handle(event);
+            }
+            _ => {
+                let change = self.book.handle(event);
+                self.index(change);
             }
         }
     }
 
     fn pick(&mut self, placement: &Placement<'_>) -> Option<ProviderId> {
-        let mut skipped = None;
-        let mut result = None;
-        for _ in 0..self.ring.len() {
-            let id = self.ring.pop_front()?;
-            let Some(p) = self.providers.get_mut(&id) else {
-                continue;
-            };
-            p.queued = false;
-            if !p.free() {
-                continue;
-            }
-            if placement.exclude == Some(id) {
-                skipped = Some(id);
-                continue;
-            }
-            p.busy += 1;
-            self.free -= 1;
-            result = Some(id);
-            break;
-        }
-        if let Some(id) = result {
-            self.enqueue(id);
-        }
-        if let Some(id) = skipped {
-            self.enqueue(id);
-        }
-        result
+        let local = placement.binary.and_then(|file| {
+            let set = self.free_with_file.get(file)?;
+            set.iter()
+                .copied()
+                .find(|id| Some(*id) != placement.exclude)
+        });
+        let id = match local {
+            Some(id) => id,
+            None => self.book.next_free(placement.exclude)?,
+        };
+        let change = self.book.reserve(id);
+        self.index(change);
+        Some(id)
     }
 
     fn free_slots(&self) -> u64 {
-        self.free
+        self.book.free
     }
 
     fn providers(&self) -> usize {
-        self.providers.len()
+        self.book.providers.len()
     }
 }
 
@@ -238,11 +412,19 @@ impl Scheduler for RoundRobinScheduler {
 mod tests {
     use super::*;
 
-    /// A deterministic simulation: thousands of providers joining, leaving, resizing and
-    /// finishing tasks in a pseudo-random order, checking the scheduler's books after each step.
     #[test]
-    fn simulation_keeps_books_straight() {
-        let mut s = RoundRobinScheduler::default();
+    fn simulation_keeps_books_straight_round_robin() {
+        simulate(&mut RoundRobinScheduler::default(), false);
+    }
+
+    #[test]
+    fn simulation_keeps_books_straight_locality() {
+        simulate(&mut LocalityScheduler::default(), true);
+    }
+
+    /// A deterministic simulation: thousands of providers joining, leaving, resizing, caching
+    /// files and finishing tasks in a pseudo-random order, checking the books after each step.
+    fn simulate(s: &mut dyn Scheduler, locality: bool) {
         let mut rng = 0x2545_f491_4f6c_dd1d_u64;
         let mut next = move || {
             rng ^= rng << 13;
@@ -251,6 +433,7 @@ mod tests {
             rng
         };
         let mut model: HashMap<ProviderId, (u32, u32)> = HashMap::new(); // (slots, busy)
+        let mut files: HashMap<ProviderId, HashSet<String>> = HashMap::new();
         let mut running: Vec<ProviderId> = Vec::new();
         let mut next_id = 0;
         for step in 0..50_000 {
@@ -268,7 +451,25 @@ mod tests {
                     let id = *model.keys().nth((next() as usize) % model.len()).unwrap();
                     s.handle(SchedulerEvent::ProviderLeft { id });
                     model.remove(&id);
+                    files.remove(&id);
                     running.retain(|r| *r != id);
+                }
+                6 if !model.is_empty() => {
+                    let id = *model.keys().nth((next() as usize) % model.len()).unwrap();
+                    let file = format!("f{}", next() % 8);
+                    let held = files.entry(id).or_default();
+                    if held.remove(&file) {
+                        s.handle(SchedulerEvent::FilesRemoved {
+                            id,
+                            refs: vec![file],
+                        });
+                    } else {
+                        held.insert(file.clone());
+                        s.handle(SchedulerEvent::FilesAdded {
+                            id,
+                            refs: vec![file],
+                        });
+                    }
                 }
                 3 if !model.is_empty() => {
                     let id = *model.keys().nth((next() as usize) % model.len()).unwrap();
@@ -284,12 +485,21 @@ mod tests {
                 }
                 _ => {
                     let exclude = running.first().copied();
+                    let file = format!("f{}", next() % 8);
                     match s.pick(&Placement {
-                        binary: None,
+                        binary: Some(&file),
                         exclude,
                     }) {
                         Some(id) => {
                             assert_ne!(Some(id), exclude, "picked the excluded provider");
+                            let holds =
+                                |p: &ProviderId| files.get(p).is_some_and(|f| f.contains(&file));
+                            if locality && !holds(&id) {
+                                let local = model.iter().any(|(p, (slots, busy))| {
+                                    busy < slots && Some(*p) != exclude && holds(p)
+                                });
+                                assert!(!local, "a free provider holding {file} was passed over");
+                            }
                             let m = model.get_mut(&id).expect("picked a provider that left");
                             assert!(m.1 < m.0, "picked a full provider");
                             m.1 += 1;
