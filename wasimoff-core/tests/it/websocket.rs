@@ -19,6 +19,8 @@ async fn serve_once(select: Option<Codec>) -> String {
     );
     tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
+        // tungstenite's handshake callback signature returns its large error type.
+        #[allow(clippy::result_large_err)]
         let callback = |req: &Request, mut resp: Response| {
             let offered = req
                 .headers()
