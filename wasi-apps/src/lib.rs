@@ -1,1 +1,160 @@
-//! wasimoff-wasi-apps
+//! The guest programs of wasimoff as WebAssembly bytes, for tests, benchmarks and demos.
+//!
+//! The build script compiles them (see `build.rs` and `docs/workloads.md`): the Rust guests
+//! in `guests/` for `wasm32-wasip1` in release mode, the WAT module from its text, and the C
+//! guest when a wasm32-capable clang with wasi-libc is installed. Each constant holds one
+//! module; [`Guest`] lists them all with their names.
+//!
+//! | guest | what it does |
+//! |---|---|
+//! | [`HELLO`] | greeting + argv; words switch on envs, rootfs listing, files, stdin, exit, trap, sleep |
+//! | [`TSP`] | brute-force travelling salesman, `tsp rand <n>` / `tsp read` (benchmark) |
+//! | [`LOOP`] | spins forever |
+//! | [`MEMBOMB`] | grows memory until allocation fails, then traps (or reports) |
+//! | [`FLOOD`] | writes 100 MiB (or the given size) to stdout |
+//! | [`SLEEP`] | sleeps through `poll_oneoff` and prints the measured time |
+//! | [`LOAD`] | iterated SHA-256 with tunable cost, prints a digest |
+//! | [`HELLO_UNSTABLE`] | WAT module printing `hello world` via the legacy `wasi_unstable` |
+//! | [`HELLO_C`] | the C hello guest, `None` if it could not be built |
+
+/// `hello`: the reference guest (argv, envs, stdin, exit codes, traps, rootfs, artifacts).
+pub const HELLO: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/hello.wasm"));
+
+/// `tsp`: brute-force travelling salesman over (N-1)! tours.
+pub const TSP: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/tsp.wasm"));
+
+/// `loop`: prints one line and never returns.
+pub const LOOP: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/loop.wasm"));
+
+/// `membomb`: allocates 1 MiB chunks until allocation fails.
+pub const MEMBOMB: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/membomb.wasm"));
+
+/// `flood`: writes a repeated 64-byte line to stdout, 100 MiB unless told otherwise.
+pub const FLOOD: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/flood.wasm"));
+
+/// `sleep`: sleeps for the given milliseconds and prints how long it took.
+pub const SLEEP: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/sleep.wasm"));
+
+/// `load`: `-i <iterations>` of SHA-256, prints `digest = <hex>`.
+pub const LOAD: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/load.wasm"));
+
+/// `hello-unstable`: prints `hello world` through `wasi_unstable.fd_write`.
+pub const HELLO_UNSTABLE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/hello-unstable.wasm"));
+
+/// `hello-c`: the C hello guest, if clang could build it on this machine.
+#[cfg(wasimoff_hello_c)]
+pub const HELLO_C: Option<&[u8]> = Some(include_bytes!(concat!(env!("OUT_DIR"), "/hello-c.wasm")));
+
+/// `hello-c`: the C hello guest, if clang could build it on this machine.
+#[cfg(not(wasimoff_hello_c))]
+pub const HELLO_C: Option<&[u8]> = None;
+
+/// Why [`HELLO_C`] is `None` (`None` if it was built).
+pub const HELLO_C_SKIPPED: Option<&str> = option_env!("WASIMOFF_HELLO_C_SKIPPED");
+
+/// The guest workspace's directory, e.g. to build `tsp` natively for comparisons:
+/// `cargo build --release --manifest-path <GUESTS_DIR>/Cargo.toml -p tsp`.
+pub const GUESTS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/guests");
+
+/// One of the guest programs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Guest {
+    /// [`HELLO`]
+    Hello,
+    /// [`TSP`]
+    Tsp,
+    /// [`LOOP`]
+    Loop,
+    /// [`MEMBOMB`]
+    Membomb,
+    /// [`FLOOD`]
+    Flood,
+    /// [`SLEEP`]
+    Sleep,
+    /// [`LOAD`]
+    Load,
+    /// [`HELLO_UNSTABLE`]
+    HelloUnstable,
+    /// [`HELLO_C`]
+    HelloC,
+}
+
+impl Guest {
+    /// Every guest, including [`Guest::HelloC`] (which may be unavailable).
+    pub const ALL: [Guest; 9] = [
+        Guest::Hello,
+        Guest::Tsp,
+        Guest::Loop,
+        Guest::Membomb,
+        Guest::Flood,
+        Guest::Sleep,
+        Guest::Load,
+        Guest::HelloUnstable,
+        Guest::HelloC,
+    ];
+
+    /// The guest's name, e.g. `hello-unstable`; the module is `<name>.wasm` (see
+    /// [`Guest::file_name`]), which is also what the example tasks call it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Guest::Hello => "hello",
+            Guest::Tsp => "tsp",
+            Guest::Loop => "loop",
+            Guest::Membomb => "membomb",
+            Guest::Flood => "flood",
+            Guest::Sleep => "sleep",
+            Guest::Load => "load",
+            Guest::HelloUnstable => "hello-unstable",
+            Guest::HelloC => "hello-c",
+        }
+    }
+
+    /// `<name>.wasm`.
+    pub fn file_name(self) -> String {
+        format!("{}.wasm", self.name())
+    }
+
+    /// The guest with this [name](Guest::name), if any.
+    pub fn from_name(name: &str) -> Option<Guest> {
+        Guest::ALL.into_iter().find(|guest| guest.name() == name)
+    }
+
+    /// The module's bytes; `None` only for [`Guest::HelloC`] when it could not be built.
+    pub const fn bytes(self) -> Option<&'static [u8]> {
+        match self {
+            Guest::Hello => Some(HELLO),
+            Guest::Tsp => Some(TSP),
+            Guest::Loop => Some(LOOP),
+            Guest::Membomb => Some(MEMBOMB),
+            Guest::Flood => Some(FLOOD),
+            Guest::Sleep => Some(SLEEP),
+            Guest::Load => Some(LOAD),
+            Guest::HelloUnstable => Some(HELLO_UNSTABLE),
+            Guest::HelloC => HELLO_C,
+        }
+    }
+}
+
+/// Every guest that was built, with its bytes.
+pub fn available() -> impl Iterator<Item = (Guest, &'static [u8])> {
+    Guest::ALL
+        .into_iter()
+        .filter_map(|guest| guest.bytes().map(|bytes| (guest, bytes)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_modules_look_like_wasm() {
+        for guest in Guest::ALL {
+            assert_eq!(Guest::from_name(guest.name()), Some(guest));
+        }
+        assert_eq!(Guest::from_name("nope"), None);
+        for (guest, bytes) in available() {
+            assert!(bytes.starts_with(b"\0asm\x01\0\0\0"), "{guest:?}");
+        }
+        assert_eq!(HELLO_C.is_none(), HELLO_C_SKIPPED.is_some());
+    }
+}

@@ -1,3 +1,153 @@
 //! Project automation: `cargo xtask <command>` (see `cargo xtask --help`).
+//!
+//! - `ci`: the whole test suite, as CI runs it (installs missing rustup targets and tools).
+//! - `demo`: the main job.
+//! - `guests`: builds the guest programs into `target/wasi-apps`.
+//! - `fuzz`: runs the envelope decoder fuzz target for a while.
+#![allow(clippy::print_stdout)] // a command-line tool talks on stdout
 
-fn main() {}
+mod guests;
+mod tools;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use tools::{Step, cargo, root};
+
+#[derive(Parser)]
+#[command(about = "wasimoff project automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the full test suite: fmt, clippy (native and wasm32), tests, doc tests, rustdoc,
+    /// and a short fuzz run.
+    Ci {
+        /// Seconds of fuzzing (0 skips it).
+        #[arg(long, default_value_t = 30)]
+        fuzz_seconds: u64,
+    },
+    /// Runs the main job: the demo.
+    Demo,
+    /// Builds all guest programs (release, wasm32-wasip1) into a directory.
+    Guests {
+        /// Where to put the modules (default: target/wasi-apps).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Fuzzes the envelope decoder, seeded with the golden vectors.
+    Fuzz {
+        /// How long to run, in seconds.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Ci { fuzz_seconds } => ci(fuzz_seconds),
+        Command::Demo => demo(),
+        Command::Guests { out } => guests::build_guests(out.as_deref()).map(drop),
+        Command::Fuzz { seconds } => fuzz(seconds),
+    }
+}
+
+/// The crates and features that must build for `wasm32-unknown-unknown`.
+const WASM32_CHECKS: &[(&str, &str)] = &[("wasimoff-core", "web")];
+
+fn ci(fuzz_seconds: u64) -> Result<()> {
+    tools::ensure_rustup_targets(&["wasm32-unknown-unknown", "wasm32-wasip1"])?;
+    let guests = root().join("wasi-apps/guests/Cargo.toml");
+    let guests = guests.to_str().unwrap_or("wasi-apps/guests/Cargo.toml");
+
+    Step::new("format").run(cargo(&["fmt", "--all", "--check"]))?;
+    Step::new("format guests").run(cargo(&["fmt", "--manifest-path", guests, "--all", "--check"]))?;
+    Step::new("format fuzz").run(cargo(&[
+        "fmt",
+        "--manifest-path",
+        "wasimoff-core/fuzz/Cargo.toml",
+        "--check",
+    ]))?;
+    Step::new("clippy").run(cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--all-features",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    for (krate, features) in WASM32_CHECKS {
+        Step::new(&format!("clippy {krate} wasm32")).run(cargo(&[
+            "clippy",
+            "-p",
+            krate,
+            "--target",
+            "wasm32-unknown-unknown",
+            "--features",
+            features,
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
+        Step::new(&format!("build {krate} wasm32")).run(cargo(&[
+            "build",
+            "-p",
+            krate,
+            "--target",
+            "wasm32-unknown-unknown",
+            "--features",
+            features,
+        ]))?;
+    }
+    Step::new("clippy guests").run(cargo(&[
+        "clippy",
+        "--manifest-path",
+        guests,
+        "--target",
+        "wasm32-wasip1",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    Step::new("tests").run(cargo(&["test", "--workspace", "--all-features"]))?;
+    Step::new("rustdoc")
+        .env("RUSTDOCFLAGS", "-D warnings")
+        .run(cargo(&["doc", "--workspace", "--no-deps", "--all-features"]))?;
+    if fuzz_seconds > 0 {
+        fuzz(fuzz_seconds)?;
+    }
+    println!("\nxtask ci: all steps passed");
+    Ok(())
+}
+
+fn demo() -> Result<()> {
+    Step::new("demo").run(cargo(&["run", "--release", "-p", "wasimoff-examples", "--bin", "demo"]))
+}
+
+fn fuzz(seconds: u64) -> Result<()> {
+    tools::ensure_cargo_tool("cargo-fuzz", "fuzz")?;
+    let corpus = tools::fuzz_corpus()?;
+    let corpus = corpus.to_str().unwrap_or_default().to_owned();
+    let max_time = format!("-max_total_time={seconds}");
+    Step::new("fuzz envelope_decode")
+        .dir("wasimoff-core")
+        // cargo-fuzz wants nightly for sanitizers; without a sanitizer stable works with this.
+        .env("RUSTC_BOOTSTRAP", "1")
+        .run(cargo(&[
+            "fuzz",
+            "run",
+            "--sanitizer",
+            "none",
+            "envelope_decode",
+            &corpus,
+            "--",
+            &max_time,
+            "-max_len=4096",
+        ]))
+}

@@ -1,0 +1,100 @@
+//! Build script of `wasimoff-wasi-apps`: builds every guest program into `OUT_DIR` for
+//! `src/lib.rs` to `include_bytes!`.
+//!
+//! The Rust guests are built by a nested `cargo build --release --locked --target
+//! wasm32-wasip1` on the separate workspace `guests/` (see `build/shared.rs`, which `cargo
+//! xtask` shares). Its target directory is `<outer target dir>/wasi-apps` so that it survives
+//! across profiles, `cargo clippy`/`cargo test` and `cargo xtask` (override it with
+//! `WASIMOFF_GUESTS_TARGET_DIR`). The WAT guests are compiled with the `wat` crate. The C guest
+//! is compiled when a wasm32-capable clang with wasi-libc is around; otherwise it is skipped
+//! with a warning and `HELLO_C` is `None`.
+
+#![allow(clippy::print_stdout)] // cargo reads its instructions from stdout
+
+#[path = "build/shared.rs"]
+mod shared;
+
+use std::env;
+use std::path::{Path, PathBuf};
+
+fn main() {
+    if let Err(message) = run() {
+        eprintln!("error: {message}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), String> {
+    let manifest_dir =
+        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").ok_or("no CARGO_MANIFEST_DIR")?);
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").ok_or("no OUT_DIR")?);
+    let guests_dir = manifest_dir.join("guests");
+
+    for path in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "hello",
+        "tsp",
+        "edge",
+        "load",
+        "wat",
+        "c",
+    ] {
+        println!(
+            "cargo::rerun-if-changed={}",
+            guests_dir.join(path).display()
+        );
+    }
+    println!("cargo::rerun-if-env-changed=WASIMOFF_GUESTS_TARGET_DIR");
+    for name in shared::C_ENV {
+        println!("cargo::rerun-if-env-changed={name}");
+    }
+    println!("cargo::rustc-check-cfg=cfg(wasimoff_hello_c)");
+
+    // Rust guests.
+    let target_dir = guest_target_dir(&out_dir);
+    let jobs = env::var("NUM_JOBS").ok();
+    for (name, path) in shared::build_rust_guests(&guests_dir, &target_dir, jobs.as_deref())? {
+        let dest = out_dir.join(format!("{name}.wasm"));
+        std::fs::copy(&path, &dest)
+            .map_err(|e| format!("copying {} to {}: {e}", path.display(), dest.display()))?;
+    }
+
+    // WAT guests.
+    for name in shared::WAT_GUESTS {
+        let source = guests_dir.join("wat").join(format!("{name}.wat"));
+        shared::compile_wat(&source, &out_dir.join(format!("{name}.wasm")))?;
+    }
+
+    // The C guest, if a suitable clang is available.
+    let c_dest = out_dir.join(format!("{}.wasm", shared::C_GUEST));
+    match shared::compile_c(&guests_dir.join(shared::C_SOURCE), &c_dest) {
+        Ok(()) => println!("cargo::rustc-cfg=wasimoff_hello_c"),
+        Err(reason) => {
+            let reason = reason.replace(['\n', '\r'], " ");
+            println!(
+                "cargo::warning=skipping the C guest {}: {reason}",
+                shared::C_GUEST
+            );
+            println!("cargo::rustc-env=WASIMOFF_HELLO_C_SKIPPED={reason}");
+        }
+    }
+    Ok(())
+}
+
+/// Where the nested cargo keeps its build: `$WASIMOFF_GUESTS_TARGET_DIR`, else `wasi-apps/` in
+/// the outer target directory (the nearest ancestor of `OUT_DIR` that cargo tagged with
+/// `CACHEDIR.TAG`), else a directory inside `OUT_DIR`.
+fn guest_target_dir(out_dir: &Path) -> PathBuf {
+    if let Some(dir) = env::var_os("WASIMOFF_GUESTS_TARGET_DIR") {
+        return PathBuf::from(dir);
+    }
+    out_dir
+        .ancestors()
+        .skip(1)
+        .find(|dir| dir.join("CACHEDIR.TAG").is_file())
+        .map_or_else(
+            || out_dir.join("guests-target"),
+            |dir| dir.join("wasi-apps"),
+        )
+}

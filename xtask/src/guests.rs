@@ -1,0 +1,118 @@
+//! `cargo xtask` support for the guest programs: builds every guest of `wasi-apps/guests`
+//! reproducibly (release, `wasm32-wasip1`, `--locked`, remapped paths) plus the WAT module and,
+//! if a wasm32-capable clang is installed, the C guest, and writes them with checksums into one
+//! directory. It uses the same build logic as `wasi-apps/build.rs` (`wasi-apps/build/shared.rs`)
+//! and the same cargo target directory, so the two share their build cache.
+
+#[path = "../../wasi-apps/build/shared.rs"]
+mod shared;
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow};
+use sha2::{Digest, Sha256};
+
+/// The workspace root (this crate lives in `<root>/xtask`).
+fn workspace_root() -> PathBuf {
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir.parent().unwrap_or(manifest_dir).to_path_buf()
+}
+
+/// `$CARGO_TARGET_DIR/wasi-apps`, else `<root>/target/wasi-apps`: the nested cargo's target
+/// directory, which is also where `wasi-apps/build.rs` builds by default.
+fn guests_target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), PathBuf::from)
+        .join("wasi-apps")
+}
+
+/// Builds all guests into `out_dir` (default: `target/wasi-apps` of the workspace) as
+/// `<name>.wasm`, each with a `<name>.wasm.sha256`, plus a `SHA256SUMS` for all of them
+/// (`sha256sum -c SHA256SUMS` checks them). The C guest `hello-c` is skipped with a note when
+/// no suitable clang is found. Prints the files on stdout and returns their paths.
+pub(crate) fn build_guests(out_dir: Option<&Path>) -> Result<Vec<PathBuf>> {
+    let root = workspace_root();
+    let guests_dir = root.join("wasi-apps").join("guests");
+    let target_dir = guests_target_dir(&root);
+    let out_dir = out_dir.map_or_else(|| target_dir.clone(), Path::to_path_buf);
+    std::fs::create_dir_all(&out_dir)
+        .with_context(|| format!("creating output directory {}", out_dir.display()))?;
+
+    eprintln!(
+        "building the Rust guests ({}, release) in {}",
+        shared::TARGET,
+        target_dir.display()
+    );
+    let mut modules: Vec<(String, Vec<u8>)> = Vec::new();
+    for (name, path) in
+        shared::build_rust_guests(&guests_dir, &target_dir, None).map_err(|e| anyhow!(e))?
+    {
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        modules.push((name.to_owned(), bytes));
+    }
+
+    for name in shared::WAT_GUESTS {
+        let source = guests_dir.join("wat").join(format!("{name}.wat"));
+        let dest = out_dir.join(format!("{name}.wasm"));
+        shared::compile_wat(&source, &dest).map_err(|e| anyhow!(e))?;
+        let bytes = std::fs::read(&dest).with_context(|| format!("reading {}", dest.display()))?;
+        modules.push(((*name).to_owned(), bytes));
+    }
+
+    let c_dest = out_dir.join(format!("{}.wasm", shared::C_GUEST));
+    match shared::compile_c(&guests_dir.join(shared::C_SOURCE), &c_dest) {
+        Ok(()) => {
+            let bytes =
+                std::fs::read(&c_dest).with_context(|| format!("reading {}", c_dest.display()))?;
+            modules.push((shared::C_GUEST.to_owned(), bytes));
+        }
+        Err(reason) => {
+            eprintln!("note: skipping the C guest {}: {reason}", shared::C_GUEST);
+            // Do not leave an old build of it next to the fresh ones.
+            let _ = std::fs::remove_file(&c_dest);
+            let _ = std::fs::remove_file(out_dir.join(format!("{}.wasm.sha256", shared::C_GUEST)));
+        }
+    }
+
+    let mut sums = String::new();
+    let mut written = Vec::new();
+    for (name, bytes) in &modules {
+        let file = format!("{name}.wasm");
+        let path = out_dir.join(&file);
+        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+        let line = format!("{}  {file}\n", hex(&Sha256::digest(bytes)));
+        let sum_path = out_dir.join(format!("{file}.sha256"));
+        std::fs::write(&sum_path, &line)
+            .with_context(|| format!("writing {}", sum_path.display()))?;
+        sums.push_str(&line);
+        written.push(path);
+    }
+    let sums_path = out_dir.join("SHA256SUMS");
+    std::fs::write(&sums_path, &sums)
+        .with_context(|| format!("writing {}", sums_path.display()))?;
+
+    report(&out_dir, &modules);
+    Ok(written)
+}
+
+/// Prints the built modules, their sizes and checksums.
+#[allow(clippy::print_stdout)] // the listing is this command's output
+fn report(out_dir: &Path, modules: &[(String, Vec<u8>)]) {
+    println!("guests in {}:", out_dir.display());
+    for (name, bytes) in modules {
+        println!(
+            "  {:<22} {:>8} bytes  sha256 {}",
+            format!("{name}.wasm"),
+            bytes.len(),
+            hex(&Sha256::digest(bytes))
+        );
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}

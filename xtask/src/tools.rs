@@ -1,0 +1,114 @@
+//! Small helpers for running commands: steps with a heading and timing, cargo with the right
+//! binary, and installing what the suite needs when it is missing.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Instant,
+};
+
+use anyhow::{Context, Result, bail};
+
+/// The workspace root.
+pub(crate) fn root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+/// A `cargo` command run from the workspace root, with the cargo that runs us.
+pub(crate) fn cargo(args: &[&str]) -> Command {
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command.args(args).current_dir(root());
+    command
+}
+
+/// One named step of a pipeline.
+pub(crate) struct Step {
+    name: String,
+    env: Vec<(String, String)>,
+    dir: Option<PathBuf>,
+}
+
+impl Step {
+    pub(crate) fn new(name: &str) -> Self {
+        Step { name: name.to_owned(), env: Vec::new(), dir: None }
+    }
+
+    pub(crate) fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub(crate) fn dir(mut self, dir: &str) -> Self {
+        self.dir = Some(root().join(dir));
+        self
+    }
+
+    pub(crate) fn run(self, mut command: Command) -> Result<()> {
+        println!("\n==> {}", self.name);
+        for (k, v) in &self.env {
+            command.env(k, v);
+        }
+        if let Some(dir) = &self.dir {
+            command.current_dir(dir);
+        }
+        let start = Instant::now();
+        let status = command.status().with_context(|| format!("cannot start step {}", self.name))?;
+        println!("==> {} took {:.1}s", self.name, start.elapsed().as_secs_f64());
+        if !status.success() {
+            bail!("step {} failed ({status})", self.name);
+        }
+        Ok(())
+    }
+}
+
+/// Adds the rustup targets that are not installed yet.
+pub(crate) fn ensure_rustup_targets(targets: &[&str]) -> Result<()> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .context("rustup is needed to add the wasm32 targets")?;
+    let installed = String::from_utf8_lossy(&installed.stdout);
+    let missing: Vec<&str> =
+        targets.iter().copied().filter(|t| !installed.lines().any(|l| l.trim() == *t)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let mut command = Command::new("rustup");
+    command.args(["target", "add"]).args(&missing);
+    Step::new(&format!("rustup target add {}", missing.join(" "))).run(command)
+}
+
+/// Installs a cargo subcommand from crates.io if `cargo <sub> --version` fails.
+pub(crate) fn ensure_cargo_tool(krate: &str, sub: &str) -> Result<()> {
+    let present = cargo(&[sub, "--version"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if present {
+        return Ok(());
+    }
+    Step::new(&format!("install {krate}")).run(cargo(&["install", krate, "--locked"]))
+}
+
+/// A fuzz corpus seeded with the envelopes of the golden vectors (`../shared/vectors`), in the
+/// target directory so nothing derived from them is committed.
+pub(crate) fn fuzz_corpus() -> Result<PathBuf> {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
+    let corpus = target.join("fuzz-corpus/envelope_decode");
+    std::fs::create_dir_all(&corpus)?;
+    let vectors = root().join("../shared/vectors/wire-vectors.json");
+    let Ok(text) = std::fs::read_to_string(&vectors) else {
+        println!("note: {} not found; fuzzing from an empty corpus", vectors.display());
+        return Ok(corpus);
+    };
+    let vectors: Vec<serde_json::Value> = serde_json::from_str(&text)?;
+    for v in vectors.iter().filter(|v| v["message_type"] == "wasimoff.v1.Envelope") {
+        let name = v["name"].as_str().unwrap_or("vector");
+        let bytes = hex::decode(v["hex"].as_str().unwrap_or_default())?;
+        std::fs::write(corpus.join(format!("{name}.bin")), bytes)?;
+        std::fs::write(corpus.join(format!("{name}.json")), v["json"].as_str().unwrap_or_default())?;
+    }
+    Ok(corpus)
+}
