@@ -1,1 +1,377 @@
-//! wasimoff-broker
+//! The wasimoff broker as a library.
+//!
+//! Providers connect over WebSocket; clients submit WebAssembly tasks over Connect RPC, a client
+//! WebSocket or a plain HTTP route; the broker queues them, places each on a provider with a
+//! free slot (through a [`Scheduler`](wasimoff_core::scheduler::Scheduler)), retries when a
+//! provider fails, and answers the client. Modules and zips live in a
+//! [`Store`](wasimoff_core::store::Store).
+//!
+//! Run it on its own port:
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), wasimoff_broker::BrokerError> {
+//! let broker = wasimoff_broker::Broker::builder().listen("127.0.0.1:4080".parse().unwrap()).build().await?;
+//! let handle = broker.spawn().await?;
+//! println!("listening on {}", handle.local_addr());
+//! handle.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! or mount [`Broker::router`] inside your own axum application.
+
+mod client;
+mod config;
+mod dispatch;
+mod error;
+mod metrics;
+mod provider;
+mod state;
+mod storage;
+mod tasks;
+mod ws;
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, atomic::AtomicU64},
+    time::Duration,
+};
+
+use axum::{
+    Router,
+    extract::{DefaultBodyLimit, State},
+    http::{HeaderValue, header},
+    response::IntoResponse,
+    routing::{get, post},
+};
+use tokio_util::sync::CancellationToken;
+use tower_http::{cors::CorsLayer, services::ServeDir, timeout::TimeoutLayer};
+use wasimoff_core::scheduler::{LocalityScheduler, RoundRobinScheduler, Scheduler};
+use wasimoff_core::store::{DirStore, MemoryStore, Store, StoreLimits};
+
+pub use config::{BrokerConfig, Limits, PingConfig, SchedulerKind, StoreConfig};
+pub use error::TaskError;
+
+use dispatch::{Dispatch, DispatchConfig};
+use state::{App, AppState};
+
+/// Why a broker could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BrokerError {
+    /// The store could not be opened.
+    #[error("cannot open the store: {0}")]
+    Store(#[from] wasimoff_core::store::StoreError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+}
+
+/// Builds a [`Broker`] from a [`BrokerConfig`]; every setter has a field of the same name.
+#[derive(Default)]
+pub struct BrokerBuilder {
+    config: BrokerConfig,
+    store: Option<Arc<dyn Store>>,
+    scheduler: Option<Box<dyn Scheduler>>,
+}
+
+impl std::fmt::Debug for BrokerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BrokerBuilder {
+    /// Replaces the whole configuration.
+    pub fn config(mut self, config: BrokerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Where to listen.
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.config.listen = addr;
+        self
+    }
+
+    /// Which store backend to open.
+    pub fn store_config(mut self, store: StoreConfig) -> Self {
+        self.config.store = store;
+        self
+    }
+
+    /// Uses a store instance of your own (overrides [`BrokerConfig::store`]).
+    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Which built-in scheduler to use.
+    pub fn scheduler_kind(mut self, kind: SchedulerKind) -> Self {
+        self.config.scheduler = kind;
+        self
+    }
+
+    /// Uses a scheduler of your own (overrides [`BrokerConfig::scheduler`]).
+    pub fn scheduler(mut self, scheduler: Box<dyn Scheduler>) -> Self {
+        self.scheduler = Some(scheduler);
+        self
+    }
+
+    /// Size and time limits.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.config.limits = limits;
+        self
+    }
+
+    /// The provider ping.
+    pub fn ping(mut self, ping: PingConfig) -> Self {
+        self.config.ping = ping;
+        self
+    }
+
+    /// Serves a directory at `/` (the volunteer page).
+    pub fn static_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.config.static_dir = Some(dir.into());
+        self
+    }
+
+    /// Origins allowed to open the provider socket.
+    pub fn allowed_origins(mut self, origins: Vec<String>) -> Self {
+        self.config.allowed_origins = origins;
+        self
+    }
+
+    /// Tokens clients must present.
+    pub fn client_tokens(mut self, tokens: Vec<String>) -> Self {
+        self.config.client_tokens = tokens;
+        self
+    }
+
+    /// Tokens providers must present.
+    pub fn provider_tokens(mut self, tokens: Vec<String>) -> Self {
+        self.config.provider_tokens = tokens;
+        self
+    }
+
+    /// Opens the store and starts the dispatcher (on the current tokio runtime).
+    pub async fn build(self) -> Result<Broker, BrokerError> {
+        let config = self.config;
+        let limits = StoreLimits {
+            max_blob_size: config.limits.max_upload as u64,
+            ..StoreLimits::default()
+        };
+        let store: Arc<dyn Store> = match (self.store, &config.store) {
+            (Some(store), _) => store,
+            (None, StoreConfig::Memory) => Arc::new(MemoryStore::with_limits(limits)),
+            (None, StoreConfig::Dir(dir)) => {
+                let dir = dir.clone();
+                let store = tokio::task::spawn_blocking(move || DirStore::open(dir, limits))
+                    .await
+                    .map_err(|e| wasimoff_core::store::StoreError::Backend(e.to_string()))??;
+                Arc::new(store)
+            }
+        };
+        let scheduler = self.scheduler.unwrap_or_else(|| match config.scheduler {
+            SchedulerKind::Locality => Box::new(LocalityScheduler::default()),
+            SchedulerKind::RoundRobin => Box::new(RoundRobinScheduler::default()),
+        });
+        let metrics = Arc::new(metrics::Metrics::new());
+        let dispatch = Dispatch::start(
+            scheduler,
+            DispatchConfig {
+                max_queue: config.limits.max_queue,
+                max_attempts: config.limits.max_attempts.max(1),
+                task_timeout: config.limits.task_timeout,
+            },
+            metrics.clone(),
+        );
+        let mut boot = [0u8; 4];
+        if getrandom::fill(&mut boot).is_err() {
+            // No OS randomness: the clock still makes restarts distinct.
+            boot = (wasimoff_core::platform::unix_nanos() as u32).to_le_bytes();
+        }
+        let state = AppState {
+            config,
+            store,
+            dispatch,
+            metrics,
+            boot_id: boot.iter().map(|b| format!("{b:02x}")).collect(),
+            task_counter: AtomicU64::new(1),
+            provider_counter: AtomicU64::new(1),
+            shutdown: CancellationToken::new(),
+        };
+        Ok(Broker {
+            app: Arc::new(state),
+        })
+    }
+}
+
+/// A configured broker; serve it with [`Broker::spawn`] or mount [`Broker::router`].
+#[derive(Debug, Clone)]
+pub struct Broker {
+    app: App,
+}
+
+impl Broker {
+    /// A builder with the default configuration (memory store, locality scheduler).
+    pub fn builder() -> BrokerBuilder {
+        BrokerBuilder::default()
+    }
+
+    /// The broker's configuration.
+    pub fn config(&self) -> &BrokerConfig {
+        &self.app.config
+    }
+
+    /// The broker's store.
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.app.store.clone()
+    }
+
+    /// All routes, for mounting under another axum application (e.g. with `Router::nest`).
+    /// Client addresses are recorded when the server is run with
+    /// `into_make_service_with_connect_info::<SocketAddr>()`.
+    pub fn router(&self) -> Router {
+        let app = self.app.clone();
+        let limits = &app.config.limits;
+        let storage = Router::new()
+            .route("/api/storage/upload", post(storage::upload))
+            .route("/api/storage/{name}", get(storage::download))
+            .layer(TimeoutLayer::with_status_code(
+                axum::http::StatusCode::REQUEST_TIMEOUT,
+                limits.http_timeout,
+            ));
+        let api = Router::new()
+            .route("/api/provider/ws", get(provider::provider_socket))
+            .route("/api/client/ws", get(client::client_socket))
+            .route(
+                "/api/client/wasimoff.v1.Tasks/{method}",
+                post(client::connect_rpc),
+            )
+            .route("/api/client/run/{wasm}", post(client::exec))
+            .merge(storage)
+            .route("/healthz", get(|| async { "OK\n" }))
+            .route("/api/version", get(version))
+            .route("/api/status", get(status))
+            .route("/metrics", get(metrics))
+            .layer(DefaultBodyLimit::max(
+                limits.max_upload.saturating_add(1 << 20),
+            ))
+            .layer(
+                CorsLayer::new()
+                    .allow_origin(tower_http::cors::Any)
+                    .allow_methods(tower_http::cors::Any)
+                    .allow_headers(tower_http::cors::Any)
+                    .expose_headers(tower_http::cors::Any),
+            );
+        let router = match &app.config.static_dir {
+            Some(dir) => api.fallback_service(ServeDir::new(dir)),
+            None => api,
+        };
+        router.with_state(app)
+    }
+
+    /// Binds the configured address and serves until [`BrokerHandle::shutdown`].
+    pub async fn spawn(self) -> Result<BrokerHandle, BrokerError> {
+        let addr = self.app.config.listen;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| BrokerError::Bind { addr, source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| BrokerError::Bind { addr, source })?;
+        let shutdown = self.app.shutdown.clone();
+        let service = self
+            .router()
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let server = tokio::spawn(async move {
+            let stop = shutdown.clone();
+            if let Err(e) = axum::serve(listener, service)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+            {
+                tracing::error!("server failed: {e}");
+            }
+        });
+        tracing::info!(%local_addr, "broker listening");
+        Ok(BrokerHandle {
+            broker: self,
+            local_addr,
+            server: Some(server),
+        })
+    }
+}
+
+/// A running broker.
+#[derive(Debug)]
+pub struct BrokerHandle {
+    broker: Broker,
+    local_addr: SocketAddr,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl BrokerHandle {
+    /// The address it listens on (the real port when configured with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The broker behind this handle.
+    pub fn broker(&self) -> &Broker {
+        &self.broker
+    }
+
+    /// Stops accepting connections, fails queued and running tasks with "broker is shutting
+    /// down" (running ones are cancelled on their providers), closes provider sockets, and
+    /// waits up to 10 s for open connections to finish.
+    pub async fn shutdown(mut self) {
+        let app = &self.broker.app;
+        let (done, finished) = tokio::sync::oneshot::channel();
+        app.dispatch.send(dispatch::Command::Shutdown { done });
+        let _ = finished.await;
+        app.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+        }
+    }
+}
+
+async fn version() -> impl IntoResponse {
+    axum::Json(serde_json::json!({
+        "package": env!("CARGO_PKG_NAME"),
+        "version": env!("CARGO_PKG_VERSION"),
+        "protocol": "wasimoff.v1",
+    }))
+}
+
+async fn status(State(app): State<App>) -> impl IntoResponse {
+    let m = &app.metrics;
+    axum::Json(serde_json::json!({
+        "providers": m.providers.get(),
+        "workers": m.workers.get(),
+        "queued": m.queued.get(),
+        "running": m.running.get(),
+        "scheduler": match app.config.scheduler {
+            SchedulerKind::Locality => "locality",
+            SchedulerKind::RoundRobin => "round-robin",
+        },
+    }))
+}
+
+async fn metrics(State(app): State<App>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        app.metrics.encode(),
+    )
+}

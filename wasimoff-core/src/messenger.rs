@@ -306,6 +306,19 @@ impl Messenger {
             .map_err(|_| SendError(state.close_reason()))
     }
 
+    /// Sends an event without waiting: if the outgoing queue is full (a slow peer) the event
+    /// is dropped and `false` returned. For broadcasts, where one slow peer must not hold up
+    /// the others.
+    pub fn try_send_event(&self, payload: impl Into<Payload>) -> bool {
+        let state = &self.handle.state;
+        let sequence = state.next_event.fetch_add(1, Ordering::Relaxed);
+        let envelope = Envelope::event(sequence, payload);
+        self.handle
+            .outgoing
+            .try_send(Outgoing::Envelope(envelope))
+            .is_ok()
+    }
+
     /// Closes the connection with a reason. Pending calls fail with that reason; envelopes
     /// queued before the close are still sent.
     pub async fn close(&self, reason: CloseReason) {

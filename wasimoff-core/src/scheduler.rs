@@ -146,11 +146,12 @@ enum Change {
 
 impl Book {
     fn enqueue(&mut self, id: ProviderId) {
-        if let Some(p) = self.providers.get_mut(&id) {
-            if p.free() && !p.queued {
-                p.queued = true;
-                self.ring.push_back(id);
-            }
+        if let Some(p) = self.providers.get_mut(&id)
+            && p.free()
+            && !p.queued
+        {
+            p.queued = true;
+            self.ring.push_back(id);
         }
     }
 

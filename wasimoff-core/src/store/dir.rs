@@ -154,12 +154,12 @@ impl Store for DirStore {
                 return Ok(r);
             }
             let total = inner.total.load(Ordering::Relaxed);
-            if let Some(max) = inner.limits.max_total_size {
-                if total + size > max {
-                    return Err(StoreError::Full(format!(
-                        "{total} of {max} bytes used, {size} more do not fit"
-                    )));
-                }
+            if let Some(max) = inner.limits.max_total_size
+                && total + size > max
+            {
+                return Err(StoreError::Full(format!(
+                    "{total} of {max} bytes used, {size} more do not fit"
+                )));
             }
             inner.write_atomically(&path, &bytes)?;
             inner.total.fetch_add(size, Ordering::Relaxed);

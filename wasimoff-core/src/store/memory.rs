@@ -72,13 +72,13 @@ impl Store for MemoryStore {
         if inner.blobs.contains_key(&r) {
             return Ok(r);
         }
-        if let Some(max) = self.limits.max_total_size {
-            if inner.total + size > max {
-                return Err(StoreError::Full(format!(
-                    "{} of {max} bytes used, {size} more do not fit",
-                    inner.total
-                )));
-            }
+        if let Some(max) = self.limits.max_total_size
+            && inner.total + size > max
+        {
+            return Err(StoreError::Full(format!(
+                "{} of {max} bytes used, {size} more do not fit",
+                inner.total
+            )));
         }
         inner.total += size;
         inner.blobs.insert(

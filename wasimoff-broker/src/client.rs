@@ -1,0 +1,345 @@
+//! Client entry points: Connect unary RPC, the client WebSocket and the plain exec route.
+
+use std::net::SocketAddr;
+
+use axum::{
+    Extension,
+    body::Bytes,
+    extract::{ConnectInfo, Path, State, ws::WebSocketUpgrade},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde::{Serialize, de::DeserializeOwned};
+use tokio_util::sync::CancellationToken;
+use wasimoff_core::envelope::{Codec, Payload};
+use wasimoff_core::messenger::{IncomingMessage, Messenger, MessengerConfig};
+use wasimoff_core::proto::{self, task};
+
+use crate::error::TaskError;
+use crate::provider::{refuse_protocol, selected_codec};
+use crate::state::App;
+use crate::ws::AxumTransport;
+
+/// The peer's address, when the server was started with connect info.
+fn requester(addr: Option<Extension<ConnectInfo<SocketAddr>>>) -> String {
+    addr.map(|Extension(ConnectInfo(a))| a.to_string())
+        .unwrap_or_default()
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ConnectCodec {
+    Proto,
+    Json,
+}
+
+fn connect_codec(headers: &HeaderMap) -> Option<ConnectCodec> {
+    let content_type = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    match content_type.split(';').next()?.trim() {
+        "application/proto" | "application/protobuf" | "application/x-protobuf" => {
+            Some(ConnectCodec::Proto)
+        }
+        "application/json" => Some(ConnectCodec::Json),
+        _ => None,
+    }
+}
+
+fn decode<M: prost::Message + Default + DeserializeOwned>(
+    codec: ConnectCodec,
+    body: &[u8],
+) -> Result<M, TaskError> {
+    match codec {
+        ConnectCodec::Proto => {
+            M::decode(body).map_err(|e| TaskError::InvalidArgument(format!("bad message: {e}")))
+        }
+        ConnectCodec::Json => serde_json::from_slice(body)
+            .map_err(|e| TaskError::InvalidArgument(format!("bad JSON message: {e}"))),
+    }
+}
+
+fn encode<M: prost::Message + Serialize>(codec: ConnectCodec, message: &M) -> Response {
+    match codec {
+        ConnectCodec::Proto => (
+            [(header::CONTENT_TYPE, "application/proto")],
+            message.encode_to_vec(),
+        )
+            .into_response(),
+        ConnectCodec::Json => match serde_json::to_vec(message) {
+            Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+            Err(e) => TaskError::Internal(format!("cannot encode response: {e}")).into_response(),
+        },
+    }
+}
+
+/// Applies a `Connect-Timeout-Ms` header as a QoS deadline, if sooner than the task's own.
+fn apply_timeout(headers: &HeaderMap, qos: &mut Option<task::QoS>) {
+    let Some(ms) = headers
+        .get("connect-timeout-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
+        return;
+    };
+    let deadline_ns = wasimoff_core::platform::unix_nanos() as i128 + i128::from(ms) * 1_000_000;
+    let timeout = wasimoff_core::wkt::Timestamp::from_unix_nanos(deadline_ns);
+    let qos = qos.get_or_insert_with(Default::default);
+    if qos.deadline.is_none_or(|d| d.unix_nanos() > deadline_ns) {
+        qos.deadline = Some(timeout);
+    }
+}
+
+/// `POST /api/client/wasimoff.v1.Tasks/{method}`: Connect unary calls.
+pub(crate) async fn connect_rpc(
+    State(app): State<App>,
+    Path(method): Path<String>,
+    addr: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(e) = app.check_client(&headers) {
+        return e.into_response();
+    }
+    let Some(codec) = connect_codec(&headers) else {
+        let mut response = (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/proto or application/json\n",
+        )
+            .into_response();
+        response.headers_mut().insert(
+            "accept-post",
+            HeaderValue::from_static("application/json, application/proto"),
+        );
+        return response;
+    };
+    let requester = requester(addr);
+    let result = match method.as_str() {
+        "RunWasip1" => match decode::<task::wasip1::Request>(codec, &body) {
+            Ok(mut request) => {
+                apply_timeout(&headers, &mut request.qos);
+                app.run_wasip1(request, &requester)
+                    .await
+                    .map(|r| encode(codec, &r))
+            }
+            Err(e) => Err(e),
+        },
+        "RunPyodide" => match decode::<task::pyodide::Request>(codec, &body) {
+            Ok(mut request) => {
+                apply_timeout(&headers, &mut request.qos);
+                app.run_pyodide(request, &requester)
+                    .await
+                    .map(|r| encode(codec, &r))
+            }
+            Err(e) => Err(e),
+        },
+        "Upload" => match decode::<proto::filesystem::upload::Request>(codec, &body) {
+            Ok(request) => app.upload(request).await.map(|r| encode(codec, &r)),
+            Err(e) => Err(e),
+        },
+        _ => return (StatusCode::NOT_FOUND, "no such procedure\n").into_response(),
+    };
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `GET /api/client/ws`: the client socket; task requests and uploads, answered by sequence.
+pub(crate) async fn client_socket(
+    State(app): State<App>,
+    addr: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if let Err(e) = app.check_client(&headers) {
+        return e.into_response();
+    }
+    let requester = requester(addr);
+    let max_frame = app.config.limits.max_frame;
+    upgrade
+        .protocols(Codec::SUBPROTOCOLS)
+        .max_message_size(max_frame)
+        .max_frame_size(max_frame)
+        .on_upgrade(move |socket| async move {
+            let Some(codec) = selected_codec(&socket) else {
+                return refuse_protocol(socket).await;
+            };
+            let transport = AxumTransport::new(socket, codec, max_frame);
+            let config = MessengerConfig {
+                outgoing_capacity: app.config.limits.socket_queue,
+                incoming_capacity: app.config.limits.socket_queue,
+                ..MessengerConfig::default()
+            };
+            let (messenger, incoming) = Messenger::spawn(transport, config);
+            client_session(app, messenger, incoming, requester).await;
+        })
+}
+
+async fn client_session(
+    app: App,
+    messenger: Messenger,
+    mut incoming: wasimoff_core::messenger::Incoming,
+    requester: String,
+) {
+    // Every task of this socket stops when it closes (the dispatcher then cancels them).
+    let gone = CancellationToken::new();
+    let _cancel_all = gone.clone().drop_guard();
+    loop {
+        let message = tokio::select! {
+            message = incoming.next() => message,
+            () = app.shutdown.cancelled() => None,
+        };
+        let Some(message) = message else { break };
+        let IncomingMessage::Request(request) = message else {
+            continue;
+        };
+        let (payload, responder) = request.into_parts();
+        let (app, gone, requester) = (app.clone(), gone.clone(), requester.clone());
+        tokio::spawn(async move {
+            let work = async {
+                match payload {
+                    Payload::Wasip1Request(r) => {
+                        app.run_wasip1(r, &requester).await.map(Payload::from)
+                    }
+                    Payload::PyodideRequest(r) => {
+                        app.run_pyodide(r, &requester).await.map(Payload::from)
+                    }
+                    Payload::UploadRequest(r) => app.upload(r).await.map(Payload::from),
+                    other => Err(TaskError::InvalidArgument(format!(
+                        "the client socket takes task requests and uploads, not {}",
+                        other.type_name()
+                    ))),
+                }
+            };
+            tokio::select! {
+                result = work => {
+                    let _ = responder.respond(result.map_err(|e| e.envelope_text())).await;
+                }
+                // Dropping `work` drops the waiting task, which cancels it in the dispatcher.
+                () = gone.cancelled() => {}
+            }
+        });
+    }
+    drop(messenger);
+}
+
+/// `POST /api/client/run/{wasm}`: run a module with headers for argv and env, the body as stdin.
+/// Answers stdout as the body; `X-Wasimoff-Result`, `X-Wasimoff-Status`, `X-Wasimoff-Provider`
+/// headers; stderr and artifacts, if any, are stored and named by `X-Wasimoff-Stderr` and
+/// `X-Wasimoff-Artifacts` refs (download them from `/api/storage/<ref>`).
+pub(crate) async fn exec(
+    State(app): State<App>,
+    Path(wasm): Path<String>,
+    addr: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(e) = app.check_client(&headers) {
+        return e.into_response();
+    }
+    let request = match exec_request(&wasm, &headers, body) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let response = match app.run_wasip1(request, &requester(addr)).await {
+        Ok(r) => r,
+        Err(e) => return (e.status(), format!("{}\n", e.envelope_text())).into_response(),
+    };
+    let provider = response
+        .info
+        .as_ref()
+        .and_then(|i| i.provider.clone())
+        .unwrap_or_default();
+    let mut out = match response.result {
+        Some(task::wasip1::response::Result::Ok(output)) => {
+            let mut out = output.stdout.unwrap_or_default().into_response();
+            let h = out.headers_mut();
+            h.insert("x-wasimoff-result", HeaderValue::from_static("Ok"));
+            h.insert(
+                "x-wasimoff-status",
+                HeaderValue::from(output.status.unwrap_or(0)),
+            );
+            for (name, blob) in [
+                ("x-wasimoff-stderr", output.stderr.filter(|s| !s.is_empty())),
+                (
+                    "x-wasimoff-artifacts",
+                    output.artifacts.and_then(|a| a.blob),
+                ),
+            ] {
+                let Some(blob) = blob else { continue };
+                match app.store.put(blob).await {
+                    Ok(r) => {
+                        if let Ok(v) = HeaderValue::from_str(r.as_str()) {
+                            out.headers_mut().insert(name, v);
+                        }
+                    }
+                    Err(e) => return TaskError::from(e).into_response(),
+                }
+            }
+            out
+        }
+        Some(task::wasip1::response::Result::Error(error)) => {
+            let mut out = format!("{error}\n").into_response();
+            out.headers_mut()
+                .insert("x-wasimoff-result", HeaderValue::from_static("Error"));
+            out
+        }
+        None => TaskError::ProviderFailed("empty result".into()).into_response(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&provider) {
+        out.headers_mut().insert("x-wasimoff-provider", v);
+    }
+    out
+}
+
+fn exec_request(
+    wasm: &str,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<task::wasip1::Request, TaskError> {
+    let mut args = vec![wasm.to_owned()];
+    if let Some(value) = headers.get("x-args") {
+        let text = value
+            .to_str()
+            .map_err(|_| TaskError::InvalidArgument("X-Args is not text".into()))?;
+        let words = shlex::split(text).ok_or_else(|| {
+            TaskError::InvalidArgument(format!("X-Args is not shell-quoted: {text}"))
+        })?;
+        args.extend(words);
+    }
+    let mut envs = Vec::new();
+    for (name, value) in headers {
+        if let Some(key) = name.as_str().strip_prefix("x-env-") {
+            let value = value
+                .to_str()
+                .map_err(|_| TaskError::InvalidArgument(format!("{name} is not text")))?;
+            envs.push(format!(
+                "{}={value}",
+                key.to_ascii_uppercase().replace('-', "_")
+            ));
+        }
+    }
+    let rootfs = headers
+        .get("x-rootfs-ref")
+        .and_then(|v| v.to_str().ok())
+        .map(|r| proto::File {
+            r#ref: Some(r.to_owned()),
+            ..Default::default()
+        });
+    let artifacts = headers
+        .get_all("x-artifact")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .collect();
+    Ok(task::wasip1::Request {
+        info: None,
+        qos: None,
+        params: Some(task::wasip1::Params {
+            binary: Some(proto::File {
+                r#ref: Some(wasm.to_owned()),
+                ..Default::default()
+            }),
+            args,
+            envs,
+            stdin: (!body.is_empty()).then_some(body),
+            rootfs,
+            artifacts,
+        }),
+    })
+}

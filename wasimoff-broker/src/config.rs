@@ -1,0 +1,135 @@
+//! [`BrokerConfig`]: everything that configures a broker, as plain data with defaults.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+/// Where uploaded modules and zips are kept.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// In memory (the library's default); lost on restart.
+    #[default]
+    Memory,
+    /// In a directory ([`wasimoff_core::store::DirStore`]); survives restarts.
+    Dir(PathBuf),
+}
+
+/// Which scheduler places tasks on providers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SchedulerKind {
+    /// Prefer a free provider that already holds the module, else any free provider.
+    #[default]
+    Locality,
+    /// Free providers in turn.
+    RoundRobin,
+}
+
+impl std::str::FromStr for SchedulerKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "locality" => Ok(SchedulerKind::Locality),
+            "round-robin" | "roundrobin" => Ok(SchedulerKind::RoundRobin),
+            other => Err(format!(
+                "unknown scheduler {other:?} (locality, round-robin)"
+            )),
+        }
+    }
+}
+
+/// Size and time limits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Tasks waiting for a provider; more are refused with 429 / `resource_exhausted`.
+    pub max_queue: usize,
+    /// The largest WebSocket frame accepted.
+    pub max_frame: usize,
+    /// The largest upload (HTTP body of uploads and task requests).
+    pub max_upload: usize,
+    /// The largest stdin of a task.
+    pub max_stdin: usize,
+    /// The largest blob a task may carry inline (it is moved into the store).
+    pub max_inline_blob: usize,
+    /// How long one attempt of a task may take on a provider unless its deadline is sooner.
+    pub task_timeout: Duration,
+    /// How often a task is tried on providers when they fail (lost, transport error, timeout).
+    pub max_attempts: u32,
+    /// Outgoing messages buffered per WebSocket before a slow peer is skipped or waited for.
+    pub socket_queue: usize,
+    /// Time allowed for reading a request and for storage transfers.
+    pub http_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_queue: 100_000,
+            max_frame: 64 << 20,
+            max_upload: 256 << 20,
+            max_stdin: 16 << 20,
+            max_inline_blob: 16 << 20,
+            task_timeout: Duration::from_secs(600),
+            max_attempts: 3,
+            socket_queue: 256,
+            http_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// The provider liveness check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PingConfig {
+    /// Time between pings.
+    pub interval: Duration,
+    /// Time a provider has to answer; one that misses it is dropped and its tasks requeued.
+    pub timeout: Duration,
+}
+
+impl Default for PingConfig {
+    fn default() -> Self {
+        PingConfig {
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Everything that configures a broker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerConfig {
+    /// Where [`Broker::spawn`](crate::Broker::spawn) listens (`127.0.0.1:0` picks a port).
+    pub listen: SocketAddr,
+    /// The blob store.
+    pub store: StoreConfig,
+    /// The scheduler.
+    pub scheduler: SchedulerKind,
+    /// Size and time limits.
+    pub limits: Limits,
+    /// The provider ping.
+    pub ping: PingConfig,
+    /// A directory served at `/` (the volunteer page); `None` serves nothing there.
+    pub static_dir: Option<PathBuf>,
+    /// Origins allowed to open the provider socket from a browser (`*` wildcards allowed, e.g.
+    /// `https://*.example.org`). Requests without `Origin`, or from the broker's own host, always
+    /// pass. Empty: only those.
+    pub allowed_origins: Vec<String>,
+    /// Bearer tokens accepted from clients; empty means clients need none.
+    pub client_tokens: Vec<String>,
+    /// Tokens accepted from providers (`Authorization: Bearer` or `?token=`, since browsers
+    /// cannot set headers on WebSockets); empty means providers need none.
+    pub provider_tokens: Vec<String>,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 4080)),
+            store: StoreConfig::Memory,
+            scheduler: SchedulerKind::Locality,
+            limits: Limits::default(),
+            ping: PingConfig::default(),
+            static_dir: None,
+            allowed_origins: Vec::new(),
+            client_tokens: Vec::new(),
+            provider_tokens: Vec::new(),
+        }
+    }
+}

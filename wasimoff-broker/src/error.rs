@@ -1,0 +1,109 @@
+//! [`TaskError`]: why the broker could not give a client a task result, and how each reason
+//! maps to Connect codes and HTTP statuses.
+
+use axum::{
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+
+/// Why a task submission did not produce a result.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TaskError {
+    /// The request is malformed or violates a limit.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// A referenced file is not in the store.
+    #[error("{0}")]
+    NotFound(String),
+    /// The queue is full; retry later.
+    #[error("queue full: {0} tasks are waiting")]
+    QueueFull(usize),
+    /// `immediate` was requested and no provider slot is free, or nobody can run it.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The task's deadline (or the broker's task timeout) passed.
+    #[error("deadline exceeded")]
+    DeadlineExceeded,
+    /// Providers failed the task (lost, timed out, or errored) more often than allowed.
+    #[error("provider failed: {0}")]
+    ProviderFailed(String),
+    /// The client gave up (it is gone; nobody reads this).
+    #[error("cancelled: {0}")]
+    Cancelled(String),
+    /// The broker is shutting down.
+    #[error("broker is shutting down")]
+    ShuttingDown,
+    /// Missing or wrong credentials.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// A fault of the broker itself (storage backend).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl TaskError {
+    /// The Connect error code.
+    pub fn connect_code(&self) -> &'static str {
+        match self {
+            TaskError::InvalidArgument(_) => "invalid_argument",
+            TaskError::NotFound(_) => "not_found",
+            TaskError::QueueFull(_) => "resource_exhausted",
+            TaskError::Unavailable(_) | TaskError::ShuttingDown => "unavailable",
+            TaskError::DeadlineExceeded => "deadline_exceeded",
+            TaskError::ProviderFailed(_) => "aborted",
+            TaskError::Cancelled(_) => "canceled",
+            TaskError::Unauthenticated(_) => "unauthenticated",
+            TaskError::Internal(_) => "internal",
+        }
+    }
+
+    /// The HTTP status Connect uses for the code.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            TaskError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
+            TaskError::NotFound(_) => StatusCode::NOT_FOUND,
+            TaskError::QueueFull(_) => StatusCode::TOO_MANY_REQUESTS,
+            TaskError::Unavailable(_) | TaskError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            TaskError::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+            TaskError::ProviderFailed(_) => StatusCode::CONFLICT,
+            TaskError::Cancelled(_) => StatusCode::REQUEST_TIMEOUT,
+            TaskError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            TaskError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The text for `Envelope.error` on the client WebSocket: `<connect code>: <message>`.
+    pub fn envelope_text(&self) -> String {
+        format!("{}: {self}", self.connect_code())
+    }
+}
+
+impl From<wasimoff_core::store::StoreError> for TaskError {
+    fn from(e: wasimoff_core::store::StoreError) -> Self {
+        use wasimoff_core::store::StoreError as S;
+        match e {
+            S::InvalidRef(_) | S::InvalidAlias(..) | S::TooLarge { .. } => {
+                TaskError::InvalidArgument(e.to_string())
+            }
+            S::NotFound(_) => TaskError::NotFound(e.to_string()),
+            S::Full(_) => TaskError::Unavailable(e.to_string()),
+            _ => TaskError::Internal(e.to_string()),
+        }
+    }
+}
+
+/// A Connect error response: `{"code": ..., "message": ...}` with the code's HTTP status.
+impl IntoResponse for TaskError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "code": self.connect_code(), "message": self.to_string() });
+        let mut response = (self.status(), axum::Json(body)).into_response();
+        if matches!(self, TaskError::QueueFull(_)) {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        response
+    }
+}

@@ -1,0 +1,94 @@
+//! `wasimoff-broker`: runs a broker. Configuration from flags or `WASIMOFF_*` variables.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::Parser;
+use wasimoff_broker::{Broker, BrokerConfig, Limits, PingConfig, SchedulerKind, StoreConfig};
+
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "The wasimoff broker: hands WebAssembly tasks to volunteer providers"
+)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "WASIMOFF_LISTEN", default_value = "127.0.0.1:4080")]
+    listen: SocketAddr,
+    /// Directory for uploaded files (persistent); `--memory` keeps them in memory instead.
+    #[arg(long, env = "WASIMOFF_DATA_DIR", default_value = "wasimoff-data")]
+    data_dir: PathBuf,
+    /// Keep uploaded files in memory only (lost on restart).
+    #[arg(long, env = "WASIMOFF_MEMORY_STORE")]
+    memory: bool,
+    /// Scheduler: locality or round-robin.
+    #[arg(long, env = "WASIMOFF_SCHEDULER", default_value = "locality")]
+    scheduler: SchedulerKind,
+    /// Directory served at `/` (the volunteer page).
+    #[arg(long, env = "WASIMOFF_STATIC_FILES")]
+    static_dir: Option<PathBuf>,
+    /// Origins allowed to open the provider socket (comma-separated, `*` wildcards).
+    #[arg(long, env = "WASIMOFF_ALLOWED_ORIGINS", value_delimiter = ',')]
+    allowed_origins: Vec<String>,
+    /// Bearer tokens accepted from clients (comma-separated); none: open.
+    #[arg(long, env = "WASIMOFF_CLIENT_TOKENS", value_delimiter = ',')]
+    client_tokens: Vec<String>,
+    /// Tokens accepted from providers (comma-separated); none: open.
+    #[arg(long, env = "WASIMOFF_PROVIDER_TOKENS", value_delimiter = ',')]
+    provider_tokens: Vec<String>,
+    /// Tasks waiting for a provider before submissions are refused with 429.
+    #[arg(long, env = "WASIMOFF_MAX_QUEUE", default_value_t = Limits::default().max_queue)]
+    max_queue: usize,
+    /// Largest upload in bytes.
+    #[arg(long, env = "WASIMOFF_MAX_UPLOAD", default_value_t = Limits::default().max_upload)]
+    max_upload: usize,
+    /// Seconds a task may take before it fails with deadline exceeded.
+    #[arg(long, env = "WASIMOFF_TASK_TIMEOUT", default_value_t = 600)]
+    task_timeout: u64,
+    /// Seconds between provider pings.
+    #[arg(long, env = "WASIMOFF_PING_INTERVAL", default_value_t = 5)]
+    ping_interval: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let config = BrokerConfig {
+        listen: args.listen,
+        store: if args.memory {
+            StoreConfig::Memory
+        } else {
+            StoreConfig::Dir(args.data_dir)
+        },
+        scheduler: args.scheduler,
+        limits: Limits {
+            max_queue: args.max_queue,
+            max_upload: args.max_upload,
+            task_timeout: Duration::from_secs(args.task_timeout),
+            ..Limits::default()
+        },
+        ping: PingConfig {
+            interval: Duration::from_secs(args.ping_interval.max(1)),
+            timeout: Duration::from_secs(args.ping_interval.max(1) * 2),
+        },
+        static_dir: args.static_dir,
+        allowed_origins: args.allowed_origins,
+        client_tokens: args.client_tokens,
+        provider_tokens: args.provider_tokens,
+    };
+    let handle = Broker::builder()
+        .config(config)
+        .build()
+        .await?
+        .spawn()
+        .await?;
+    tracing::info!("broker ready on http://{}", handle.local_addr());
+    tokio::signal::ctrl_c().await?;
+    tracing::info!("shutting down");
+    handle.shutdown().await;
+    Ok(())
+}

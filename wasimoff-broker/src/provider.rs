@@ -1,0 +1,192 @@
+//! The provider socket `GET /api/provider/ws?id=<name>`: admission, the session's event loop,
+//! and the ping that drops providers that stop answering.
+
+use std::sync::atomic::Ordering;
+
+use axum::{
+    extract::{
+        Query, State,
+        ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade},
+    },
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde::Deserialize;
+use wasimoff_core::envelope::{Codec, Payload};
+use wasimoff_core::messenger::{CallError, IncomingMessage, Messenger, MessengerConfig};
+use wasimoff_core::proto;
+use wasimoff_core::scheduler::ProviderId;
+use wasimoff_core::transport::CloseReason;
+
+use crate::dispatch::Command;
+use crate::state::App;
+use crate::ws::AxumTransport;
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ProviderQuery {
+    id: Option<String>,
+    token: Option<String>,
+}
+
+/// Admits a provider: user agent, token and origin checks, then the upgrade with the
+/// subprotocol chosen (protobuf preferred).
+pub(crate) async fn provider_socket(
+    State(app): State<App>,
+    Query(query): Query<ProviderQuery>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let Some(agent) = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "a provider must send a User-Agent\n",
+        )
+            .into_response();
+    };
+    if let Err(e) = app.check_provider(&headers, query.token.as_deref()) {
+        return e.into_response();
+    }
+    if !app.origin_allowed(&headers) {
+        return (StatusCode::FORBIDDEN, "origin not allowed for providers\n").into_response();
+    }
+    if app.shutdown.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "broker is shutting down\n").into_response();
+    }
+    let name = query
+        .id
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "anonymous".to_owned());
+    let name: String = name.chars().take(128).collect();
+    let agent = agent.chars().take(256).collect::<String>();
+    let max_frame = app.config.limits.max_frame;
+    upgrade
+        .protocols(Codec::SUBPROTOCOLS)
+        .max_message_size(max_frame)
+        .max_frame_size(max_frame)
+        .on_upgrade(move |socket| session(app, socket, name, agent))
+}
+
+/// Closes a socket whose client offered none of our subprotocols.
+pub(crate) async fn refuse_protocol(mut socket: WebSocket) {
+    let reason = format!("supported protocols: {}", Codec::SUBPROTOCOLS.join(", "));
+    let frame = CloseFrame {
+        code: CloseReason::PROTOCOL_ERROR,
+        reason: reason.into(),
+    };
+    let _ = socket.send(Message::Close(Some(frame))).await;
+}
+
+/// The codec the upgrade selected, if any.
+pub(crate) fn selected_codec(socket: &WebSocket) -> Option<Codec> {
+    socket
+        .protocol()
+        .and_then(|p| p.to_str().ok())
+        .and_then(Codec::from_subprotocol)
+}
+
+async fn session(app: App, socket: WebSocket, name: String, agent: String) {
+    let Some(codec) = selected_codec(&socket) else {
+        return refuse_protocol(socket).await;
+    };
+    let transport = AxumTransport::new(socket, codec, app.config.limits.max_frame);
+    let config = MessengerConfig {
+        outgoing_capacity: app.config.limits.socket_queue,
+        request_timeout: app.config.ping.timeout,
+        ..MessengerConfig::default()
+    };
+    let (messenger, mut incoming) = Messenger::spawn(transport, config);
+
+    // The provider's cached files seed the scheduler's view of it.
+    let files = match messenger.call(proto::filesystem::listing::Request {}).await {
+        Ok(Payload::ListingResponse(listing)) => listing.files,
+        Ok(other) => {
+            let reason = format!("expected a listing, got {}", other.type_name());
+            messenger
+                .close(CloseReason::new(CloseReason::PROTOCOL_ERROR, reason))
+                .await;
+            return;
+        }
+        Err(e) => {
+            tracing::info!(%name, "provider dropped before its listing: {e}");
+            messenger
+                .close(CloseReason::new(CloseReason::PROTOCOL_ERROR, e.to_string()))
+                .await;
+            return;
+        }
+    };
+    let id = ProviderId(app.provider_counter.fetch_add(1, Ordering::Relaxed));
+    tracing::debug!(%id, %name, %agent, ?codec, "provider session");
+    app.dispatch.send(Command::ProviderJoined {
+        id,
+        name,
+        messenger: messenger.clone(),
+        files,
+    });
+    tokio::spawn(ping(app.clone(), messenger.clone()));
+
+    loop {
+        let message = tokio::select! {
+            message = incoming.next() => message,
+            () = app.shutdown.cancelled() => None,
+        };
+        let Some(message) = message else { break };
+        match message {
+            IncomingMessage::Event(event) => match event.payload {
+                Payload::ProviderResources(r) => {
+                    let concurrency = r.concurrency.unwrap_or(0);
+                    app.dispatch.send(Command::Resources { id, concurrency });
+                }
+                Payload::FileSystemUpdate(u) => {
+                    app.dispatch.send(Command::Files {
+                        id,
+                        added: u.added,
+                        removed: u.removed,
+                    });
+                }
+                Payload::GenericMessage(m) => {
+                    tracing::info!(%id, "provider says: {}", m.message.unwrap_or_default());
+                }
+                other => tracing::debug!(%id, "ignoring event {}", other.type_name()),
+            },
+            IncomingMessage::Request(request) => {
+                let _ = request
+                    .respond(Err(
+                        "requests are not supported on the provider socket".into()
+                    ))
+                    .await;
+            }
+        }
+    }
+    app.dispatch.send(Command::ProviderLeft { id });
+    messenger
+        .close(CloseReason::new(CloseReason::GOING_AWAY, "session ended"))
+        .await;
+}
+
+/// Pings a provider until it goes away; one that misses a ping is dropped (its calls fail, so
+/// its tasks are requeued).
+async fn ping(app: App, messenger: Messenger) {
+    let interval = app.config.ping.interval;
+    loop {
+        tokio::select! {
+            _ = messenger.closed() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+        match messenger
+            .call_with_timeout(proto::Ping {}, app.config.ping.timeout)
+            .await
+        {
+            Ok(_) => {}
+            Err(CallError::Timeout(t)) => {
+                tracing::warn!("provider missed a ping ({t:?}); dropping it");
+                let reason = CloseReason::new(CloseReason::POLICY_VIOLATION, "ping timeout");
+                messenger.close(reason).await;
+                return;
+            }
+            Err(_) => return,
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! Storage routes: `POST /api/storage/upload[?name=alias]` and `GET /api/storage/{name}`.
+
+use axum::{
+    body::{Body, Bytes},
+    extract::{Path, Query, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde::Deserialize;
+use wasimoff_core::store::StoreError;
+
+use crate::error::TaskError;
+use crate::state::App;
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct UploadQuery {
+    name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct DownloadQuery {
+    token: Option<String>,
+}
+
+fn store_error(e: StoreError) -> Response {
+    let status = match &e {
+        StoreError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        StoreError::Full(_) => StatusCode::INSUFFICIENT_STORAGE,
+        StoreError::InvalidAlias(..) | StoreError::InvalidRef(_) => StatusCode::BAD_REQUEST,
+        StoreError::NotFound(_) => StatusCode::NOT_FOUND,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    (status, format!("{e}\n")).into_response()
+}
+
+/// Stores a wasm module or zip (sniffed by magic bytes; modules are validated). Answers the
+/// `sha256:` ref in the body and the `x-wasimoff-ref` header.
+pub(crate) async fn upload(
+    State(app): State<App>,
+    Query(query): Query<UploadQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(e) = app.check_client(&headers) {
+        return e.into_response();
+    }
+    let r = match app.store_upload(body).await {
+        Ok(r) => r,
+        Err(TaskError::InvalidArgument(m)) if m.starts_with("uploads must be") => {
+            return (StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("{m}\n")).into_response();
+        }
+        Err(e) => return (e.status(), format!("{e}\n")).into_response(),
+    };
+    if let Some(alias) = query.name.filter(|n| !n.is_empty())
+        && let Err(e) = app.store.set_alias(&alias, &r).await
+    {
+        return store_error(e);
+    }
+    let mut response = (StatusCode::OK, r.to_string()).into_response();
+    if let Ok(v) = HeaderValue::from_str(r.as_str()) {
+        response.headers_mut().insert("x-wasimoff-ref", v);
+    }
+    response
+}
+
+/// Serves a blob by ref or alias, with its media type and ref; any origin may fetch it.
+pub(crate) async fn download(
+    State(app): State<App>,
+    Path(name): Path<String>,
+    Query(query): Query<DownloadQuery>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(e) = app.check_any(&headers, query.token.as_deref()) {
+        return e.into_response();
+    }
+    let blob = match app.store.get(&name).await {
+        Ok(Some(blob)) => blob,
+        Ok(None) => return (StatusCode::NOT_FOUND, format!("no file {name:?}\n")).into_response(),
+        Err(e) => return store_error(e),
+    };
+    let mut response = Response::new(Body::from(blob.bytes));
+    let h = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&blob.media) {
+        h.insert(header::CONTENT_TYPE, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(blob.r#ref.as_str()) {
+        h.insert("x-wasimoff-ref", v);
+    }
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("x-wasimoff-ref"),
+    );
+    // Content never changes under a ref; aliases may move.
+    let cache = if name == blob.r#ref.as_str() {
+        "public, max-age=31536000, immutable"
+    } else {
+        "no-cache"
+    };
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    response
+}

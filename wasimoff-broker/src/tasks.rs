@@ -1,0 +1,328 @@
+//! Turning client requests into jobs: validation, file resolution, ids and deadlines. Shared by
+//! every client entry point (Connect, client WebSocket, exec route).
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use wasimoff_core::envelope::Payload;
+use wasimoff_core::proto::{self, task};
+use wasimoff_core::store::{Ref, media};
+
+use crate::dispatch::Job;
+use crate::error::TaskError;
+use crate::state::AppState;
+
+/// Checks that bytes are a valid WebAssembly module.
+pub(crate) fn validate_wasm(bytes: &[u8]) -> Result<(), TaskError> {
+    let mut validator = wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all());
+    validator
+        .validate_all(bytes)
+        .map(drop)
+        .map_err(|e| TaskError::InvalidArgument(format!("invalid WebAssembly module: {e}")))
+}
+
+impl AppState {
+    /// Resolves a task file to a `sha256:` ref in the store: inline blobs are stored (and
+    /// modules validated), refs and aliases must exist.
+    async fn resolve_file(
+        &self,
+        file: &proto::File,
+        what: &str,
+        wasm: bool,
+    ) -> Result<proto::File, TaskError> {
+        let r = match (&file.blob, file.r#ref.as_deref()) {
+            (Some(blob), declared) if !blob.is_empty() => {
+                let limit = self.config.limits.max_inline_blob;
+                if blob.len() > limit {
+                    return Err(TaskError::InvalidArgument(format!(
+                        "inline {what} of {} bytes exceeds the limit of {limit} bytes; upload it first",
+                        blob.len()
+                    )));
+                }
+                if let Some(declared) = declared.filter(|d| Ref::is_ref_like(d))
+                    && Ref::of(blob).as_str() != declared
+                {
+                    return Err(TaskError::InvalidArgument(format!(
+                        "inline {what} does not match its ref {declared}"
+                    )));
+                }
+                if wasm {
+                    validate_wasm(blob)?;
+                }
+                self.store.put(blob.clone()).await?
+            }
+            (_, Some(name)) if !name.is_empty() => {
+                self.store.resolve(name).await?.ok_or_else(|| {
+                    TaskError::NotFound(format!("{what} {name:?} is not in storage"))
+                })?
+            }
+            _ => {
+                return Err(TaskError::InvalidArgument(format!(
+                    "{what} has neither ref nor blob"
+                )));
+            }
+        };
+        let media = if wasm { media::WASM } else { media::ZIP };
+        Ok(proto::File {
+            r#ref: Some(r.to_string()),
+            media: Some(media.into()),
+            blob: None,
+        })
+    }
+
+    /// A new task id: unique across restarts thanks to the random per-boot prefix.
+    fn next_task_id(&self) -> String {
+        let n = self
+            .task_counter
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("{}-{n}", self.boot_id)
+    }
+
+    /// Metadata the broker sets: its own id, the requester; the client's reference and trace
+    /// are kept.
+    fn task_info(
+        &self,
+        client: Option<task::Metadata>,
+        requester: &str,
+    ) -> (String, task::Metadata) {
+        let id = self.next_task_id();
+        let client = client.unwrap_or_default();
+        let mut trace = client.trace;
+        if let Some(trace) = trace.as_mut() {
+            trace.events.push(task::TraceEvent {
+                unixnano: Some(wasimoff_core::platform::unix_nanos()),
+                event: Some(task::trace_event::EventType::BrokerReceivedClientRequest as i32),
+                details: None,
+            });
+        }
+        let info = task::Metadata {
+            id: Some(id.clone()),
+            requester: (!requester.is_empty()).then(|| requester.to_owned()),
+            provider: None,
+            reference: client.reference,
+            trace,
+        };
+        (id, info)
+    }
+
+    /// When a task must have finished: its QoS deadline or the broker's task timeout.
+    fn deadline(&self, qos: Option<&task::QoS>) -> Result<Instant, TaskError> {
+        let limit = Instant::now() + self.config.limits.task_timeout;
+        let Some(deadline) = qos.and_then(|q| q.deadline) else {
+            return Ok(limit);
+        };
+        let now_ns = wasimoff_core::platform::unix_nanos() as i128;
+        let left = deadline.unix_nanos() - now_ns;
+        if left <= 0 {
+            return Err(TaskError::DeadlineExceeded);
+        }
+        let left = Duration::from_nanos(u64::try_from(left).unwrap_or(u64::MAX));
+        Ok(limit.min(Instant::now() + left))
+    }
+
+    /// Validates a WASI task and turns it into a job with a deadline.
+    pub(crate) async fn prepare_wasip1(
+        &self,
+        request: task::wasip1::Request,
+        requester: &str,
+    ) -> Result<(Job, Instant), TaskError> {
+        let task::wasip1::Request { info, qos, params } = request;
+        let mut params =
+            params.ok_or_else(|| TaskError::InvalidArgument("task without params".into()))?;
+        let binary = params
+            .binary
+            .as_ref()
+            .ok_or_else(|| TaskError::InvalidArgument("task without binary".into()))?;
+        let binary_name = binary.r#ref.clone().unwrap_or_else(|| "module.wasm".into());
+        params.binary = Some(self.resolve_file(binary, "binary", true).await?);
+        if let Some(rootfs) = &params.rootfs {
+            params.rootfs = Some(self.resolve_file(rootfs, "rootfs", false).await?);
+        }
+        let stdin = params.stdin.as_ref().map_or(0, Bytes::len);
+        if stdin > self.config.limits.max_stdin {
+            return Err(TaskError::InvalidArgument(format!(
+                "stdin of {stdin} bytes exceeds the limit of {} bytes",
+                self.config.limits.max_stdin
+            )));
+        }
+        if let Some(bad) = params.envs.iter().find(|e| !e.contains('=')) {
+            return Err(TaskError::InvalidArgument(format!(
+                "env entry {bad:?} is not KEY=value"
+            )));
+        }
+        if params.args.is_empty() {
+            params.args.push(binary_name);
+        }
+        let deadline = self.deadline(qos.as_ref())?;
+        let (id, info) = self.task_info(info, requester);
+        let binary = params.binary.as_ref().and_then(|b| b.r#ref.clone());
+        let priority = qos.as_ref().and_then(|q| q.priority).unwrap_or(false);
+        let immediate = qos.as_ref().and_then(|q| q.immediate).unwrap_or(false);
+        let request = task::wasip1::Request {
+            info: Some(info),
+            qos,
+            params: Some(params),
+        };
+        let job = Job {
+            id,
+            payload: Payload::Wasip1Request(request),
+            binary,
+            priority,
+            immediate,
+        };
+        Ok((job, deadline))
+    }
+
+    /// Validates a Python task; the broker does not look inside beyond sizes and files.
+    pub(crate) async fn prepare_pyodide(
+        &self,
+        request: task::pyodide::Request,
+        requester: &str,
+    ) -> Result<(Job, Instant), TaskError> {
+        let task::pyodide::Request { info, qos, params } = request;
+        let mut params =
+            params.ok_or_else(|| TaskError::InvalidArgument("task without params".into()))?;
+        if params.run.is_none() {
+            return Err(TaskError::InvalidArgument(
+                "pyodide task without script or pickle".into(),
+            ));
+        }
+        if let Some(rootfs) = &params.rootfs {
+            params.rootfs = Some(self.resolve_file(rootfs, "rootfs", false).await?);
+        }
+        let stdin = params.stdin.as_ref().map_or(0, Bytes::len);
+        if stdin > self.config.limits.max_stdin {
+            return Err(TaskError::InvalidArgument(format!(
+                "stdin of {stdin} bytes exceeds the limit"
+            )));
+        }
+        let deadline = self.deadline(qos.as_ref())?;
+        let (id, info) = self.task_info(info, requester);
+        let priority = qos.as_ref().and_then(|q| q.priority).unwrap_or(false);
+        let immediate = qos.as_ref().and_then(|q| q.immediate).unwrap_or(false);
+        let request = task::pyodide::Request {
+            info: Some(info),
+            qos,
+            params: Some(params),
+        };
+        let job = Job {
+            id,
+            payload: Payload::PyodideRequest(request),
+            binary: None,
+            priority,
+            immediate,
+        };
+        Ok((job, deadline))
+    }
+
+    /// Runs a WASI task to its response.
+    pub(crate) async fn run_wasip1(
+        &self,
+        request: task::wasip1::Request,
+        requester: &str,
+    ) -> Result<task::wasip1::Response, TaskError> {
+        let (job, deadline) = self.prepare_wasip1(request, requester).await?;
+        let info = job_info(&job);
+        match self.dispatch.run(job, deadline).await? {
+            Payload::Wasip1Response(mut response) => {
+                response.info = Some(merge_info(info, response.info.take()));
+                Ok(response)
+            }
+            other => Err(TaskError::ProviderFailed(format!(
+                "provider answered a WASI task with {}",
+                other.type_name()
+            ))),
+        }
+    }
+
+    /// Runs a Python task to its response.
+    pub(crate) async fn run_pyodide(
+        &self,
+        request: task::pyodide::Request,
+        requester: &str,
+    ) -> Result<task::pyodide::Response, TaskError> {
+        let (job, deadline) = self.prepare_pyodide(request, requester).await?;
+        let info = job_info(&job);
+        match self.dispatch.run(job, deadline).await? {
+            Payload::PyodideResponse(mut response) => {
+                response.info = Some(merge_info(info, response.info.take()));
+                Ok(response)
+            }
+            other => Err(TaskError::ProviderFailed(format!(
+                "provider answered a Python task with {}",
+                other.type_name()
+            ))),
+        }
+    }
+
+    /// Stores an uploaded file (Connect `Upload` and the client socket): wasm is validated,
+    /// `ref` (if given and not a content ref) becomes an alias.
+    pub(crate) async fn upload(
+        &self,
+        request: proto::filesystem::upload::Request,
+    ) -> Result<proto::filesystem::upload::Response, TaskError> {
+        let file = request
+            .upload
+            .ok_or_else(|| TaskError::InvalidArgument("upload without file".into()))?;
+        let blob = file.blob.unwrap_or_default();
+        let r = self.store_upload(blob).await?;
+        if let Some(alias) = file.r#ref.filter(|a| !a.is_empty() && !Ref::is_ref_like(a)) {
+            self.store.set_alias(&alias, &r).await?;
+        }
+        Ok(proto::filesystem::upload::Response {
+            r#ref: Some(r.to_string()),
+        })
+    }
+
+    /// Sniffs, validates and stores an upload.
+    pub(crate) async fn store_upload(&self, bytes: Bytes) -> Result<Ref, TaskError> {
+        let limit = self.config.limits.max_upload;
+        if bytes.len() > limit {
+            return Err(TaskError::InvalidArgument(format!(
+                "upload of {} bytes exceeds the limit of {limit} bytes",
+                bytes.len()
+            )));
+        }
+        match media::sniff(&bytes) {
+            media::WASM => validate_wasm(&bytes)?,
+            media::ZIP => {}
+            _ => {
+                return Err(TaskError::InvalidArgument(
+                    "uploads must be WebAssembly modules or zip archives".into(),
+                ));
+            }
+        }
+        Ok(self.store.put(bytes).await?)
+    }
+}
+
+fn job_info(job: &Job) -> Option<task::Metadata> {
+    match &job.payload {
+        Payload::Wasip1Request(r) => r.info.clone(),
+        Payload::PyodideRequest(r) => r.info.clone(),
+        _ => None,
+    }
+}
+
+/// The response's metadata: the broker's id, reference and requester; the provider's name and
+/// trace (with the broker's result event appended).
+fn merge_info(request: Option<task::Metadata>, response: Option<task::Metadata>) -> task::Metadata {
+    let request = request.unwrap_or_default();
+    let Some(mut info) = response else {
+        return request;
+    };
+    info.id = request.id;
+    info.reference = request.reference;
+    info.requester = request.requester;
+    if info.trace.is_none() {
+        info.trace = request.trace;
+    }
+    if let Some(trace) = info.trace.as_mut() {
+        trace.events.push(task::TraceEvent {
+            unixnano: Some(wasimoff_core::platform::unix_nanos()),
+            event: Some(task::trace_event::EventType::BrokerTransmitClientResponse as i32),
+            details: None,
+        });
+    }
+    info
+}

@@ -1,0 +1,139 @@
+//! [`AxumTransport`]: an upgraded axum WebSocket as a core [`Transport`], plus the subprotocol
+//! choice the broker makes during the upgrade.
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures::{
+    SinkExt, StreamExt,
+    stream::{SplitSink, SplitStream},
+};
+use wasimoff_core::envelope::{Codec, DecodeError, Envelope, Frame};
+use wasimoff_core::transport::{
+    CloseReason, Transport, TransportError, TransportReceiver, TransportSender,
+};
+
+/// An upgraded axum WebSocket speaking one wasimoff subprotocol.
+#[derive(Debug)]
+pub(crate) struct AxumTransport {
+    socket: WebSocket,
+    codec: Codec,
+    max_frame: usize,
+}
+
+impl AxumTransport {
+    pub(crate) fn new(socket: WebSocket, codec: Codec, max_frame: usize) -> Self {
+        AxumTransport {
+            socket,
+            codec,
+            max_frame,
+        }
+    }
+}
+
+impl Transport for AxumTransport {
+    type Sender = AxumSender;
+    type Receiver = AxumReceiver;
+
+    fn codec(&self) -> Codec {
+        self.codec
+    }
+
+    fn split(self) -> (AxumSender, AxumReceiver) {
+        let (sink, stream) = self.socket.split();
+        (
+            AxumSender {
+                sink,
+                codec: self.codec,
+            },
+            AxumReceiver {
+                stream,
+                codec: self.codec,
+                max_frame: self.max_frame,
+                done: false,
+            },
+        )
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct AxumSender {
+    sink: SplitSink<WebSocket, Message>,
+    codec: Codec,
+}
+
+fn gone() -> TransportError {
+    TransportError::Closed(CloseReason::new(
+        CloseReason::GOING_AWAY,
+        "connection closed",
+    ))
+}
+
+#[async_trait::async_trait]
+impl TransportSender for AxumSender {
+    async fn send(&mut self, envelope: Envelope) -> Result<(), TransportError> {
+        let message = match self.codec.encode(&envelope)? {
+            Frame::Binary(b) => Message::Binary(b),
+            Frame::Text(t) => Message::Text(t.into()),
+        };
+        self.sink.send(message).await.map_err(|_| gone())
+    }
+
+    async fn close(&mut self, reason: CloseReason) -> Result<(), TransportError> {
+        let frame = CloseFrame {
+            code: reason.code,
+            reason: reason.reason.into(),
+        };
+        let result = self.sink.send(Message::Close(Some(frame))).await;
+        let _ = self.sink.close().await;
+        result.map_err(|_| gone())
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct AxumReceiver {
+    stream: SplitStream<WebSocket>,
+    codec: Codec,
+    max_frame: usize,
+    done: bool,
+}
+
+#[async_trait::async_trait]
+impl TransportReceiver for AxumReceiver {
+    async fn recv(&mut self) -> Option<Result<Envelope, TransportError>> {
+        if self.done {
+            return None;
+        }
+        loop {
+            let frame = match self.stream.next().await {
+                None => {
+                    self.done = true;
+                    return Some(Err(gone()));
+                }
+                Some(Err(e)) => {
+                    self.done = true;
+                    // axum reports an oversized frame as a capacity error of tungstenite.
+                    let text = e.to_string();
+                    if text.contains("Space limit exceeded") || text.contains("too long") {
+                        let err = DecodeError::TooLarge {
+                            size: 0,
+                            limit: self.max_frame,
+                        };
+                        return Some(Err(err.into()));
+                    }
+                    return Some(Err(TransportError::Io(text)));
+                }
+                Some(Ok(Message::Binary(b))) => Frame::Binary(b),
+                Some(Ok(Message::Text(t))) => Frame::Text(t.as_str().to_owned()),
+                Some(Ok(Message::Close(frame))) => {
+                    self.done = true;
+                    let reason = match frame {
+                        Some(f) => CloseReason::new(f.code, f.reason.as_str()),
+                        None => CloseReason::new(1005, "closed without a reason"),
+                    };
+                    return Some(Err(TransportError::Closed(reason)));
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            };
+            return Some(self.codec.decode(frame).map_err(Into::into));
+        }
+    }
+}

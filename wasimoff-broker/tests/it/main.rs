@@ -1,0 +1,9 @@
+//! End-to-end tests of the broker in one process: broker on 127.0.0.1:0, fake providers built
+//! from core's messenger, raw HTTP and WebSocket clients.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
+mod support;
+
+mod bad_input;
+mod lifecycle;
+mod routes;
