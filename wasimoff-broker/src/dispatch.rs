@@ -141,6 +141,7 @@ impl Dispatch {
             low: VecDeque::new(),
             queued: 0,
             recent: VecDeque::new(),
+            cluster_changed: false,
             shutting_down: false,
         };
         tokio::spawn(dispatcher.run(rx));
@@ -215,6 +216,8 @@ struct Dispatcher {
     queued: usize,
     /// Completion times in the last few seconds, for `Throughput.overall`.
     recent: VecDeque<Instant>,
+    /// Providers joined or left since the last `ClusterInfo` broadcast.
+    cluster_changed: bool,
     shutting_down: bool,
 }
 
@@ -246,7 +249,12 @@ impl Dispatcher {
                     }
                     self.dispatch();
                 }
-                _ = tick.tick() => self.broadcast_throughput(),
+                _ = tick.tick() => {
+                    if std::mem::take(&mut self.cluster_changed) {
+                        self.broadcast_cluster();
+                    }
+                    self.broadcast_throughput();
+                }
             }
         }
     }
@@ -266,6 +274,12 @@ impl Dispatcher {
                     .handle(SchedulerEvent::ProviderJoined { id, slots: 0 });
                 self.scheduler
                     .handle(SchedulerEvent::FilesAdded { id, refs: files });
+                // The newcomer hears the cluster size at once, the others with the next tick:
+                // a broadcast per join costs O(providers²) when many join together.
+                let size = self.providers.len() as u32 + 1;
+                messenger.try_send_event(proto::event::ClusterInfo {
+                    providers: Some(size),
+                });
                 let entry = ProviderEntry {
                     name,
                     messenger,
@@ -274,7 +288,7 @@ impl Dispatcher {
                 };
                 self.providers.insert(id, entry);
                 self.metrics.providers.set(self.providers.len() as i64);
-                self.broadcast_cluster();
+                self.cluster_changed = true;
             }
             Command::ProviderLeft { id } => {
                 if let Some(p) = self.providers.remove(&id) {
@@ -282,7 +296,7 @@ impl Dispatcher {
                     self.scheduler.handle(SchedulerEvent::ProviderLeft { id });
                     self.metrics.providers.set(self.providers.len() as i64);
                     self.update_workers();
-                    self.broadcast_cluster();
+                    self.cluster_changed = true;
                 }
             }
             Command::Resources { id, concurrency } => {

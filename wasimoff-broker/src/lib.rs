@@ -294,6 +294,12 @@ impl Broker {
             .into_make_service_with_connect_info::<SocketAddr>();
         let server = tokio::spawn(async move {
             let stop = shutdown.clone();
+            // Small messages (pings, results) must not wait for Nagle's algorithm.
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!("cannot set TCP_NODELAY: {e}");
+                }
+            });
             if let Err(e) = axum::serve(listener, service)
                 .with_graceful_shutdown(async move { stop.cancelled().await })
                 .await

@@ -20,7 +20,7 @@ use wasimoff_core::transport::CloseReason;
 
 use crate::dispatch::Command;
 use crate::state::App;
-use crate::ws::AxumTransport;
+use crate::ws::{AxumTransport, READ_BUFFER};
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct ProviderQuery {
@@ -66,6 +66,10 @@ pub(crate) async fn provider_socket(
         .protocols(Codec::SUBPROTOCOLS)
         .max_message_size(max_frame)
         .max_frame_size(max_frame)
+        // tungstenite reads in chunks of this size, allocated per connection: 128 KiB by
+        // default, which dominates the memory of an idle connection.
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
         .on_upgrade(move |socket| session(app, socket, name, agent))
 }
 

@@ -11,6 +11,9 @@ use wasimoff_core::transport::{
     CloseReason, Transport, TransportError, TransportReceiver, TransportSender,
 };
 
+/// The read chunk of each WebSocket connection (frames larger than this are still read).
+pub(crate) const READ_BUFFER: usize = 8 << 10;
+
 /// An upgraded axum WebSocket speaking one wasimoff subprotocol.
 #[derive(Debug)]
 pub(crate) struct AxumTransport {

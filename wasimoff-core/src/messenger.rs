@@ -87,10 +87,10 @@ pub enum CallError {
 #[error("connection closed: {0}")]
 pub struct SendError(pub CloseReason);
 
-// Almost every item is an envelope; boxing them to shrink the rare Close would cost more.
-#[allow(clippy::large_enum_variant)]
+/// Envelopes are boxed so that channel blocks stay small: an idle connection's queues then
+/// cost a few hundred bytes instead of tens of KiB (see docs/benchmarks.md).
 enum Outgoing {
-    Envelope(Envelope),
+    Envelope(Box<Envelope>),
     Close(CloseReason),
 }
 
@@ -281,7 +281,7 @@ impl Messenger {
         if self
             .handle
             .outgoing
-            .send(Outgoing::Envelope(envelope))
+            .send(Outgoing::Envelope(Box::new(envelope)))
             .await
             .is_err()
         {
@@ -301,7 +301,7 @@ impl Messenger {
         let envelope = Envelope::event(sequence, payload);
         self.handle
             .outgoing
-            .send(Outgoing::Envelope(envelope))
+            .send(Outgoing::Envelope(Box::new(envelope)))
             .await
             .map_err(|_| SendError(state.close_reason()))
     }
@@ -315,7 +315,7 @@ impl Messenger {
         let envelope = Envelope::event(sequence, payload);
         self.handle
             .outgoing
-            .try_send(Outgoing::Envelope(envelope))
+            .try_send(Outgoing::Envelope(Box::new(envelope)))
             .is_ok()
     }
 
@@ -416,7 +416,7 @@ impl Drop for IncomingRequest {
         if let Some(outgoing) = self.outgoing.take() {
             let envelope =
                 Envelope::error_response(self.sequence, "request dropped without an answer");
-            let _ = outgoing.try_send(Outgoing::Envelope(envelope));
+            let _ = outgoing.try_send(Outgoing::Envelope(Box::new(envelope)));
         }
     }
 }
@@ -442,7 +442,7 @@ impl Responder {
             Err(error) => Envelope::error_response(self.sequence, error),
         };
         outgoing
-            .send(Outgoing::Envelope(envelope))
+            .send(Outgoing::Envelope(Box::new(envelope)))
             .await
             .map_err(|_| SendError(CloseReason::normal("connection closed")))
     }
@@ -453,7 +453,7 @@ impl Drop for Responder {
         if let Some(outgoing) = self.outgoing.take() {
             let envelope =
                 Envelope::error_response(self.sequence, "request dropped without an answer");
-            let _ = outgoing.try_send(Outgoing::Envelope(envelope));
+            let _ = outgoing.try_send(Outgoing::Envelope(Box::new(envelope)));
         }
     }
 }
@@ -462,20 +462,20 @@ impl Drop for Responder {
 /// connection stops reading, which also holds up responses to your own calls.
 #[derive(Debug)]
 pub struct Incoming {
-    rx: mpsc::Receiver<IncomingMessage>,
+    rx: mpsc::Receiver<Box<IncomingMessage>>,
 }
 
 impl Incoming {
     /// The next Request or Event; `None` once the connection has ended.
     pub async fn next(&mut self) -> Option<IncomingMessage> {
-        self.rx.recv().await
+        self.rx.recv().await.map(|m| *m)
     }
 }
 
 impl futures::Stream for Incoming {
     type Item = IncomingMessage;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.rx.poll_recv(cx)
+        self.rx.poll_recv(cx).map(|m| m.map(|m| *m))
     }
 }
 
@@ -493,7 +493,7 @@ async fn drive<S: TransportSender, R: TransportReceiver>(
     mut receiver: R,
     mut outgoing_rx: mpsc::Receiver<Outgoing>,
     outgoing_tx: mpsc::Sender<Outgoing>,
-    incoming_tx: mpsc::Sender<IncomingMessage>,
+    incoming_tx: mpsc::Sender<Box<IncomingMessage>>,
 ) -> CloseReason {
     let end = {
         let reader = read_loop(&state, &mut receiver, &outgoing_tx, &incoming_tx);
@@ -510,7 +510,7 @@ async fn drive<S: TransportSender, R: TransportReceiver>(
         End::Close(reason) => {
             // Flush what was queued before the close, then say goodbye.
             while let Ok(Outgoing::Envelope(envelope)) = outgoing_rx.try_recv() {
-                if sender.send(envelope).await.is_err() {
+                if sender.send(*envelope).await.is_err() {
                     break;
                 }
             }
@@ -530,7 +530,7 @@ async fn write_loop<S: TransportSender>(
 ) -> End {
     loop {
         match outgoing.recv().await {
-            Some(Outgoing::Envelope(envelope)) => match sender.send(envelope).await {
+            Some(Outgoing::Envelope(envelope)) => match sender.send(*envelope).await {
                 Ok(()) => {}
                 Err(TransportError::Encode(e)) => {
                     tracing::warn!("dropping unencodable envelope: {e}")
@@ -554,11 +554,11 @@ async fn read_loop<R: TransportReceiver>(
     state: &State,
     receiver: &mut R,
     outgoing: &mpsc::Sender<Outgoing>,
-    incoming: &mpsc::Sender<IncomingMessage>,
+    incoming: &mpsc::Sender<Box<IncomingMessage>>,
 ) -> End {
     let answer = |sequence: Option<u64>, error: String| async move {
         let envelope = Envelope::error_response(sequence, error);
-        let _ = outgoing.send(Outgoing::Envelope(envelope)).await;
+        let _ = outgoing.send(Outgoing::Envelope(Box::new(envelope))).await;
     };
     loop {
         let envelope = match receiver.recv().await {
@@ -622,7 +622,7 @@ async fn read_loop<R: TransportReceiver>(
                     }
                     Some(Payload::Ping(_)) if state.config.answer_pings => {
                         let pong = Envelope::response(sequence, proto::Ping {});
-                        let _ = outgoing.send(Outgoing::Envelope(pong)).await;
+                        let _ = outgoing.send(Outgoing::Envelope(Box::new(pong))).await;
                         continue;
                     }
                     Some(payload) => payload,
@@ -634,7 +634,9 @@ async fn read_loop<R: TransportReceiver>(
                 };
                 // Waits while the application is behind: backpressure on the connection. If
                 // nobody listens any more, the request is dropped and its Drop answers it.
-                let _ = incoming.send(IncomingMessage::Request(request)).await;
+                let _ = incoming
+                    .send(Box::new(IncomingMessage::Request(request)))
+                    .await;
             }
             Some(MessageType::Event) => match envelope.payload {
                 Some(Payload::Unknown(u)) => {
@@ -646,7 +648,7 @@ async fn read_loop<R: TransportReceiver>(
                         sequence: envelope.sequence,
                         payload,
                     };
-                    let _ = incoming.send(IncomingMessage::Event(event)).await;
+                    let _ = incoming.send(Box::new(IncomingMessage::Event(event))).await;
                 }
             },
             Some(MessageType::Unknown) | None => {
