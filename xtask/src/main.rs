@@ -40,6 +40,12 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Runs every benchmark and prints its figures next to its baselines.
+    Bench {
+        /// Few iterations, small sizes: checks that the benchmarks work (CI runs this).
+        #[arg(long)]
+        quick: bool,
+    },
     /// Fuzzes the envelope decoder, seeded with the golden vectors.
     Fuzz {
         /// How long to run, in seconds.
@@ -54,14 +60,33 @@ fn main() -> Result<()> {
         Command::Demo => demo(),
         Command::Guests { out } => guests::build_guests(out.as_deref()).map(drop),
         Command::Fuzz { seconds } => fuzz(seconds),
+        Command::Bench { quick } => bench(quick),
     }
 }
 
 /// The crates and features that must build for `wasm32-unknown-unknown`.
 const WASM32_CHECKS: &[(&str, &str)] = &[("wasimoff-core", "web")];
 
+/// Debian packages for the C guest (clang for wasm32 with wasi-libc).
+const C_GUEST_PACKAGES: &[&str] = &["clang", "lld", "wasi-libc", "libclang-rt-dev-wasm32"];
+
+/// The benchmarks: (package, bench target).
+const BENCHES: &[(&str, &str)] = &[("wasimoff-broker", "scale")];
+
+fn bench(quick: bool) -> Result<()> {
+    for (krate, name) in BENCHES {
+        let mut args = vec!["bench", "-p", krate, "--bench", name];
+        if quick {
+            args.extend(["--", "--quick"]);
+        }
+        Step::new(&format!("bench {krate} {name}")).run(cargo(&args))?;
+    }
+    Ok(())
+}
+
 fn ci(fuzz_seconds: u64) -> Result<()> {
     tools::ensure_rustup_targets(&["wasm32-unknown-unknown", "wasm32-wasip1"])?;
+    tools::ensure_apt(C_GUEST_PACKAGES)?;
     let guests = root().join("wasi-apps/guests/Cargo.toml");
     let guests = guests.to_str().unwrap_or("wasi-apps/guests/Cargo.toml");
 
@@ -122,6 +147,7 @@ fn ci(fuzz_seconds: u64) -> Result<()> {
     if fuzz_seconds > 0 {
         fuzz(fuzz_seconds)?;
     }
+    bench(true)?;
     println!("\nxtask ci: all steps passed");
     Ok(())
 }

@@ -112,3 +112,33 @@ pub(crate) fn fuzz_corpus() -> Result<PathBuf> {
     }
     Ok(corpus)
 }
+
+/// Installs Debian packages that are missing, when this is a Debian machine and we are root;
+/// otherwise says what is missing and goes on (the steps that need them skip cleanly).
+pub(crate) fn ensure_apt(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|p| {
+            !Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", p])
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0"));
+    if !root || Command::new("apt-get").arg("--version").output().is_err() {
+        println!("note: not installing {} (needs root and apt-get)", missing.join(" "));
+        return Ok(());
+    }
+    let mut update = Command::new("apt-get");
+    update.args(["update", "-qq"]);
+    Step::new("apt-get update").run(update)?;
+    let mut install = Command::new("apt-get");
+    install.args(["install", "-y", "-qq", "--no-install-recommends"]).args(&missing);
+    install.env("DEBIAN_FRONTEND", "noninteractive");
+    Step::new(&format!("apt-get install {}", missing.join(" "))).run(install)
+}
