@@ -1,1 +1,20 @@
-//! wasimoff-provider
+//! The wasimoff provider: it takes offloaded tasks from a broker and runs them.
+//!
+//! Natively the [`wasmtime`] module (feature `wasmtime`, on by default) provides
+//! [`WasmtimeExecutor`], an implementation of core's
+//! [`Executor`](wasimoff_core::executor::Executor) trait for WASI preview 1 tasks on wasmtime.
+//! Without that feature the crate builds for `wasm32-unknown-unknown`, where the browser brings
+//! its own executor. The [`conformance`] module (feature `conformance`) holds the executor
+//! conformance suite that every executor runs over the guests of `wasimoff-wasi-apps`.
+
+#[cfg(all(feature = "wasmtime", not(target_arch = "wasm32")))]
+pub mod wasmtime;
+
+#[cfg(all(feature = "wasmtime", not(target_arch = "wasm32")))]
+pub use crate::wasmtime::{ExecutorStats, WasmtimeConfig, WasmtimeExecutor};
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+/// The provider runtime: broker connection, requests, tasks, reconnects and drain (all targets).
+pub mod runtime;

@@ -1,0 +1,577 @@
+//! The executor conformance suite: one async check per behaviour that every
+//! [`Executor`] must show, run over the guests of `wasimoff-wasi-apps` (every guest appears in
+//! at least one check).
+//!
+//! The checks only use the [`Executor`] trait and per-task [`ExecLimits`](wasimoff_core::executor::ExecLimits), so the native
+//! `WasmtimeExecutor` and the browser's executor run the same cases. Each check panics with a
+//! description when the executor misbehaves. Native crates get one `#[tokio::test]` per check
+//! from [`executor_conformance_tests!`](crate::executor_conformance_tests); other runners can
+//! iterate over [`CASES`].
+
+use std::io::{Cursor, Read, Write};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use wasimoff_core::executor::{
+    CancellationToken, ExecError, ExecOutput, ExecTask, Executor, ResolvedFile, Termination,
+};
+use wasimoff_core::platform::Instant;
+use wasimoff_wasi_apps as apps;
+use zip::write::SimpleFileOptions;
+
+/// The first line the `hello` guest prints.
+pub const GREETING: &str = "Hello, wasimoff! This is the hello guest.";
+/// The line `hello file:<path>` appends.
+pub const APPENDED: &str = "appended by the wasimoff hello guest\n";
+
+/// A task running `guest` with this argv.
+pub fn task(guest: &[u8], args: &[&str]) -> ExecTask {
+    ExecTask::new(
+        "conformance",
+        ResolvedFile::from_bytes(Bytes::copy_from_slice(guest)),
+        args.iter().map(|arg| (*arg).to_owned()).collect(),
+    )
+}
+
+/// Runs a task that must run (not an `ExecError`).
+pub async fn run(executor: &dyn Executor, task: ExecTask) -> ExecOutput {
+    let args = task.args.clone();
+    match executor.execute(task, CancellationToken::new()).await {
+        Ok(output) => output,
+        Err(e) => panic!("task {args:?} failed to run: {e}"),
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Asserts an exit status, showing the outputs otherwise.
+pub fn assert_exit(output: &ExecOutput, status: i32) {
+    assert_eq!(
+        output.termination,
+        Termination::Exited(status),
+        "stdout: {}\nstderr: {}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+}
+
+/// A zip built from `(name, contents)` pairs; names ending in `/` are directories.
+pub fn zip_of(entries: &[(&str, &[u8])]) -> Bytes {
+    let mut writer = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    for (name, contents) in entries {
+        if name.ends_with('/') {
+            writer
+                .add_directory(*name, SimpleFileOptions::default())
+                .expect("zip dir");
+        } else {
+            writer
+                .start_file(*name, SimpleFileOptions::default())
+                .expect("zip file");
+            writer.write_all(contents).expect("zip write");
+        }
+    }
+    Bytes::from(writer.finish().expect("zip finish").into_inner())
+}
+
+/// The `(name, contents)` entries of a zip, directories with empty contents, in zip order.
+pub fn unzip(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let mut archive = zip::ZipArchive::new(Cursor::new(bytes)).expect("artifacts are a zip");
+    (0..archive.len())
+        .map(|index| {
+            let mut entry = archive.by_index(index).expect("zip entry");
+            let mut contents = Vec::new();
+            entry.read_to_end(&mut contents).expect("zip read");
+            (entry.name().to_owned(), contents)
+        })
+        .collect()
+}
+
+/// A check of the suite.
+pub type Case = for<'a> fn(&'a dyn Executor) -> BoxFuture<'a, ()>;
+
+macro_rules! cases {
+    ($($name:ident),* $(,)?) => {
+        /// Every check with its name, for runners without the test macro.
+        pub const CASES: &[(&str, Case)] = &[$((stringify!($name), |executor| Box::pin($name(executor)))),*];
+
+        /// Generates one `#[tokio::test]` per conformance check; `$make` builds the executor
+        /// (an expression evaluated per test). Needs `tokio` with `macros` and `rt-multi-thread`.
+        #[macro_export]
+        macro_rules! executor_conformance_tests {
+            ($make:expr) => {
+                $(
+                    #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $name() {
+                        let executor = $make;
+                        $crate::conformance::$name(&executor).await;
+                    }
+                )*
+            };
+        }
+    };
+}
+
+cases!(
+    hello_argv_exactly_as_given,
+    hello_envs,
+    env_without_equals_is_invalid_task,
+    empty_argv_is_invalid_task,
+    hello_stdin_is_readable,
+    hello_exit_status,
+    hello_trap_keeps_partial_output,
+    hello_rootfs_files_and_artifacts,
+    artifacts_without_rootfs,
+    missing_artifact_is_an_error,
+    artifact_path_escaping_root_is_rejected,
+    rootfs_path_traversal_is_rejected,
+    corrupt_wasm_is_rejected,
+    legacy_wasi_unstable_namespace,
+    hello_c_guest,
+    tsp_solves,
+    load_prints_digest,
+    sleep_sleeps,
+    loop_stopped_at_deadline,
+    loop_cancelled_by_token,
+    membomb_capped,
+    membomb_report_survives_cap,
+    flood_cut_at_output_cap,
+    concurrent_hellos,
+);
+
+/// argv reaches the guest exactly, arg0 included; returning from `main` is status 0.
+pub async fn hello_argv_exactly_as_given(executor: &dyn Executor) {
+    let out = run(
+        executor,
+        task(apps::HELLO, &["hello.wasm", "one", "two words", "ünï", ""]),
+    )
+    .await;
+    assert_exit(&out, 0);
+    assert_eq!(
+        text(&out.stdout),
+        format!("{GREETING}\nargs = [\"hello.wasm\", \"one\", \"two words\", \"ünï\", \"\"]\n")
+    );
+    assert!(out.stderr.is_empty());
+    assert!(!out.stdout_truncated && !out.stderr_truncated);
+    assert_eq!(out.artifacts, None);
+}
+
+/// `KEY=value` entries become the guest's environment, and only those.
+pub async fn hello_envs(executor: &dyn Executor) {
+    let mut t = task(apps::HELLO, &["hello.wasm", "print_envs"]);
+    t.envs = vec!["A=1".into(), "WITH_EQUALS=x=y".into(), "EMPTY=".into()];
+    let out = run(executor, t).await;
+    assert_exit(&out, 0);
+    let envs: Vec<String> = text(&out.stdout)
+        .lines()
+        .filter_map(|line| line.strip_prefix("env ").map(str::to_owned))
+        .collect();
+    assert_eq!(envs, ["A=1", "WITH_EQUALS=x=y", "EMPTY="]);
+}
+
+/// An environment entry without `=` is an `InvalidTask` error.
+pub async fn env_without_equals_is_invalid_task(executor: &dyn Executor) {
+    let mut t = task(apps::HELLO, &["hello.wasm"]);
+    t.envs = vec!["NOEQUALS".into()];
+    let result = executor.execute(t, CancellationToken::new()).await;
+    assert!(
+        matches!(result, Err(ExecError::InvalidTask(ref m)) if m.contains("NOEQUALS")),
+        "{result:?}"
+    );
+}
+
+/// A task without arg0 is an `InvalidTask` error.
+pub async fn empty_argv_is_invalid_task(executor: &dyn Executor) {
+    let result = executor
+        .execute(task(apps::HELLO, &[]), CancellationToken::new())
+        .await;
+    assert!(
+        matches!(result, Err(ExecError::InvalidTask(_))),
+        "{result:?}"
+    );
+}
+
+/// stdin bytes are readable on fd 0, binary-safe.
+pub async fn hello_stdin_is_readable(executor: &dyn Executor) {
+    let mut t = task(apps::HELLO, &["hello.wasm", "stdin"]);
+    let input: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
+    t.stdin = Bytes::from(input.clone());
+    let out = run(executor, t).await;
+    assert_exit(&out, 0);
+    let prefix = format!("{GREETING}\nargs = [\"hello.wasm\", \"stdin\"]\n");
+    assert!(out.stdout.starts_with(prefix.as_bytes()));
+    assert_eq!(&out.stdout[prefix.len()..], &input[..]);
+}
+
+/// `proc_exit(n)` is `Exited(n)`, with the output before it.
+pub async fn hello_exit_status(executor: &dyn Executor) {
+    for status in [0, 1, 3, 42] {
+        let arg = format!("exit:{status}");
+        let out = run(executor, task(apps::HELLO, &["hello.wasm", &arg, "never"])).await;
+        assert_exit(&out, status);
+        assert!(text(&out.stdout).starts_with(GREETING));
+    }
+    // A usage error in the guest is its own non-zero exit with stderr.
+    let out = run(executor, task(apps::HELLO, &["hello.wasm", "exit:nope"])).await;
+    assert_exit(&out, 1);
+    assert!(text(&out.stderr).contains("not an exit status"));
+}
+
+/// A trap is `Trapped(message)` and keeps the stdout and stderr written before it.
+pub async fn hello_trap_keeps_partial_output(executor: &dyn Executor) {
+    let out = run(executor, task(apps::HELLO, &["hello.wasm", "trap"])).await;
+    match &out.termination {
+        Termination::Trapped(message) => assert!(!message.is_empty()),
+        other => panic!("expected a trap, got {other:?}"),
+    }
+    assert!(text(&out.stdout).starts_with(GREETING), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("trap requested"),
+        "stderr: {}",
+        text(&out.stderr)
+    );
+}
+
+/// The rootfs zip is the guest's writable `/`; files and whole directories come back as
+/// artifacts.
+pub async fn hello_rootfs_files_and_artifacts(executor: &dyn Executor) {
+    let rootfs = zip_of(&[
+        ("data/", b""),
+        ("data/in.txt", b"hi\n"),
+        ("data/nested/deep.txt", b"deep\n"),
+        ("out/", b""),
+    ]);
+    let mut t = task(
+        apps::HELLO,
+        &[
+            "hello.wasm",
+            "print_rootfs",
+            "file:/data/in.txt",
+            "file:out/new.txt",
+        ],
+    );
+    t.rootfs = Some(ResolvedFile::from_bytes(rootfs));
+    t.artifacts = vec!["data/in.txt".into(), "/out".into()];
+    let out = run(executor, t).await;
+    assert_exit(&out, 0);
+    let stdout = text(&out.stdout);
+    for line in [
+        "rootfs: /data/ (dir)",
+        "rootfs: /data/in.txt (3 bytes)",
+        "rootfs: /data/nested/deep.txt (5 bytes)",
+        "rootfs: /out/ (dir)",
+        "file /data/in.txt: 3 bytes",
+        "file out/new.txt: does not exist, creating it",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+    }
+    let artifacts = unzip(out.artifacts.as_ref().expect("artifacts requested"));
+    let expected: Vec<(String, Vec<u8>)> = vec![
+        ("data/in.txt".into(), format!("hi\n{APPENDED}").into_bytes()),
+        ("out/".into(), Vec::new()),
+        ("out/new.txt".into(), APPENDED.as_bytes().to_vec()),
+    ];
+    assert_eq!(artifacts, expected);
+
+    // Directory artifacts recurse, in name order.
+    let rootfs = zip_of(&[
+        ("d/b.txt", b"b"),
+        ("d/a/x.txt", b"x"),
+        ("d/a/y/z.txt", b"z"),
+    ]);
+    let mut t = task(apps::HELLO, &["hello.wasm"]);
+    t.rootfs = Some(ResolvedFile::from_bytes(rootfs));
+    t.artifacts = vec!["d".into()];
+    let out = run(executor, t).await;
+    assert_exit(&out, 0);
+    let names: Vec<String> = unzip(out.artifacts.as_ref().expect("artifacts"))
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "d/",
+            "d/b.txt",
+            "d/a/",
+            "d/a/x.txt",
+            "d/a/y/",
+            "d/a/y/z.txt"
+        ]
+    );
+}
+
+/// Without a rootfs the guest still gets an empty writable `/`.
+pub async fn artifacts_without_rootfs(executor: &dyn Executor) {
+    let mut t = task(
+        apps::HELLO,
+        &["hello.wasm", "print_rootfs", "file:result.txt"],
+    );
+    t.artifacts = vec!["result.txt".into()];
+    let out = run(executor, t).await;
+    assert_exit(&out, 0);
+    assert!(!text(&out.stdout).contains("rootfs: /result.txt"));
+    let artifacts = unzip(out.artifacts.as_ref().expect("artifacts"));
+    assert_eq!(
+        artifacts,
+        vec![("result.txt".to_owned(), APPENDED.as_bytes().to_vec())]
+    );
+}
+
+/// An artifact the guest did not create is `MissingArtifact(path)`.
+pub async fn missing_artifact_is_an_error(executor: &dyn Executor) {
+    let mut t = task(apps::HELLO, &["hello.wasm"]);
+    t.artifacts = vec!["nope.txt".into()];
+    let result = executor.execute(t, CancellationToken::new()).await;
+    assert_eq!(result, Err(ExecError::MissingArtifact("nope.txt".into())));
+}
+
+/// Artifact paths may not leave the root.
+pub async fn artifact_path_escaping_root_is_rejected(executor: &dyn Executor) {
+    for path in ["../etc/passwd", "a/../../b"] {
+        let mut t = task(apps::HELLO, &["hello.wasm"]);
+        t.artifacts = vec![path.into()];
+        let result = executor.execute(t, CancellationToken::new()).await;
+        assert!(
+            matches!(
+                result,
+                Err(ExecError::InvalidTask(_) | ExecError::MissingArtifact(_))
+            ),
+            "{path}: {result:?}"
+        );
+    }
+}
+
+/// Rootfs entries with `..`, absolute paths or symlinks are `InvalidRootfs` naming the entry.
+pub async fn rootfs_path_traversal_is_rejected(executor: &dyn Executor) {
+    let mut symlink = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    symlink
+        .add_symlink("link", "/etc/passwd", SimpleFileOptions::default())
+        .expect("zip symlink");
+    let symlink = Bytes::from(symlink.finish().expect("zip").into_inner());
+    for (entry, zip) in [
+        ("../evil", zip_of(&[("../evil", b"x")])),
+        ("a/../../evil", zip_of(&[("a/../../evil", b"x")])),
+        ("/abs", zip_of(&[("/abs", b"x")])),
+        ("link", symlink),
+        ("not a zip", Bytes::from_static(b"this is not a zip file")),
+    ] {
+        let mut t = task(apps::HELLO, &["hello.wasm"]);
+        t.rootfs = Some(ResolvedFile::from_bytes(zip));
+        let result = executor.execute(t, CancellationToken::new()).await;
+        match result {
+            Err(ExecError::InvalidRootfs(message)) => {
+                if entry != "not a zip" {
+                    assert!(message.contains(entry), "{entry}: {message}");
+                }
+            }
+            other => panic!("{entry}: expected InvalidRootfs, got {other:?}"),
+        }
+    }
+}
+
+/// Bytes that are not a (WASI command) module are `InvalidModule` with a message.
+pub async fn corrupt_wasm_is_rejected(executor: &dyn Executor) {
+    let truncated = &apps::HELLO[..apps::HELLO.len() / 2];
+    for bytes in [
+        &b"not wasm at all"[..],
+        &b"\0asm\x01\0\0\0\x01\xff\xff"[..],
+        truncated,
+        &b"\0asm\x01\0\0\0"[..], // valid, but no `_start`
+    ] {
+        let result = executor
+            .execute(task(bytes, &["bad.wasm"]), CancellationToken::new())
+            .await;
+        match result {
+            Err(ExecError::InvalidModule(message)) => assert!(!message.is_empty()),
+            other => panic!("expected InvalidModule, got {other:?}"),
+        }
+    }
+}
+
+/// A module importing from the legacy `wasi_unstable` namespace runs too.
+pub async fn legacy_wasi_unstable_namespace(executor: &dyn Executor) {
+    let out = run(
+        executor,
+        task(apps::HELLO_UNSTABLE, &["hello-unstable.wasm"]),
+    )
+    .await;
+    assert_exit(&out, 0);
+    assert_eq!(text(&out.stdout), "hello world\n");
+}
+
+/// The C guest (wasi-libc) sees argv, envs and exits; skipped if it was not built.
+pub async fn hello_c_guest(executor: &dyn Executor) {
+    let Some(hello_c) = apps::HELLO_C else {
+        #[allow(clippy::print_stdout)]
+        {
+            println!(
+                "note: skipping hello_c_guest: {}",
+                apps::HELLO_C_SKIPPED.unwrap_or("HELLO_C was not built")
+            );
+        }
+        return;
+    };
+    let mut t = task(hello_c, &["hello-c.wasm", "x y", "print_envs", "exit:7"]);
+    t.envs = vec!["K=v".into()];
+    let out = run(executor, t).await;
+    assert_exit(&out, 7);
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("argv[1] = x y"), "{stdout}");
+    assert!(stdout.contains("env K=v"), "{stdout}");
+}
+
+/// `tsp` solves a seeded random instance and reads one from stdin.
+pub async fn tsp_solves(executor: &dyn Executor) {
+    let out = run(executor, task(apps::TSP, &["tsp.wasm", "rand", "6", "42"])).await;
+    assert_exit(&out, 0);
+    assert!(text(&out.stdout).starts_with("distance = "), "{out:?}");
+    let again = run(executor, task(apps::TSP, &["tsp.wasm", "rand", "6", "42"])).await;
+    assert_eq!(out.stdout, again.stdout, "seeded runs are deterministic");
+
+    let mut t = task(apps::TSP, &["tsp.wasm", "read"]);
+    t.stdin = Bytes::from_static(b"0,0,a\n0,1,b\n1,1,c\n1,0,d\n");
+    let out = run(executor, t).await;
+    assert_exit(&out, 0);
+    assert_eq!(text(&out.stdout).trim(), "distance = 4");
+}
+
+/// `load` prints a digest that depends only on its arguments.
+pub async fn load_prints_digest(executor: &dyn Executor) {
+    let out = run(executor, task(apps::LOAD, &["load.wasm", "-i", "1000"])).await;
+    assert_exit(&out, 0);
+    let stdout = text(&out.stdout);
+    let digest = stdout
+        .trim()
+        .strip_prefix("digest = ")
+        .unwrap_or_else(|| panic!("no digest: {stdout}"));
+    assert_eq!(digest.len(), 64);
+    let again = run(executor, task(apps::LOAD, &["load.wasm", "-i", "1000"])).await;
+    assert_eq!(out.stdout, again.stdout);
+}
+
+/// `sleep` (a `poll_oneoff` clock subscription) sleeps about as long as asked.
+pub async fn sleep_sleeps(executor: &dyn Executor) {
+    let started = Instant::now();
+    let out = run(executor, task(apps::SLEEP, &["sleep.wasm", "50"])).await;
+    assert_exit(&out, 0);
+    assert!(text(&out.stdout).starts_with("requested 50 ms, slept"));
+    assert!(started.elapsed() >= Duration::from_millis(50));
+}
+
+/// A guest spinning forever is stopped at its deadline with the output it made.
+pub async fn loop_stopped_at_deadline(executor: &dyn Executor) {
+    let mut t = task(apps::LOOP, &["loop.wasm"]);
+    t.limits.timeout = Some(Duration::from_millis(300));
+    let started = Instant::now();
+    let out = run(executor, t).await;
+    let elapsed = started.elapsed();
+    assert_eq!(
+        out.termination,
+        Termination::TimedOut(Duration::from_millis(300))
+    );
+    assert_eq!(text(&out.stdout), "loop: spinning forever\n");
+    assert!(elapsed >= Duration::from_millis(300), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
+}
+
+/// Cancelling the token stops a spinning guest: `Cancelled`.
+pub async fn loop_cancelled_by_token(executor: &dyn Executor) {
+    let mut t = task(apps::LOOP, &["loop.wasm"]);
+    t.limits.timeout = Some(Duration::from_secs(60));
+    let token = CancellationToken::new();
+    let started = Instant::now();
+    let (result, ()) = futures::join!(executor.execute(t, token.clone()), async {
+        wasimoff_core::platform::sleep(Duration::from_millis(200)).await;
+        token.cancel();
+    });
+    let out = result.expect("runs");
+    assert_eq!(out.termination, Termination::Cancelled);
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    // Cancelled before it starts: no run at all.
+    let token = CancellationToken::new();
+    token.cancel();
+    let out = executor
+        .execute(task(apps::LOOP, &["loop.wasm"]), token)
+        .await
+        .expect("runs");
+    assert_eq!(out.termination, Termination::Cancelled);
+}
+
+/// Growing memory past the cap ends as `MemoryExceeded(cap)` with the guest's report.
+pub async fn membomb_capped(executor: &dyn Executor) {
+    let mut t = task(apps::MEMBOMB, &["membomb.wasm"]);
+    t.limits.max_memory = Some(64 << 20);
+    t.limits.timeout = Some(Duration::from_secs(60));
+    let out = run(executor, t).await;
+    assert_eq!(
+        out.termination,
+        Termination::MemoryExceeded(64 << 20),
+        "stderr: {}",
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stderr).contains("allocation failed after"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// A guest that handles the refused allocation itself simply exits.
+pub async fn membomb_report_survives_cap(executor: &dyn Executor) {
+    let mut t = task(apps::MEMBOMB, &["membomb.wasm", "report"]);
+    t.limits.max_memory = Some(32 << 20);
+    let out = run(executor, t).await;
+    assert_exit(&out, 0);
+    assert!(text(&out.stdout).starts_with("membomb: got "), "{out:?}");
+}
+
+/// 100 MiB of stdout with a 1 MiB cap: at most 1 MiB kept, flagged, guest ends cleanly.
+pub async fn flood_cut_at_output_cap(executor: &dyn Executor) {
+    let mut t = task(apps::FLOOD, &["flood.wasm"]);
+    t.limits.max_output = Some(1 << 20);
+    t.limits.timeout = Some(Duration::from_secs(120));
+    let out = run(executor, t).await;
+    assert!(
+        matches!(out.termination, Termination::Exited(_)),
+        "{:?}: {}",
+        out.termination,
+        text(&out.stderr)
+    );
+    assert!(out.stdout_truncated);
+    assert!(!out.stderr_truncated);
+    assert!(out.stdout.len() <= 1 << 20);
+    assert!(
+        out.stdout.len() >= 1 << 19,
+        "kept {} bytes",
+        out.stdout.len()
+    );
+    assert!(out.stdout.starts_with(b"wasimoff flood: "));
+
+    // Under the cap nothing is flagged.
+    let mut t = task(apps::FLOOD, &["flood.wasm", "64K"]);
+    t.limits.max_output = Some(1 << 20);
+    let out = run(executor, t).await;
+    assert_exit(&out, 0);
+    assert_eq!(out.stdout.len(), 64 << 10);
+    assert!(!out.stdout_truncated);
+}
+
+/// Twenty tasks at once all get their own argv and output.
+pub async fn concurrent_hellos(executor: &dyn Executor) {
+    let runs = (0..20).map(|n| async move {
+        let arg = format!("task-{n}");
+        let out = run(executor, task(apps::HELLO, &["hello.wasm", &arg])).await;
+        (arg, out)
+    });
+    for (arg, out) in futures::future::join_all(runs).await {
+        assert_exit(&out, 0);
+        assert_eq!(
+            text(&out.stdout),
+            format!("{GREETING}\nargs = [\"hello.wasm\", \"{arg}\"]\n")
+        );
+    }
+}

@@ -1,0 +1,143 @@
+//! `wasimoff-provider`: the native provider. Parses its configuration (flags or `WASIMOFF_*`
+//! environment variables), runs tasks on [`WasmtimeExecutor`], and drains on Ctrl-C (a second
+//! Ctrl-C exits at once). All behaviour lives in the library's [`runtime`] module.
+
+use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+use wasimoff_core::store::{DirStore, MemoryStore, Store, StoreLimits};
+use wasimoff_provider::{
+    WasmtimeConfig, WasmtimeExecutor,
+    runtime::{self, Provider, ProviderConfig},
+};
+
+/// Offer this machine's CPU to a wasimoff broker: run the WebAssembly tasks it sends.
+#[derive(Debug, Parser)]
+#[command(name = "wasimoff-provider", version)]
+struct Args {
+    /// The broker, e.g. `http://localhost:4080` (or a full `ws://` socket URL).
+    #[arg(
+        long,
+        short = 'b',
+        env = "WASIMOFF_BROKER",
+        default_value = "http://localhost:4080"
+    )]
+    broker: String,
+    /// Tasks run at once (default: one per core).
+    #[arg(long, short = 'w', env = "WASIMOFF_WORKERS")]
+    workers: Option<usize>,
+    /// The name shown by the broker (default: `<hostname>-<pid>`).
+    #[arg(long, short = 'n', env = "WASIMOFF_NAME")]
+    name: Option<String>,
+    /// Keep fetched files and compiled modules in this directory across restarts
+    /// (default: in memory only).
+    #[arg(long, short = 'd', env = "WASIMOFF_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    /// A provider token for brokers that require one.
+    #[arg(long, env = "WASIMOFF_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Seconds running tasks get to finish on shutdown before they are cancelled.
+    #[arg(long, env = "WASIMOFF_DRAIN_GRACE", default_value_t = 30)]
+    drain_grace: u64,
+    /// The longest a task may run, in seconds.
+    #[arg(long, env = "WASIMOFF_MAX_TASK_SECONDS", default_value_t = 600)]
+    max_task_seconds: u64,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(args));
+    // Do not wait for blocking work still in flight (a cancelled guest winding down).
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let wasmtime = WasmtimeConfig {
+        workers: args.workers.unwrap_or(0),
+        cache_dir: args.cache_dir.as_ref().map(|d| d.join("compiled")),
+        default_timeout: Some(Duration::from_secs(args.max_task_seconds)),
+        ..WasmtimeConfig::default()
+    };
+    let executor = WasmtimeExecutor::new(wasmtime).map_err(|e| e.to_string())?;
+    let store: Arc<dyn Store> = match &args.cache_dir {
+        Some(dir) => Arc::new(
+            DirStore::open(dir.join("files"), StoreLimits::default())
+                .map_err(|e| format!("cannot open the cache in {}: {e}", dir.display()))?,
+        ),
+        None => Arc::new(MemoryStore::default()),
+    };
+    let config = ProviderConfig {
+        name: args.name.unwrap_or_else(default_name),
+        concurrency: args.workers.filter(|&n| n > 0),
+        token: args.token.filter(|t| !t.is_empty()),
+        drain_grace: Duration::from_secs(args.drain_grace),
+        max_task_timeout: Duration::from_secs(args.max_task_seconds),
+        ..ProviderConfig::new(args.broker)
+    };
+    let provider = Provider::builder(config, Arc::new(executor))
+        .store(store)
+        .build()
+        .map_err(|e| e.to_string())?;
+    tracing::info!(
+        url = provider.url(),
+        workers = provider.status().concurrency,
+        "starting provider"
+    );
+
+    let runner = provider.clone();
+    let mut running = tokio::spawn(async move { runner.run().await });
+    tokio::select! {
+        result = &mut running => return finished(result),
+        signal = tokio::signal::ctrl_c() => signal.map_err(|e| e.to_string())?,
+    }
+    tracing::info!("shutting down (Ctrl-C again to exit at once)");
+    tokio::select! {
+        () = provider.shutdown_default() => {}
+        _ = tokio::signal::ctrl_c() => return Err("interrupted during shutdown".into()),
+    }
+    finished(running.await)
+}
+
+fn finished(
+    result: Result<Result<(), runtime::ProviderError>, tokio::task::JoinError>,
+) -> Result<(), String> {
+    match result {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(e) => Err(format!("provider task failed: {e}")),
+    }
+}
+
+/// `<hostname>-<pid>`, or `provider-<pid>` where the hostname is unknown.
+fn default_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "provider".to_owned());
+    format!("{host}-{}", std::process::id())
+}

@@ -1,0 +1,171 @@
+//! [`ProviderStatus`]: what a provider is doing, published through a `tokio::sync::watch`
+//! channel so that UIs (the browser page, logs) can follow it.
+//!
+//! The same value is the provider's single source of truth for its slots: taking a slot for a
+//! task is a compare-and-increment of `busy` under the watch's lock ([`Slots::try_acquire`]),
+//! releasing it happens when the [`SlotGuard`] drops, so the count can never leak. Every change
+//! of the advertised `(concurrency, busy)` pair wakes the connection, which reports it to the
+//! broker as `Event.ProviderResources`.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+/// The state of the connection to the broker.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectionState {
+    /// [`Provider::run`](super::Provider::run) has not been called yet.
+    #[default]
+    Idle,
+    /// Dialling the broker.
+    Connecting,
+    /// Connected; tasks are accepted.
+    Connected,
+    /// The connection was lost or could not be made; a reconnect follows.
+    Disconnected {
+        /// Why.
+        reason: String,
+    },
+    /// The provider has shut down.
+    Stopped,
+}
+
+/// A snapshot of a provider.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProviderStatus {
+    /// The connection.
+    pub state: ConnectionState,
+    /// Tasks the provider runs at once.
+    pub concurrency: usize,
+    /// Tasks running now.
+    pub busy: usize,
+    /// The provider is shutting down and takes no new tasks.
+    pub draining: bool,
+    /// Tasks started since the provider was created.
+    pub tasks_started: u64,
+    /// Tasks finished (whatever the outcome) since the provider was created.
+    pub tasks_finished: u64,
+    /// Tasks refused because every slot was busy or the provider was draining.
+    pub tasks_refused: u64,
+    /// Successful connections since the provider was created.
+    pub connections: u64,
+    /// Files fetched from the broker and cached.
+    pub files_fetched: u64,
+    /// Providers connected to the broker, as it last announced (`Event.ClusterInfo`).
+    pub cluster_providers: Option<u32>,
+}
+
+impl ProviderStatus {
+    /// The `(concurrency, tasks)` pair reported in `Event.ProviderResources`: concurrency is 0
+    /// while draining so the broker sends nothing more.
+    pub fn advertised(&self) -> (usize, usize) {
+        let concurrency = if self.draining { 0 } else { self.concurrency };
+        (concurrency, self.busy)
+    }
+}
+
+/// The slot counter and status channel shared by a provider's tasks.
+#[derive(Clone, Debug)]
+pub(crate) struct Slots {
+    tx: Arc<watch::Sender<ProviderStatus>>,
+}
+
+/// Why [`Slots::try_acquire`] gave no slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// Every slot is busy.
+    Full(usize),
+    /// The provider is shutting down.
+    Draining,
+}
+
+impl Slots {
+    pub(crate) fn new(concurrency: usize) -> Self {
+        let status = ProviderStatus {
+            concurrency,
+            ..ProviderStatus::default()
+        };
+        Slots {
+            tx: Arc::new(watch::Sender::new(status)),
+        }
+    }
+
+    pub(crate) fn subscribe(&self) -> watch::Receiver<ProviderStatus> {
+        self.tx.subscribe()
+    }
+
+    pub(crate) fn snapshot(&self) -> ProviderStatus {
+        self.tx.borrow().clone()
+    }
+
+    pub(crate) fn update(&self, f: impl FnOnce(&mut ProviderStatus)) {
+        self.tx.send_modify(f);
+    }
+
+    /// Takes a slot unless all are busy or the provider drains.
+    pub(crate) fn try_acquire(&self) -> Result<SlotGuard, Refusal> {
+        let mut outcome = Err(Refusal::Draining);
+        self.tx.send_modify(|s| {
+            if s.draining {
+                outcome = Err(Refusal::Draining);
+                s.tasks_refused += 1;
+            } else if s.busy >= s.concurrency {
+                outcome = Err(Refusal::Full(s.concurrency));
+                s.tasks_refused += 1;
+            } else {
+                s.busy += 1;
+                s.tasks_started += 1;
+                outcome = Ok(());
+            }
+        });
+        outcome.map(|()| SlotGuard {
+            slots: self.clone(),
+        })
+    }
+
+    /// Waits until no task runs.
+    pub(crate) async fn idle(&self) {
+        let mut rx = self.tx.subscribe();
+        // `wait_for` only fails when the sender is gone, and `self` holds it.
+        let _ = rx.wait_for(|s| s.busy == 0).await;
+    }
+}
+
+/// A taken slot; dropping it frees the slot and counts the task as finished.
+#[derive(Debug)]
+pub(crate) struct SlotGuard {
+    slots: Slots,
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        self.slots.update(|s| {
+            s.busy = s.busy.saturating_sub(1);
+            s.tasks_finished += 1;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_counted_and_released() {
+        let slots = Slots::new(2);
+        let a = slots.try_acquire().unwrap();
+        let _b = slots.try_acquire().unwrap();
+        assert_eq!(slots.try_acquire().unwrap_err(), Refusal::Full(2));
+        assert_eq!(slots.snapshot().advertised(), (2, 2));
+        drop(a);
+        let s = slots.snapshot();
+        assert_eq!(
+            (s.busy, s.tasks_started, s.tasks_finished, s.tasks_refused),
+            (1, 2, 1, 1)
+        );
+        slots.update(|s| s.draining = true);
+        assert_eq!(slots.try_acquire().unwrap_err(), Refusal::Draining);
+        assert_eq!(slots.snapshot().advertised(), (0, 1));
+    }
+}

@@ -1,0 +1,202 @@
+//! Running one `Task.Wasip1.Request`: take a slot, resolve the files, build the [`ExecTask`],
+//! execute it under a [`CancellationToken`], and answer with `Task.Wasip1.Response`.
+//!
+//! Two error channels, chosen by whether the task was attempted here:
+//! - `Envelope.error` (no payload) when this provider did not take the task: all slots busy, the
+//!   provider is draining, no `info.id`, or the id is already running. The broker may retry
+//!   elsewhere.
+//! - `result.error` (with `info` echoed) when the task was taken and failed: a missing, tampered
+//!   or unfetchable file, a passed deadline, an [`ExecError`](wasimoff_core::executor::ExecError),
+//!   a trap, a timeout or a cancellation. These are deterministic or final.
+//!
+//! The response's `info` is the request's with `provider` set to this provider's name; when
+//! `info.trace` is present, ProviderTaskReceived, ProviderWorkerExecute, ProviderWorkerDone,
+//! ProviderTransmitResult (and ProviderError on failure) are appended with wall-clock nanos.
+
+use std::time::Duration;
+
+use wasimoff_core::{
+    executor::{CancellationToken, ExecLimits, ExecTask},
+    messenger::Responder,
+    platform,
+    proto::{
+        self,
+        task::{Metadata, QoS, TraceEvent, trace_event::EventType, wasip1},
+    },
+    wkt::Timestamp,
+};
+
+use super::{
+    files::{FileError, Resolved},
+    provider::Session,
+    status::Refusal,
+};
+
+/// Appends a trace event if the task carries a trace.
+fn trace(info: &mut Metadata, event: EventType, details: Option<String>) {
+    if let Some(trace) = info.trace.as_mut() {
+        trace.events.push(TraceEvent {
+            unixnano: Some(platform::unix_nanos()),
+            event: Some(event as i32),
+            details,
+        });
+    }
+}
+
+/// Handles one WASI task request from start to response.
+pub(crate) async fn run_wasip1(session: Session, request: wasip1::Request, responder: Responder) {
+    let mut info = request.info.unwrap_or_default();
+    trace(&mut info, EventType::ProviderTaskReceived, None);
+    let Some(id) = info.id.clone().filter(|id| !id.is_empty()) else {
+        let _ = responder.respond(Err("task without info.id".into())).await;
+        return;
+    };
+    let inner = &session.inner;
+    let slot = match inner.slots.try_acquire() {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            let why = match refusal {
+                Refusal::Full(n) => format!("provider is busy: all {n} slots are taken"),
+                Refusal::Draining => "provider is shutting down".to_owned(),
+            };
+            tracing::debug!(task = %id, "refused: {why}");
+            let _ = responder.respond(Err(why)).await;
+            return;
+        }
+    };
+    let token = session.token.child_token();
+    let Some(registration) = inner.register(&id, token.clone()) else {
+        let why = format!("task {id} is already running on this provider");
+        let _ = responder.respond(Err(why)).await;
+        return;
+    };
+    info.provider = Some(inner.config.name.clone());
+    tracing::debug!(task = %id, "task started");
+    let result = match execute(&session, &id, request.qos, request.params, token, &mut info).await {
+        Ok(result) => result,
+        Err(error) => {
+            trace(&mut info, EventType::ProviderError, Some(error.clone()));
+            wasip1::response::Result::Error(error)
+        }
+    };
+    if let wasip1::response::Result::Error(e) = &result {
+        tracing::debug!(task = %id, "task failed: {e}");
+    } else {
+        tracing::debug!(task = %id, "task done");
+    }
+    trace(&mut info, EventType::ProviderTransmitResult, None);
+    let response = wasip1::Response {
+        info: Some(info),
+        result: Some(result),
+    };
+    if let Err(e) = responder.respond(Ok(response.into())).await {
+        tracing::debug!(task = %id, "result not delivered: {e}");
+    }
+    // The slot is freed only after the response is queued, so a drain that sees no busy slot
+    // knows every result is on its way.
+    drop(registration);
+    drop(slot);
+}
+
+/// Everything between taking the slot and the response; `Err` becomes `result.error`.
+async fn execute(
+    session: &Session,
+    id: &str,
+    qos: Option<QoS>,
+    params: Option<wasip1::Params>,
+    token: CancellationToken,
+    info: &mut Metadata,
+) -> Result<wasip1::response::Result, String> {
+    let inner = &session.inner;
+    let params = params.ok_or("task without params")?;
+    let binary = params.binary.ok_or("task without params.binary")?;
+    let binary = resolve(session, &binary, "binary").await?;
+    let rootfs = match params.rootfs {
+        Some(file)
+            if file.r#ref.as_deref().is_some_and(|r| !r.is_empty()) || file.blob.is_some() =>
+        {
+            Some(resolve(session, &file, "rootfs").await?)
+        }
+        _ => None,
+    };
+    let timeout = task_timeout(qos.and_then(|q| q.deadline), inner.config.max_task_timeout)?;
+    let task = ExecTask {
+        id: id.to_owned(),
+        binary,
+        args: params.args,
+        envs: params.envs,
+        stdin: params.stdin.unwrap_or_default(),
+        rootfs,
+        artifacts: params.artifacts,
+        limits: ExecLimits {
+            timeout: Some(timeout),
+            ..ExecLimits::default()
+        },
+    };
+    trace(info, EventType::ProviderWorkerExecute, None);
+    let output = inner.executor.execute(task, token).await;
+    trace(info, EventType::ProviderWorkerDone, None);
+    output
+        .map(|out| out.into_wasip1_result())
+        .map_err(|e| e.to_string())
+}
+
+/// Resolves a file and announces it to the broker if it was fetched for this task.
+async fn resolve(
+    session: &Session,
+    file: &proto::File,
+    what: &'static str,
+) -> Result<wasimoff_core::executor::ResolvedFile, String> {
+    let Resolved { file, fetched } = session
+        .inner
+        .files
+        .resolve(file, what)
+        .await
+        .map_err(|e: FileError| e.to_string())?;
+    if let Some(r) = fetched {
+        session.inner.slots.update(|s| s.files_fetched += 1);
+        let update = proto::event::FileSystemUpdate {
+            added: vec![r.to_string()],
+            removed: Vec::new(),
+        };
+        if let Err(e) = session.messenger.send_event(update).await {
+            tracing::debug!("cannot announce fetched file: {e}");
+        }
+    }
+    Ok(file)
+}
+
+/// The time a task may run: until its deadline, but no longer than `max`.
+fn task_timeout(deadline: Option<Timestamp>, max: Duration) -> Result<Duration, String> {
+    let Some(deadline) = deadline else {
+        return Ok(max);
+    };
+    let left = deadline.unix_nanos() - i128::from(platform::unix_nanos());
+    if left <= 0 {
+        return Err("deadline exceeded before the task started".into());
+    }
+    let left = Duration::from_nanos(u64::try_from(left).unwrap_or(u64::MAX));
+    Ok(left.min(max))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_follow_the_deadline() {
+        let max = Duration::from_secs(60);
+        assert_eq!(task_timeout(None, max), Ok(max));
+        let now = i128::from(platform::unix_nanos());
+        let soon = Timestamp::from_unix_nanos(now + 5_000_000_000);
+        let t = task_timeout(Some(soon), max).unwrap();
+        assert!(
+            t <= Duration::from_secs(5) && t > Duration::from_secs(4),
+            "{t:?}"
+        );
+        let late = Timestamp::from_unix_nanos(now + 3_600_000_000_000);
+        assert_eq!(task_timeout(Some(late), max), Ok(max));
+        let past = Timestamp::from_unix_nanos(now - 1);
+        assert!(task_timeout(Some(past), max).is_err());
+    }
+}

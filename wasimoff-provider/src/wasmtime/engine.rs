@@ -1,0 +1,184 @@
+//! The wasmtime [`Engine`] of an executor with its epoch ticker thread, the [`Linker`] offering
+//! WASI preview 1 under both `wasi_snapshot_preview1` and the legacy `wasi_unstable`, and the
+//! per-task store data [`Host`] with its memory [`Limiter`].
+//!
+//! Epoch interruption is always on: a background thread increments the engine's epoch every
+//! [`WasmtimeConfig::epoch_tick`], and every task's store gets a deadline of one tick with a
+//! callback that checks the task's wall-clock deadline and cancellation token, so a spinning
+//! guest is stopped within about one tick. Fuel metering is compiled in only when configured.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use wasimoff_core::executor::ExecError;
+use wasmtime::{Config, Engine, Linker, ResourceLimiter};
+use wasmtime_wasi::p1::WasiP1Ctx;
+
+use super::WasmtimeConfig;
+
+/// Most table elements a guest may grow a table to (function tables of real programs are far
+/// smaller; this only stops a guest from exhausting host memory through tables).
+const MAX_TABLE_ELEMENTS: usize = 10_000_000;
+
+/// The store data of one task.
+pub(crate) struct Host {
+    /// The WASI preview 1 context (args, envs, stdio, preopens).
+    pub(crate) wasi: WasiP1Ctx,
+    /// The memory limiter.
+    pub(crate) limiter: Limiter,
+}
+
+/// Caps linear memory growth and records whether it ever refused growth, so that a guest that
+/// traps after a failed allocation is reported as having exceeded its memory limit.
+#[derive(Debug)]
+pub(crate) struct Limiter {
+    max_memory: Option<usize>,
+    refused: bool,
+}
+
+impl Limiter {
+    /// A limiter allowing `max_memory` bytes per linear memory (`None`: no limit).
+    pub(crate) fn new(max_memory: Option<u64>) -> Self {
+        Limiter {
+            max_memory: max_memory.map(|max| usize::try_from(max).unwrap_or(usize::MAX)),
+            refused: false,
+        }
+    }
+
+    /// Whether a `memory.grow` (or an initial memory) was refused.
+    pub(crate) fn refused(&self) -> bool {
+        self.refused
+    }
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.max_memory.is_none_or(|max| desired <= max);
+        if !allowed {
+            self.refused = true;
+        }
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+/// The engine, its linker and the ticker thread driving epoch interruption.
+pub(crate) struct EngineHandle {
+    pub(crate) engine: Engine,
+    pub(crate) linker: Linker<Host>,
+    pub(crate) fuel: bool,
+    ticker: Ticker,
+}
+
+impl std::fmt::Debug for EngineHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineHandle")
+            .field("fuel", &self.fuel)
+            .field("ticker", &self.ticker)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EngineHandle {
+    /// Builds the engine and linker and starts the ticker.
+    pub(crate) fn new(config: &WasmtimeConfig) -> Result<Self, ExecError> {
+        let mut wasm = Config::new();
+        wasm.epoch_interruption(true);
+        wasm.consume_fuel(config.enable_fuel);
+        let engine = Engine::new(&wasm)
+            .map_err(|e| ExecError::Host(format!("creating the wasmtime engine: {e:#}")))?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |host: &mut Host| &mut host.wasi)
+            .map_err(|e| ExecError::Host(format!("linking wasi_snapshot_preview1: {e:#}")))?;
+        wasmtime_wasi::p0::add_to_linker_sync(&mut linker, |host: &mut Host| &mut host.wasi)
+            .map_err(|e| ExecError::Host(format!("linking wasi_unstable: {e:#}")))?;
+
+        let ticker = Ticker::start(engine.clone(), config.epoch_tick)?;
+        Ok(EngineHandle {
+            engine,
+            linker,
+            fuel: config.enable_fuel,
+            ticker,
+        })
+    }
+}
+
+/// A thread incrementing the engine's epoch every tick until dropped.
+#[derive(Debug)]
+struct Ticker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Ticker {
+    fn start(engine: Engine, tick: Duration) -> Result<Self, ExecError> {
+        let tick = tick.max(Duration::from_millis(1));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::Builder::new()
+            .name("wasimoff-epoch".into())
+            .spawn({
+                let stop = stop.clone();
+                move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::park_timeout(tick);
+                        engine.increment_epoch();
+                    }
+                }
+            })
+            .map_err(|e| ExecError::Host(format!("starting the epoch ticker: {e}")))?;
+        Ok(Ticker {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limiter_records_refusals() {
+        let mut limiter = Limiter::new(Some(1 << 20));
+        assert!(limiter.memory_growing(0, 1 << 20, None).unwrap_or(false));
+        assert!(!limiter.refused());
+        assert!(
+            !limiter
+                .memory_growing(1 << 20, 2 << 20, None)
+                .unwrap_or(true)
+        );
+        assert!(limiter.refused());
+        let mut unlimited = Limiter::new(None);
+        assert!(
+            unlimited
+                .memory_growing(0, usize::MAX, None)
+                .unwrap_or(false)
+        );
+    }
+}

@@ -1,0 +1,7 @@
+//! The shared executor conformance suite, run on a default `WasmtimeExecutor`.
+
+use wasimoff_provider::{WasmtimeConfig, WasmtimeExecutor};
+
+wasimoff_provider::executor_conformance_tests!(
+    WasmtimeExecutor::new(WasmtimeConfig::default()).unwrap()
+);
