@@ -16,5 +16,5 @@ pub use crate::wasmtime::{ExecutorStats, WasmtimeConfig, WasmtimeExecutor};
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
-/// The provider runtime: broker connection, requests, tasks, reconnects and drain (all targets).
+// The provider runtime: broker connection, requests, tasks, reconnects and drain (all targets).
 pub mod runtime;

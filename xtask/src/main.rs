@@ -91,7 +91,13 @@ fn ci(fuzz_seconds: u64) -> Result<()> {
     let guests = guests.to_str().unwrap_or("wasi-apps/guests/Cargo.toml");
 
     Step::new("format").run(cargo(&["fmt", "--all", "--check"]))?;
-    Step::new("format guests").run(cargo(&["fmt", "--manifest-path", guests, "--all", "--check"]))?;
+    Step::new("format guests").run(cargo(&[
+        "fmt",
+        "--manifest-path",
+        guests,
+        "--all",
+        "--check",
+    ]))?;
     Step::new("format fuzz").run(cargo(&[
         "fmt",
         "--manifest-path",
@@ -143,7 +149,12 @@ fn ci(fuzz_seconds: u64) -> Result<()> {
     Step::new("tests").run(cargo(&["test", "--workspace", "--all-features"]))?;
     Step::new("rustdoc")
         .env("RUSTDOCFLAGS", "-D warnings")
-        .run(cargo(&["doc", "--workspace", "--no-deps", "--all-features"]))?;
+        .run(cargo(&[
+            "doc",
+            "--workspace",
+            "--no-deps",
+            "--all-features",
+        ]))?;
     if fuzz_seconds > 0 {
         fuzz(fuzz_seconds)?;
     }
@@ -153,7 +164,14 @@ fn ci(fuzz_seconds: u64) -> Result<()> {
 }
 
 fn demo() -> Result<()> {
-    Step::new("demo").run(cargo(&["run", "--release", "-p", "wasimoff-examples", "--bin", "demo"]))
+    Step::new("demo").run(cargo(&[
+        "run",
+        "--release",
+        "-p",
+        "wasimoff-examples",
+        "--bin",
+        "demo",
+    ]))
 }
 
 fn fuzz(seconds: u64) -> Result<()> {

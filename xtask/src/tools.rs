@@ -31,7 +31,11 @@ pub(crate) struct Step {
 
 impl Step {
     pub(crate) fn new(name: &str) -> Self {
-        Step { name: name.to_owned(), env: Vec::new(), dir: None }
+        Step {
+            name: name.to_owned(),
+            env: Vec::new(),
+            dir: None,
+        }
     }
 
     pub(crate) fn env(mut self, key: &str, value: &str) -> Self {
@@ -53,8 +57,14 @@ impl Step {
             command.current_dir(dir);
         }
         let start = Instant::now();
-        let status = command.status().with_context(|| format!("cannot start step {}", self.name))?;
-        println!("==> {} took {:.1}s", self.name, start.elapsed().as_secs_f64());
+        let status = command
+            .status()
+            .with_context(|| format!("cannot start step {}", self.name))?;
+        println!(
+            "==> {} took {:.1}s",
+            self.name,
+            start.elapsed().as_secs_f64()
+        );
         if !status.success() {
             bail!("step {} failed ({status})", self.name);
         }
@@ -69,8 +79,11 @@ pub(crate) fn ensure_rustup_targets(targets: &[&str]) -> Result<()> {
         .output()
         .context("rustup is needed to add the wasm32 targets")?;
     let installed = String::from_utf8_lossy(&installed.stdout);
-    let missing: Vec<&str> =
-        targets.iter().copied().filter(|t| !installed.lines().any(|l| l.trim() == *t)).collect();
+    let missing: Vec<&str> = targets
+        .iter()
+        .copied()
+        .filter(|t| !installed.lines().any(|l| l.trim() == *t))
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -95,20 +108,30 @@ pub(crate) fn ensure_cargo_tool(krate: &str, sub: &str) -> Result<()> {
 /// A fuzz corpus seeded with the envelopes of the golden vectors (`../shared/vectors`), in the
 /// target directory so nothing derived from them is committed.
 pub(crate) fn fuzz_corpus() -> Result<PathBuf> {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
     let corpus = target.join("fuzz-corpus/envelope_decode");
     std::fs::create_dir_all(&corpus)?;
     let vectors = root().join("../shared/vectors/wire-vectors.json");
     let Ok(text) = std::fs::read_to_string(&vectors) else {
-        println!("note: {} not found; fuzzing from an empty corpus", vectors.display());
+        println!(
+            "note: {} not found; fuzzing from an empty corpus",
+            vectors.display()
+        );
         return Ok(corpus);
     };
     let vectors: Vec<serde_json::Value> = serde_json::from_str(&text)?;
-    for v in vectors.iter().filter(|v| v["message_type"] == "wasimoff.v1.Envelope") {
+    for v in vectors
+        .iter()
+        .filter(|v| v["message_type"] == "wasimoff.v1.Envelope")
+    {
         let name = v["name"].as_str().unwrap_or("vector");
         let bytes = hex::decode(v["hex"].as_str().unwrap_or_default())?;
         std::fs::write(corpus.join(format!("{name}.bin")), bytes)?;
-        std::fs::write(corpus.join(format!("{name}.json")), v["json"].as_str().unwrap_or_default())?;
+        std::fs::write(
+            corpus.join(format!("{name}.json")),
+            v["json"].as_str().unwrap_or_default(),
+        )?;
     }
     Ok(corpus)
 }
@@ -129,16 +152,24 @@ pub(crate) fn ensure_apt(packages: &[&str]) -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0"));
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0"));
     if !root || Command::new("apt-get").arg("--version").output().is_err() {
-        println!("note: not installing {} (needs root and apt-get)", missing.join(" "));
+        println!(
+            "note: not installing {} (needs root and apt-get)",
+            missing.join(" ")
+        );
         return Ok(());
     }
     let mut update = Command::new("apt-get");
     update.args(["update", "-qq"]);
     Step::new("apt-get update").run(update)?;
     let mut install = Command::new("apt-get");
-    install.args(["install", "-y", "-qq", "--no-install-recommends"]).args(&missing);
+    install
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing);
     install.env("DEBIAN_FRONTEND", "noninteractive");
     Step::new(&format!("apt-get install {}", missing.join(" "))).run(install)
 }
