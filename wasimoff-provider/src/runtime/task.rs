@@ -55,9 +55,12 @@ pub(crate) async fn run_wasip1(session: Session, request: wasip1::Request, respo
     let slot = match inner.slots.try_acquire() {
         Ok(slot) => slot,
         Err(refusal) => {
+            // The `unavailable:` prefix tells the broker to place the task elsewhere.
             let why = match refusal {
-                Refusal::Full(n) => format!("provider is busy: all {n} slots are taken"),
-                Refusal::Draining => "provider is shutting down".to_owned(),
+                Refusal::Full(n) => {
+                    format!("unavailable: provider is busy: all {n} slots are taken")
+                }
+                Refusal::Draining => "unavailable: provider is shutting down".to_owned(),
             };
             tracing::debug!(task = %id, "refused: {why}");
             let _ = responder.respond(Err(why)).await;
