@@ -1,1 +1,19 @@
-//! wasimoff-js
+//! wasimoff-js: the browser side of wasimoff.
+//!
+//! - [`wasi`]: a WASI preview 1 host in plain Rust (ABI, in-memory file system, system calls),
+//!   independent of JS and unit-tested natively.
+//! - `host` (wasm32 only): instantiates a guest through the JS `WebAssembly` API with the
+//!   [`wasi`] functions as imports (`wasi_snapshot_preview1` and `wasi_unstable`).
+//! - `executor` (wasm32 only): `BrowserExecutor`, core's `Executor` on top of `host`.
+//!
+//! See `docs/browser.md`.
+
+pub mod wasi;
+
+#[cfg(target_arch = "wasm32")]
+pub mod host;
+
+#[cfg(target_arch = "wasm32")]
+pub mod executor;
+#[cfg(target_arch = "wasm32")]
+pub use executor::BrowserExecutor;

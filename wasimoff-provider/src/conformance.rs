@@ -12,11 +12,10 @@ use std::io::{Cursor, Read, Write};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::future::BoxFuture;
 use wasimoff_core::executor::{
     CancellationToken, ExecError, ExecOutput, ExecTask, Executor, ResolvedFile, Termination,
 };
-use wasimoff_core::platform::Instant;
+use wasimoff_core::platform::{BoxFuture, Instant};
 use wasimoff_wasi_apps as apps;
 use zip::write::SimpleFileOptions;
 

@@ -1,0 +1,213 @@
+//! [`BrowserExecutor`]: core's [`Executor`] on the JS `WebAssembly` API and the WASI host in
+//! [`crate::wasi`], running each task on the current thread (a page or a worker).
+//!
+//! Limits: a guest runs synchronously to its end. The deadline is checked on every WASI call
+//! (and `poll_oneoff` sleeps no further than the deadline), so a guest that makes system calls
+//! stops at its deadline; a guest spinning without system calls cannot be interrupted here (the
+//! planned worker pool terminates its worker). Cancellation is honoured before a task starts.
+//! Memory limits and fuel are not enforced (see docs/browser.md).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use js_sys::{Uint8Array, WebAssembly};
+use wasimoff_core::executor::{
+    CancellationToken, ExecError, ExecOutput, ExecTask, Executor, Termination,
+};
+use wasimoff_core::store::Ref;
+
+use crate::host::{self, BrowserPlatform, RunEnd};
+use crate::wasi::ctx::{Platform, WasiCtx};
+use crate::wasi::fs::{ArtifactError, Fs, RootfsLimits};
+
+/// Settings of a [`BrowserExecutor`].
+#[derive(Debug, Clone)]
+pub struct BrowserConfig {
+    /// stdout/stderr kept per stream when a task sets no `max_output`.
+    pub default_max_output: usize,
+    /// Deadline when a task sets no timeout.
+    pub default_timeout: Duration,
+    /// Rootfs unpacking limits.
+    pub rootfs: RootfsLimits,
+    /// Most uncompressed bytes of artifacts.
+    pub max_artifacts_bytes: u64,
+    /// Compiled modules kept (by ref).
+    pub module_cache: usize,
+}
+
+impl Default for BrowserConfig {
+    fn default() -> Self {
+        BrowserConfig {
+            default_max_output: 16 << 20,
+            default_timeout: Duration::from_secs(600),
+            rootfs: RootfsLimits::default(),
+            max_artifacts_bytes: 256 << 20,
+            module_cache: 16,
+        }
+    }
+}
+
+/// Runs WASI preview 1 tasks on the current JS thread.
+#[derive(Debug)]
+pub struct BrowserExecutor {
+    config: BrowserConfig,
+    platform: Rc<BrowserPlatform>,
+    modules: RefCell<Vec<(Ref, WebAssembly::Module)>>,
+}
+
+impl BrowserExecutor {
+    /// An executor for the current global (window or worker).
+    pub fn new(config: BrowserConfig) -> Result<Self, ExecError> {
+        Ok(BrowserExecutor {
+            config,
+            platform: Rc::new(BrowserPlatform::new().map_err(ExecError::Host)?),
+            modules: RefCell::new(Vec::new()),
+        })
+    }
+
+    /// Whether `poll_oneoff` sleeps block in `Atomics.wait` (else they busy-wait).
+    pub fn blocks_with_atomics(&self) -> bool {
+        self.platform.blocks_with_atomics()
+    }
+
+    /// How many compiled modules are cached.
+    pub fn cached_modules(&self) -> usize {
+        self.modules.borrow().len()
+    }
+
+    async fn module(&self, task: &ExecTask) -> Result<WebAssembly::Module, ExecError> {
+        let key = &task.binary.r#ref;
+        if let Some((_, module)) = self.modules.borrow().iter().find(|(r, _)| r == key) {
+            return Ok(module.clone());
+        }
+        let bytes = Uint8Array::from(&task.binary.bytes[..]);
+        let module: WebAssembly::Module =
+            wasm_bindgen_futures::JsFuture::from(WebAssembly::compile(&bytes.into()))
+                .await
+                .map_err(|e| ExecError::InvalidModule(host::js_error_text(&e)))?
+                .into();
+        host::check_module(&module).map_err(ExecError::InvalidModule)?;
+        let mut modules = self.modules.borrow_mut();
+        if modules.len() >= self.config.module_cache.max(1) {
+            modules.remove(0);
+        }
+        modules.push((key.clone(), module.clone()));
+        Ok(module)
+    }
+}
+
+fn validate(task: &ExecTask) -> Result<(), ExecError> {
+    if task.args.is_empty() {
+        return Err(ExecError::InvalidTask("argv needs at least arg0".into()));
+    }
+    if let Some(arg) = task.args.iter().find(|a| a.contains('\0')) {
+        return Err(ExecError::InvalidTask(format!(
+            "argument {arg:?} contains NUL"
+        )));
+    }
+    for env in &task.envs {
+        match env.split_once('=') {
+            Some((key, _)) if !key.is_empty() && !env.contains('\0') => {}
+            _ => {
+                return Err(ExecError::InvalidTask(format!(
+                    "environment entry {env:?} is not KEY=value"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn cancelled() -> ExecOutput {
+    ExecOutput {
+        termination: Termination::Cancelled,
+        stdout: Bytes::new(),
+        stderr: Bytes::new(),
+        stdout_truncated: false,
+        stderr_truncated: false,
+        artifacts: None,
+    }
+}
+
+#[async_trait::async_trait(?Send)]
+impl Executor for BrowserExecutor {
+    async fn execute(
+        &self,
+        task: ExecTask,
+        cancel: CancellationToken,
+    ) -> Result<ExecOutput, ExecError> {
+        if cancel.is_cancelled() {
+            return Ok(cancelled());
+        }
+        validate(&task)?;
+        let mut fs = Fs::new();
+        if let Some(rootfs) = &task.rootfs {
+            fs.unpack_zip(&rootfs.bytes, self.config.rootfs)
+                .map_err(ExecError::InvalidRootfs)?;
+        }
+        let module = self.module(&task).await?;
+        if cancel.is_cancelled() {
+            return Ok(cancelled());
+        }
+        let max_output = task
+            .limits
+            .max_output
+            .unwrap_or(self.config.default_max_output);
+        let timeout = task.limits.timeout.unwrap_or(self.config.default_timeout);
+        let mut ctx = WasiCtx::new(
+            task.args.clone(),
+            task.envs.clone(),
+            task.stdin.to_vec(),
+            fs,
+            max_output,
+        );
+        ctx.deadline_ns = Some(
+            self.platform
+                .monotonic_ns()
+                .saturating_add(u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX)),
+        );
+        let ctx = Rc::new(RefCell::new(ctx));
+        let end = host::run(&module, &ctx, &self.platform).map_err(ExecError::InvalidModule)?;
+        let ctx = ctx.borrow();
+        let termination = match end {
+            RunEnd::Returned => Termination::Exited(0),
+            RunEnd::Exited(status) => Termination::Exited(status),
+            RunEnd::Deadline => Termination::TimedOut(timeout),
+            RunEnd::Trapped(message) => Termination::Trapped(message),
+        };
+        let artifacts = if task.artifacts.is_empty() {
+            None
+        } else {
+            let zip = ctx
+                .fs
+                .collect_artifacts(&task.artifacts, self.config.max_artifacts_bytes);
+            match (&termination, zip) {
+                (Termination::Exited(0), Ok(zip)) => Some(Bytes::from(zip)),
+                (Termination::Exited(0), Err(e)) => {
+                    return Err(match e {
+                        ArtifactError::InvalidPath(m) => ExecError::InvalidTask(m),
+                        ArtifactError::Missing(p) => ExecError::MissingArtifact(p),
+                        ArtifactError::TooLarge(m) => ExecError::ArtifactsTooLarge(m),
+                        ArtifactError::Host(m) => ExecError::Host(m),
+                    });
+                }
+                (Termination::Exited(_), zip) => zip.ok().map(Bytes::from),
+                _ => None,
+            }
+        };
+        Ok(ExecOutput {
+            termination,
+            stdout: Bytes::from(ctx.stdout.data.clone()),
+            stderr: Bytes::from(ctx.stderr.data.clone()),
+            stdout_truncated: ctx.stdout.truncated,
+            stderr_truncated: ctx.stderr.truncated,
+            artifacts,
+        })
+    }
+
+    fn concurrency(&self) -> usize {
+        1
+    }
+}

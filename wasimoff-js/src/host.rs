@@ -1,0 +1,259 @@
+//! Binds the pure WASI host ([`crate::wasi`]) to the JS `WebAssembly` API: every import of
+//! `wasi_snapshot_preview1` and `wasi_unstable` is a tiny JS trampoline into one Rust closure
+//! (`Closure::wrap`) that reads and writes the guest's exported `memory` through a fresh
+//! `Uint8Array` view per call (the buffer changes when memory grows).
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use js_sys::{Array, Function, Int32Array, Object, Reflect, Uint8Array, WebAssembly};
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
+
+use crate::wasi::abi::{self, Errno, errno};
+use crate::wasi::ctx::{Memory, Platform, Stop, WasiCtx};
+
+/// The guest memory through a `Uint8Array` over its current buffer.
+struct JsMemory {
+    view: Uint8Array,
+    len: u64,
+}
+
+impl JsMemory {
+    fn new(memory: &WebAssembly::Memory) -> Self {
+        let view = Uint8Array::new(&memory.buffer());
+        let len = u64::from(view.length());
+        JsMemory { view, len }
+    }
+    fn range(&self, ptr: u32, len: usize) -> Result<(u32, u32), Errno> {
+        let end = u64::from(ptr) + len as u64;
+        if end > self.len {
+            return Err(errno::FAULT);
+        }
+        Ok((ptr, end as u32))
+    }
+}
+
+impl Memory for JsMemory {
+    fn read(&self, ptr: u32, buf: &mut [u8]) -> Result<(), Errno> {
+        let (start, end) = self.range(ptr, buf.len())?;
+        self.view.subarray(start, end).copy_to(buf);
+        Ok(())
+    }
+    fn write(&mut self, ptr: u32, data: &[u8]) -> Result<(), Errno> {
+        let (start, end) = self.range(ptr, data.len())?;
+        self.view.subarray(start, end).copy_from(data);
+        Ok(())
+    }
+}
+
+/// Clocks from `performance`, randomness from `crypto.getRandomValues`, and sleeping with
+/// `Atomics.wait` (dedicated workers, cross-origin isolated) or a busy-wait elsewhere.
+#[derive(Debug)]
+pub struct BrowserPlatform {
+    performance: web_sys::Performance,
+    crypto: web_sys::Crypto,
+    wait_cell: Option<Int32Array>,
+    can_wait: Cell<bool>,
+}
+
+impl BrowserPlatform {
+    /// The platform of the current global (window or worker).
+    pub fn new() -> Result<Self, String> {
+        let global = js_sys::global();
+        let get = |name: &str| {
+            Reflect::get(&global, &JsValue::from_str(name))
+                .ok()
+                .filter(|v| !v.is_undefined())
+                .ok_or_else(|| format!("no {name} in this JS global"))
+        };
+        let performance = get("performance")?.unchecked_into();
+        let crypto = get("crypto")?.unchecked_into();
+        let wait_cell = get("SharedArrayBuffer")
+            .ok()
+            .map(|_| Int32Array::new(&js_sys::SharedArrayBuffer::new(4)));
+        Ok(BrowserPlatform {
+            performance,
+            crypto,
+            can_wait: Cell::new(wait_cell.is_some()),
+            wait_cell,
+        })
+    }
+
+    /// Whether sleeping blocks in `Atomics.wait` (so far) rather than busy-waiting.
+    pub fn blocks_with_atomics(&self) -> bool {
+        self.can_wait.get()
+    }
+}
+
+impl Platform for BrowserPlatform {
+    fn realtime_ns(&self) -> u64 {
+        ((self.performance.time_origin() + self.performance.now()) * 1e6) as u64
+    }
+    fn monotonic_ns(&self) -> u64 {
+        (self.performance.now() * 1e6) as u64
+    }
+    fn resolution_ns(&self) -> u64 {
+        100_000
+    }
+    fn random(&self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(65_536) {
+            // getRandomValues cannot fail for a u8 array of at most 65536 bytes.
+            let _ = self.crypto.get_random_values_with_u8_array(chunk);
+        }
+    }
+    fn sleep_ns(&self, ns: u64) {
+        let until = self.monotonic_ns().saturating_add(ns);
+        loop {
+            let now = self.monotonic_ns();
+            if now >= until {
+                return;
+            }
+            if let (true, Some(cell)) = (self.can_wait.get(), &self.wait_cell) {
+                let ms = (until - now) as f64 / 1e6;
+                if js_sys::Atomics::wait_with_timeout(cell, 0, 0, ms).is_err() {
+                    // Not allowed here (the main thread): busy-wait from now on.
+                    self.can_wait.set(false);
+                }
+            }
+        }
+    }
+}
+
+/// How a guest run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunEnd {
+    /// `_start` returned.
+    Returned,
+    /// `proc_exit(status)`.
+    Exited(i32),
+    /// A system call saw the deadline pass.
+    Deadline,
+    /// A trap (the JS error's text).
+    Trapped(String),
+}
+
+type Dispatch = dyn FnMut(u32, Array) -> Result<i32, JsValue>;
+
+/// Checks a compiled module for `_start` and for WASI imports that do not exist.
+pub fn check_module(module: &WebAssembly::Module) -> Result<(), String> {
+    let has_start = WebAssembly::Module::exports(module).iter().any(|desc| {
+        let name = Reflect::get(&desc, &"name".into())
+            .ok()
+            .and_then(|v| v.as_string());
+        let kind = Reflect::get(&desc, &"kind".into())
+            .ok()
+            .and_then(|v| v.as_string());
+        name.as_deref() == Some("_start") && kind.as_deref() == Some("function")
+    });
+    if !has_start {
+        return Err("the module exports no `_start` function (not a WASI command)".into());
+    }
+    for desc in WebAssembly::Module::imports(module).iter() {
+        let module_name = Reflect::get(&desc, &"module".into())
+            .ok()
+            .and_then(|v| v.as_string())
+            .unwrap_or_default();
+        let name = Reflect::get(&desc, &"name".into())
+            .ok()
+            .and_then(|v| v.as_string())
+            .unwrap_or_default();
+        let known = abi::NAMESPACES.contains(&module_name.as_str())
+            && abi::FUNCTIONS.contains(&name.as_str());
+        if !known {
+            return Err(format!("unknown import `{module_name}::{name}`"));
+        }
+    }
+    Ok(())
+}
+
+/// Instantiates `module` with the WASI imports over `ctx` and runs `_start` to its end, on the
+/// current thread. `Err` means it could not be instantiated.
+pub fn run(
+    module: &WebAssembly::Module,
+    ctx: &Rc<RefCell<WasiCtx>>,
+    platform: &Rc<BrowserPlatform>,
+) -> Result<RunEnd, String> {
+    let memory: Rc<RefCell<Option<WebAssembly::Memory>>> = Rc::new(RefCell::new(None));
+    let stop: Rc<Cell<Option<Stop>>> = Rc::new(Cell::new(None));
+    let dispatch = {
+        let (ctx, memory, stop, platform) =
+            (ctx.clone(), memory.clone(), stop.clone(), platform.clone());
+        Closure::wrap(
+            Box::new(move |id: u32, args: Array| -> Result<i32, JsValue> {
+                let args: Vec<i64> = args
+                    .iter()
+                    .map(|v| match v.as_f64() {
+                        Some(n) => n as i64,
+                        None => i64::try_from(v).unwrap_or(0),
+                    })
+                    .collect();
+                let memory = memory.borrow();
+                let Some(memory) = memory.as_ref() else {
+                    return Err(JsValue::from_str(
+                        "wasimoff: WASI call before the memory export was bound",
+                    ));
+                };
+                let mut mem = JsMemory::new(memory);
+                let Ok(mut ctx) = ctx.try_borrow_mut() else {
+                    return Err(JsValue::from_str("wasimoff: re-entrant WASI call"));
+                };
+                match ctx.call(&*platform, &mut mem, (id / 2) as usize, &args, id % 2 == 1) {
+                    Ok(errno) => Ok(errno),
+                    Err(s) => {
+                        stop.set(Some(s));
+                        Err(JsValue::from_str("wasimoff: guest stopped"))
+                    }
+                }
+            }) as Box<Dispatch>,
+        )
+    };
+    let trampoline = Function::new_with_args(
+        "dispatch, id",
+        "return function() { return dispatch(id, Array.prototype.slice.call(arguments)); };",
+    );
+    let imports = Object::new();
+    let set = |target: &JsValue, key: &str, value: &JsValue| {
+        Reflect::set(target, &JsValue::from_str(key), value)
+            .map(|_| ())
+            .map_err(|e| format!("building imports: {e:?}"))
+    };
+    for (ns_index, namespace) in abi::NAMESPACES.iter().enumerate() {
+        let functions = Object::new();
+        for (index, name) in abi::FUNCTIONS.iter().enumerate() {
+            let id = (index * 2 + ns_index) as u32;
+            let function = trampoline
+                .call2(&JsValue::NULL, dispatch.as_ref(), &JsValue::from(id))
+                .map_err(|e| format!("building imports: {e:?}"))?;
+            set(&functions, name, &function)?;
+        }
+        set(&imports, namespace, &functions)?;
+    }
+    let instance = WebAssembly::Instance::new(module, &imports).map_err(|e| js_error_text(&e))?;
+    let exports = instance.exports();
+    let exported_memory = Reflect::get(&exports, &"memory".into())
+        .ok()
+        .and_then(|m| m.dyn_into::<WebAssembly::Memory>().ok())
+        .ok_or("the module exports no `memory`")?;
+    *memory.borrow_mut() = Some(exported_memory);
+    let start: Function = Reflect::get(&exports, &"_start".into())
+        .ok()
+        .and_then(|f| f.dyn_into().ok())
+        .ok_or("the module exports no `_start` function")?;
+    let result = start.call0(&JsValue::UNDEFINED);
+    drop(dispatch);
+    Ok(match (result, stop.get()) {
+        (_, Some(Stop::Exit(status))) => RunEnd::Exited(status),
+        (_, Some(Stop::Deadline)) => RunEnd::Deadline,
+        (Ok(_), None) => RunEnd::Returned,
+        (Err(e), None) => RunEnd::Trapped(js_error_text(&e)),
+    })
+}
+
+/// `String(error)`, e.g. `RuntimeError: unreachable`.
+pub fn js_error_text(error: &JsValue) -> String {
+    match error.dyn_ref::<js_sys::Error>() {
+        Some(e) => String::from(e.to_string()),
+        None => error.as_string().unwrap_or_else(|| format!("{error:?}")),
+    }
+}

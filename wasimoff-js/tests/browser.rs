@@ -1,0 +1,124 @@
+//! The executor conformance suite (`wasimoff_provider::conformance`, the same cases the native
+//! executor runs) on [`BrowserExecutor`] in headless Chromium, inside a dedicated worker so that
+//! `Atomics.wait` sleeps. Run: see docs/browser.md.
+#![cfg(target_arch = "wasm32")]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use wasimoff_core::executor::{CancellationToken, Executor, Termination};
+use wasimoff_core::platform::Instant;
+use wasimoff_js::BrowserExecutor;
+use wasimoff_js::executor::BrowserConfig;
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_dedicated_worker);
+
+use wasimoff_provider::conformance;
+
+fn executor() -> BrowserExecutor {
+    BrowserExecutor::new(BrowserConfig::default()).expect("executor")
+}
+
+macro_rules! browser_cases {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[wasm_bindgen_test]
+            async fn $name() {
+                conformance::$name(&executor()).await;
+            }
+        )*
+    };
+}
+
+// Skipped: loop_stopped_at_deadline and loop_cancelled_by_token (a guest spinning without
+// system calls cannot be interrupted on the current thread; needs the worker pool), and
+// membomb_capped / membomb_report_survives_cap (the JS API cannot cap `memory.grow`).
+browser_cases!(
+    hello_argv_exactly_as_given,
+    hello_envs,
+    env_without_equals_is_invalid_task,
+    empty_argv_is_invalid_task,
+    hello_stdin_is_readable,
+    hello_exit_status,
+    hello_trap_keeps_partial_output,
+    hello_rootfs_files_and_artifacts,
+    artifacts_without_rootfs,
+    missing_artifact_is_an_error,
+    artifact_path_escaping_root_is_rejected,
+    rootfs_path_traversal_is_rejected,
+    corrupt_wasm_is_rejected,
+    legacy_wasi_unstable_namespace,
+    hello_c_guest,
+    tsp_solves,
+    load_prints_digest,
+    sleep_sleeps,
+    flood_cut_at_output_cap,
+    concurrent_hellos,
+);
+
+/// In a dedicated worker, sleeping blocks in `Atomics.wait` (not a busy-wait) and lasts.
+#[wasm_bindgen_test]
+async fn sleep_blocks_with_atomics_in_a_worker() {
+    let executor = executor();
+    let started = Instant::now();
+    let out = conformance::run(
+        &executor,
+        conformance::task(wasimoff_wasi_apps::SLEEP, &["sleep.wasm", "200"]),
+    )
+    .await;
+    conformance::assert_exit(&out, 0);
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    assert!(
+        executor.blocks_with_atomics(),
+        "Atomics.wait is unavailable here"
+    );
+}
+
+/// A guest that makes system calls stops at its deadline (here: inside `poll_oneoff`).
+#[wasm_bindgen_test]
+async fn sleeping_guest_stopped_at_deadline() {
+    let executor = executor();
+    let mut task = conformance::task(wasimoff_wasi_apps::HELLO, &["hello.wasm", "sleep:5000"]);
+    task.limits.timeout = Some(Duration::from_millis(300));
+    let started = Instant::now();
+    let out = executor
+        .execute(task, CancellationToken::new())
+        .await
+        .unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(
+        out.termination,
+        Termination::TimedOut(Duration::from_millis(300))
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with(conformance::GREETING));
+    assert!(
+        elapsed >= Duration::from_millis(250) && elapsed < Duration::from_secs(3),
+        "{elapsed:?}"
+    );
+}
+
+/// Modules are compiled once per ref; cancellation before the start runs nothing.
+#[wasm_bindgen_test]
+async fn modules_are_cached_and_cancel_before_start() {
+    let executor = executor();
+    for _ in 0..3 {
+        let out = conformance::run(
+            &executor,
+            conformance::task(wasimoff_wasi_apps::HELLO, &["hello.wasm"]),
+        )
+        .await;
+        conformance::assert_exit(&out, 0);
+    }
+    assert_eq!(executor.cached_modules(), 1);
+    let token = CancellationToken::new();
+    token.cancel();
+    let out = executor
+        .execute(
+            conformance::task(wasimoff_wasi_apps::LOOP, &["loop.wasm"]),
+            token,
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.termination, Termination::Cancelled);
+}
