@@ -64,11 +64,21 @@ fn main() -> Result<()> {
     }
 }
 
-/// The crates and features that must build for `wasm32-unknown-unknown`.
-const WASM32_CHECKS: &[(&str, &str)] = &[("wasimoff-core", "web")];
+/// The crates (with their feature flags) that must build for `wasm32-unknown-unknown`.
+const WASM32_CHECKS: &[(&str, &[&str])] = &[
+    ("wasimoff-core", &["--features", "web"]),
+    (
+        "wasimoff-provider",
+        &["--no-default-features", "--features", "conformance"],
+    ),
+    ("wasimoff-js", &[]),
+];
 
 /// Debian packages for the C guest (clang for wasm32 with wasi-libc).
 const C_GUEST_PACKAGES: &[&str] = &["clang", "lld", "wasi-libc", "libclang-rt-dev-wasm32"];
+
+/// Debian packages for the browser tests.
+const BROWSER_PACKAGES: &[&str] = &["chromium", "chromium-driver"];
 
 /// The benchmarks: (package, bench target).
 const BENCHES: &[(&str, &str)] = &[("wasimoff-broker", "scale")];
@@ -113,28 +123,17 @@ fn ci(fuzz_seconds: u64) -> Result<()> {
         "-D",
         "warnings",
     ]))?;
-    for (krate, features) in WASM32_CHECKS {
-        Step::new(&format!("clippy {krate} wasm32")).run(cargo(&[
-            "clippy",
-            "-p",
-            krate,
-            "--target",
-            "wasm32-unknown-unknown",
-            "--features",
-            features,
-            "--",
-            "-D",
-            "warnings",
-        ]))?;
-        Step::new(&format!("build {krate} wasm32")).run(cargo(&[
-            "build",
-            "-p",
-            krate,
-            "--target",
-            "wasm32-unknown-unknown",
-            "--features",
-            features,
-        ]))?;
+    for (krate, flags) in WASM32_CHECKS {
+        let base = ["-p", krate, "--target", "wasm32-unknown-unknown"];
+        let mut clippy: Vec<&str> = vec!["clippy"];
+        clippy.extend(base);
+        clippy.extend(*flags);
+        clippy.extend(["--", "-D", "warnings"]);
+        Step::new(&format!("clippy {krate} wasm32")).run(cargo(&clippy))?;
+        let mut build: Vec<&str> = vec!["build"];
+        build.extend(base);
+        build.extend(*flags);
+        Step::new(&format!("build {krate} wasm32")).run(cargo(&build))?;
     }
     Step::new("clippy guests").run(cargo(&[
         "clippy",
@@ -147,6 +146,7 @@ fn ci(fuzz_seconds: u64) -> Result<()> {
         "warnings",
     ]))?;
     Step::new("tests").run(cargo(&["test", "--workspace", "--all-features"]))?;
+    browser_tests()?;
     Step::new("rustdoc")
         .env("RUSTDOCFLAGS", "-D warnings")
         .run(cargo(&[
@@ -161,6 +161,29 @@ fn ci(fuzz_seconds: u64) -> Result<()> {
     bench(true)?;
     println!("\nxtask ci: all steps passed");
     Ok(())
+}
+
+/// The browser crate's tests in headless Chromium (wasm-bindgen-test in a dedicated worker).
+fn browser_tests() -> Result<()> {
+    tools::ensure_apt(BROWSER_PACKAGES)?;
+    if !std::path::Path::new("/usr/bin/chromedriver").exists() {
+        println!("note: skipping the browser tests: /usr/bin/chromedriver is missing");
+        return Ok(());
+    }
+    tools::ensure_wasm_bindgen_cli(&tools::locked_wasm_bindgen_version()?)?;
+    Step::new("browser tests (headless Chromium)")
+        .env("CHROMEDRIVER", "/usr/bin/chromedriver")
+        .env(
+            "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER",
+            "wasm-bindgen-test-runner",
+        )
+        .run(cargo(&[
+            "test",
+            "-p",
+            "wasimoff-js",
+            "--target",
+            "wasm32-unknown-unknown",
+        ]))
 }
 
 fn demo() -> Result<()> {

@@ -173,3 +173,38 @@ pub(crate) fn ensure_apt(packages: &[&str]) -> Result<()> {
     install.env("DEBIAN_FRONTEND", "noninteractive");
     Step::new(&format!("apt-get install {}", missing.join(" "))).run(install)
 }
+
+/// The `wasm-bindgen` version the lockfile pins (the CLI must match it exactly).
+pub(crate) fn locked_wasm_bindgen_version() -> Result<String> {
+    let lock = std::fs::read_to_string(root().join("Cargo.lock")).context("reading Cargo.lock")?;
+    let mut lines = lock.lines();
+    while let Some(line) = lines.next() {
+        if line == "name = \"wasm-bindgen\"" {
+            if let Some(version) = lines.next().and_then(|l| l.strip_prefix("version = ")) {
+                return Ok(version.trim_matches('"').to_owned());
+            }
+        }
+    }
+    bail!("wasm-bindgen is not in Cargo.lock")
+}
+
+/// Installs `wasm-bindgen-cli` (with `wasm-bindgen-test-runner`) at exactly `version`.
+pub(crate) fn ensure_wasm_bindgen_cli(version: &str) -> Result<()> {
+    let installed = Command::new("wasm-bindgen")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| {
+            String::from_utf8_lossy(&o.stdout).trim() == format!("wasm-bindgen {version}")
+        });
+    if installed {
+        return Ok(());
+    }
+    // Not --locked: the CLI's own lockfile pins crates that have since been yanked.
+    Step::new(&format!("install wasm-bindgen-cli {version}")).run(cargo(&[
+        "install",
+        "wasm-bindgen-cli",
+        "--version",
+        version,
+        "--force",
+    ]))
+}
