@@ -179,10 +179,10 @@ pub(crate) fn locked_wasm_bindgen_version() -> Result<String> {
     let lock = std::fs::read_to_string(root().join("Cargo.lock")).context("reading Cargo.lock")?;
     let mut lines = lock.lines();
     while let Some(line) = lines.next() {
-        if line == "name = \"wasm-bindgen\"" {
-            if let Some(version) = lines.next().and_then(|l| l.strip_prefix("version = ")) {
-                return Ok(version.trim_matches('"').to_owned());
-            }
+        if line == "name = \"wasm-bindgen\""
+            && let Some(version) = lines.next().and_then(|l| l.strip_prefix("version = "))
+        {
+            return Ok(version.trim_matches('"').to_owned());
         }
     }
     bail!("wasm-bindgen is not in Cargo.lock")
