@@ -51,8 +51,17 @@ fn decode<M: prost::Message + Default + DeserializeOwned>(
         ConnectCodec::Proto => {
             M::decode(body).map_err(|e| TaskError::InvalidArgument(format!("bad message: {e}")))
         }
-        ConnectCodec::Json => serde_json::from_slice(body)
-            .map_err(|e| TaskError::InvalidArgument(format!("bad JSON message: {e}"))),
+        ConnectCodec::Json => {
+            let bad =
+                |e: serde_json::Error| TaskError::InvalidArgument(format!("bad JSON message: {e}"));
+            let mut value: serde_json::Value = serde_json::from_slice(body).map_err(bad)?;
+            // Task files carry "@type" (proto3 JSON of an Any); the procedure already names the
+            // message type, so the key is dropped.
+            if let Some(object) = value.as_object_mut() {
+                object.remove("@type");
+            }
+            serde_json::from_value(value).map_err(bad)
+        }
     }
 }
 

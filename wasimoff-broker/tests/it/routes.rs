@@ -30,6 +30,7 @@ async fn upload_and_run_over_connect_proto_and_json() {
     assert_eq!(info.reference.as_deref(), Some("test"));
 
     let body = serde_json::json!({
+        "@type": "wasimoff/wasimoff.v1.Task.Wasip1.Request",
         "info": {"reference": "json-task"},
         "params": {"binary": {"ref": r}, "args": ["x", "hi"], "stdin": "IGpzb24="}
     });

@@ -100,14 +100,18 @@ impl ProviderConfig {
         })
     }
 
-    /// The provider socket: `ws[s]://host[:port]/api/provider/ws?id=<name>`. An `http[s]` path is
-    /// replaced; a `ws[s]` URL keeps its path unless it is empty. Other query parameters are kept.
+    /// The provider socket: `ws[s]://host[:port]/<prefix>/api/provider/ws?id=<name>`. An
+    /// `http[s]` URL is the broker's base (its path is the prefix a broker mounted inside
+    /// another application lives under); a `ws[s]` URL is the socket itself unless its path is
+    /// empty. Other query parameters are kept.
     ///
     /// ```
     /// use wasimoff_provider::runtime::ProviderConfig;
-    /// let mut config = ProviderConfig::new("http://broker:4080/ignored");
+    /// let mut config = ProviderConfig::new("http://broker:4080");
     /// config.name = "alice".into();
     /// assert_eq!(config.ws_url().unwrap().as_str(), "ws://broker:4080/api/provider/ws?id=alice");
+    /// config.broker = "https://example.org/wasimoff/".into();
+    /// assert_eq!(config.ws_url().unwrap().as_str(), "wss://example.org/wasimoff/api/provider/ws?id=alice");
     /// ```
     pub fn ws_url(&self) -> Result<Url, ConfigError> {
         let mut url = self.parse_broker()?;
@@ -121,7 +125,8 @@ impl ProviderConfig {
         url.set_scheme(scheme)
             .map_err(|()| ConfigError::UnsupportedScheme(url.scheme().to_owned()))?;
         if replace_path {
-            url.set_path(PROVIDER_WS_PATH);
+            let prefix = url.path().trim_end_matches('/').to_owned();
+            url.set_path(&format!("{prefix}{PROVIDER_WS_PATH}"));
         }
         let kept: Vec<(String, String)> = url
             .query_pairs()
@@ -136,12 +141,15 @@ impl ProviderConfig {
         Ok(url)
     }
 
-    /// Where stored files are fetched: `http[s]://host[:port]/api/storage/`.
+    /// Where stored files are fetched: `http[s]://host[:port]/<prefix>/api/storage/`, with the
+    /// same prefix as the socket.
     ///
     /// ```
     /// use wasimoff_provider::runtime::ProviderConfig;
     /// let config = ProviderConfig::new("wss://broker.example/api/provider/ws");
     /// assert_eq!(config.storage_url().unwrap().as_str(), "https://broker.example/api/storage/");
+    /// let config = ProviderConfig::new("http://host/wasimoff");
+    /// assert_eq!(config.storage_url().unwrap().as_str(), "http://host/wasimoff/api/storage/");
     /// ```
     pub fn storage_url(&self) -> Result<Url, ConfigError> {
         let mut url = self.parse_broker()?;
@@ -152,7 +160,12 @@ impl ProviderConfig {
         };
         url.set_scheme(scheme)
             .map_err(|()| ConfigError::UnsupportedScheme(url.scheme().to_owned()))?;
-        url.set_path(STORAGE_PATH);
+        let path = url.path().trim_end_matches('/');
+        let prefix = path
+            .strip_suffix(PROVIDER_WS_PATH)
+            .unwrap_or(path)
+            .to_owned();
+        url.set_path(&format!("{prefix}{STORAGE_PATH}"));
         url.set_query(None);
         url.set_fragment(None);
         Ok(url)
@@ -176,8 +189,9 @@ mod tests {
             ("http://h:4080", "ws://h:4080/api/provider/ws?id=p+1"),
             (
                 "https://h/x/y?id=old&k=v",
-                "wss://h/api/provider/ws?k=v&id=p+1",
+                "wss://h/x/y/api/provider/ws?k=v&id=p+1",
             ),
+            ("http://h/mounted/", "ws://h/mounted/api/provider/ws?id=p+1"),
             ("ws://h:1/custom", "ws://h:1/custom?id=p+1"),
             ("wss://h", "wss://h/api/provider/ws?id=p+1"),
         ];
@@ -206,6 +220,13 @@ mod tests {
         assert_eq!(
             config("https://h").storage_url().unwrap().as_str(),
             "https://h/api/storage/"
+        );
+        assert_eq!(
+            config("ws://h/mounted/api/provider/ws")
+                .storage_url()
+                .unwrap()
+                .as_str(),
+            "http://h/mounted/api/storage/"
         );
     }
 }

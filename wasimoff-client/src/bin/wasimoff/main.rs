@@ -1,0 +1,29 @@
+//! `wasimoff`: the command-line client of a wasimoff broker.
+//!
+//! ```text
+//! wasimoff upload hello.wasm --name hello.wasm
+//! wasimoff run hello.wasm -- print_envs          # uploads the local file, runs it
+//! wasimoff task examples/tasks/hello-args.json   # task files (proto3 JSON), results as JSON lines
+//! wasimoff batch --template tsp.json --range 0..1000
+//! wasimoff status
+//! ```
+//!
+//! Exit codes: `run` exits with the task's exit status (0-255). Otherwise: 1 for local,
+//! transport and broker errors and for `task`/`batch` runs where some task failed or exited
+//! non-zero; 2 for usage errors and requests the broker rejects as invalid; 75 when the broker's
+//! queue is full (retry later, or pass `--retry`); 134 when `run`'s task did not finish
+//! normally (trap, resource limit, provider failure, deadline).
+//!
+//! The tool is native only: on `wasm32` targets (where the library alone is useful) this binary
+//! is an empty stub, so that the crate's default features still build there.
+
+#[cfg(not(target_arch = "wasm32"))]
+mod cli;
+
+#[cfg(not(target_arch = "wasm32"))]
+fn main() -> std::process::ExitCode {
+    cli::main()
+}
+
+#[cfg(target_arch = "wasm32")]
+fn main() {}

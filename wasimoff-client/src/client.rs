@@ -1,0 +1,508 @@
+//! [`Client`]: uploads, Connect RPC task runs, broker status; [`RetryPolicy`].
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use prost::Message as _;
+use reqwest::{StatusCode, header};
+use serde::Deserialize;
+use wasimoff_core::proto::{self, task::wasip1};
+use wasimoff_core::store::Ref;
+
+use crate::error::{Error, Result};
+use crate::task::{Output, Task};
+
+/// The broker URL used when none is given: `http://localhost:4080`.
+pub const DEFAULT_BROKER: &str = "http://localhost:4080";
+
+/// When to try a refused request again. Off by default: a full queue
+/// ([`Error::QueueFull`], HTTP 429) is returned to the caller at once unless asked otherwise.
+///
+/// The wait doubles from `initial_backoff` up to `max_backoff`; a `Retry-After` from the broker
+/// is honoured when it asks for longer.
+///
+/// ```
+/// use std::time::Duration;
+/// use wasimoff_client::RetryPolicy;
+/// let policy = RetryPolicy::queue_full()
+///     .max_retries(5)
+///     .backoff(Duration::from_millis(100), Duration::from_secs(2));
+/// assert_eq!(policy.delay(0, None), Duration::from_millis(100));
+/// assert_eq!(policy.delay(3, None), Duration::from_millis(800));
+/// assert_eq!(policy.delay(10, None), Duration::from_secs(2));
+/// assert!(!RetryPolicy::default().enabled());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    max_retries: u32,
+    initial_backoff: Duration,
+    max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy::disabled()
+    }
+}
+
+impl RetryPolicy {
+    /// No retries (the default).
+    pub const fn disabled() -> Self {
+        RetryPolicy {
+            max_retries: 0,
+            initial_backoff: Duration::from_millis(250),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+
+    /// Retry when the queue is full: up to 30 times, waiting 250 ms doubling up to 5 s
+    /// (about two minutes in all).
+    pub const fn queue_full() -> Self {
+        RetryPolicy {
+            max_retries: 30,
+            initial_backoff: Duration::from_millis(250),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+
+    /// How many times a request is retried (0 disables retries).
+    pub const fn max_retries(mut self, retries: u32) -> Self {
+        self.max_retries = retries;
+        self
+    }
+
+    /// The first and the longest wait.
+    pub const fn backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.initial_backoff = initial;
+        self.max_backoff = max;
+        self
+    }
+
+    /// Whether any retries are made.
+    pub const fn enabled(&self) -> bool {
+        self.max_retries > 0
+    }
+
+    /// How long to wait before retry number `attempt` (0-based), given the broker's
+    /// `Retry-After`.
+    pub fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+        let factor = 1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX);
+        let backoff = self
+            .initial_backoff
+            .saturating_mul(factor)
+            .min(self.max_backoff);
+        match retry_after {
+            Some(after) if after > backoff => after.min(self.max_backoff.max(backoff)),
+            _ => backoff,
+        }
+    }
+
+    /// Runs `call` until it succeeds, fails with an error other than [`Error::QueueFull`], or
+    /// the retries are used up.
+    pub(crate) async fn run<T, F, Fut>(&self, mut call: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match call().await {
+                Err(Error::QueueFull { retry_after, .. }) if attempt < self.max_retries => {
+                    let wait = self.delay(attempt, retry_after);
+                    tracing::debug!(attempt, ?wait, "queue full, retrying");
+                    wasimoff_core::platform::sleep(wait).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// The broker's state, from `GET /api/status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[non_exhaustive]
+pub struct Status {
+    /// Connected providers.
+    #[serde(default)]
+    pub providers: i64,
+    /// Task slots of all providers together.
+    #[serde(default)]
+    pub workers: i64,
+    /// Tasks waiting for a slot.
+    #[serde(default)]
+    pub queued: i64,
+    /// Tasks running on providers.
+    #[serde(default)]
+    pub running: i64,
+    /// The scheduler's name (`locality`, `round-robin`).
+    #[serde(default)]
+    pub scheduler: String,
+}
+
+/// Builds a [`Client`]; see [`Client::builder`].
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    url: String,
+    token: Option<String>,
+    retry: RetryPolicy,
+    http: Option<reqwest::Client>,
+    #[cfg(not(target_arch = "wasm32"))]
+    task_timeout: Duration,
+}
+
+impl ClientBuilder {
+    /// A bearer token, for brokers that require one (sent as `Authorization: Bearer <token>`).
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        let token = token.into();
+        self.token = (!token.is_empty()).then_some(token);
+        self
+    }
+
+    /// Retries on a full queue ([`RetryPolicy::queue_full`]); off by default.
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// Uses a `reqwest::Client` of your own (proxies, TLS roots, timeouts).
+    pub fn http_client(mut self, http: reqwest::Client) -> Self {
+        self.http = Some(http);
+        self
+    }
+
+    /// How long a task on the streaming API ([`Client::session`]) may take before the call
+    /// gives up (default one hour; the task's own deadline is enforced by the broker).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn task_timeout(mut self, timeout: Duration) -> Self {
+        self.task_timeout = timeout;
+        self
+    }
+
+    /// Checks the URL and builds the client.
+    pub fn build(self) -> Result<Client> {
+        let text = self.url.trim().trim_end_matches('/');
+        let url = reqwest::Url::parse(text)
+            .map_err(|e| Error::Local(format!("invalid broker URL {text:?}: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(Error::Local(format!(
+                "invalid broker URL {text:?}: use http:// or https://"
+            )));
+        }
+        Ok(Client {
+            base: text.to_owned(),
+            token: self.token,
+            retry: self.retry,
+            http: self.http.unwrap_or_default(),
+            #[cfg(not(target_arch = "wasm32"))]
+            task_timeout: self.task_timeout,
+        })
+    }
+}
+
+/// A client of one broker: upload files, run tasks, query the broker's status.
+///
+/// Cheap to clone (the HTTP connection pool is shared).
+///
+/// ```no_run
+/// use wasimoff_client::{Client, Task};
+///
+/// # async fn demo() -> Result<(), wasimoff_client::Error> {
+/// let client = Client::new("http://localhost:4080")?;
+/// let hello = std::fs::read("hello.wasm").map_err(|e| wasimoff_client::Error::Local(e.to_string()))?;
+/// client.upload(hello, Some("hello.wasm")).await?;
+/// let output = client.run(Task::wasip1("hello.wasm").args(["world"])).await?;
+/// print!("{}", output.stdout_lossy());
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    retry: RetryPolicy,
+    http: reqwest::Client,
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) task_timeout: Duration,
+}
+
+impl Client {
+    /// A client for the broker at `url` (e.g. `http://localhost:4080`), without token or retries.
+    ///
+    /// ```
+    /// let client = wasimoff_client::Client::new("http://localhost:4080/").unwrap();
+    /// assert_eq!(client.url(), "http://localhost:4080");
+    /// assert!(wasimoff_client::Client::new("ftp://x").is_err());
+    /// ```
+    pub fn new(url: impl Into<String>) -> Result<Client> {
+        Client::builder(url).build()
+    }
+
+    /// A builder for a client of the broker at `url`.
+    ///
+    /// ```
+    /// use wasimoff_client::{Client, RetryPolicy};
+    /// let client = Client::builder("http://localhost:4080")
+    ///     .token("secret")
+    ///     .retry(RetryPolicy::queue_full())
+    ///     .build()
+    ///     .unwrap();
+    /// assert!(client.retry_policy().enabled());
+    /// ```
+    pub fn builder(url: impl Into<String>) -> ClientBuilder {
+        ClientBuilder {
+            url: url.into(),
+            token: None,
+            retry: RetryPolicy::disabled(),
+            http: None,
+            #[cfg(not(target_arch = "wasm32"))]
+            task_timeout: Duration::from_secs(3600),
+        }
+    }
+
+    /// The broker's base URL (without a trailing slash).
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    /// The retry policy in use.
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        &self.retry
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let builder = self.http.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(token) => builder.bearer_auth(token),
+            None => builder,
+        }
+    }
+
+    /// Uploads a module (`.wasm`) or zip archive, optionally under an alias that tasks can use
+    /// instead of the ref. Returns the content's `sha256:` ref.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: wasimoff_client::Client, bytes: Vec<u8>) -> Result<(), wasimoff_client::Error> {
+    /// let r = client.upload(bytes, Some("tsp.wasm")).await?;
+    /// println!("stored as {r}");
+    /// # Ok(()) }
+    /// ```
+    pub async fn upload(&self, bytes: impl Into<Bytes>, alias: Option<&str>) -> Result<Ref> {
+        let bytes = bytes.into();
+        let mut request = self.request(reqwest::Method::POST, "/api/storage/upload");
+        if let Some(alias) = alias.filter(|a| !a.is_empty()) {
+            request = request.query(&[("name", alias)]);
+        }
+        let response = request.body(bytes).send().await?;
+        let status = response.status();
+        let header = response
+            .headers()
+            .get("x-wasimoff-ref")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = response.text().await?;
+        if !status.is_success() {
+            return Err(http_error(status, None, body.trim()));
+        }
+        let text = header.unwrap_or_else(|| body.trim().to_owned());
+        text.parse::<Ref>()
+            .map_err(|e| Error::InvalidResponse(format!("upload answered {text:?}: {e}")))
+    }
+
+    /// Reads a file and [uploads](Client::upload) it (native targets only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub async fn upload_file(
+        &self,
+        path: impl AsRef<std::path::Path>,
+        alias: Option<&str>,
+    ) -> Result<Ref> {
+        let path = path.as_ref();
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|e| Error::Local(format!("cannot read {}: {e}", path.display())))?;
+        self.upload(bytes, alias).await
+    }
+
+    /// Downloads a stored file by ref or alias.
+    pub async fn download(&self, name: &str) -> Result<Bytes> {
+        let response = self
+            .request(reqwest::Method::GET, &format!("/api/storage/{name}"))
+            .send()
+            .await?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.text().await.unwrap_or_default();
+            return Err(http_error(status, None, body.trim()));
+        }
+        Ok(response.bytes().await?)
+    }
+
+    /// Runs one task over Connect RPC (`RunWasip1`, protobuf) and waits for its result,
+    /// retrying on a full queue if the client's [`RetryPolicy`] says so.
+    ///
+    /// A non-zero exit is an [`Output`] with that status; a trap is [`Error::Task`].
+    ///
+    /// ```no_run
+    /// use wasimoff_client::{Client, Error, Task};
+    /// # async fn demo(client: Client) -> Result<(), Error> {
+    /// match client.run(Task::wasip1("hello.wasm").arg("exit:3")).await {
+    ///     Ok(output) => assert_eq!(output.status, 3),
+    ///     Err(Error::QueueFull { .. }) => eprintln!("busy, try later"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn run(&self, task: impl Into<Task>) -> Result<Output> {
+        let request = task.into().into_request();
+        let response = self.run_request(&request).await?;
+        Output::from_response(response)
+    }
+
+    /// Runs a raw `Task.Wasip1.Request` over Connect RPC and returns the raw response (with
+    /// retries as [`Client::run`]).
+    pub async fn run_request(&self, request: &wasip1::Request) -> Result<wasip1::Response> {
+        let body = Bytes::from(request.encode_to_vec());
+        self.retry
+            .run(|| self.connect_call("RunWasip1", body.clone()))
+            .await
+    }
+
+    async fn connect_call(&self, method: &str, body: Bytes) -> Result<wasip1::Response> {
+        let response = self
+            .request(
+                reqwest::Method::POST,
+                &format!("/api/client/wasimoff.v1.Tasks/{method}"),
+            )
+            .header(header::CONTENT_TYPE, "application/proto")
+            .body(body)
+            .send()
+            .await?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body = response.bytes().await?;
+        if status.is_success() {
+            return wasip1::Response::decode(body)
+                .map_err(|e| Error::InvalidResponse(format!("cannot decode the response: {e}")));
+        }
+        Err(connect_error(status, retry_after, &body))
+    }
+
+    /// Uploads a file over Connect RPC (`Upload`) instead of the storage route.
+    pub async fn upload_rpc(&self, bytes: impl Into<Bytes>, alias: Option<&str>) -> Result<Ref> {
+        let request = proto::filesystem::upload::Request {
+            upload: Some(proto::File {
+                r#ref: alias.map(str::to_owned),
+                media: None,
+                blob: Some(bytes.into()),
+            }),
+        };
+        let response = self
+            .request(
+                reqwest::Method::POST,
+                "/api/client/wasimoff.v1.Tasks/Upload",
+            )
+            .header(header::CONTENT_TYPE, "application/proto")
+            .body(request.encode_to_vec())
+            .send()
+            .await?;
+        let status = response.status();
+        let body = response.bytes().await?;
+        if !status.is_success() {
+            return Err(connect_error(status, None, &body));
+        }
+        let response = proto::filesystem::upload::Response::decode(body)
+            .map_err(|e| Error::InvalidResponse(format!("cannot decode the response: {e}")))?;
+        let text = response.r#ref.unwrap_or_default();
+        text.parse::<Ref>()
+            .map_err(|e| Error::InvalidResponse(format!("upload answered {text:?}: {e}")))
+    }
+
+    /// The broker's state (`GET /api/status`): providers, workers, queued and running tasks.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: wasimoff_client::Client) -> Result<(), wasimoff_client::Error> {
+    /// let status = client.status().await?;
+    /// println!("{} providers with {} workers", status.providers, status.workers);
+    /// # Ok(()) }
+    /// ```
+    pub async fn status(&self) -> Result<Status> {
+        let response = self
+            .request(reqwest::Method::GET, "/api/status")
+            .send()
+            .await?;
+        let status = response.status();
+        let body = response.bytes().await?;
+        if !status.is_success() {
+            return Err(http_error(
+                status,
+                None,
+                String::from_utf8_lossy(&body).trim(),
+            ));
+        }
+        serde_json::from_slice(&body)
+            .map_err(|e| Error::InvalidResponse(format!("cannot parse /api/status: {e}")))
+    }
+
+    /// Whether the broker answers its health check (`GET /healthz`).
+    pub async fn health(&self) -> Result<()> {
+        let response = self
+            .request(reqwest::Method::GET, "/healthz")
+            .send()
+            .await?;
+        let status = response.status();
+        if status.is_success() {
+            Ok(())
+        } else {
+            let body = response.text().await.unwrap_or_default();
+            Err(http_error(status, None, body.trim()))
+        }
+    }
+}
+
+/// The error for a failed Connect call: the `{"code", "message"}` body, or the HTTP status.
+fn connect_error(status: StatusCode, retry_after: Option<Duration>, body: &[u8]) -> Error {
+    #[derive(Deserialize)]
+    struct ConnectError {
+        code: String,
+        #[serde(default)]
+        message: String,
+    }
+    match serde_json::from_slice::<ConnectError>(body) {
+        Ok(e) => Error::from_code(&e.code, e.message, retry_after),
+        Err(_) => http_error(status, retry_after, String::from_utf8_lossy(body).trim()),
+    }
+}
+
+/// The error for a non-Connect HTTP failure, by status.
+fn http_error(status: StatusCode, retry_after: Option<Duration>, message: &str) -> Error {
+    let code = match status.as_u16() {
+        400 | 413 | 415 => "invalid_argument",
+        401 | 403 => "unauthenticated",
+        404 => "not_found",
+        409 => "aborted",
+        429 => "resource_exhausted",
+        503 | 507 => "unavailable",
+        504 => "deadline_exceeded",
+        _ => {
+            return Error::Broker {
+                code: format!("http {}", status.as_u16()),
+                message: message.to_owned(),
+            };
+        }
+    };
+    let message = if message.is_empty() {
+        status.to_string()
+    } else {
+        message.to_owned()
+    };
+    Error::from_code(code, message, retry_after)
+}

@@ -1,0 +1,177 @@
+//! [`Error`]: everything that can go wrong between a client and a broker.
+
+use std::time::Duration;
+
+/// Why a call to the broker did not produce what was asked for.
+///
+/// The broker answers errors with a Connect code (`resource_exhausted`, `invalid_argument`, ...);
+/// each code has its own variant, so callers can tell "try again later" from "fix your request"
+/// from "the provider failed". A task that *ran* and exited non-zero is not an error: it is an
+/// [`Output`](crate::Output) with that [`status`](crate::Output::status).
+///
+/// ```
+/// use wasimoff_client::Error;
+/// let e = Error::from_code("resource_exhausted", "queue full: 1 tasks are waiting", None);
+/// assert!(e.is_queue_full());
+/// assert!(e.is_retryable());
+/// assert_eq!(e.code(), "resource_exhausted");
+/// let e = Error::from_code("invalid_argument", "bad message", None);
+/// assert!(matches!(e, Error::BadRequest(_)));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The broker's queue is full (`resource_exhausted`, HTTP 429): retry later, e.g. with a
+    /// [`RetryPolicy`](crate::RetryPolicy).
+    #[error("queue full, retry later: {message}")]
+    QueueFull {
+        /// The broker's explanation.
+        message: String,
+        /// How long the broker asked to wait (`Retry-After`), if it said.
+        retry_after: Option<Duration>,
+    },
+    /// The request is malformed or breaks a limit (`invalid_argument`, HTTP 400).
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// A module, zip or alias the task names is not in the broker's storage (`not_found`, 404).
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The task's deadline passed before it finished (`deadline_exceeded`, HTTP 504).
+    #[error("deadline exceeded: {0}")]
+    DeadlineExceeded(String),
+    /// Nobody can run the task now: no free provider for an `immediate` task, or the broker is
+    /// shutting down (`unavailable`, HTTP 503).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// Providers failed the task (lost, timed out, errored) more often than the broker allows
+    /// (`aborted`, HTTP 409).
+    #[error("provider failed: {0}")]
+    ProviderFailed(String),
+    /// Missing or wrong token (`unauthenticated`, HTTP 401).
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// The task ran but did not finish normally: a trap, a resource limit, or a module that
+    /// could not be instantiated. The text is the provider's description.
+    #[error("task failed: {0}")]
+    Task(String),
+    /// Any other error the broker reported, with its Connect code (`internal`, `canceled`, ...)
+    /// or, for non-Connect answers, the HTTP status as text.
+    #[error("broker error ({code}): {message}")]
+    Broker {
+        /// The Connect code, or `http <status>`.
+        code: String,
+        /// The broker's explanation.
+        message: String,
+    },
+    /// The broker could not be reached, or the connection broke.
+    #[error("transport error: {0}")]
+    Transport(String),
+    /// The broker answered something this client does not understand.
+    #[error("invalid response: {0}")]
+    InvalidResponse(String),
+    /// A local problem: an unreadable file, a bad URL, an invalid argument to the client.
+    #[error("{0}")]
+    Local(String),
+}
+
+impl Error {
+    /// The error for a Connect code and message (as in a Connect error body or a client
+    /// WebSocket error text). Unknown codes become [`Error::Broker`].
+    pub fn from_code(
+        code: &str,
+        message: impl Into<String>,
+        retry_after: Option<Duration>,
+    ) -> Self {
+        let message = message.into();
+        match code {
+            "resource_exhausted" => Error::QueueFull {
+                message,
+                retry_after,
+            },
+            "invalid_argument" | "out_of_range" | "failed_precondition" => {
+                Error::BadRequest(message)
+            }
+            "not_found" => Error::NotFound(message),
+            "deadline_exceeded" => Error::DeadlineExceeded(message),
+            "unavailable" => Error::Unavailable(message),
+            "aborted" => Error::ProviderFailed(message),
+            "unauthenticated" | "permission_denied" => Error::Unauthenticated(message),
+            other => Error::Broker {
+                code: other.to_owned(),
+                message,
+            },
+        }
+    }
+
+    /// The error for an `Envelope.error` text of the client WebSocket, `<code>: <message>`.
+    ///
+    /// ```
+    /// use wasimoff_client::Error;
+    /// let e = Error::from_envelope_text("not_found: binary \"x.wasm\" is not in storage");
+    /// assert_eq!(e, Error::NotFound("binary \"x.wasm\" is not in storage".into()));
+    /// ```
+    pub fn from_envelope_text(text: &str) -> Self {
+        match text.split_once(": ") {
+            Some((code, message))
+                if !code.is_empty()
+                    && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') =>
+            {
+                Error::from_code(code, message, None)
+            }
+            _ => Error::Broker {
+                code: "unknown".into(),
+                message: text.to_owned(),
+            },
+        }
+    }
+
+    /// The Connect-style code of this error (`resource_exhausted`, `invalid_argument`, ...;
+    /// `task_failed`, `transport`, `invalid_response` and `local` for the client's own kinds).
+    pub fn code(&self) -> &str {
+        match self {
+            Error::QueueFull { .. } => "resource_exhausted",
+            Error::BadRequest(_) => "invalid_argument",
+            Error::NotFound(_) => "not_found",
+            Error::DeadlineExceeded(_) => "deadline_exceeded",
+            Error::Unavailable(_) => "unavailable",
+            Error::ProviderFailed(_) => "aborted",
+            Error::Unauthenticated(_) => "unauthenticated",
+            Error::Task(_) => "task_failed",
+            Error::Broker { code, .. } => code,
+            Error::Transport(_) => "transport",
+            Error::InvalidResponse(_) => "invalid_response",
+            Error::Local(_) => "local",
+        }
+    }
+
+    /// Whether the broker's queue was full ([`Error::QueueFull`]).
+    pub fn is_queue_full(&self) -> bool {
+        matches!(self, Error::QueueFull { .. })
+    }
+
+    /// Whether trying the same request again later may succeed: a full queue, an unavailable
+    /// broker or a broken connection.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Error::QueueFull { .. } | Error::Unavailable(_) | Error::Transport(_)
+        )
+    }
+}
+
+impl From<reqwest::Error> for Error {
+    fn from(e: reqwest::Error) -> Self {
+        // The full chain: reqwest's own message is often just "error sending request".
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        Error::Transport(text)
+    }
+}
+
+/// The result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

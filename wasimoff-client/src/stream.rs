@@ -1,0 +1,223 @@
+//! The streaming API over the client WebSocket (`GET /api/client/ws`): a [`Session`] keeps one
+//! connection open and runs many tasks on it at once; [`Client::submit_many`] feeds it a
+//! stream of tasks with a bounded number in flight. Native targets only.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream::{self, BoxStream, Stream, StreamExt};
+use wasimoff_core::envelope::Payload;
+use wasimoff_core::messenger::{CallError, Messenger, MessengerConfig};
+use wasimoff_core::proto;
+use wasimoff_core::store::Ref;
+use wasimoff_core::transport::{CloseReason, DEFAULT_MAX_FRAME, WebSocketTransport};
+
+use crate::client::{Client, RetryPolicy};
+use crate::error::{Error, Result};
+use crate::task::{Output, Task};
+
+/// One open client WebSocket: run tasks on it concurrently. Cheap to clone; the connection
+/// closes when the last clone is dropped (or with [`Session::close`]).
+///
+/// ```no_run
+/// use wasimoff_client::{Client, Task};
+/// # async fn demo(client: Client) -> Result<(), wasimoff_client::Error> {
+/// let session = client.session().await?;
+/// let (a, b) = tokio::join!(
+///     session.run(Task::wasip1("hello.wasm").arg("a")),
+///     session.run(Task::wasip1("hello.wasm").arg("b")),
+/// );
+/// println!("{} / {}", a?.stdout_lossy(), b?.stdout_lossy());
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Session {
+    messenger: Messenger,
+    retry: RetryPolicy,
+    task_timeout: Duration,
+}
+
+impl Client {
+    /// The client WebSocket URL (`ws[s]://.../api/client/ws`).
+    fn socket_url(&self) -> String {
+        let base = self.url();
+        let base = if let Some(rest) = base.strip_prefix("https://") {
+            format!("wss://{rest}")
+        } else if let Some(rest) = base.strip_prefix("http://") {
+            format!("ws://{rest}")
+        } else {
+            base.to_owned()
+        };
+        format!("{base}/api/client/ws")
+    }
+
+    /// Opens a client WebSocket to the broker.
+    pub async fn session(&self) -> Result<Session> {
+        let url = self.socket_url();
+        let auth = self.token().map(|t| format!("Bearer {t}"));
+        let mut headers = vec![(
+            "user-agent",
+            concat!("wasimoff-client/", env!("CARGO_PKG_VERSION")),
+        )];
+        if let Some(auth) = &auth {
+            headers.push(("authorization", auth.as_str()));
+        }
+        let transport = WebSocketTransport::connect(&url, &headers, DEFAULT_MAX_FRAME)
+            .await
+            .map_err(|e| {
+                let text = e.to_string();
+                if text.contains("401") {
+                    Error::Unauthenticated(text)
+                } else {
+                    Error::Transport(format!("cannot open {url}: {text}"))
+                }
+            })?;
+        let config = MessengerConfig {
+            request_timeout: self.task_timeout,
+            ..MessengerConfig::default()
+        };
+        let (messenger, _incoming) = Messenger::spawn(transport, config);
+        Ok(Session {
+            messenger,
+            retry: self.retry_policy().clone(),
+            task_timeout: self.task_timeout,
+        })
+    }
+
+    /// Runs many tasks over one client WebSocket, at most `max_in_flight` at a time, and
+    /// yields `(index, result)` pairs as tasks complete (in completion order; `index` is the
+    /// task's position in `tasks`). Every task yields exactly one item: errors are per task
+    /// (if the connection cannot be opened, every task fails with that error).
+    ///
+    /// Tasks are pulled from `tasks` only when a slot is free, so a huge or endless iterator
+    /// costs no memory up front. A full queue is retried per the client's [`RetryPolicy`].
+    ///
+    /// ```no_run
+    /// use futures::StreamExt;
+    /// use wasimoff_client::{Client, Task};
+    ///
+    /// # async fn demo(client: Client) {
+    /// let tasks = (0..1000).map(|i| Task::wasip1("tsp.wasm").args(["rand", "8"]).reference(i.to_string()));
+    /// let mut results = client.submit_many(tasks, 64);
+    /// while let Some((index, result)) = results.next().await {
+    ///     match result {
+    ///         Ok(output) => print!("{index}: {}", output.stdout_lossy()),
+    ///         Err(e) => eprintln!("{index} failed: {e}"),
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn submit_many<I>(
+        &self,
+        tasks: I,
+        max_in_flight: usize,
+    ) -> BoxStream<'static, (usize, Result<Output>)>
+    where
+        I: IntoIterator<Item = Task>,
+        I::IntoIter: Send + 'static,
+    {
+        self.submit_stream(stream::iter(tasks), max_in_flight)
+    }
+
+    /// Like [`Client::submit_many`], for an asynchronous stream of tasks.
+    pub fn submit_stream<S>(
+        &self,
+        tasks: S,
+        max_in_flight: usize,
+    ) -> BoxStream<'static, (usize, Result<Output>)>
+    where
+        S: Stream<Item = Task> + Send + 'static,
+    {
+        let client = self.clone();
+        let limit = max_in_flight.max(1);
+        stream::once(async move {
+            match client.session().await {
+                Ok(session) => tasks
+                    .enumerate()
+                    .map(move |(index, task)| {
+                        let session = session.clone();
+                        async move { (index, session.run(task).await) }
+                    })
+                    .buffer_unordered(limit)
+                    .boxed(),
+                Err(error) => tasks
+                    .enumerate()
+                    .map(move |(index, _)| (index, Err(error.clone())))
+                    .boxed(),
+            }
+        })
+        .flatten()
+        .boxed()
+    }
+}
+
+impl Session {
+    /// Runs one task on this connection (with retries per the client's [`RetryPolicy`]).
+    pub async fn run(&self, task: impl Into<Task>) -> Result<Output> {
+        let request = task.into().into_request();
+        let response = self
+            .retry
+            .run(|| async {
+                let payload = self
+                    .messenger
+                    .call_with_timeout(request.clone(), self.task_timeout)
+                    .await
+                    .map_err(call_error)?;
+                match payload {
+                    Payload::Wasip1Response(response) => Ok(response),
+                    other => Err(Error::InvalidResponse(format!(
+                        "expected a Wasip1 response, got {}",
+                        other.type_name()
+                    ))),
+                }
+            })
+            .await?;
+        Output::from_response(response)
+    }
+
+    /// Uploads a file on this connection (`Filesystem.Upload`), optionally under an alias.
+    pub async fn upload(&self, bytes: impl Into<Bytes>, alias: Option<&str>) -> Result<Ref> {
+        let request = proto::filesystem::upload::Request {
+            upload: Some(proto::File {
+                r#ref: alias.map(str::to_owned),
+                media: None,
+                blob: Some(bytes.into()),
+            }),
+        };
+        match self.messenger.call(request).await.map_err(call_error)? {
+            Payload::UploadResponse(response) => {
+                let text = response.r#ref.unwrap_or_default();
+                text.parse::<Ref>()
+                    .map_err(|e| Error::InvalidResponse(format!("upload answered {text:?}: {e}")))
+            }
+            other => Err(Error::InvalidResponse(format!(
+                "expected an upload response, got {}",
+                other.type_name()
+            ))),
+        }
+    }
+
+    /// Tasks waiting for their results on this connection.
+    pub fn in_flight(&self) -> usize {
+        self.messenger.pending_calls()
+    }
+
+    /// Closes the connection; tasks still waiting fail (and the broker cancels them).
+    pub async fn close(&self) {
+        self.messenger
+            .close(CloseReason::normal("client done"))
+            .await;
+    }
+}
+
+fn call_error(e: CallError) -> Error {
+    match e {
+        CallError::Remote(text) => Error::from_envelope_text(&text),
+        CallError::Timeout(after) => Error::Transport(format!(
+            "no result within {after:?} (client-side task timeout)"
+        )),
+        CallError::Closed(reason) => Error::Transport(format!("connection closed: {reason}")),
+        CallError::Protocol(text) => Error::InvalidResponse(text),
+        other => Error::Transport(other.to_string()),
+    }
+}

@@ -1,0 +1,139 @@
+//! The library against the shared broker: Connect runs, the stream API, typed errors.
+
+use futures::StreamExt;
+use wasimoff_client::{Error, Task};
+
+use crate::support::shared;
+
+#[test]
+fn run_over_connect_returns_output_and_status() {
+    let env = shared();
+    let client = env.client();
+    let output = env
+        .block_on(async move {
+            client
+                .run(
+                    Task::wasip1("hello.wasm")
+                        .args(["print_envs", "stdin", "exit:7"])
+                        .env("K", "v")
+                        .stdin("in\n")
+                        .reference("lib-1"),
+                )
+                .await
+        })
+        .unwrap();
+    assert_eq!(output.status, 7);
+    assert!(output.stdout_lossy().contains("env K=v"));
+    assert!(output.stdout_lossy().contains("in\n"));
+    assert_eq!(output.reference.as_deref(), Some("lib-1"));
+    assert_eq!(output.provider.as_deref(), Some("native-1"));
+    assert!(output.id.is_some());
+}
+
+#[test]
+fn inline_modules_and_typed_errors() {
+    let env = shared();
+    let client = env.client();
+    let results = env.block_on(async move {
+        let inline = client
+            .run(Task::wasip1(wasimoff_wasi_apps::HELLO).arg("inline"))
+            .await;
+        let trap = client.run(Task::wasip1("hello.wasm").arg("trap")).await;
+        let missing = client.run(Task::wasip1("missing.wasm")).await;
+        let bad = client.run(Task::wasip1(b"not wasm".to_vec())).await;
+        (inline, trap, missing, bad)
+    });
+    let inline = results.0.unwrap();
+    assert!(
+        inline
+            .stdout_lossy()
+            .contains(r#"args = ["task.wasm", "inline"]"#)
+    );
+    assert!(matches!(results.1, Err(Error::Task(_))), "{:?}", results.1);
+    assert!(
+        matches!(results.2, Err(Error::NotFound(_))),
+        "{:?}",
+        results.2
+    );
+    assert!(
+        matches!(results.3, Err(Error::BadRequest(_))),
+        "{:?}",
+        results.3
+    );
+}
+
+#[test]
+fn submit_many_yields_each_result_once_with_per_task_errors() {
+    let env = shared();
+    let client = env.client();
+    let results = env.block_on(async move {
+        let tasks = (0..200).map(|i| {
+            let binary = if i % 50 == 0 {
+                "missing.wasm"
+            } else {
+                "tsp.wasm"
+            };
+            Task::wasip1(binary)
+                .args(["rand", "6"])
+                .reference(i.to_string())
+        });
+        client.submit_many(tasks, 16).collect::<Vec<_>>().await
+    });
+    assert_eq!(results.len(), 200);
+    let mut seen = [false; 200];
+    for (index, result) in results {
+        assert!(!seen[index], "index {index} twice");
+        seen[index] = true;
+        match result {
+            Ok(output) => {
+                assert_ne!(index % 50, 0);
+                assert_eq!(output.reference, Some(index.to_string()));
+                assert!(output.stdout_lossy().contains("distance"));
+            }
+            Err(e) => {
+                assert_eq!(index % 50, 0);
+                assert!(matches!(e, Error::NotFound(_)), "{e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn submit_many_to_an_unreachable_broker_fails_every_task() {
+    let env = shared();
+    let client = wasimoff_client::Client::new("http://127.0.0.1:1").unwrap();
+    let results = env.block_on(async move {
+        client
+            .submit_many((0..3).map(|_| Task::wasip1("x")), 2)
+            .collect::<Vec<_>>()
+            .await
+    });
+    assert_eq!(results.len(), 3);
+    assert!(
+        results
+            .iter()
+            .all(|(_, r)| matches!(r, Err(Error::Transport(_))))
+    );
+}
+
+#[test]
+fn session_uploads_and_status() {
+    let env = shared();
+    let client = env.client();
+    let (r, output, status) = env.block_on(async move {
+        let session = client.session().await.unwrap();
+        let r = session
+            .upload(wasimoff_wasi_apps::HELLO, Some("hello-session.wasm"))
+            .await
+            .unwrap();
+        let output = session
+            .run(Task::wasip1("hello-session.wasm").arg("via-session"))
+            .await
+            .unwrap();
+        session.close().await;
+        (r, output, client.status().await.unwrap())
+    });
+    assert_eq!(r, wasimoff_core::store::Ref::of(wasimoff_wasi_apps::HELLO));
+    assert!(output.stdout_lossy().contains("via-session"));
+    assert_eq!(status.providers, 1);
+}

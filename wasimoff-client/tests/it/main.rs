@@ -1,0 +1,11 @@
+//! End-to-end tests of the `wasimoff` CLI and the client library against an in-process broker
+//! with native (wasmtime) providers from `wasimoff-provider`.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
+mod support;
+
+mod batch;
+mod cli;
+mod curl;
+mod library;
+mod queue;
