@@ -8,8 +8,13 @@ use wasimoff_core::envelope::{Codec, Envelope, Frame};
 fuzz_target!(|data: &[u8]| {
     if let Ok(envelope) = Envelope::decode_binary(data) {
         let canonical = envelope.encode_binary();
-        let again = Envelope::decode_binary(canonical.clone()).expect("re-encoded envelope decodes");
-        assert_eq!(again.encode_binary(), canonical, "binary re-encoding is a fixpoint");
+        let again =
+            Envelope::decode_binary(canonical.clone()).expect("re-encoded envelope decodes");
+        assert_eq!(
+            again.encode_binary(),
+            canonical,
+            "binary re-encoding is a fixpoint"
+        );
         if let Ok(json) = envelope.encode_json() {
             Envelope::decode_json(&json).expect("our JSON decodes");
         }
