@@ -42,3 +42,8 @@ pub use task::{Output, Source, Task};
 
 /// The wasimoff protocol types (`wasimoff_core::proto`) and store refs, re-exported.
 pub use wasimoff_core::{proto, store::Ref};
+
+/// The README's usage examples, compiled (and run where they need no broker) as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

@@ -18,8 +18,3 @@ pub mod scheduler;
 pub mod store;
 pub mod transport;
 pub mod wkt;
-
-/// The README's usage example, compiled and run as a doc test.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-struct ReadmeDoctests;
