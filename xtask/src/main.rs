@@ -72,6 +72,7 @@ const WASM32_CHECKS: &[(&str, &[&str])] = &[
         &["--no-default-features", "--features", "conformance"],
     ),
     ("wasimoff-js", &[]),
+    ("wasimoff-client", &[]),
 ];
 
 /// Debian packages for the C guest (clang for wasm32 with wasi-libc).
@@ -81,7 +82,10 @@ const C_GUEST_PACKAGES: &[&str] = &["clang", "lld", "wasi-libc", "libclang-rt-de
 const BROWSER_PACKAGES: &[&str] = &["chromium", "chromium-driver"];
 
 /// The benchmarks: (package, bench target).
-const BENCHES: &[(&str, &str)] = &[("wasimoff-broker", "scale")];
+const BENCHES: &[(&str, &str)] = &[
+    ("wasimoff-broker", "scale"),
+    ("wasimoff-provider", "executor"),
+];
 
 fn bench(quick: bool) -> Result<()> {
     for (krate, name) in BENCHES {
