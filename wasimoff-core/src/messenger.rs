@@ -373,51 +373,30 @@ pub struct IncomingEvent {
 /// A request from the peer. Dropping it unanswered sends an error response.
 #[derive(Debug)]
 pub struct IncomingRequest {
-    sequence: Option<u64>,
-    payload: Option<Payload>,
-    outgoing: Option<mpsc::Sender<Outgoing>>,
+    payload: Payload,
+    /// Answers the request; its Drop answers with an error if nobody else did.
+    responder: Responder,
 }
 
 impl IncomingRequest {
     /// The request's sequence number.
     pub fn sequence(&self) -> Option<u64> {
-        self.sequence
+        self.responder.sequence
     }
 
     /// The request.
     pub fn payload(&self) -> &Payload {
-        self.payload
-            .as_ref()
-            .expect("payload is only taken by into_parts, which consumes self")
+        &self.payload
     }
 
     /// Takes the payload out to answer later with a [`Responder`].
-    pub fn into_parts(mut self) -> (Payload, Responder) {
-        let payload = self
-            .payload
-            .take()
-            .expect("payload is present until taken here");
-        let responder = Responder {
-            sequence: self.sequence,
-            outgoing: self.outgoing.take(),
-        };
-        (payload, responder)
+    pub fn into_parts(self) -> (Payload, Responder) {
+        (self.payload, self.responder)
     }
 
     /// Answers the request: `Ok` sends the payload, `Err` sends `Envelope.error`.
     pub async fn respond(self, result: Result<Payload, String>) -> Result<(), SendError> {
-        let (_, responder) = self.into_parts();
-        responder.respond(result).await
-    }
-}
-
-impl Drop for IncomingRequest {
-    fn drop(&mut self) {
-        if let Some(outgoing) = self.outgoing.take() {
-            let envelope =
-                Envelope::error_response(self.sequence, "request dropped without an answer");
-            let _ = outgoing.try_send(Outgoing::Envelope(Box::new(envelope)));
-        }
+        self.responder.respond(result).await
     }
 }
 
@@ -628,9 +607,11 @@ async fn read_loop<R: TransportReceiver>(
                     Some(payload) => payload,
                 };
                 let request = IncomingRequest {
-                    sequence: Some(sequence),
-                    payload: Some(payload),
-                    outgoing: Some(outgoing.clone()),
+                    payload,
+                    responder: Responder {
+                        sequence: Some(sequence),
+                        outgoing: Some(outgoing.clone()),
+                    },
                 };
                 // Waits while the application is behind: backpressure on the connection. If
                 // nobody listens any more, the request is dropped and its Drop answers it.
