@@ -91,8 +91,10 @@ pub struct SendError(pub CloseReason);
 /// cost a few hundred bytes instead of tens of KiB (see docs/benchmarks.md).
 enum Outgoing {
     Envelope(Box<Envelope>),
-    Close(CloseReason),
 }
+
+/// How long a closing connection may take to flush what was queued and send its close frame.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 type Reply = oneshot::Sender<Result<Payload, CallError>>;
 
@@ -278,20 +280,26 @@ impl Messenger {
         }
         let _guard = PendingGuard { state, sequence };
         let envelope = Envelope::request(sequence, payload);
-        if self
-            .handle
-            .outgoing
-            .send(Outgoing::Envelope(Box::new(envelope)))
+        // The timeout covers the wait for queue space too: a peer that stopped reading fills
+        // the queue, and a call to it must still end.
+        let call = async {
+            if self
+                .handle
+                .outgoing
+                .send(Outgoing::Envelope(Box::new(envelope)))
+                .await
+                .is_err()
+            {
+                return Err(CallError::Closed(state.close_reason()));
+            }
+            match response.await {
+                Err(_) => Err(CallError::Closed(state.close_reason())),
+                Ok(result) => result,
+            }
+        };
+        platform::timeout(timeout, call)
             .await
-            .is_err()
-        {
-            return Err(CallError::Closed(state.close_reason()));
-        }
-        match platform::timeout(timeout, response).await {
-            Err(_) => Err(CallError::Timeout(timeout)),
-            Ok(Err(_)) => Err(CallError::Closed(state.close_reason())),
-            Ok(Ok(result)) => result,
-        }
+            .unwrap_or(Err(CallError::Timeout(timeout)))
     }
 
     /// Sends an event (numbered by the event counter).
@@ -319,20 +327,13 @@ impl Messenger {
             .is_ok()
     }
 
-    /// Closes the connection with a reason. Pending calls fail with that reason; envelopes
-    /// queued before the close are still sent.
+    /// Closes the connection with a reason, at once: pending calls fail with that reason;
+    /// envelopes already queued are still sent if the peer takes them within a few seconds
+    /// (a peer that stopped reading cannot hold the close up).
     pub async fn close(&self, reason: CloseReason) {
         let state = &self.handle.state;
-        state.lock().closed.get_or_insert(reason.clone());
-        if self
-            .handle
-            .outgoing
-            .send(Outgoing::Close(reason.clone()))
-            .await
-            .is_err()
-        {
-            state.finish(reason);
-        }
+        state.lock().closed.get_or_insert(reason);
+        state.shutdown.cancel();
     }
 
     /// Waits until the connection has ended, and returns why.
@@ -481,19 +482,25 @@ async fn drive<S: TransportSender, R: TransportReceiver>(
         tokio::select! {
             end = reader => end,
             end = writer => end,
-            () = shutdown => End::Close(CloseReason::normal("messenger dropped")),
+            () = shutdown => End::Close(
+                state.lock().closed.clone().unwrap_or_else(|| CloseReason::normal("messenger dropped")),
+            ),
         }
     };
     let reason = match end {
         End::Gone(reason) => reason,
         End::Close(reason) => {
-            // Flush what was queued before the close, then say goodbye.
-            while let Ok(Outgoing::Envelope(envelope)) = outgoing_rx.try_recv() {
-                if sender.send(*envelope).await.is_err() {
-                    break;
+            // Flush what was queued before the close, then say goodbye; a peer that does not
+            // read gets a few seconds, not forever.
+            let goodbye = async {
+                while let Ok(Outgoing::Envelope(envelope)) = outgoing_rx.try_recv() {
+                    if sender.send(*envelope).await.is_err() {
+                        break;
+                    }
                 }
-            }
-            let _ = sender.close(reason.clone()).await;
+                let _ = sender.close(reason.clone()).await;
+            };
+            let _ = platform::timeout(CLOSE_GRACE, goodbye).await;
             reason
         }
     };
@@ -519,10 +526,6 @@ async fn write_loop<S: TransportSender>(
                     return End::Gone(CloseReason::new(CloseReason::INTERNAL_ERROR, e.to_string()));
                 }
             },
-            Some(Outgoing::Close(reason)) => {
-                let _ = sender.close(reason.clone()).await;
-                return End::Gone(reason);
-            }
             // Unreachable while the driver holds a sender clone; treat it as a shutdown.
             None => return End::Close(CloseReason::normal("messenger dropped")),
         }

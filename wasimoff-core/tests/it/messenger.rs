@@ -398,3 +398,43 @@ async fn two_messengers_talk_both_ways() {
     drop(left);
     assert_eq!(right.closed().await.reason, "messenger dropped");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_peer_that_stopped_reading_cannot_hold_up_calls_or_the_close() {
+    let config = MessengerConfig {
+        outgoing_capacity: 4,
+        ..MessengerConfig::default()
+    };
+    let (m, _incoming, _tx, _rx) = messenger_and_raw(Codec::Protobuf, config);
+    // The peer never reads: the transport's buffer and then the messenger's queue fill up.
+    let flood = tokio::spawn({
+        let m = m.clone();
+        async move {
+            for i in 0..1_000 {
+                if m.send_event(proto::event::ClusterInfo { providers: Some(i) })
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        }
+    });
+    let err = m
+        .call_with_timeout(probe("stuck"), Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        CallError::Timeout(Duration::from_secs(1)),
+        "the wait for queue space is timed too"
+    );
+    assert_eq!(m.pending_calls(), 0);
+    m.close(CloseReason::new(
+        CloseReason::POLICY_VIOLATION,
+        "ping timeout",
+    ))
+    .await;
+    assert_eq!(m.closed().await.reason, "ping timeout");
+    flood.await.unwrap();
+}
