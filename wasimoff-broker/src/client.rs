@@ -192,6 +192,11 @@ async fn client_session(
     // Every task of this socket stops when it closes (the dispatcher then cancels them).
     let gone = CancellationToken::new();
     let _cancel_all = gone.clone().drop_guard();
+    // Requests in flight per socket are bounded: the next one is read only when a slot is free,
+    // so a client streaming large uploads cannot pile them up in memory.
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(
+        app.config.limits.socket_queue.max(1),
+    ));
     loop {
         let message = tokio::select! {
             message = incoming.next() => message,
@@ -201,9 +206,13 @@ async fn client_session(
         let IncomingMessage::Request(request) = message else {
             continue;
         };
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            break;
+        };
         let (payload, responder) = request.into_parts();
         let (app, gone, requester) = (app.clone(), gone.clone(), requester.clone());
         tokio::spawn(async move {
+            let _permit = permit;
             let work = async {
                 match payload {
                     Payload::Wasip1Request(r) => {

@@ -50,6 +50,9 @@ pub struct Limits {
     pub max_inline_blob: usize,
     /// How long one attempt of a task may take on a provider unless its deadline is sooner.
     pub task_timeout: Duration,
+    /// How long one attempt may run on a provider before the provider counts as failed and
+    /// the task is tried on another (within the task's deadline).
+    pub attempt_timeout: Duration,
     /// How often a task is tried on providers when they fail (lost, transport error, timeout).
     pub max_attempts: u32,
     /// Outgoing messages buffered per WebSocket before a slow peer is skipped or waited for.
@@ -67,6 +70,7 @@ impl Default for Limits {
             max_stdin: 16 << 20,
             max_inline_blob: 16 << 20,
             task_timeout: Duration::from_secs(600),
+            attempt_timeout: Duration::from_secs(300),
             max_attempts: 3,
             socket_queue: 256,
             http_timeout: Duration::from_secs(300),

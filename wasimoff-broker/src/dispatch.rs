@@ -48,6 +48,7 @@ pub(crate) type Reply = oneshot::Sender<Result<Payload, TaskError>>;
 pub(crate) enum Command {
     Submit {
         job: Job,
+        deadline: Instant,
         reply: Reply,
     },
     Cancel {
@@ -101,6 +102,7 @@ struct TaskState {
     job: Job,
     reply: Option<Reply>,
     submitted: Instant,
+    deadline: Instant,
     attempts: u32,
     /// The provider that failed the last attempt.
     exclude: Option<ProviderId>,
@@ -113,7 +115,9 @@ struct TaskState {
 pub(crate) struct DispatchConfig {
     pub(crate) max_queue: usize,
     pub(crate) max_attempts: u32,
-    pub(crate) task_timeout: Duration,
+    /// The longest one attempt may take before the provider counts as failed and the task
+    /// is tried elsewhere (never past the task's deadline).
+    pub(crate) attempt_timeout: Duration,
 }
 
 /// A handle to send commands to the dispatcher.
@@ -139,6 +143,7 @@ impl Dispatch {
             tasks: HashMap::new(),
             high: VecDeque::new(),
             low: VecDeque::new(),
+            retry: VecDeque::new(),
             queued: 0,
             recent: VecDeque::new(),
             cluster_changed: false,
@@ -161,7 +166,11 @@ impl Dispatch {
             dispatch: self,
             id: Some(job.id.clone()),
         };
-        self.send(Command::Submit { job, reply });
+        self.send(Command::Submit {
+            job,
+            deadline,
+            reply,
+        });
         let result = tokio::time::timeout_at(deadline.into(), result).await;
         match result {
             Ok(Ok(result)) => {
@@ -213,6 +222,8 @@ struct Dispatcher {
     high: VecDeque<String>,
     /// Ids of other queued tasks (same).
     low: VecDeque<String>,
+    /// Ids of tasks waiting for another attempt (same).
+    retry: VecDeque<String>,
     queued: usize,
     /// Completion times in the last few seconds, for `Throughput.overall`.
     recent: VecDeque<Instant>,
@@ -261,7 +272,11 @@ impl Dispatcher {
 
     fn handle(&mut self, command: Command) {
         match command {
-            Command::Submit { job, reply } => self.submit(job, reply),
+            Command::Submit {
+                job,
+                deadline,
+                reply,
+            } => self.submit(job, deadline, reply),
             Command::Cancel { id, reason } => self.cancel(&id, &reason),
             Command::ProviderJoined {
                 id,
@@ -338,7 +353,7 @@ impl Dispatcher {
         self.metrics.workers.set(workers as i64);
     }
 
-    fn submit(&mut self, job: Job, reply: Reply) {
+    fn submit(&mut self, job: Job, deadline: Instant, reply: Reply) {
         if self.shutting_down {
             let _ = reply.send(Err(TaskError::ShuttingDown));
             return;
@@ -361,6 +376,7 @@ impl Dispatcher {
             job,
             reply: Some(reply),
             submitted: Instant::now(),
+            deadline,
             attempts: 0,
             exclude: None,
             last_error: None,
@@ -387,10 +403,24 @@ impl Dispatcher {
         self.metrics.queued.set(self.queued as i64);
     }
 
-    /// Places queued tasks while providers have free slots.
+    /// Places queued tasks while providers have free slots: retried tasks first (each is
+    /// tried; one that excludes the only free provider stays), then priority, then the rest.
     fn dispatch(&mut self) {
-        // A task that cannot go where slots are free (it excludes the only free provider) is
-        // passed over; a few such tasks are looked past before giving up for this round.
+        let mut still = VecDeque::new();
+        while let Some(id) = self.retry.pop_front() {
+            let waiting = self.tasks.get(&id).is_some_and(|t| t.running.is_none());
+            if !waiting {
+                continue;
+            }
+            if self.scheduler.free_slots() > 0 && self.try_place(&id) {
+                self.queued -= 1;
+            } else {
+                still.push_back(id);
+            }
+        }
+        self.retry = still;
+        // Tasks in these queues exclude nobody, so a failed pick means no slot is free; the
+        // limit only guards against a scheduler that refuses for reasons of its own.
         const LOOK_PAST: usize = 16;
         for high in [true, false] {
             let mut passed = Vec::new();
@@ -433,12 +463,28 @@ impl Dispatcher {
                 .handle(SchedulerEvent::TaskFinished { id: provider });
             return false;
         };
+        if entry.messenger.is_closed() {
+            // Gone, and its ProviderLeft is still on the way: forget it now, so that no more
+            // tasks are placed there to fail.
+            self.scheduler
+                .handle(SchedulerEvent::ProviderLeft { id: provider });
+            self.providers.remove(&provider);
+            self.metrics.providers.set(self.providers.len() as i64);
+            self.update_workers();
+            self.cluster_changed = true;
+            return false;
+        }
         task.attempts += 1;
         let attempt = task.attempts;
         let payload = with_provider(task.job.payload.clone(), &entry.name);
         let messenger = entry.messenger.clone();
         let tx = self.tx.clone();
-        let timeout = self.config.task_timeout;
+        let left = task.deadline.saturating_duration_since(Instant::now());
+        let timeout = self
+            .config
+            .attempt_timeout
+            .min(left)
+            .max(Duration::from_millis(1));
         let task_id = id.to_owned();
         let handle = tokio::spawn(async move {
             let result = messenger.call_with_timeout(payload, timeout).await;
@@ -514,12 +560,10 @@ impl Dispatcher {
                 } else {
                     task.exclude = Some(provider);
                     self.metrics.retries.inc();
-                    // Back to the front: it has waited long enough already.
-                    if task.job.priority {
-                        self.high.push_front(id);
-                    } else {
-                        self.low.push_front(id);
-                    }
+                    // Retried tasks go first; they wait apart from the queues because their
+                    // exclusion may keep them from the only free provider, and must then not
+                    // hold up the tasks behind them.
+                    self.retry.push_back(id);
                     self.queued += 1;
                 }
             }
@@ -527,6 +571,7 @@ impl Dispatcher {
     }
 
     fn cancel(&mut self, id: &str, reason: &str) {
+        let task_id = id;
         let Some(task) = self.tasks.get_mut(id) else {
             return;
         };
@@ -542,9 +587,20 @@ impl Dispatcher {
                 }
             }
             None => {
-                // Still queued: its id stays in the queue and is skipped when reached.
+                // Still queued: its id stays in the queue and is skipped when reached, unless
+                // such leftovers pile up (cancellations while no slot frees): then sweep.
                 self.queued = self.queued.saturating_sub(1);
                 self.metrics.queued.set(self.queued as i64);
+                let ids = self.high.len() + self.low.len() + self.retry.len();
+                if ids > 2 * self.queued + 1024 {
+                    let tasks = &self.tasks;
+                    let live = |id: &String| {
+                        id != task_id && tasks.get(id).is_some_and(|t| t.running.is_none())
+                    };
+                    self.high.retain(live);
+                    self.low.retain(live);
+                    self.retry.retain(live);
+                }
             }
         }
         let error = if reason == "deadline exceeded" {
@@ -589,6 +645,7 @@ impl Dispatcher {
         }
         self.high.clear();
         self.low.clear();
+        self.retry.clear();
         self.queued = 0;
         self.metrics.queued.set(0);
         self.metrics.running.set(0);

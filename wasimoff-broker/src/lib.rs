@@ -189,7 +189,7 @@ impl BrokerBuilder {
             DispatchConfig {
                 max_queue: config.limits.max_queue,
                 max_attempts: config.limits.max_attempts.max(1),
-                task_timeout: config.limits.task_timeout,
+                attempt_timeout: config.limits.attempt_timeout,
             },
             metrics.clone(),
         );

@@ -105,7 +105,7 @@ async fn session(app: App, socket: WebSocket, name: String, agent: String) {
 
     // The provider's cached files seed the scheduler's view of it.
     let files = match messenger.call(proto::filesystem::listing::Request {}).await {
-        Ok(Payload::ListingResponse(listing)) => listing.files,
+        Ok(Payload::ListingResponse(listing)) => refs_only(listing.files),
         Ok(other) => {
             let reason = format!("expected a listing, got {}", other.type_name());
             messenger
@@ -146,8 +146,8 @@ async fn session(app: App, socket: WebSocket, name: String, agent: String) {
                 Payload::FileSystemUpdate(u) => {
                     app.dispatch.send(Command::Files {
                         id,
-                        added: u.added,
-                        removed: u.removed,
+                        added: refs_only(u.added),
+                        removed: refs_only(u.removed),
                     });
                 }
                 Payload::GenericMessage(m) => {
@@ -190,7 +190,27 @@ async fn ping(app: App, messenger: Messenger) {
                 messenger.close(reason).await;
                 return;
             }
+            // A provider that answers pings with an error is alive all the same.
+            Err(CallError::Remote(e)) => tracing::debug!("provider answered a ping with: {e}"),
+            Err(CallError::Protocol(e)) => {
+                let reason =
+                    CloseReason::new(CloseReason::PROTOCOL_ERROR, format!("bad ping answer: {e}"));
+                messenger.close(reason).await;
+                return;
+            }
             Err(_) => return,
         }
     }
+}
+
+/// The most files a provider may advertise; more are ignored (they only cost the scheduler).
+const MAX_ADVERTISED_FILES: usize = 10_000;
+
+/// Keeps the advertised names that are content refs, at most [`MAX_ADVERTISED_FILES`].
+fn refs_only(files: Vec<String>) -> Vec<String> {
+    files
+        .into_iter()
+        .filter(|f| f.parse::<wasimoff_core::store::Ref>().is_ok())
+        .take(MAX_ADVERTISED_FILES)
+        .collect()
 }

@@ -260,3 +260,30 @@ async fn priority_tasks_go_first() {
     let _ = Payload::Ping(Default::default());
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_attempt_that_times_out_is_cancelled_and_retried_elsewhere() {
+    let mut cfg = config();
+    cfg.limits.attempt_timeout = Duration::from_millis(300);
+    let broker = broker(cfg).await;
+    let base = http(&broker);
+    let mut stuck = provider(&base, "stuck", 1, Behaviour::Hold).await;
+    wait_for_workers(&base, 1, 1).await;
+    upload(&base, EMPTY_WASM, Some("empty.wasm")).await;
+    let task = tokio::spawn({
+        let base = base.clone();
+        async move { run_proto(&base, &wasip1("empty.wasm", &["e", "moved"])).await }
+    });
+    let id = stuck.arrivals.recv().await.unwrap();
+    let _healthy = provider(&base, "healthy", 1, Behaviour::Echo).await;
+    assert_eq!(
+        stuck.cancels.recv().await.unwrap(),
+        id,
+        "the stuck attempt is cancelled"
+    );
+    let (status, response) = task.await.unwrap();
+    let response = response.unwrap();
+    assert_eq!((status, stdout(&response).as_str()), (200, "moved"));
+    assert_eq!(response.info.unwrap().provider.as_deref(), Some("healthy"));
+    broker.shutdown().await;
+}

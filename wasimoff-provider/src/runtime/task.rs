@@ -69,7 +69,7 @@ pub(crate) async fn run_wasip1(session: Session, request: wasip1::Request, respo
     };
     let token = session.token.child_token();
     let Some(registration) = inner.register(&id, token.clone()) else {
-        let why = format!("task {id} is already running on this provider");
+        let why = format!("unavailable: task {id} is already running on this provider");
         let _ = responder.respond(Err(why)).await;
         return;
     };
@@ -88,10 +88,21 @@ pub(crate) async fn run_wasip1(session: Session, request: wasip1::Request, respo
         tracing::debug!(task = %id, "task done");
     }
     trace(&mut info, EventType::ProviderTransmitResult, None);
-    let response = wasip1::Response {
+    let mut response = wasip1::Response {
         info: Some(info),
         result: Some(result),
     };
+    // A result larger than a frame would make the broker drop this connection (and every
+    // other task on it): answer with an error instead. 64 KiB is left for the envelope.
+    let size = prost::Message::encoded_len(&response);
+    let limit = inner.config.max_frame.saturating_sub(64 << 10);
+    if size > limit {
+        let error = format!(
+            "result of {size} bytes (output and artifacts) exceeds the frame limit of {limit} bytes"
+        );
+        tracing::debug!(task = %id, "{error}");
+        response.result = Some(wasip1::response::Result::Error(error));
+    }
     if let Err(e) = responder.respond(Ok(response.into())).await {
         tracing::debug!(task = %id, "result not delivered: {e}");
     }
