@@ -33,6 +33,8 @@ struct Inner {
     /// Serialises the check-then-write of size accounting and alias counting.
     write_lock: Mutex<()>,
     tmp_counter: AtomicU64,
+    /// A random number naming this instance's temporary files.
+    instance: u64,
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
@@ -60,6 +62,13 @@ impl DirStore {
                 total: AtomicU64::new(total),
                 write_lock: Mutex::new(()),
                 tmp_counter: AtomicU64::new(0),
+                instance: {
+                    use std::hash::{BuildHasher, Hasher};
+                    // RandomState is seeded from the OS: a random number without another crate.
+                    std::collections::hash_map::RandomState::new()
+                        .build_hasher()
+                        .finish()
+                },
             }),
         })
     }
@@ -94,15 +103,21 @@ impl Inner {
     /// Writes `bytes` to `dest` atomically (temp file, fsync, rename).
     fn write_atomically(&self, dest: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
+        // Random per store instance, so two instances on one directory never share a name.
         let tmp = self
             .root
             .join("tmp")
-            .join(format!("{}-{n}", std::process::id()));
+            .join(format!("{:016x}-{n}", self.instance));
         let result = (|| {
             let mut file = std::fs::File::create(&tmp)?;
             file.write_all(bytes)?;
             file.sync_all()?;
-            std::fs::rename(&tmp, dest)
+            std::fs::rename(&tmp, dest)?;
+            // The rename itself is durable only once the directory is synced.
+            if let Some(dir) = dest.parent() {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            Ok(())
         })();
         if result.is_err() {
             let _ = std::fs::remove_file(&tmp);
