@@ -117,7 +117,7 @@ impl Inner {
             if let Some(dir) = dest.parent() {
                 std::fs::File::open(dir)?.sync_all()?;
             }
-            Ok(())
+            Ok::<(), std::io::Error>(())
         })();
         if result.is_err() {
             let _ = std::fs::remove_file(&tmp);
