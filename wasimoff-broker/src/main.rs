@@ -44,6 +44,9 @@ struct Args {
     /// Seconds a task may take before it fails with deadline exceeded.
     #[arg(long, env = "WASIMOFF_TASK_TIMEOUT", default_value_t = 600)]
     task_timeout: u64,
+    /// Seconds one attempt may run on a provider before the task is tried on another.
+    #[arg(long, env = "WASIMOFF_ATTEMPT_TIMEOUT", default_value_t = 300)]
+    attempt_timeout: u64,
     /// Seconds between provider pings.
     #[arg(long, env = "WASIMOFF_PING_INTERVAL", default_value_t = 5)]
     ping_interval: u64,
@@ -69,6 +72,7 @@ async fn main() -> anyhow::Result<()> {
             max_queue: args.max_queue,
             max_upload: args.max_upload,
             task_timeout: Duration::from_secs(args.task_timeout),
+            attempt_timeout: Duration::from_secs(args.attempt_timeout),
             ..Limits::default()
         },
         ping: PingConfig {
