@@ -531,7 +531,10 @@ fn membomb_reports_what_it_got() {
     let stdout = out.stdout();
     assert!(stdout.starts_with("membomb: got "), "{stdout}");
     let got = mib(&stdout);
-    assert!(got.is_multiple_of(4) && (32..48).contains(&got), "{got} MiB");
+    assert!(
+        got.is_multiple_of(4) && (32..48).contains(&got),
+        "{got} MiB"
+    );
 
     let out = run(Guest::Membomb, args(&["membomb.wasm", "lots"]));
     assert_eq!(out.code(), 1);
