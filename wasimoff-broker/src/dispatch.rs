@@ -450,9 +450,12 @@ impl Dispatcher {
         let Some(task) = self.tasks.get_mut(id) else {
             return false;
         };
+        // Never the same provider twice in a row, unless it is the only one there is: then a
+        // second try there beats waiting for the deadline.
+        let exclude = task.exclude.filter(|_| self.providers.len() > 1);
         let placement = Placement {
             binary: task.job.binary.as_deref(),
-            exclude: task.exclude,
+            exclude,
         };
         let Some(provider) = self.scheduler.pick(&placement) else {
             return false;
@@ -530,9 +533,17 @@ impl Dispatcher {
                 }
                 Some(format!("provider timed out after {t:?}"))
             }
-            // The provider refused for lack of capacity (it was over-subscribed after a
-            // cancellation): another provider may well take it.
-            Err(CallError::Remote(e)) if e.starts_with("unavailable") => Some(e.clone()),
+            // The provider refused for lack of capacity: it is healthy, only busy for a moment
+            // (a slot it freed has not reached our books yet, or a cancelled task is still
+            // stopping there). Place the task again, without blame: no attempt is counted
+            // and no provider excluded.
+            Err(CallError::Remote(e)) if e.starts_with("unavailable") => {
+                tracing::debug!(%id, %provider, "provider refused: {e}");
+                task.attempts = task.attempts.saturating_sub(1);
+                self.retry.push_back(id);
+                self.queued += 1;
+                return;
+            }
             Err(_) => None,
         };
         match (retry, result) {

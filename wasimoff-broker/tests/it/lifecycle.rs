@@ -287,3 +287,56 @@ async fn an_attempt_that_times_out_is_cancelled_and_retried_elsewhere() {
     assert_eq!(response.info.unwrap().provider.as_deref(), Some("healthy"));
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_busy_refusal_from_the_only_provider_is_placed_again_without_blame() {
+    let broker = broker(config()).await;
+    let base = http(&broker);
+    let mut only = provider(&base, "only", 1, Behaviour::RefuseFirst).await;
+    upload(&base, EMPTY_WASM, Some("empty.wasm")).await;
+    let (status, response) = run_proto(&base, &wasip1("empty.wasm", &["e", "second try"])).await;
+    assert_eq!(
+        (status, stdout(&response.unwrap()).as_str()),
+        (200, "second try")
+    );
+    let first = only.arrivals.recv().await.unwrap();
+    assert_eq!(
+        only.arrivals.recv().await.unwrap(),
+        first,
+        "the same task, on the same provider"
+    );
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("wasimoff_task_retries_total 0"),
+        "a refusal is no failure: {metrics}"
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_failed_attempt_on_the_only_provider_is_retried_there() {
+    let mut cfg = config();
+    cfg.limits.attempt_timeout = Duration::from_millis(200);
+    let broker = broker(cfg).await;
+    let base = http(&broker);
+    let mut only = provider(&base, "only", 1, Behaviour::Hold).await;
+    upload(&base, EMPTY_WASM, Some("empty.wasm")).await;
+    let mut request = wasip1("empty.wasm", &["e"]);
+    request.qos = deadline_in(5_000);
+    let task = tokio::spawn({
+        let base = base.clone();
+        async move { run_proto(&base, &request).await }
+    });
+    // Without another provider, the retries come back here instead of waiting for the deadline.
+    let first = only.arrivals.recv().await.unwrap();
+    assert_eq!(only.arrivals.recv().await.unwrap(), first);
+    let (status, body) = task.await.unwrap();
+    assert_eq!(status, 409, "gave up after max_attempts: {body:?}");
+    assert!(body.unwrap_err().contains("after 3 attempts"));
+    broker.shutdown().await;
+}

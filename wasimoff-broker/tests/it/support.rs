@@ -54,6 +54,8 @@ pub enum Behaviour {
     DieOnTask,
     /// Stops answering anything, pings included, once a task arrives.
     HangOnTask,
+    /// Refuses the first task as `unavailable:` (momentarily busy), then echoes.
+    RefuseFirst,
 }
 
 /// What a fake provider saw.
@@ -119,6 +121,7 @@ pub async fn provider(
     let name = name.to_owned();
     tokio::spawn(async move {
         let mut hung = false;
+        let mut refused = false;
         while let Some(message) = incoming.next().await {
             let IncomingMessage::Request(request) = message else {
                 continue;
@@ -157,8 +160,19 @@ pub async fn provider(
                     );
                     s.lock().await.tasks.push(id.clone());
                     let _ = arrived_tx.send(id);
+                    let behaviour = match behaviour {
+                        Behaviour::RefuseFirst if !refused => {
+                            refused = true;
+                            let _ = request
+                                .respond(Err("unavailable: provider is busy".into()))
+                                .await;
+                            continue;
+                        }
+                        Behaviour::RefuseFirst => Behaviour::Echo,
+                        other => other,
+                    };
                     match behaviour {
-                        Behaviour::Echo => {
+                        Behaviour::Echo | Behaviour::RefuseFirst => {
                             let response = task::wasip1::Response {
                                 info: task.info.clone(),
                                 result: Some(task::wasip1::response::Result::Ok(echo_output(
