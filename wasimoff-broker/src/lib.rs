@@ -2,9 +2,9 @@
 //!
 //! Providers connect over WebSocket; clients submit WebAssembly tasks over Connect RPC, a client
 //! WebSocket or a plain HTTP route; the broker queues them, places each on a provider with a
-//! free slot (through a [`Scheduler`](wasimoff_core::scheduler::Scheduler)), retries when a
+//! free slot (through a [`Scheduler`]), retries when a
 //! provider fails, and answers the client. Modules and zips live in a
-//! [`Store`](wasimoff_core::store::Store).
+//! [`Store`].
 //!
 //! Run it on its own port:
 //!

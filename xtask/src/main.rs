@@ -85,13 +85,16 @@ const BROWSER_PACKAGES: &[&str] = &["chromium", "chromium-driver"];
 const BENCHES: &[(&str, &str)] = &[
     ("wasimoff-broker", "scale"),
     ("wasimoff-provider", "executor"),
+    ("wasimoff-client", "e2e"),
 ];
 
 fn bench(quick: bool) -> Result<()> {
     for (krate, name) in BENCHES {
         let mut args = vec!["bench", "-p", krate, "--bench", name];
         if quick {
-            args.extend(["--", "--quick"]);
+            // Quick runs only check that the benchmarks work: the dev profile reuses the test
+            // build instead of compiling everything again with optimisations.
+            args.extend(["--profile", "dev", "--", "--quick"]);
         }
         Step::new(&format!("bench {krate} {name}")).run(cargo(&args))?;
     }

@@ -1,0 +1,959 @@
+//! End-to-end benchmark (issue 8): client -> broker -> native provider (wasmtime) -> back.
+//!
+//! ```text
+//! cargo bench -p wasimoff-client --bench e2e             # full run, ~2 min
+//! cargo bench -p wasimoff-client --bench e2e -- --quick  # small sizes, for CI
+//! ```
+//!
+//! The broker runs in a child process (this binary with `--broker`), so its memory can be read
+//! from its own `/proc/self/status`; the provider (wasmtime executor, 2 workers) and the client
+//! run in this process and talk to it over loopback. Every figure is printed next to a baseline
+//! measured in the same run, as a ratio:
+//! 1. trivial tasks (`hello`): throughput with many tasks in flight vs the executor alone
+//!    in-process (warm cache); latency one task at a time (client WebSocket and Connect RPC)
+//!    vs one in-process execution;
+//! 2. compute tasks (`tsp rand 10`, `tsp rand 11`): makespan of a batch vs the natively
+//!    compiled `tsp`, 2 processes at a time (and vs the wasm executor alone in-process);
+//! 3. large inputs (a rootfs zip and a module with a big data section): upload, first task
+//!    (fetch + unpack / cold compile), second task (cache hit), broker peak RSS vs file size;
+//! 4. open-loop load with the `load` guest at fixed arrival rates: latency percentiles vs
+//!    offered load, next to the unloaded latency.
+#![allow(
+    clippy::print_stdout,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    missing_docs
+)]
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use wasimoff_broker::{Broker, BrokerConfig, Limits, PingConfig};
+use wasimoff_client::{Client, Task};
+use wasimoff_core::executor::{CancellationToken, ExecTask, Executor, ResolvedFile, Termination};
+use wasimoff_provider::{
+    WasmtimeConfig, WasmtimeExecutor,
+    runtime::{Provider, ProviderConfig},
+};
+
+const WORKERS: usize = 2;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers: memory, percentiles, formatting.
+
+/// `(VmRSS, VmHWM)` of this process in bytes.
+fn mem() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn us(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s < 1e-3 {
+        format!("{:.0} µs", s * 1e6)
+    } else if s < 1.0 {
+        format!("{:.2} ms", s * 1e3)
+    } else {
+        format!("{s:.2} s")
+    }
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / f64::from(1u32 << 20)
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok { "met" } else { "MISSED" }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The broker child process.
+
+fn broker_child() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let config = BrokerConfig {
+            listen: "127.0.0.1:0".parse().expect("address"),
+            ping: PingConfig {
+                interval: Duration::from_secs(3600),
+                timeout: Duration::from_secs(60),
+            },
+            limits: Limits {
+                max_queue: 1_000_000,
+                ..Limits::default()
+            },
+            ..BrokerConfig::default()
+        };
+        let handle = Broker::builder()
+            .config(config)
+            .build()
+            .await
+            .expect("broker")
+            .spawn()
+            .await
+            .expect("spawn");
+        println!("addr {}", handle.local_addr());
+        std::io::stdout().flush().expect("flush");
+        // Commands on stdin: `rss` answers `rss <VmRSS> <VmHWM>`; EOF shuts down.
+        tokio::task::spawn_blocking(|| {
+            for line in std::io::stdin().lines() {
+                match line.as_deref() {
+                    Ok("rss") => {
+                        let (rss, hwm) = mem();
+                        println!("rss {rss} {hwm}");
+                        std::io::stdout().flush().expect("flush");
+                    }
+                    _ => break,
+                }
+            }
+        })
+        .await
+        .expect("stdin reader");
+        handle.shutdown().await;
+    });
+}
+
+struct BrokerProc {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: std::io::Lines<BufReader<ChildStdout>>,
+    url: String,
+}
+
+impl BrokerProc {
+    fn start() -> BrokerProc {
+        let mut child = Command::new(std::env::current_exe().expect("own path"))
+            .arg("--broker")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the broker child");
+        let stdin = child.stdin.take();
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let line = stdout.next().expect("broker line").expect("read");
+        let addr = line.strip_prefix("addr ").expect("addr line").to_owned();
+        BrokerProc {
+            child,
+            stdin,
+            stdout,
+            url: format!("http://{addr}"),
+        }
+    }
+
+    /// `(VmRSS, VmHWM)` of the broker process.
+    fn mem(&mut self) -> (u64, u64) {
+        let stdin = self.stdin.as_mut().expect("stdin");
+        writeln!(stdin, "rss").expect("ask broker");
+        stdin.flush().expect("flush");
+        let line = self.stdout.next().expect("rss line").expect("read");
+        let mut it = line.split(' ').skip(1).map(|v| v.parse::<u64>().unwrap());
+        (it.next().unwrap(), it.next().unwrap())
+    }
+}
+
+impl Drop for BrokerProc {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// A native provider (wasmtime, `WORKERS` workers) connected to `url`, and a client.
+struct Peer {
+    provider: Provider,
+    running: tokio::task::JoinHandle<()>,
+    client: Client,
+}
+
+impl Peer {
+    async fn start(url: &str) -> Peer {
+        let executor = WasmtimeExecutor::new(WasmtimeConfig {
+            workers: WORKERS,
+            ..WasmtimeConfig::default()
+        })
+        .expect("executor");
+        let provider = Provider::builder(
+            ProviderConfig {
+                name: "bench-provider".into(),
+                ..ProviderConfig::new(url.to_owned())
+            },
+            Arc::new(executor),
+        )
+        .build()
+        .expect("provider");
+        let runner = provider.clone();
+        let running = tokio::spawn(async move {
+            let _ = runner.run().await;
+        });
+        let client = Client::builder(url)
+            .task_timeout(Duration::from_secs(120))
+            .build()
+            .expect("client");
+        let t = Instant::now();
+        loop {
+            let status = client.status().await.expect("status");
+            if status.providers >= 1 && status.workers > 0 {
+                break;
+            }
+            assert!(t.elapsed() < Duration::from_secs(20), "provider not up");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Peer {
+            provider,
+            running,
+            client,
+        }
+    }
+
+    async fn stop(self) {
+        self.provider.shutdown(Duration::from_secs(5)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.running).await;
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--broker") {
+        return broker_child();
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let only: Option<u32> = args
+        .iter()
+        .position(|a| a == "--scenario")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok());
+    let want = |n: u32| only.is_none_or(|o| o == n);
+    println!(
+        "# end-to-end benchmark{}: broker in a child process; provider (wasmtime, {WORKERS} \
+         workers) and client in this one; {} cores",
+        if quick { " (quick)" } else { "" },
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let started = Instant::now();
+    runtime.block_on(async {
+        if want(1) {
+            trivial(quick).await;
+        }
+        if want(2) {
+            compute(quick).await;
+        }
+        if want(3) {
+            large(quick).await;
+        }
+        if want(4) {
+            open_loop(quick).await;
+        }
+    });
+    println!("\ntotal {:.1} s", started.elapsed().as_secs_f64());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenario 1: trivial tasks.
+
+fn hello_exec(binary: &ResolvedFile, n: usize) -> ExecTask {
+    ExecTask::new(
+        format!("b{n}"),
+        binary.clone(),
+        vec!["hello.wasm".into(), "bench".into()],
+    )
+}
+
+/// The limit: the executor alone, warm, `lanes` concurrent callers; tasks/s.
+async fn executor_throughput(
+    executor: &Arc<WasmtimeExecutor>,
+    binary: &ResolvedFile,
+    n: usize,
+) -> f64 {
+    let lanes = WORKERS * 2;
+    let per_lane = n / lanes;
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for lane in 0..lanes {
+        let executor = executor.clone();
+        let binary = binary.clone();
+        handles.push(tokio::spawn(async move {
+            for i in 0..per_lane {
+                let out = executor
+                    .execute(
+                        hello_exec(&binary, lane * per_lane + i),
+                        CancellationToken::new(),
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(out.termination, Termination::Exited(0));
+            }
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    (per_lane * lanes) as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn trivial(quick: bool) {
+    let (n_tasks, n_seq, in_flight) = if quick {
+        (2_000, 100, 64)
+    } else {
+        (20_000, 500, 64)
+    };
+    println!("\n## 1. trivial task (hello): throughput and latency");
+
+    // Baseline: the executor in-process, warm memory cache.
+    let binary = ResolvedFile::from_bytes(Bytes::from_static(wasimoff_wasi_apps::HELLO));
+    let executor = Arc::new(
+        WasmtimeExecutor::new(WasmtimeConfig {
+            workers: WORKERS,
+            ..WasmtimeConfig::default()
+        })
+        .unwrap(),
+    );
+    executor.precompile(&binary).unwrap();
+    executor_throughput(&executor, &binary, n_tasks / 10).await;
+    let limit = executor_throughput(&executor, &binary, n_tasks).await;
+    // One task at a time on a blocking thread (execute_blocking may not run on the runtime).
+    let mut exec_lat = {
+        let executor = executor.clone();
+        let binary = binary.clone();
+        tokio::task::spawn_blocking(move || {
+            let cancel = CancellationToken::new();
+            (0..n_seq)
+                .map(|i| {
+                    let t = Instant::now();
+                    executor
+                        .execute_blocking(hello_exec(&binary, i), &cancel)
+                        .unwrap();
+                    t.elapsed()
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap()
+    };
+    exec_lat.sort();
+    let exec_p50 = pct(&exec_lat, 0.5);
+    drop(executor);
+
+    let broker = BrokerProc::start();
+    let peer = Peer::start(&broker.url).await;
+    let client = peer.client.clone();
+    client
+        .upload(wasimoff_wasi_apps::HELLO, Some("hello.wasm"))
+        .await
+        .unwrap();
+    let run_batch = |n: usize| {
+        let client = client.clone();
+        async move {
+            let tasks = (0..n).map(|_| Task::wasip1("hello.wasm").arg("bench"));
+            let mut results = client.submit_many(tasks, in_flight);
+            let started = Instant::now();
+            let mut ok = 0usize;
+            while let Some((_, r)) = results.next().await {
+                if r.is_ok_and(|o| o.success()) {
+                    ok += 1;
+                }
+            }
+            (ok, started.elapsed())
+        }
+    };
+    run_batch(n_tasks / 10).await; // warm-up: compile, connections
+    let (ok, took) = run_batch(n_tasks).await;
+    let e2e = ok as f64 / took.as_secs_f64();
+    println!(
+        "executor alone, in-process, warm, {WORKERS} workers: {limit:>8.0} tasks/s (the limit)"
+    );
+    println!(
+        "end to end, submit_many, {in_flight} in flight:       {e2e:>8.0} tasks/s ({ok}/{n_tasks} \
+         ok in {:.2} s)",
+        took.as_secs_f64()
+    );
+    println!(
+        "ratio end-to-end / in-process: {:.1}% (target >= 25%: {}); tasks/s target >= 5,000: {}",
+        e2e / limit * 100.0,
+        met(e2e >= limit * 0.25),
+        met(e2e >= 5_000.0)
+    );
+    wasmtime_cli(limit, if quick { 5 } else { 30 });
+
+    // Latency at low load: one task at a time.
+    let session = client.session().await.unwrap();
+    let mut ws = Vec::new();
+    for i in 0..n_seq + 20 {
+        let t = Instant::now();
+        let out = session
+            .run(Task::wasip1("hello.wasm").arg("bench"))
+            .await
+            .unwrap();
+        assert!(out.success());
+        if i >= 20 {
+            ws.push(t.elapsed());
+        }
+    }
+    session.close().await;
+    let mut rpc = Vec::new();
+    for i in 0..n_seq + 20 {
+        let t = Instant::now();
+        let out = client
+            .run(Task::wasip1("hello.wasm").arg("bench"))
+            .await
+            .unwrap();
+        assert!(out.success());
+        if i >= 20 {
+            rpc.push(t.elapsed());
+        }
+    }
+    ws.sort();
+    rpc.sort();
+    println!(
+        "latency, one task at a time ({n_seq} tasks); baseline: one in-process execution p50 {}",
+        us(exec_p50)
+    );
+    for (label, lat) in [
+        ("client WebSocket (session)", &ws),
+        ("Connect RPC (run)", &rpc),
+    ] {
+        let p50 = pct(lat, 0.5);
+        println!(
+            "  {label:<28} p50 {:>9}  p99 {:>9}  ({:.1}x the executor) target p50 < 1 ms: {}",
+            us(p50),
+            us(pct(lat, 0.99)),
+            p50.as_secs_f64() / exec_p50.as_secs_f64(),
+            met(p50 < Duration::from_millis(1))
+        );
+    }
+    peer.stop().await;
+    drop(broker);
+}
+
+/// The wasmtime CLI, one process per task, if it is on `PATH`.
+fn wasmtime_cli(limit: f64, n: usize) {
+    let available = Command::new("wasmtime")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !available {
+        println!("wasmtime CLI, one process per task: skipped (no `wasmtime` on PATH)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = dir.path().join("hello.wasm");
+    std::fs::write(&wasm, wasimoff_wasi_apps::HELLO).unwrap();
+    let started = Instant::now();
+    for _ in 0..n {
+        let out = Command::new("wasmtime")
+            .arg("run")
+            .arg(&wasm)
+            .arg("bench")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    }
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "wasmtime CLI, one process per task (sequential): {rate:.0} tasks/s ({:.2}% of the limit)",
+        rate / limit * 100.0
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenario 2: compute tasks, wasm + offloading vs native processes.
+
+/// The natively compiled `tsp` (built on demand, as docs/workloads.md shows), or why not.
+fn native_tsp() -> Result<PathBuf, String> {
+    let guests = PathBuf::from(wasimoff_wasi_apps::GUESTS_DIR);
+    let target = std::env::var_os("WASIMOFF_GUESTS_TARGET_DIR")
+        .map_or_else(|| guests.join("../../target/wasi-apps"), PathBuf::from);
+    let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cargo
+        .args(["build", "--release", "--locked", "--quiet", "-p", "tsp"])
+        .arg("--manifest-path")
+        .arg(guests.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target);
+    for (key, _) in std::env::vars_os() {
+        let k = key.to_string_lossy();
+        if k.starts_with("CARGO_") || k == "RUSTFLAGS" || k == "RUSTC_WRAPPER" {
+            cargo.env_remove(&key);
+        }
+    }
+    let out = cargo
+        .output()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "native build failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        ));
+    }
+    let exe = target.join("release/tsp");
+    if exe.exists() {
+        Ok(exe)
+    } else {
+        Err(format!("{} missing after the build", exe.display()))
+    }
+}
+
+/// Runs `count` native `tsp rand <n> <seed>` processes, `WORKERS` at a time; returns the
+/// makespan and the stdout of each.
+fn native_batch(exe: &Path, n: u32, count: usize) -> (Duration, Vec<String>) {
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let threads: Vec<_> = (0..WORKERS)
+        .map(|_| {
+            let next = next.clone();
+            let exe = exe.to_path_buf();
+            std::thread::spawn(move || {
+                let mut outs = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= count {
+                        return outs;
+                    }
+                    let out = Command::new(&exe)
+                        .args(["rand", &n.to_string(), &i.to_string()])
+                        .output()
+                        .unwrap();
+                    assert!(out.status.success());
+                    outs.push((i, String::from_utf8_lossy(&out.stdout).into_owned()));
+                }
+            })
+        })
+        .collect();
+    let mut outs: Vec<(usize, String)> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    let took = started.elapsed();
+    outs.sort();
+    (took, outs.into_iter().map(|(_, s)| s).collect())
+}
+
+/// The same batch through the whole system; all tasks submitted at once.
+async fn e2e_batch(client: &Client, n: u32, count: usize) -> (Duration, Vec<String>) {
+    let tasks = (0..count).map(move |i| {
+        Task::wasip1("tsp.wasm").args(["rand".to_owned(), n.to_string(), i.to_string()])
+    });
+    let started = Instant::now();
+    let mut results = client.submit_many(tasks, count);
+    let mut outs = vec![String::new(); count];
+    while let Some((i, r)) = results.next().await {
+        let out = r.unwrap();
+        assert!(out.success());
+        outs[i] = out.stdout_lossy();
+    }
+    (started.elapsed(), outs)
+}
+
+/// The same batch on the wasm executor alone, in-process (`WORKERS` at a time).
+async fn exec_batch(executor: &Arc<WasmtimeExecutor>, n: u32, count: usize) -> Duration {
+    let binary = ResolvedFile::from_bytes(Bytes::from_static(wasimoff_wasi_apps::TSP));
+    let started = Instant::now();
+    let handles: Vec<_> = (0..count)
+        .map(|i| {
+            let executor = executor.clone();
+            let task = ExecTask::new(
+                format!("tsp{i}"),
+                binary.clone(),
+                vec![
+                    "tsp.wasm".into(),
+                    "rand".into(),
+                    n.to_string(),
+                    i.to_string(),
+                ],
+            );
+            tokio::spawn(async move { executor.execute(task, CancellationToken::new()).await })
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(
+            h.await.unwrap().unwrap().termination,
+            Termination::Exited(0)
+        );
+    }
+    started.elapsed()
+}
+
+async fn compute(quick: bool) {
+    let (batches, repeats): (&[(u32, usize)], usize) = if quick {
+        (&[(10, 8), (11, 4)], 1)
+    } else {
+        (&[(10, 40), (11, 16)], 3)
+    };
+    println!(
+        "\n## 2. compute task (tsp): batch makespan, best of {repeats}; baseline: native `tsp`, \
+         {WORKERS} processes at a time"
+    );
+    let native = native_tsp();
+    if let Err(reason) = &native {
+        println!("native baseline: skipped ({reason})");
+    }
+    let broker = BrokerProc::start();
+    let peer = Peer::start(&broker.url).await;
+    let client = peer.client.clone();
+    client
+        .upload(wasimoff_wasi_apps::TSP, Some("tsp.wasm"))
+        .await
+        .unwrap();
+    // Warm-up: the provider compiles the module once.
+    e2e_batch(&client, 8, WORKERS * 2).await;
+    let executor = Arc::new(
+        WasmtimeExecutor::new(WasmtimeConfig {
+            workers: WORKERS,
+            ..WasmtimeConfig::default()
+        })
+        .unwrap(),
+    );
+    exec_batch(&executor, 8, WORKERS).await;
+    for &(n, count) in batches {
+        let mut e2e = Duration::MAX;
+        let mut inproc = Duration::MAX;
+        let mut nat = Duration::MAX;
+        for _ in 0..repeats {
+            let (t, wasm_out) = e2e_batch(&client, n, count).await;
+            e2e = e2e.min(t);
+            inproc = inproc.min(exec_batch(&executor, n, count).await);
+            if let Ok(exe) = &native {
+                let exe = exe.clone();
+                let (t, native_out) =
+                    tokio::task::spawn_blocking(move || native_batch(&exe, n, count))
+                        .await
+                        .unwrap();
+                assert_eq!(wasm_out, native_out, "wasm and native tsp disagree");
+                nat = nat.min(t);
+            }
+        }
+        print!(
+            "tsp rand {n} x {count}: end to end {:>9}, wasm executor in-process {:>9}",
+            us(e2e),
+            us(inproc)
+        );
+        if native.is_ok() {
+            let ratio = e2e.as_secs_f64() / nat.as_secs_f64();
+            println!(
+                ", native {:>9}\n  ratio end-to-end / native {ratio:.2}x (target <= 1.3x: {}); \
+                 wasm alone / native {:.2}x; offloading / wasm alone {:.2}x",
+                us(nat),
+                met(ratio <= 1.3),
+                inproc.as_secs_f64() / nat.as_secs_f64(),
+                e2e.as_secs_f64() / inproc.as_secs_f64()
+            );
+        } else {
+            println!(
+                "\n  offloading / wasm alone {:.2}x",
+                e2e.as_secs_f64() / inproc.as_secs_f64()
+            );
+        }
+    }
+    peer.stop().await;
+    drop(broker);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenario 3: large inputs.
+
+/// A pseudo-random byte generator (xorshift64*), so zip entries do not compress.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// A rootfs zip of about `size` bytes: 1 MiB stored entries of noise.
+fn big_rootfs(size: usize) -> Vec<u8> {
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::with_capacity(size + 65536)));
+    let options =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for i in 0..size.div_ceil(1 << 20) {
+        zip.start_file(format!("data/blob-{i:03}.bin"), options)
+            .unwrap();
+        zip.write_all(&noise(1 << 20, i as u64 + 1)).unwrap();
+    }
+    zip.finish().unwrap().into_inner()
+}
+
+fn leb(mut v: usize, out: &mut Vec<u8>) {
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// A valid WASI command module of about `size` bytes: an exported memory with one active data
+/// segment of `size` bytes of noise and a `_start` that returns at once.
+fn big_module(size: usize) -> Vec<u8> {
+    let mut m = b"\0asm\x01\0\0\0".to_vec();
+    let section = |id: u8, body: &[u8], m: &mut Vec<u8>| {
+        m.push(id);
+        leb(body.len(), m);
+        m.extend_from_slice(body);
+    };
+    section(1, &[1, 0x60, 0, 0], &mut m); // type: () -> ()
+    section(3, &[1, 0], &mut m); // function 0 has type 0
+    let mut memory = vec![1, 0];
+    leb(size.div_ceil(65536) + 1, &mut memory);
+    section(5, &memory, &mut m);
+    let mut exports = vec![2, 6];
+    exports.extend_from_slice(b"_start");
+    exports.extend_from_slice(&[0, 0, 6]);
+    exports.extend_from_slice(b"memory");
+    exports.extend_from_slice(&[2, 0]);
+    section(7, &exports, &mut m);
+    section(10, &[1, 2, 0, 0x0b], &mut m); // code: no locals, `end`
+    let mut data = vec![1, 0, 0x41, 0, 0x0b]; // one active segment at i32.const 0
+    leb(size, &mut data);
+    data.extend_from_slice(&noise(size, 42));
+    section(11, &data, &mut m);
+    m
+}
+
+async fn large(quick: bool) {
+    let (zip_size, module_size) = if quick {
+        (5 << 20, 2 << 20)
+    } else {
+        (50 << 20, 20 << 20)
+    };
+    println!(
+        "\n## 3. large inputs: upload (HTTP), first task (fetch + unpack/compile), second task \
+         (cache hit); a fresh broker child per file"
+    );
+    let cases = [
+        (
+            "rootfs zip",
+            big_rootfs(zip_size),
+            Task::wasip1("hello.wasm")
+                .arg("file:/data/blob-000.bin")
+                .rootfs("big-rootfs.zip"),
+            "big-rootfs.zip",
+        ),
+        (
+            "module",
+            big_module(module_size),
+            Task::wasip1("big.wasm"),
+            "big.wasm",
+        ),
+    ];
+    for (label, bytes, task, alias) in cases {
+        let size = bytes.len() as u64;
+        let mut broker = BrokerProc::start();
+        let peer = Peer::start(&broker.url).await;
+        let client = peer.client.clone();
+        client
+            .upload(wasimoff_wasi_apps::HELLO, Some("hello.wasm"))
+            .await
+            .unwrap();
+        // A hello task first, so connections and the hello module are warm.
+        assert!(
+            client
+                .run(Task::wasip1("hello.wasm"))
+                .await
+                .unwrap()
+                .success()
+        );
+        let (broker_rss0, _) = broker.mem();
+        let (self_rss0, _) = mem();
+        let t = Instant::now();
+        client.upload(bytes, Some(alias)).await.unwrap();
+        let upload = t.elapsed();
+        let (broker_rss1, _) = broker.mem();
+        let t = Instant::now();
+        let first = client.run(task.clone()).await.unwrap();
+        let first_time = t.elapsed();
+        assert!(first.success(), "{label}: {}", first.stderr_lossy());
+        let t = Instant::now();
+        let second = client.run(task.clone()).await.unwrap();
+        let second_time = t.elapsed();
+        assert!(second.success());
+        let (broker_rss2, broker_hwm) = broker.mem();
+        let (_, self_hwm) = mem();
+        println!(
+            "{label} {:.1} MiB: upload {:>9} ({:.0} MiB/s), first task {:>9}, second task {:>9} \
+             ({:.1}x faster)",
+            mib(size),
+            us(upload),
+            mib(size) / upload.as_secs_f64(),
+            us(first_time),
+            us(second_time),
+            first_time.as_secs_f64() / second_time.as_secs_f64()
+        );
+        println!(
+            "  broker process: peak RSS +{:.1} MiB = {:.2}x the file; held after upload +{:.1} \
+             MiB ({:.2}x), after the tasks +{:.1} MiB",
+            mib(broker_hwm.saturating_sub(broker_rss0)),
+            broker_hwm.saturating_sub(broker_rss0) as f64 / size as f64,
+            mib(broker_rss1.saturating_sub(broker_rss0)),
+            broker_rss1.saturating_sub(broker_rss0) as f64 / size as f64,
+            mib(broker_rss2.saturating_sub(broker_rss0)),
+        );
+        println!(
+            "  bench process (provider + client, and the file built here): peak RSS +{:.1} MiB \
+             over the RSS before the upload ({:.2}x the file; a lower bound if an earlier \
+             scenario set the peak)",
+            mib(self_hwm.saturating_sub(self_rss0)),
+            self_hwm.saturating_sub(self_rss0) as f64 / size as f64
+        );
+        peer.stop().await;
+        drop(broker);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenario 4: open-loop load.
+
+async fn open_loop(quick: bool) {
+    let iterations = "5000"; // about 1 ms of wasm per task (docs/workloads.md)
+    let (rates, window, n_seq): (&[u64], Duration, usize) = if quick {
+        (&[200, 1000], Duration::from_millis(700), 50)
+    } else {
+        (
+            &[100, 250, 500, 750, 1000, 1250, 1500],
+            Duration::from_secs(2),
+            300,
+        )
+    };
+    println!(
+        "\n## 4. open-loop load: `load -i {iterations}` (~1 ms of wasm), evenly spaced \
+         arrival rate over one client WebSocket, {:.1} s per rate",
+        window.as_secs_f64()
+    );
+    let broker = BrokerProc::start();
+    let peer = Peer::start(&broker.url).await;
+    let client = peer.client.clone();
+    client
+        .upload(wasimoff_wasi_apps::LOAD, Some("load.wasm"))
+        .await
+        .unwrap();
+    let task = Task::wasip1("load.wasm").args(["-i", iterations]);
+    let session = client.session().await.unwrap();
+    let mut seq = Vec::new();
+    for i in 0..n_seq + 10 {
+        let t = Instant::now();
+        assert!(session.run(task.clone()).await.unwrap().success());
+        if i >= 10 {
+            seq.push(t.elapsed());
+        }
+    }
+    seq.sort();
+    let base = pct(&seq, 0.5);
+    println!(
+        "baseline, one task at a time: p50 {} p99 {} (capacity ~{:.0} tasks/s with {WORKERS} \
+         workers)",
+        us(base),
+        us(pct(&seq, 0.99)),
+        WORKERS as f64 / base.as_secs_f64()
+    );
+    println!(
+        "{:>8} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8}",
+        "offered/s", "achieved/s", "p50", "p90", "p99", "max", "p50/base"
+    );
+    for &rate in rates {
+        let period = Duration::from_secs_f64(1.0 / rate as f64);
+        let count = (window.as_secs_f64() * rate as f64) as usize;
+        let start = tokio::time::Instant::now();
+        let mut handles = Vec::with_capacity(count);
+        for k in 0..count {
+            let due = start + period * k as u32;
+            tokio::time::sleep_until(due).await;
+            let session = session.clone();
+            let task = task.clone();
+            handles.push(tokio::spawn(async move {
+                let r = match session.run(task).await {
+                    Ok(o) if o.success() => Ok(()),
+                    Ok(o) => Err(format!("exit {}", o.status)),
+                    Err(e) => Err(e.to_string()),
+                };
+                (r, due.elapsed(), tokio::time::Instant::now())
+            }));
+        }
+        let mut lat = Vec::with_capacity(count);
+        let mut errors = 0;
+        let mut first_error = None;
+        let mut last = start;
+        for h in handles {
+            let (r, l, end) = h.await.unwrap();
+            if let Err(e) = r {
+                errors += 1;
+                first_error.get_or_insert(e);
+            } else {
+                lat.push(l);
+            }
+            last = last.max(end);
+        }
+        lat.sort();
+        let achieved = lat.len() as f64 / (last - start).as_secs_f64();
+        let p50 = pct(&lat, 0.5);
+        println!(
+            "{rate:>8} {achieved:>10.0} {:>10} {:>10} {:>10} {:>10} {:>7.1}x{}",
+            us(p50),
+            us(pct(&lat, 0.9)),
+            us(pct(&lat, 0.99)),
+            us(pct(&lat, 1.0)),
+            p50.as_secs_f64() / base.as_secs_f64(),
+            if errors > 0 {
+                format!(
+                    " ({errors} failed, first: {})",
+                    first_error.unwrap_or_default()
+                )
+            } else {
+                String::new()
+            }
+        );
+        if errors > 0 {
+            println!("stopping at the first rate with failures");
+            break;
+        }
+        // Let a backlog drain completely before the next rate.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    session.close().await;
+    peer.stop().await;
+    drop(broker);
+}
