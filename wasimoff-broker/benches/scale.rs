@@ -282,7 +282,9 @@ fn emulate(base: &str, n: u64) {
             .await
             .expect("upload");
         let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
-        let sockets = 8;
+        // The broker reads at most `socket_queue` (256) requests ahead per client socket, so
+        // queueing N tasks at once takes N / 200 sockets or more.
+        let sockets = tasks.div_ceil(200).clamp(1, 1_000);
         for s in 0..sockets {
             let url = format!("{ws}/api/client/ws");
             let transport = WebSocketTransport::connect(&url, &[], 1 << 20)
