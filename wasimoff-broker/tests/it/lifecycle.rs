@@ -33,22 +33,7 @@ async fn full_queue_answers_429_resource_exhausted() {
             tokio::spawn(async move { run_proto(&base, &wasip1("empty.wasm", &["e"])).await })
         })
         .collect();
-    let status_url = format!("{base}/api/status");
-    loop {
-        let s: serde_json::Value = serde_json::from_str(
-            &reqwest::get(&status_url)
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap(),
-        )
-        .unwrap();
-        if s["queued"] == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_for_queued(&base, 2).await;
     let (status, body) = run_proto(&base, &wasip1("empty.wasm", &["e"])).await;
     assert_eq!(status, 429);
     let body: serde_json::Value = serde_json::from_str(&body.unwrap_err()).unwrap();
@@ -224,21 +209,7 @@ async fn priority_tasks_go_first() {
             async move { run_proto(&base, &request).await },
         ));
         // Each task must be queued before the next one is sent, so their order is known.
-        loop {
-            let s: serde_json::Value = serde_json::from_str(
-                &reqwest::get(format!("{}/api/status", http(&broker)))
-                    .await
-                    .unwrap()
-                    .text()
-                    .await
-                    .unwrap(),
-            )
-            .unwrap();
-            if s["queued"] == i + 1 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        wait_for_queued(&http(&broker), i + 1).await;
     }
     let mut p = provider(&base, "one-at-a-time", 1, Behaviour::Echo).await;
     for h in handles {

@@ -217,28 +217,40 @@ pub async fn provider(
     }
 }
 
-/// Waits until the broker reports `n` providers with `workers` slots in total.
-pub async fn wait_for_workers(base: &str, providers: i64, workers: i64) {
-    let client = reqwest::Client::new();
-    for _ in 0..2_000 {
-        let status: serde_json::Value = serde_json::from_slice(
-            &client
-                .get(format!("{base}/api/status"))
-                .send()
-                .await
-                .unwrap()
-                .bytes()
-                .await
-                .unwrap(),
-        )
+/// The broker's `/api/status` JSON.
+pub async fn status(base: &str) -> serde_json::Value {
+    let body = reqwest::get(format!("{base}/api/status"))
+        .await
+        .unwrap()
+        .bytes()
+        .await
         .unwrap();
-        if status["providers"] == providers && status["workers"] == workers {
+    serde_json::from_slice(&body).unwrap()
+}
+
+/// Polls `/api/status` until `ready` holds (the broker's books are updated asynchronously).
+pub async fn wait_for_status(base: &str, what: &str, ready: impl Fn(&serde_json::Value) -> bool) {
+    for _ in 0..2_000 {
+        if ready(&status(base).await) {
             return;
         }
-        tokio::task::yield_now().await;
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    panic!("broker never reported {providers} providers with {workers} workers");
+    panic!("broker never reported {what}");
+}
+
+/// Waits until the broker reports `n` providers with `workers` slots in total.
+pub async fn wait_for_workers(base: &str, providers: i64, workers: i64) {
+    let what = format!("{providers} providers with {workers} workers");
+    wait_for_status(base, &what, |s| {
+        s["providers"] == providers && s["workers"] == workers
+    })
+    .await;
+}
+
+/// Waits until the broker reports `n` queued tasks.
+pub async fn wait_for_queued(base: &str, n: i64) {
+    wait_for_status(base, &format!("{n} queued tasks"), |s| s["queued"] == n).await;
 }
 
 pub async fn upload(base: &str, bytes: &'static [u8], name: Option<&str>) -> String {
