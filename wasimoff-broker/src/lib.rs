@@ -273,7 +273,7 @@ impl Broker {
                     .expose_headers(tower_http::cors::Any),
             );
         let router = match &app.config.static_dir {
-            Some(dir) => api.fallback_service(ServeDir::new(dir)),
+            Some(dir) => api.fallback_service(static_files(dir)),
             None => api,
         };
         router.with_state(app)
@@ -380,4 +380,21 @@ async fn metrics(State(app): State<App>) -> impl IntoResponse {
         )],
         app.metrics.encode(),
     )
+}
+
+/// The static files (the volunteer page), cross-origin isolated: with
+/// `Cross-Origin-Opener-Policy: same-origin` and `Cross-Origin-Embedder-Policy: require-corp`
+/// the page gets `SharedArrayBuffer`, so its workers can sleep in `Atomics.wait` instead of
+/// spinning while a guest waits in `poll_oneoff`.
+fn static_files(dir: &std::path::Path) -> axum::routing::MethodRouter {
+    use tower_http::set_header::SetResponseHeaderLayer;
+    axum::routing::get_service(ServeDir::new(dir))
+        .layer::<_, std::convert::Infallible>(SetResponseHeaderLayer::overriding(
+            axum::http::HeaderName::from_static("cross-origin-opener-policy"),
+            HeaderValue::from_static("same-origin"),
+        ))
+        .layer::<_, std::convert::Infallible>(SetResponseHeaderLayer::overriding(
+            axum::http::HeaderName::from_static("cross-origin-embedder-policy"),
+            HeaderValue::from_static("require-corp"),
+        ))
 }

@@ -18,7 +18,7 @@ use wasimoff_core::executor::{
 };
 use wasimoff_core::store::Ref;
 
-use crate::host::{self, BrowserPlatform, RunEnd};
+use crate::host::{self, BrowserPlatform, OutputMirror, RunEnd};
 use crate::wasi::ctx::{Platform, WasiCtx};
 use crate::wasi::fs::{ArtifactError, Fs, RootfsLimits};
 
@@ -82,13 +82,7 @@ impl BrowserExecutor {
         if let Some((_, module)) = self.modules.borrow().iter().find(|(r, _)| r == key) {
             return Ok(module.clone());
         }
-        let bytes = Uint8Array::from(&task.binary.bytes[..]);
-        let module: WebAssembly::Module =
-            wasm_bindgen_futures::JsFuture::from(WebAssembly::compile(&bytes.into()))
-                .await
-                .map_err(|e| ExecError::InvalidModule(host::js_error_text(&e)))?
-                .into();
-        host::check_module(&module).map_err(ExecError::InvalidModule)?;
+        let module = compile(&task.binary.bytes).await?;
         let mut modules = self.modules.borrow_mut();
         if modules.len() >= self.config.module_cache.max(1) {
             modules.remove(0);
@@ -96,47 +90,17 @@ impl BrowserExecutor {
         modules.push((key.clone(), module.clone()));
         Ok(module)
     }
-}
 
-fn validate(task: &ExecTask) -> Result<(), ExecError> {
-    if task.args.is_empty() {
-        return Err(ExecError::InvalidTask("argv needs at least arg0".into()));
-    }
-    if let Some(arg) = task.args.iter().find(|a| a.contains('\0')) {
-        return Err(ExecError::InvalidTask(format!(
-            "argument {arg:?} contains NUL"
-        )));
-    }
-    for env in &task.envs {
-        match env.split_once('=') {
-            Some((key, _)) if !key.is_empty() && !env.contains('\0') => {}
-            _ => {
-                return Err(ExecError::InvalidTask(format!(
-                    "environment entry {env:?} is not KEY=value"
-                )));
-            }
-        }
-    }
-    Ok(())
-}
-
-fn cancelled() -> ExecOutput {
-    ExecOutput {
-        termination: Termination::Cancelled,
-        stdout: Bytes::new(),
-        stderr: Bytes::new(),
-        stdout_truncated: false,
-        stderr_truncated: false,
-        artifacts: None,
-    }
-}
-
-#[async_trait::async_trait(?Send)]
-impl Executor for BrowserExecutor {
-    async fn execute(
+    /// Runs `task` with an already compiled (and [checked](compile)) `module`; the task's
+    /// `binary` is not looked at. With a `mirror`, stdout and stderr are copied into it as the
+    /// guest writes them. The worker pool compiles each module once on the page and
+    /// hands the compiled module to its workers this way.
+    pub async fn execute_module(
         &self,
+        module: &WebAssembly::Module,
         task: ExecTask,
         cancel: CancellationToken,
+        mirror: Option<OutputMirror>,
     ) -> Result<ExecOutput, ExecError> {
         if cancel.is_cancelled() {
             return Ok(cancelled());
@@ -147,29 +111,30 @@ impl Executor for BrowserExecutor {
             fs.unpack_zip(&rootfs.bytes, self.config.rootfs)
                 .map_err(ExecError::InvalidRootfs)?;
         }
-        let module = self.module(&task).await?;
-        if cancel.is_cancelled() {
-            return Ok(cancelled());
-        }
+        self.run(module, task, fs, mirror)
+    }
+
+    fn run(
+        &self,
+        module: &WebAssembly::Module,
+        task: ExecTask,
+        fs: Fs,
+        mirror: Option<OutputMirror>,
+    ) -> Result<ExecOutput, ExecError> {
         let max_output = task
             .limits
             .max_output
             .unwrap_or(self.config.default_max_output);
         let timeout = task.limits.timeout.unwrap_or(self.config.default_timeout);
-        let mut ctx = WasiCtx::new(
-            task.args.clone(),
-            task.envs.clone(),
-            task.stdin.to_vec(),
-            fs,
-            max_output,
-        );
+        let mut ctx = WasiCtx::new(task.args, task.envs, task.stdin.to_vec(), fs, max_output);
         ctx.deadline_ns = Some(
             self.platform
                 .monotonic_ns()
                 .saturating_add(u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX)),
         );
         let ctx = Rc::new(RefCell::new(ctx));
-        let end = host::run(&module, &ctx, &self.platform).map_err(ExecError::InvalidModule)?;
+        let end =
+            host::run(module, &ctx, &self.platform, mirror).map_err(ExecError::InvalidModule)?;
         let ctx = ctx.borrow();
         let termination = match end {
             RunEnd::Returned => Termination::Exited(0),
@@ -205,6 +170,76 @@ impl Executor for BrowserExecutor {
             stderr_truncated: ctx.stderr.truncated,
             artifacts,
         })
+    }
+}
+
+/// Compiles a guest with the async `WebAssembly.compile` (no size limit on the main thread)
+/// and checks that it is a WASI command whose imports this host provides.
+pub async fn compile(bytes: &[u8]) -> Result<WebAssembly::Module, ExecError> {
+    let bytes = Uint8Array::from(bytes);
+    let module: WebAssembly::Module =
+        wasm_bindgen_futures::JsFuture::from(WebAssembly::compile(&bytes.into()))
+            .await
+            .map_err(|e| ExecError::InvalidModule(host::js_error_text(&e)))?
+            .into();
+    host::check_module(&module).map_err(ExecError::InvalidModule)?;
+    Ok(module)
+}
+
+fn validate(task: &ExecTask) -> Result<(), ExecError> {
+    if task.args.is_empty() {
+        return Err(ExecError::InvalidTask("argv needs at least arg0".into()));
+    }
+    if let Some(arg) = task.args.iter().find(|a| a.contains('\0')) {
+        return Err(ExecError::InvalidTask(format!(
+            "argument {arg:?} contains NUL"
+        )));
+    }
+    for env in &task.envs {
+        match env.split_once('=') {
+            Some((key, _)) if !key.is_empty() && !env.contains('\0') => {}
+            _ => {
+                return Err(ExecError::InvalidTask(format!(
+                    "environment entry {env:?} is not KEY=value"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn cancelled() -> ExecOutput {
+    ExecOutput {
+        termination: Termination::Cancelled,
+        stdout: Bytes::new(),
+        stderr: Bytes::new(),
+        stdout_truncated: false,
+        stderr_truncated: false,
+        artifacts: None,
+    }
+}
+
+#[async_trait::async_trait(?Send)]
+impl Executor for BrowserExecutor {
+    async fn execute(
+        &self,
+        task: ExecTask,
+        cancel: CancellationToken,
+    ) -> Result<ExecOutput, ExecError> {
+        if cancel.is_cancelled() {
+            return Ok(cancelled());
+        }
+        validate(&task)?;
+        let mut fs = Fs::new();
+        if let Some(rootfs) = &task.rootfs {
+            fs.unpack_zip(&rootfs.bytes, self.config.rootfs)
+                .map_err(ExecError::InvalidRootfs)?;
+        }
+        let module = self.module(&task).await?;
+        if cancel.is_cancelled() {
+            return Ok(cancelled());
+        }
+        self.run(&module, task, fs, None)
     }
 
     fn concurrency(&self) -> usize {

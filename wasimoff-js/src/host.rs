@@ -135,6 +135,97 @@ pub enum RunEnd {
 
 type Dispatch = dyn FnMut(u32, Array) -> Result<i32, JsValue>;
 
+/// A copy of a running guest's stdout and stderr in a `SharedArrayBuffer`, kept current after
+/// every system call, so that the page still has the output of a guest whose worker it
+/// terminated at a deadline.
+///
+/// Layout: four `i32`s (stdout length, stderr length, flags: 1 = stdout cut, 2 = stderr cut,
+/// unused), then `capacity` bytes of stdout, then `capacity` bytes of stderr. Each stream keeps
+/// its first `capacity` bytes.
+#[derive(Debug, Clone)]
+pub struct OutputMirror {
+    buffer: js_sys::SharedArrayBuffer,
+    header: Int32Array,
+    bytes: Uint8Array,
+    capacity: u32,
+    synced: Cell<(usize, usize)>,
+}
+
+const MIRROR_HEADER: u32 = 16;
+
+impl OutputMirror {
+    /// A mirror of `capacity` bytes per stream; `None` where `SharedArrayBuffer` does not exist
+    /// (pages that are not cross-origin isolated).
+    pub fn new(capacity: u32) -> Option<OutputMirror> {
+        let available = Reflect::get(&js_sys::global(), &JsValue::from_str("SharedArrayBuffer"))
+            .is_ok_and(|v| !v.is_undefined());
+        if !available {
+            return None;
+        }
+        let buffer = js_sys::SharedArrayBuffer::new(MIRROR_HEADER + 2 * capacity);
+        Some(OutputMirror::over(buffer))
+    }
+
+    /// A view of an existing mirror buffer (the worker's side).
+    pub fn over(buffer: js_sys::SharedArrayBuffer) -> OutputMirror {
+        let capacity = (buffer.byte_length().saturating_sub(MIRROR_HEADER)) / 2;
+        OutputMirror {
+            header: Int32Array::new_with_byte_offset_and_length(&buffer, 0, 4),
+            bytes: Uint8Array::new_with_byte_offset(&buffer, MIRROR_HEADER),
+            buffer,
+            capacity,
+            synced: Cell::new((0, 0)),
+        }
+    }
+
+    /// The shared buffer (to post to a worker).
+    pub fn buffer(&self) -> &js_sys::SharedArrayBuffer {
+        &self.buffer
+    }
+
+    /// Empties the mirror for the next task.
+    pub fn reset(&self) {
+        for i in 0..4 {
+            let _ = js_sys::Atomics::store(&self.header, i, 0);
+        }
+        self.synced.set((0, 0));
+    }
+
+    /// Copies what the streams gained since the last call.
+    fn sync(&self, stdout: &[u8], stderr: &[u8]) {
+        let (out_done, err_done) = self.synced.get();
+        if (stdout.len(), stderr.len()) == (out_done, err_done) {
+            return;
+        }
+        let cap = self.capacity as usize;
+        let mut flags = js_sys::Atomics::load(&self.header, 2).unwrap_or(0);
+        for (index, data, done, base) in [(0, stdout, out_done, 0), (1, stderr, err_done, cap)] {
+            let keep = data.len().min(cap);
+            if keep > done {
+                self.bytes
+                    .subarray((base + done) as u32, (base + keep) as u32)
+                    .copy_from(&data[done..keep]);
+                let _ = js_sys::Atomics::store(&self.header, index, keep as i32);
+            }
+            if data.len() > cap {
+                flags |= 1 << index;
+            }
+        }
+        let _ = js_sys::Atomics::store(&self.header, 2, flags);
+        self.synced.set((stdout.len(), stderr.len()));
+    }
+
+    /// What the mirror holds: `(stdout, stderr, stdout cut, stderr cut)`.
+    pub fn read(&self) -> (Vec<u8>, Vec<u8>, bool, bool) {
+        let cap = self.capacity;
+        let len = |i| (js_sys::Atomics::load(&self.header, i).unwrap_or(0).max(0) as u32).min(cap);
+        let flags = js_sys::Atomics::load(&self.header, 2).unwrap_or(0);
+        let stdout = self.bytes.subarray(0, len(0)).to_vec();
+        let stderr = self.bytes.subarray(cap, cap + len(1)).to_vec();
+        (stdout, stderr, flags & 1 != 0, flags & 2 != 0)
+    }
+}
+
 /// Checks a compiled module for `_start` and for WASI imports that do not exist.
 pub fn check_module(module: &WebAssembly::Module) -> Result<(), String> {
     let has_start = WebAssembly::Module::exports(module).iter().any(|desc| {
@@ -173,6 +264,7 @@ pub fn run(
     module: &WebAssembly::Module,
     ctx: &Rc<RefCell<WasiCtx>>,
     platform: &Rc<BrowserPlatform>,
+    mirror: Option<OutputMirror>,
 ) -> Result<RunEnd, String> {
     let memory: Rc<RefCell<Option<WebAssembly::Memory>>> = Rc::new(RefCell::new(None));
     let stop: Rc<Cell<Option<Stop>>> = Rc::new(Cell::new(None));
@@ -198,7 +290,11 @@ pub fn run(
                 let Ok(mut ctx) = ctx.try_borrow_mut() else {
                     return Err(JsValue::from_str("wasimoff: re-entrant WASI call"));
                 };
-                match ctx.call(&*platform, &mut mem, (id / 2) as usize, &args, id % 2 == 1) {
+                let result = ctx.call(&*platform, &mut mem, (id / 2) as usize, &args, id % 2 == 1);
+                if let Some(mirror) = &mirror {
+                    mirror.sync(&ctx.stdout.data, &ctx.stderr.data);
+                }
+                match result {
                     Ok(errno) => Ok(errno),
                     Err(s) => {
                         stop.set(Some(s));

@@ -17,3 +17,15 @@ pub mod host;
 pub mod executor;
 #[cfg(target_arch = "wasm32")]
 pub use executor::BrowserExecutor;
+#[cfg(target_arch = "wasm32")]
+pub mod api;
+#[cfg(target_arch = "wasm32")]
+mod jsmsg;
+#[cfg(target_arch = "wasm32")]
+mod logging;
+#[cfg(target_arch = "wasm32")]
+pub mod pool;
+#[cfg(target_arch = "wasm32")]
+pub mod store;
+#[cfg(target_arch = "wasm32")]
+pub mod worker;

@@ -8,6 +8,7 @@
 
 mod guests;
 mod tools;
+mod web;
 
 use std::path::PathBuf;
 
@@ -46,6 +47,13 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// Builds the npm package (wasm-pack), the volunteer page (`<target>/web`, what the broker
+    /// serves at `/`) and the web demo (`<target>/web-demo`).
+    Web {
+        /// Builds the package without optimisations (quick to build, slow to run).
+        #[arg(long)]
+        dev: bool,
+    },
     /// Fuzzes the envelope decoder, seeded with the golden vectors.
     Fuzz {
         /// How long to run, in seconds.
@@ -61,6 +69,7 @@ fn main() -> Result<()> {
         Command::Guests { out } => guests::build_guests(out.as_deref()).map(drop),
         Command::Fuzz { seconds } => fuzz(seconds),
         Command::Bench { quick } => bench(quick),
+        Command::Web { dev } => web::build(dev).map(drop),
     }
 }
 
@@ -170,7 +179,8 @@ fn ci(fuzz_seconds: u64) -> Result<()> {
     Ok(())
 }
 
-/// The browser crate's tests in headless Chromium (wasm-bindgen-test in a dedicated worker).
+/// The browser crate's tests in headless Chromium (wasm-bindgen-test in a dedicated worker),
+/// then the volunteer page end to end.
 fn browser_tests() -> Result<()> {
     tools::ensure_apt(BROWSER_PACKAGES)?;
     if !std::path::Path::new("/usr/bin/chromedriver").exists() {
@@ -190,6 +200,18 @@ fn browser_tests() -> Result<()> {
             "wasimoff-js",
             "--target",
             "wasm32-unknown-unknown",
+        ]))?;
+    // The page end to end: the broker serves the volunteer page (the package built without
+    // optimisations, which is quick to build), Chromium joins as a provider.
+    let web = web::build(true)?;
+    Step::new("browser end-to-end test (volunteer page)")
+        .env("WASIMOFF_WEB_DIR", web.to_str().unwrap_or_default())
+        .run(cargo(&[
+            "test",
+            "-p",
+            "wasimoff-examples",
+            "--test",
+            "browser",
         ]))
 }
 

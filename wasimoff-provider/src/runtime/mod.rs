@@ -31,4 +31,4 @@ pub use fetch::{FetchError, Fetcher, HttpFetcher};
 pub use files::FileError;
 pub use handler::PYODIDE_UNSUPPORTED;
 pub use provider::{Provider, ProviderBuilder, ProviderError};
-pub use status::{ConnectionState, ProviderStatus};
+pub use status::{ConnectionState, ProviderStatus, TaskEvent};

@@ -15,7 +15,7 @@ use std::{
     time::Duration,
 };
 
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use wasimoff_core::{
     envelope::Payload,
     executor::{CancellationToken, Executor},
@@ -32,8 +32,11 @@ use super::{
     fetch::{FetchError, Fetcher, HttpFetcher},
     files::Files,
     handler,
-    status::{ConnectionState, ProviderStatus, Slots},
+    status::{ConnectionState, ProviderStatus, Slots, TaskEvent},
 };
+
+/// Task events kept for slow subscribers before they lag (and miss some).
+const TASK_EVENTS: usize = 4096;
 
 /// Why a provider could not be built or run.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +62,7 @@ pub(crate) struct Inner {
     pub(crate) executor: Arc<dyn Executor>,
     pub(crate) files: Files,
     pub(crate) slots: Slots,
+    pub(crate) task_events: broadcast::Sender<TaskEvent>,
     connector: Arc<dyn DynConnector>,
     request: ConnectRequest,
     running: Mutex<HashMap<String, CancellationToken>>,
@@ -233,6 +237,7 @@ impl ProviderBuilder {
                 executor: self.executor,
                 files: Files::new(store, fetcher),
                 slots: Slots::new(concurrency),
+                task_events: broadcast::Sender::new(TASK_EVENTS),
                 connector,
                 request,
                 running: Mutex::new(HashMap::new()),
@@ -276,6 +281,12 @@ impl Provider {
     /// count) is published.
     pub fn watch(&self) -> watch::Receiver<ProviderStatus> {
         self.inner.slots.subscribe()
+    }
+
+    /// Follows tasks starting and ending. A subscriber that falls more than a few thousand
+    /// events behind misses the oldest (`RecvError::Lagged`); counts are in [`Provider::watch`].
+    pub fn task_events(&self) -> broadcast::Receiver<TaskEvent> {
+        self.inner.task_events.subscribe()
     }
 
     /// Changes how many tasks run at once; the broker hears of it at once. Lowering it below the
@@ -414,7 +425,11 @@ fn on_event(inner: &Inner, payload: Payload) {
                 message.message.unwrap_or_default()
             );
         }
-        Payload::Throughput(_) => {}
+        Payload::Throughput(throughput) => {
+            inner
+                .slots
+                .update(|s| s.cluster_throughput = throughput.overall);
+        }
         other => tracing::debug!("ignoring event {}", other.type_name()),
     }
 }

@@ -32,7 +32,7 @@ pub enum ConnectionState {
 }
 
 /// A snapshot of a provider.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ProviderStatus {
     /// The connection.
     pub state: ConnectionState,
@@ -46,6 +46,9 @@ pub struct ProviderStatus {
     pub tasks_started: u64,
     /// Tasks finished (whatever the outcome) since the provider was created.
     pub tasks_finished: u64,
+    /// Tasks that ended with an error result (a trap, a timeout, a bad file...); a guest that
+    /// exits non-zero is not counted.
+    pub tasks_failed: u64,
     /// Tasks refused because every slot was busy or the provider was draining.
     pub tasks_refused: u64,
     /// Successful connections since the provider was created.
@@ -54,6 +57,34 @@ pub struct ProviderStatus {
     pub files_fetched: u64,
     /// Providers connected to the broker, as it last announced (`Event.ClusterInfo`).
     pub cluster_providers: Option<u32>,
+    /// Tasks per second the whole cluster finishes, as the broker last announced
+    /// (`Event.Throughput`).
+    pub cluster_throughput: Option<f32>,
+}
+
+/// A task starting or ending on this provider, for UIs and logs; see
+/// [`Provider::task_events`](super::Provider::task_events).
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum TaskEvent {
+    /// A task took a slot and is about to run.
+    Started {
+        /// The task id.
+        id: String,
+        /// Its argv.
+        args: Vec<String>,
+    },
+    /// A task ended; its result is on its way to the broker.
+    Finished {
+        /// The task id.
+        id: String,
+        /// The exit status, if the guest exited.
+        status: Option<i32>,
+        /// Why it failed, if it did not exit.
+        error: Option<String>,
+        /// From taking the slot to the result.
+        elapsed: std::time::Duration,
+    },
 }
 
 impl ProviderStatus {

@@ -29,7 +29,7 @@ use wasimoff_core::{
 use super::{
     files::{FileError, Resolved},
     provider::Session,
-    status::Refusal,
+    status::{Refusal, TaskEvent},
 };
 
 /// Appends a trace event if the task carries a trace.
@@ -75,6 +75,18 @@ pub(crate) async fn run_wasip1(session: Session, request: wasip1::Request, respo
     };
     info.provider = Some(inner.config.name.clone());
     tracing::debug!(task = %id, "task started");
+    let started = platform::Instant::now();
+    if inner.task_events.receiver_count() > 0 {
+        let args = request
+            .params
+            .as_ref()
+            .map(|p| p.args.clone())
+            .unwrap_or_default();
+        let _ = inner.task_events.send(TaskEvent::Started {
+            id: id.clone(),
+            args,
+        });
+    }
     let result = match execute(&session, &id, request.qos, request.params, token, &mut info).await {
         Ok(result) => result,
         Err(error) => {
@@ -82,10 +94,24 @@ pub(crate) async fn run_wasip1(session: Session, request: wasip1::Request, respo
             wasip1::response::Result::Error(error)
         }
     };
-    if let wasip1::response::Result::Error(e) = &result {
-        tracing::debug!(task = %id, "task failed: {e}");
-    } else {
-        tracing::debug!(task = %id, "task done");
+    let (status, error) = match &result {
+        wasip1::response::Result::Error(e) => {
+            tracing::debug!(task = %id, "task failed: {e}");
+            inner.slots.update(|s| s.tasks_failed += 1);
+            (None, Some(e.clone()))
+        }
+        wasip1::response::Result::Ok(output) => {
+            tracing::debug!(task = %id, "task done");
+            (output.status, None)
+        }
+    };
+    if inner.task_events.receiver_count() > 0 {
+        let _ = inner.task_events.send(TaskEvent::Finished {
+            id: id.clone(),
+            status,
+            error,
+            elapsed: started.elapsed(),
+        });
     }
     trace(&mut info, EventType::ProviderTransmitResult, None);
     let mut response = wasip1::Response {

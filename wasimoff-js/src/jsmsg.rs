@@ -1,0 +1,261 @@
+//! The messages between the [worker pool](crate::pool) and its [workers](crate::worker): plain
+//! JS objects sent with `postMessage`, byte buffers transferred rather than copied, the guest as
+//! an already compiled `WebAssembly.Module` (structured clone shares its code).
+//!
+//! ```text
+//! pool → worker   { kind: "init", module }            (the package's own module; js/worker.js)
+//! worker → pool   { kind: "ready" } | { kind: "fatal", message }
+//! pool → worker   { kind: "run", seq, id, module, args, envs, stdin, rootfs?, artifacts,
+//!                   timeoutMs?, maxOutput?, mirror? }
+//! worker → pool   { kind: "done", seq, end, status?, message?, stdout, stderr,
+//!                   stdoutTruncated, stderrTruncated, artifacts? }
+//!                 { kind: "failed", seq, error, message }
+//! ```
+//!
+//! `end` is `exited`, `trapped` or `timeout`; `error` names an [`ExecError`] variant. `mirror`
+//! is a `SharedArrayBuffer` the worker copies stdout and stderr into as they are written
+//! ([`OutputMirror`]), so a worker terminated at a deadline leaves its output behind.
+
+use std::time::Duration;
+
+use crate::host::OutputMirror;
+use bytes::Bytes;
+use js_sys::{Array, Object, Reflect, Uint8Array, WebAssembly};
+use wasimoff_core::executor::{
+    ExecError, ExecLimits, ExecOutput, ExecTask, ResolvedFile, Termination,
+};
+use wasm_bindgen::{JsCast, JsValue};
+
+/// Sets `key` on `target` (objects made here are plain and extensible, so this cannot fail).
+pub(crate) fn set(target: &Object, key: &str, value: impl Into<JsValue>) {
+    let _ = Reflect::set(target, &JsValue::from_str(key), &value.into());
+}
+
+/// `target[key]`, `undefined` where missing.
+pub(crate) fn get(target: &JsValue, key: &str) -> JsValue {
+    Reflect::get(target, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
+}
+
+pub(crate) fn get_string(target: &JsValue, key: &str) -> Option<String> {
+    get(target, key).as_string()
+}
+
+pub(crate) fn get_f64(target: &JsValue, key: &str) -> Option<f64> {
+    get(target, key).as_f64()
+}
+
+/// A fresh `Uint8Array` holding a copy of `bytes` (its buffer can be transferred).
+pub(crate) fn bytes_to_js(bytes: &[u8]) -> Uint8Array {
+    Uint8Array::from(bytes)
+}
+
+/// The bytes of a `Uint8Array`, an `ArrayBuffer` or a string (UTF-8) at `key`.
+pub(crate) fn get_bytes(target: &JsValue, key: &str) -> Option<Vec<u8>> {
+    js_bytes(&get(target, key))
+}
+
+/// The bytes of a `Uint8Array`, an `ArrayBuffer` or a string (UTF-8).
+pub(crate) fn js_bytes(value: &JsValue) -> Option<Vec<u8>> {
+    if let Some(text) = value.as_string() {
+        return Some(text.into_bytes());
+    }
+    if let Some(array) = value.dyn_ref::<Uint8Array>() {
+        return Some(array.to_vec());
+    }
+    if let Some(buffer) = value.dyn_ref::<js_sys::ArrayBuffer>() {
+        return Some(Uint8Array::new(buffer).to_vec());
+    }
+    None
+}
+
+/// The strings of an array at `key` (non-strings are an error).
+pub(crate) fn get_strings(target: &JsValue, key: &str) -> Result<Vec<String>, String> {
+    let value = get(target, key);
+    if value.is_undefined() || value.is_null() {
+        return Ok(Vec::new());
+    }
+    if !Array::is_array(&value) {
+        return Err(format!("`{key}` must be an array of strings"));
+    }
+    Array::from(&value)
+        .iter()
+        .map(|v| {
+            v.as_string()
+                .ok_or_else(|| format!("`{key}` must be an array of strings"))
+        })
+        .collect()
+}
+
+pub(crate) fn strings_to_js(items: &[String]) -> Array {
+    items.iter().map(|s| JsValue::from_str(s)).collect()
+}
+
+/// The `run` message for `task` with its compiled `module`, and the buffers to transfer.
+pub(crate) fn encode_run(
+    seq: u32,
+    module: &WebAssembly::Module,
+    task: &ExecTask,
+    mirror: Option<&OutputMirror>,
+) -> (Object, Array) {
+    let message = Object::new();
+    let transfer = Array::new();
+    if let Some(mirror) = mirror {
+        set(&message, "mirror", mirror.buffer().clone());
+    }
+    set(&message, "kind", "run");
+    set(&message, "seq", seq);
+    set(&message, "id", task.id.as_str());
+    set(&message, "module", module.clone());
+    set(&message, "args", strings_to_js(&task.args));
+    set(&message, "envs", strings_to_js(&task.envs));
+    let stdin = bytes_to_js(&task.stdin);
+    transfer.push(&stdin.buffer());
+    set(&message, "stdin", stdin);
+    if let Some(rootfs) = &task.rootfs {
+        let zip = bytes_to_js(&rootfs.bytes);
+        transfer.push(&zip.buffer());
+        set(&message, "rootfs", zip);
+    }
+    set(&message, "artifacts", strings_to_js(&task.artifacts));
+    if let Some(timeout) = task.limits.timeout {
+        set(&message, "timeoutMs", timeout.as_secs_f64() * 1000.0);
+    }
+    if let Some(max) = task.limits.max_output {
+        set(&message, "maxOutput", max as f64);
+    }
+    (message, transfer)
+}
+
+/// A `run` message decoded in the worker: the module, the task (its `binary` left empty) and
+/// the output mirror, if the page sent one.
+pub(crate) fn decode_run(message: &JsValue) -> Result<Run, String> {
+    let seq = get_f64(message, "seq").ok_or("run message without `seq`")? as u32;
+    let module = get(message, "module")
+        .dyn_into::<WebAssembly::Module>()
+        .map_err(|_| "run message without a compiled `module`")?;
+    let mut task = ExecTask::new(
+        get_string(message, "id").unwrap_or_default(),
+        ResolvedFile::from_bytes(Bytes::new()),
+        get_strings(message, "args")?,
+    );
+    task.envs = get_strings(message, "envs")?;
+    task.stdin = get_bytes(message, "stdin").unwrap_or_default().into();
+    task.rootfs = get_bytes(message, "rootfs").map(ResolvedFile::from_bytes);
+    task.artifacts = get_strings(message, "artifacts")?;
+    task.limits = ExecLimits {
+        timeout: get_f64(message, "timeoutMs")
+            .map(|ms| Duration::from_secs_f64(ms.max(0.0) / 1000.0)),
+        max_output: get_f64(message, "maxOutput").map(|n| n as usize),
+        ..ExecLimits::default()
+    };
+    let mirror = get(message, "mirror")
+        .dyn_into::<js_sys::SharedArrayBuffer>()
+        .ok()
+        .map(OutputMirror::over);
+    Ok(Run {
+        seq,
+        module,
+        task,
+        mirror,
+    })
+}
+
+/// A decoded `run` message.
+pub(crate) struct Run {
+    pub(crate) seq: u32,
+    pub(crate) module: WebAssembly::Module,
+    pub(crate) task: ExecTask,
+    pub(crate) mirror: Option<OutputMirror>,
+}
+
+/// The worker's answer for one run, and the buffers to transfer.
+pub(crate) fn encode_result(seq: u32, result: &Result<ExecOutput, ExecError>) -> (Object, Array) {
+    let message = Object::new();
+    let transfer = Array::new();
+    set(&message, "seq", seq);
+    match result {
+        Ok(output) => {
+            set(&message, "kind", "done");
+            match &output.termination {
+                Termination::Exited(status) => {
+                    set(&message, "end", "exited");
+                    set(&message, "status", *status);
+                }
+                Termination::Trapped(trap) => {
+                    set(&message, "end", "trapped");
+                    set(&message, "message", trap.as_str());
+                }
+                Termination::TimedOut(_) => set(&message, "end", "timeout"),
+                // The browser executor reports no other endings from inside a worker.
+                other => {
+                    set(&message, "end", "trapped");
+                    set(&message, "message", format!("{other:?}"));
+                }
+            }
+            for (key, bytes) in [("stdout", &output.stdout), ("stderr", &output.stderr)] {
+                let array = bytes_to_js(bytes);
+                transfer.push(&array.buffer());
+                set(&message, key, array);
+            }
+            set(&message, "stdoutTruncated", output.stdout_truncated);
+            set(&message, "stderrTruncated", output.stderr_truncated);
+            if let Some(zip) = &output.artifacts {
+                let array = bytes_to_js(zip);
+                transfer.push(&array.buffer());
+                set(&message, "artifacts", array);
+            }
+        }
+        Err(error) => {
+            set(&message, "kind", "failed");
+            let (name, text) = match error {
+                ExecError::InvalidModule(m) => ("InvalidModule", m),
+                ExecError::InvalidRootfs(m) => ("InvalidRootfs", m),
+                ExecError::MissingArtifact(m) => ("MissingArtifact", m),
+                ExecError::ArtifactsTooLarge(m) => ("ArtifactsTooLarge", m),
+                ExecError::InvalidTask(m) => ("InvalidTask", m),
+                ExecError::Host(m) => ("Host", m),
+                other => ("Host", &other.to_string()),
+            };
+            set(&message, "error", name);
+            set(&message, "message", text.as_str());
+        }
+    }
+    (message, transfer)
+}
+
+/// A `done` or `failed` message decoded on the page; `timeout` is the task's limit.
+pub(crate) fn decode_result(message: &JsValue, timeout: Duration) -> Result<ExecOutput, ExecError> {
+    let text = get_string(message, "message").unwrap_or_default();
+    match get_string(message, "kind").as_deref() {
+        Some("done") => {}
+        Some("failed") => {
+            return Err(match get_string(message, "error").as_deref() {
+                Some("InvalidModule") => ExecError::InvalidModule(text),
+                Some("InvalidRootfs") => ExecError::InvalidRootfs(text),
+                Some("MissingArtifact") => ExecError::MissingArtifact(text),
+                Some("ArtifactsTooLarge") => ExecError::ArtifactsTooLarge(text),
+                Some("InvalidTask") => ExecError::InvalidTask(text),
+                _ => ExecError::Host(text),
+            });
+        }
+        other => {
+            return Err(ExecError::Host(format!(
+                "unexpected message from a worker: {other:?}"
+            )));
+        }
+    }
+    let termination = match get_string(message, "end").as_deref() {
+        Some("exited") => Termination::Exited(get_f64(message, "status").unwrap_or(0.0) as i32),
+        Some("timeout") => Termination::TimedOut(timeout),
+        _ => Termination::Trapped(text),
+    };
+    let bytes = |key| Bytes::from(get_bytes(message, key).unwrap_or_default());
+    Ok(ExecOutput {
+        termination,
+        stdout: bytes("stdout"),
+        stderr: bytes("stderr"),
+        stdout_truncated: get(message, "stdoutTruncated").is_truthy(),
+        stderr_truncated: get(message, "stderrTruncated").is_truthy(),
+        artifacts: get_bytes(message, "artifacts").map(Bytes::from),
+    })
+}

@@ -1,0 +1,493 @@
+//! [`WorkerPool`]: core's [`Executor`] over a pool of dedicated Web Workers, each running a
+//! [`BrowserExecutor`](crate::executor::BrowserExecutor) (see [`crate::worker`]).
+//!
+//! - Up to `size` tasks run at once, one per worker; more wait for a free worker. The size can
+//!   change at any time ([`WorkerPool::resize`]); idle workers beyond it are terminated.
+//! - Each guest is compiled once on the page (`WebAssembly.compile`, cached by ref) and the
+//!   compiled module is posted to the worker: structured cloning shares the compiled code, so
+//!   workers neither receive nor compile the bytes again.
+//! - Cancellation and deadlines terminate the worker (`worker.terminate()` stops even a guest
+//!   spinning without system calls) and a fresh one takes its place on demand. The worker stops
+//!   a guest that makes system calls at its deadline by itself, with its output; the page kills
+//!   it `kill_grace` later if it did not answer.
+//! - A worker that crashes or fails to start is dropped and reported as a host error; the next
+//!   task gets a new worker.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::channel::mpsc;
+use futures::{FutureExt, StreamExt};
+use js_sys::{Object, WebAssembly};
+use tokio::sync::Notify;
+use wasimoff_core::executor::{
+    CancellationToken, ExecError, ExecOutput, ExecTask, Executor, Termination,
+};
+use wasimoff_core::platform;
+use wasimoff_core::store::Ref;
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
+use web_sys::{MessageEvent, Worker};
+
+use crate::executor::{self, cancelled};
+use crate::host::OutputMirror;
+use crate::jsmsg;
+
+/// Bytes of stdout and of stderr a worker's output mirror keeps for a guest terminated at its
+/// deadline.
+const MIRROR_CAPACITY: u32 = 1 << 20;
+
+#[wasm_bindgen(inline_js = r#"
+let bootstraps = new Map();
+// The package's main module, seen from this snippet (snippets/<crate>/inline0.js).
+export function default_glue_url() {
+  return new URL("../../wasimoff.js", import.meta.url).href;
+}
+// A module worker that imports the package from `glue`, initialises it with the module the
+// page sends, and starts the task loop (workerMain).
+export function spawn_worker(glue) {
+  let url = bootstraps.get(glue);
+  if (url === undefined) {
+    const source = `import init, { workerMain } from ${JSON.stringify(glue)};
+addEventListener("message", async (event) => {
+  try {
+    await init({ module_or_path: event.data.module });
+    workerMain();
+    postMessage({ kind: "ready" });
+  } catch (error) {
+    postMessage({ kind: "fatal", message: String(error && error.stack || error) });
+  }
+}, { once: true });`;
+    url = URL.createObjectURL(new Blob([source], { type: "text/javascript" }));
+    bootstraps.set(glue, url);
+  }
+  return new Worker(url, { type: "module", name: "wasimoff-worker" });
+}
+"#)]
+extern "C" {
+    fn default_glue_url() -> String;
+    #[wasm_bindgen(catch)]
+    fn spawn_worker(glue: &str) -> Result<Worker, JsValue>;
+}
+
+/// Settings of a [`WorkerPool`].
+#[derive(Clone, Debug)]
+pub struct PoolConfig {
+    /// Tasks run at once (workers kept).
+    pub workers: usize,
+    /// The URL of the package's main module (`wasimoff.js`) that workers import; `None`: next
+    /// to this package's snippets, where wasm-pack puts it.
+    pub glue_url: Option<String>,
+    /// Deadline of tasks that set none.
+    pub default_timeout: Duration,
+    /// How long past a deadline a worker may take to answer before it is terminated.
+    pub kill_grace: Duration,
+    /// Compiled guest modules kept (by ref).
+    pub module_cache: usize,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            workers: 1,
+            glue_url: None,
+            default_timeout: Duration::from_secs(600),
+            kill_grace: Duration::from_millis(500),
+            module_cache: 32,
+        }
+    }
+}
+
+/// Counters of a pool, for status pages and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// The configured size.
+    pub size: usize,
+    /// Tasks running now.
+    pub running: usize,
+    /// Tasks handed to a worker and not yet answered.
+    pub executing: usize,
+    /// Started workers waiting for a task.
+    pub idle: usize,
+    /// Workers started so far.
+    pub spawned: u64,
+    /// Workers terminated for a cancel or a deadline.
+    pub killed: u64,
+}
+
+/// A started worker and the channel its messages arrive on.
+struct PoolWorker {
+    worker: Worker,
+    /// Where the worker copies a running guest's output (cross-origin isolated pages only).
+    mirror: Option<OutputMirror>,
+    messages: mpsc::UnboundedReceiver<JsValue>,
+    _on_message: Closure<dyn FnMut(MessageEvent)>,
+    _on_error: Closure<dyn FnMut(web_sys::Event)>,
+}
+
+impl Drop for PoolWorker {
+    fn drop(&mut self) {
+        self.worker.set_onmessage(None);
+        self.worker.set_onerror(None);
+        self.worker.terminate();
+    }
+}
+
+struct Inner {
+    config: PoolConfig,
+    glue_url: String,
+    size: Cell<usize>,
+    running: Cell<usize>,
+    executing: Cell<usize>,
+    idle: RefCell<Vec<PoolWorker>>,
+    starting: Cell<usize>,
+    closed: Cell<bool>,
+    changed: Notify,
+    modules: RefCell<Vec<(Ref, WebAssembly::Module)>>,
+    seq: Cell<u32>,
+    spawned: Cell<u64>,
+    killed: Cell<u64>,
+}
+
+/// Runs tasks in a pool of dedicated workers. Cheap to clone; clones share the pool.
+#[derive(Clone)]
+pub struct WorkerPool {
+    inner: Rc<Inner>,
+}
+
+impl std::fmt::Debug for WorkerPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerPool")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Counts a task as executing in a worker while it lives.
+struct Executing(Rc<Inner>);
+
+impl Executing {
+    fn new(inner: &Rc<Inner>) -> Self {
+        inner.executing.set(inner.executing.get() + 1);
+        Executing(inner.clone())
+    }
+}
+
+impl Drop for Executing {
+    fn drop(&mut self) {
+        self.0
+            .executing
+            .set(self.0.executing.get().saturating_sub(1));
+    }
+}
+
+/// A taken execution slot; frees it (and wakes a waiter) when dropped.
+struct Slot(Rc<Inner>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.running.set(self.0.running.get().saturating_sub(1));
+        self.0.changed.notify_waiters();
+    }
+}
+
+impl WorkerPool {
+    /// A pool; workers start in the background right away (call from a page or worker whose
+    /// package was initialised with `init`).
+    pub fn new(config: PoolConfig) -> Self {
+        let glue_url = config.glue_url.clone().unwrap_or_else(default_glue_url);
+        let pool = WorkerPool {
+            inner: Rc::new(Inner {
+                size: Cell::new(config.workers.max(1)),
+                config,
+                glue_url,
+                running: Cell::new(0),
+                executing: Cell::new(0),
+                idle: RefCell::new(Vec::new()),
+                starting: Cell::new(0),
+                closed: Cell::new(false),
+                changed: Notify::new(),
+                modules: RefCell::new(Vec::new()),
+                seq: Cell::new(0),
+                spawned: Cell::new(0),
+                killed: Cell::new(0),
+            }),
+        };
+        pool.warm();
+        pool
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> PoolStats {
+        let inner = &self.inner;
+        PoolStats {
+            size: inner.size.get(),
+            running: inner.running.get(),
+            executing: inner.executing.get(),
+            idle: inner.idle.borrow().len(),
+            spawned: inner.spawned.get(),
+            killed: inner.killed.get(),
+        }
+    }
+
+    /// The number of tasks that run at once.
+    pub fn size(&self) -> usize {
+        self.inner.size.get()
+    }
+
+    /// Changes the pool size (at least 1). Idle workers beyond it are terminated now; running
+    /// tasks finish, and their workers are terminated afterwards.
+    pub fn resize(&self, workers: usize) {
+        let inner = &self.inner;
+        inner.size.set(workers.max(1));
+        inner.closed.set(false);
+        let keep = inner.size.get().saturating_sub(inner.running.get());
+        inner.idle.borrow_mut().truncate(keep);
+        inner.changed.notify_waiters();
+        self.warm();
+    }
+
+    /// Terminates the idle workers and keeps no more: tasks still running finish, then their
+    /// workers end too. A later [`WorkerPool::resize`] opens the pool again.
+    pub fn close(&self) {
+        let inner = &self.inner;
+        inner.closed.set(true);
+        inner.idle.borrow_mut().clear();
+    }
+
+    /// Starts workers in the background until `size` are running, idle or starting.
+    fn warm(&self) {
+        let inner = &self.inner;
+        let have = inner.running.get() + inner.idle.borrow().len() + inner.starting.get();
+        for _ in have..inner.size.get() {
+            inner.starting.set(inner.starting.get() + 1);
+            let pool = self.clone();
+            platform::spawn(async move {
+                let started = pool.start_worker().await;
+                let inner = &pool.inner;
+                inner.starting.set(inner.starting.get().saturating_sub(1));
+                match started {
+                    Ok(worker) => pool.give_back(worker),
+                    Err(e) => tracing::warn!("cannot start a worker: {e}"),
+                }
+            });
+        }
+    }
+
+    /// Waits for a free execution slot.
+    async fn slot(&self) -> Slot {
+        let inner = &self.inner;
+        loop {
+            let changed = inner.changed.notified();
+            if inner.running.get() < inner.size.get() {
+                inner.running.set(inner.running.get() + 1);
+                return Slot(inner.clone());
+            }
+            changed.await;
+        }
+    }
+
+    /// Starts a worker and waits until it is ready.
+    async fn start_worker(&self) -> Result<PoolWorker, ExecError> {
+        let inner = &self.inner;
+        let worker = spawn_worker(&inner.glue_url).map_err(|e| {
+            ExecError::Host(format!(
+                "cannot start a worker: {}",
+                crate::host::js_error_text(&e)
+            ))
+        })?;
+        let (tx, messages) = mpsc::unbounded();
+        let on_message = {
+            let tx = tx.clone();
+            Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
+                let _ = tx.unbounded_send(event.data());
+            })
+        };
+        let on_error = Closure::<dyn FnMut(web_sys::Event)>::new(move |event: web_sys::Event| {
+            let text = jsmsg::get_string(&event, "message")
+                .unwrap_or_else(|| "the worker failed".to_owned());
+            event.prevent_default();
+            let message = Object::new();
+            jsmsg::set(&message, "kind", "crash");
+            jsmsg::set(&message, "message", text);
+            let _ = tx.unbounded_send(message.into());
+        });
+        worker.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        worker.set_onerror(Some(on_error.as_ref().unchecked_ref()));
+        let mut worker = PoolWorker {
+            worker,
+            mirror: OutputMirror::new(MIRROR_CAPACITY),
+            messages,
+            _on_message: on_message,
+            _on_error: on_error,
+        };
+        let init = Object::new();
+        jsmsg::set(&init, "kind", "init");
+        jsmsg::set(&init, "module", wasm_bindgen::module());
+        worker.worker.post_message(&init).map_err(|e| {
+            ExecError::Host(format!(
+                "cannot start a worker: {}",
+                crate::host::js_error_text(&e)
+            ))
+        })?;
+        let first = platform::timeout(Duration::from_secs(60), worker.messages.next())
+            .await
+            .map_err(|_| ExecError::Host("a worker did not start within 60 s".into()))?;
+        inner.spawned.set(inner.spawned.get() + 1);
+        match first {
+            Some(m) if jsmsg::get_string(&m, "kind").as_deref() == Some("ready") => Ok(worker),
+            Some(m) => Err(ExecError::Host(format!(
+                "a worker failed to start: {}",
+                jsmsg::get_string(&m, "message").unwrap_or_default()
+            ))),
+            None => Err(ExecError::Host("a worker failed to start".into())),
+        }
+    }
+
+    /// An idle worker, or a new one.
+    async fn take_worker(&self) -> Result<PoolWorker, ExecError> {
+        let idle = self.inner.idle.borrow_mut().pop();
+        match idle {
+            Some(worker) => Ok(worker),
+            None => self.start_worker().await,
+        }
+    }
+
+    /// Keeps a worker for the next task unless the pool has shrunk below its workers.
+    fn give_back(&self, worker: PoolWorker) {
+        let inner = &self.inner;
+        let mut idle = inner.idle.borrow_mut();
+        if !inner.closed.get() && idle.len() + inner.running.get() < inner.size.get() {
+            idle.push(worker);
+        }
+    }
+
+    /// The compiled module of a task's binary (compiled once, cached by ref).
+    async fn module(&self, task: &ExecTask) -> Result<WebAssembly::Module, ExecError> {
+        let key = &task.binary.r#ref;
+        {
+            let mut modules = self.inner.modules.borrow_mut();
+            if let Some(index) = modules.iter().position(|(r, _)| r == key) {
+                let entry = modules.remove(index);
+                let module = entry.1.clone();
+                modules.push(entry);
+                return Ok(module);
+            }
+        }
+        let module = executor::compile(&task.binary.bytes).await?;
+        let mut modules = self.inner.modules.borrow_mut();
+        if !modules.iter().any(|(r, _)| r == key) {
+            if modules.len() >= self.inner.config.module_cache.max(1) {
+                modules.remove(0);
+            }
+            modules.push((key.clone(), module.clone()));
+        }
+        Ok(module)
+    }
+
+    fn killed(&self, worker: PoolWorker) {
+        drop(worker);
+        self.inner.killed.set(self.inner.killed.get() + 1);
+    }
+}
+
+/// The result of a task whose worker was terminated at its deadline: what the output mirror
+/// holds, if there is one.
+fn timed_out(timeout: Duration, mirror: Option<&OutputMirror>) -> ExecOutput {
+    let (stdout, stderr, stdout_truncated, stderr_truncated) =
+        mirror.map(OutputMirror::read).unwrap_or_default();
+    ExecOutput {
+        termination: Termination::TimedOut(timeout),
+        stdout: Bytes::from(stdout),
+        stderr: Bytes::from(stderr),
+        stdout_truncated,
+        stderr_truncated,
+        artifacts: None,
+    }
+}
+
+#[async_trait::async_trait(?Send)]
+impl Executor for WorkerPool {
+    async fn execute(
+        &self,
+        task: ExecTask,
+        cancel: CancellationToken,
+    ) -> Result<ExecOutput, ExecError> {
+        if cancel.is_cancelled() {
+            return Ok(cancelled());
+        }
+        if task.args.is_empty() {
+            return Err(ExecError::InvalidTask("argv needs at least arg0".into()));
+        }
+        let _slot = futures::select! {
+            slot = self.slot().fuse() => slot,
+            () = cancel.cancelled().fuse() => return Ok(cancelled()),
+        };
+        let module = self.module(&task).await?;
+        let mut worker = futures::select! {
+            worker = self.take_worker().fuse() => worker?,
+            () = cancel.cancelled().fuse() => return Ok(cancelled()),
+        };
+        let seq = self.inner.seq.get().wrapping_add(1);
+        self.inner.seq.set(seq);
+        let timeout = task
+            .limits
+            .timeout
+            .unwrap_or(self.inner.config.default_timeout);
+        let mut task = task;
+        task.limits.timeout = Some(timeout);
+        let (message, transfer) = jsmsg::encode_run(seq, &module, &task, worker.mirror.as_ref());
+        drop(task);
+        if let Err(e) = worker
+            .worker
+            .post_message_with_transfer(&message, &transfer)
+        {
+            return Err(ExecError::Host(format!(
+                "cannot send a task to a worker: {}",
+                crate::host::js_error_text(&e)
+            )));
+        }
+        let _executing = Executing::new(&self.inner);
+        let kill_at = timeout.saturating_add(self.inner.config.kill_grace);
+        loop {
+            let reply = futures::select! {
+                reply = worker.messages.next() => reply,
+                () = cancel.cancelled().fuse() => {
+                    self.killed(worker);
+                    return Ok(cancelled());
+                }
+                () = platform::sleep(kill_at).fuse() => {
+                    let output = timed_out(timeout, worker.mirror.as_ref());
+                    self.killed(worker);
+                    return Ok(output);
+                }
+            };
+            let Some(reply) = reply else {
+                return Err(ExecError::Host("the worker went away".into()));
+            };
+            match jsmsg::get_string(&reply, "kind").as_deref() {
+                Some("done" | "failed")
+                    if jsmsg::get_f64(&reply, "seq").map(|s| s as u32) == Some(seq) =>
+                {
+                    let result = jsmsg::decode_result(&reply, timeout);
+                    self.give_back(worker);
+                    return result;
+                }
+                Some("crash") => {
+                    let text = jsmsg::get_string(&reply, "message").unwrap_or_default();
+                    drop(worker);
+                    return Err(ExecError::Host(format!("the worker crashed: {text}")));
+                }
+                // A late answer to an earlier task cannot happen (workers that time out are
+                // terminated); ignore anything else.
+                _ => {}
+            }
+        }
+    }
+
+    fn concurrency(&self) -> usize {
+        self.size()
+    }
+}

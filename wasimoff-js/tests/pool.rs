@@ -1,0 +1,153 @@
+//! The executor conformance suite on [`WorkerPool`], the executor the browser provider really
+//! uses: every task runs in a dedicated worker that the pool starts from this test's own
+//! module. Compared with `tests/browser.rs` (the executor on the current thread), the two cases
+//! that need a worker to be terminated pass here too: a guest spinning without system calls is
+//! stopped at its deadline and by cancellation. Run: see docs/browser.md.
+#![cfg(target_arch = "wasm32")]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use wasimoff_core::executor::{CancellationToken, Executor, Termination};
+use wasimoff_core::platform;
+use wasimoff_js::pool::{PoolConfig, WorkerPool};
+use wasm_bindgen::JsValue;
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_dedicated_worker);
+
+use wasimoff_provider::conformance;
+
+/// The test runner serves this test's JS glue at `/wasm-bindgen-test.js`; the pool's workers
+/// import it and start `workerMain` from it.
+fn glue_url() -> String {
+    let location = js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str("location")).unwrap();
+    let origin = js_sys::Reflect::get(&location, &JsValue::from_str("origin"))
+        .unwrap()
+        .as_string()
+        .unwrap();
+    format!("{origin}/wasm-bindgen-test.js")
+}
+
+fn pool(workers: usize) -> WorkerPool {
+    // Keep the worker entry point in this binary (it is only called from JS).
+    let _keep = wasimoff_js::worker::worker_main;
+    WorkerPool::new(PoolConfig {
+        workers,
+        glue_url: Some(glue_url()),
+        kill_grace: Duration::from_millis(200),
+        ..PoolConfig::default()
+    })
+}
+
+macro_rules! pool_cases {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[wasm_bindgen_test]
+            async fn $name() {
+                conformance::$name(&pool(2)).await;
+            }
+        )*
+    };
+}
+
+// Skipped: membomb_capped / membomb_report_survives_cap (the JS API cannot cap `memory.grow`;
+// a guest is bounded by the browser's 4 GiB wasm32 limit).
+pool_cases!(
+    hello_argv_exactly_as_given,
+    hello_envs,
+    env_without_equals_is_invalid_task,
+    empty_argv_is_invalid_task,
+    hello_stdin_is_readable,
+    hello_exit_status,
+    hello_trap_keeps_partial_output,
+    hello_rootfs_files_and_artifacts,
+    artifacts_without_rootfs,
+    missing_artifact_is_an_error,
+    artifact_path_escaping_root_is_rejected,
+    rootfs_path_traversal_is_rejected,
+    corrupt_wasm_is_rejected,
+    legacy_wasi_unstable_namespace,
+    hello_c_guest,
+    tsp_solves,
+    load_prints_digest,
+    sleep_sleeps,
+    loop_stopped_at_deadline,
+    loop_cancelled_by_token,
+    flood_cut_at_output_cap,
+    concurrent_hellos,
+);
+
+/// A terminated worker is replaced: after a cancel, the pool runs tasks on both workers again,
+/// and its counters say what happened.
+#[wasm_bindgen_test]
+async fn cancelled_worker_is_replaced() {
+    let pool = pool(2);
+    let token = CancellationToken::new();
+    let spinning = {
+        let (pool, token) = (pool.clone(), token.clone());
+        async move {
+            pool.execute(
+                conformance::task(wasimoff_wasi_apps::LOOP, &["loop.wasm"]),
+                token,
+            )
+            .await
+        }
+    };
+    let cancel = async {
+        while pool.stats().executing == 0 {
+            platform::sleep(Duration::from_millis(10)).await;
+        }
+        token.cancel();
+    };
+    let (out, ()) = futures::join!(spinning, cancel);
+    assert_eq!(out.unwrap().termination, Termination::Cancelled);
+    assert_eq!(pool.stats().killed, 1);
+    assert_eq!(pool.stats().running, 0);
+    // Two sleeps run at once on the two workers (one of them fresh).
+    let sleep = || {
+        conformance::run(
+            &pool,
+            conformance::task(wasimoff_wasi_apps::SLEEP, &["sleep.wasm", "400"]),
+        )
+    };
+    let both = std::pin::pin!(futures::future::join(sleep(), sleep()));
+    let overlap = std::pin::pin!(async {
+        while pool.stats().executing < 2 {
+            platform::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    match futures::future::select(overlap, both).await {
+        futures::future::Either::Left(((), both)) => {
+            let (a, b) = both.await;
+            conformance::assert_exit(&a, 0);
+            conformance::assert_exit(&b, 0);
+        }
+        futures::future::Either::Right(_) => panic!("the two tasks never ran at once"),
+    }
+}
+
+/// Tasks beyond the pool size wait for a worker; resizing lets more run.
+#[wasm_bindgen_test]
+async fn pool_size_bounds_and_resizes() {
+    let pool = pool(1);
+    assert_eq!(pool.concurrency(), 1);
+    let task = || conformance::task(wasimoff_wasi_apps::HELLO, &["hello.wasm", "sleep:100"]);
+    let (a, b) = futures::join!(conformance::run(&pool, task()), async {
+        // The second task waits for the only worker.
+        conformance::run(&pool, task()).await
+    });
+    conformance::assert_exit(&a, 0);
+    conformance::assert_exit(&b, 0);
+    pool.resize(3);
+    assert_eq!(pool.concurrency(), 3);
+    let (a, b, c) = futures::join!(
+        conformance::run(&pool, task()),
+        conformance::run(&pool, task()),
+        conformance::run(&pool, task())
+    );
+    for out in [a, b, c] {
+        conformance::assert_exit(&out, 0);
+    }
+    assert!(pool.stats().spawned >= 3);
+}
