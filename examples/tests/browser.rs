@@ -3,10 +3,15 @@
 //! submits 200 tasks (hello with args and stdin, tsp, rootfs + artifacts, envs) and checks every
 //! result; a task cancelled mid-run frees its worker; a reload reconnects and work continues.
 //!
+//! The same package as a provider in Node.js (`examples/node-provider/provider.mjs`, workers on
+//! `node:worker_threads`): it joins with 2 workers, runs a mixed batch, a cancelled task frees
+//! its worker, and SIGTERM drains a running task and exits 0.
+//!
 //! Needs the page built by `cargo xtask web` (`WASIMOFF_WEB_DIR` points at it; `cargo xtask ci`
-//! builds it and sets it) and `/usr/bin/chromedriver` + `/usr/bin/chromium`. Without them the
-//! test says so and passes vacuously; `cargo xtask ci` always provides them. Set
-//! `WASIMOFF_SCREENSHOT=<path>` to keep a screenshot of the page at work.
+//! builds it and sets it) and `/usr/bin/chromedriver` + `/usr/bin/chromium` (the Node.js test:
+//! `node` 20.10+ on `PATH`). Without them a test says so and passes vacuously; `cargo xtask ci`
+//! always provides them. Set `WASIMOFF_SCREENSHOT=<path>` to keep a screenshot of the page at
+//! work.
 
 #![allow(clippy::print_stderr, reason = "the test reports what it skips")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -15,117 +20,20 @@ use std::{
     collections::HashSet,
     io::{Read, Write},
     path::PathBuf,
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
-use fantoccini::{Client as WebDriver, ClientBuilder, Locator};
+use fantoccini::Locator;
 use futures::StreamExt;
-use serde_json::{Value, json};
+
 use wasimoff_broker::{Broker, BrokerConfig, BrokerHandle};
 use wasimoff_client::{Client, Output, Task};
 
-/// Chromium flags for this sandbox (root, no GPU, no network besides loopback).
-const CHROME_ARGS: &[&str] = &[
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-    "--window-size=1280,1500",
-];
+#[path = "support/chrome.rs"]
+mod chrome;
 
-/// How long any one condition may take before the test fails.
-const PATIENCE: Duration = Duration::from_secs(120);
-
-struct Chrome {
-    webdriver: WebDriver,
-    _driver: tokio::process::Child,
-    _profile: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
-/// Starts chromedriver and a headless Chromium session, or `None` if they are not installed.
-async fn chrome() -> Option<Chrome> {
-    let driver_path = std::env::var("CHROMEDRIVER").unwrap_or("/usr/bin/chromedriver".into());
-    let chromium = std::env::var("CHROMIUM").unwrap_or("/usr/bin/chromium".into());
-    if !std::path::Path::new(&driver_path).exists() || !std::path::Path::new(&chromium).exists() {
-        eprintln!("skipping: {driver_path} or {chromium} is missing");
-        return None;
-    }
-    let port = free_port();
-    let driver = tokio::process::Command::new(&driver_path)
-        .arg(format!("--port={port}"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let profile = tempfile::tempdir().unwrap();
-    let mut args: Vec<String> = CHROME_ARGS.iter().map(|s| (*s).to_owned()).collect();
-    args.push(format!("--user-data-dir={}", profile.path().display()));
-    let mut capabilities = serde_json::Map::new();
-    capabilities.insert(
-        "goog:chromeOptions".into(),
-        json!({ "binary": chromium, "args": args }),
-    );
-    let url = format!("http://127.0.0.1:{port}");
-    // chromedriver needs a moment to listen: retry the session until it does.
-    let webdriver = wait_for("chromedriver", || {
-        let (capabilities, url) = (capabilities.clone(), url.clone());
-        async move {
-            ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-                .capabilities(capabilities)
-                .connect(&url)
-                .await
-                .ok()
-        }
-    })
-    .await;
-    Some(Chrome {
-        webdriver,
-        _driver: driver,
-        _profile: profile,
-    })
-}
-
-/// Polls `check` until it yields a value (the condition, not a fixed delay, ends the wait).
-async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = std::time::Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(start.elapsed() < PATIENCE, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// The page's provider status (`window.wasimoff.status()`).
-async fn page_status(webdriver: &WebDriver) -> Value {
-    webdriver
-        .execute(
-            "return window.wasimoff ? window.wasimoff.status() : null",
-            vec![],
-        )
-        .await
-        .unwrap_or(Value::Null)
-}
-
-fn number(status: &Value, key: &str) -> i64 {
-    status.get(key).and_then(Value::as_i64).unwrap_or(-1)
-}
+use chrome::{Chrome, PATIENCE, number, wait_for};
 
 fn rootfs_zip() -> Vec<u8> {
     let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
@@ -215,51 +123,9 @@ async fn broker(web_dir: PathBuf) -> BrokerHandle {
         .unwrap()
 }
 
-/// Runs `tasks` over one client socket and checks each result with `check`.
-async fn run_batch(client: &Client, tasks: Vec<Task>, check: impl Fn(usize, &Output)) {
-    let total = tasks.len();
-    let mut results = client.submit_many(tasks, 64);
-    let mut seen = HashSet::new();
-    while let Some((index, result)) = results.next().await {
-        let output = result.unwrap_or_else(|e| panic!("task {index}: {e}"));
-        check(index, &output);
-        assert!(seen.insert(index), "task {index} answered twice");
-    }
-    assert_eq!(seen.len(), total);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn browser_provider_end_to_end() {
-    let Some(web_dir) = std::env::var_os("WASIMOFF_WEB_DIR").map(PathBuf::from) else {
-        eprintln!("skipping: WASIMOFF_WEB_DIR is not set (run `cargo xtask web`)");
-        return;
-    };
-    assert!(
-        web_dir.join("pkg/wasimoff.js").exists(),
-        "{} has no pkg/wasimoff.js",
-        web_dir.display()
-    );
-    let Some(chrome) = chrome().await else { return };
-    let webdriver = &chrome.webdriver;
-    let broker = broker(web_dir).await;
-    let base = format!("http://{}", broker.local_addr());
-    let client = Client::new(base.clone()).unwrap();
-
-    // One click on the page served at `/` makes it a provider with 2 workers.
-    webdriver.goto(&format!("{base}/#workers=2")).await.unwrap();
-    let start = wait_for("the start button", || async {
-        webdriver.find(Locator::Css("#start")).await.ok()
-    })
-    .await;
-    start.click().await.unwrap();
-    wait_for("the page to join with 2 workers", || async {
-        let status = client.status().await.ok()?;
-        let page = page_status(webdriver).await;
-        (status.providers == 1 && status.workers == 2 && page["state"] == "connected").then_some(())
-    })
-    .await;
-
-    // 200 tasks of four kinds, all correct.
+/// Uploads the guests the tests run (`hello.wasm`, `tsp.wasm`, `sleep.wasm`, `loop.wasm`) and
+/// the rootfs zip; returns the rootfs's ref.
+async fn upload_guests(client: &Client) -> String {
     client
         .upload(wasimoff_wasi_apps::HELLO.to_vec(), Some("hello.wasm"))
         .await
@@ -276,14 +142,74 @@ async fn browser_provider_end_to_end() {
         .upload(wasimoff_wasi_apps::LOOP.to_vec(), Some("loop.wasm"))
         .await
         .unwrap();
-    let rootfs = client
+    client
         .upload(rootfs_zip(), Some("rootfs.zip"))
         .await
         .unwrap()
-        .to_string();
+        .to_string()
+}
+
+/// The `WASIMOFF_WEB_DIR` the tests need (with `pkg/wasimoff.js`), or `None` (skip).
+fn web_dir() -> Option<PathBuf> {
+    let Some(web_dir) = std::env::var_os("WASIMOFF_WEB_DIR").map(PathBuf::from) else {
+        eprintln!("skipping: WASIMOFF_WEB_DIR is not set (run `cargo xtask web`)");
+        return None;
+    };
+    assert!(
+        web_dir.join("pkg/wasimoff.js").exists(),
+        "{} has no pkg/wasimoff.js",
+        web_dir.display()
+    );
+    Some(web_dir)
+}
+
+/// Runs `tasks` over one client socket and checks each result with `check`.
+async fn run_batch(client: &Client, tasks: Vec<Task>, check: impl Fn(usize, &Output)) {
+    let total = tasks.len();
+    let mut results = client.submit_many(tasks, 64);
+    let mut seen = HashSet::new();
+    while let Some((index, result)) = results.next().await {
+        let output = result.unwrap_or_else(|e| panic!("task {index}: {e}"));
+        check(index, &output);
+        assert!(seen.insert(index), "task {index} answered twice");
+    }
+    assert_eq!(seen.len(), total);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_provider_end_to_end() {
+    let Some(web_dir) = web_dir() else { return };
+    let chrome = match Chrome::start().await {
+        Ok(chrome) => chrome,
+        Err(why) => {
+            eprintln!("skipping: {why}");
+            return;
+        }
+    };
+    let webdriver = &chrome.webdriver;
+    let broker = broker(web_dir).await;
+    let base = format!("http://{}", broker.local_addr());
+    let client = Client::new(base.clone()).unwrap();
+
+    // One click on the page served at `/` makes it a provider with 2 workers.
+    webdriver.goto(&format!("{base}/#workers=2")).await.unwrap();
+    let start = wait_for("the start button", || async {
+        webdriver.find(Locator::Css("#start")).await.ok()
+    })
+    .await;
+    start.click().await.unwrap();
+    wait_for("the page to join with 2 workers", || async {
+        let status = client.status().await.ok()?;
+        let page = chrome.page_status().await;
+        (status.providers == 1 && status.workers == 2 && page["state"] == "connected").then_some(())
+    })
+    .await;
+
+    // 200 tasks of four kinds, all correct.
+    let rootfs = upload_guests(&client).await;
     let tasks: Vec<Task> = (0..200).map(|i| mixed_task(i, &rootfs)).collect();
     run_batch(&client, tasks, check_mixed).await;
-    let status = page_status(webdriver).await;
+    let status = chrome.page_status().await;
     assert!(number(&status, "tasksFinished") >= 200, "{status}");
     assert_eq!(number(&status, "tasksFailed"), 0, "{status}");
 
@@ -303,7 +229,7 @@ async fn browser_provider_end_to_end() {
             })
         };
         wait_for("both workers busy", || async {
-            (number(&page_status(webdriver).await, "busy") == 2).then_some(())
+            (number(&chrome.page_status().await, "busy") == 2).then_some(())
         })
         .await;
         let png = webdriver.screenshot().await.unwrap();
@@ -313,7 +239,7 @@ async fn browser_provider_end_to_end() {
 
     // A task cancelled mid-run (its client goes away) frees its worker: the worker is
     // terminated, and then both workers run tasks at once again.
-    let killed_before = number(&page_status(webdriver).await, "workersKilled");
+    let killed_before = number(&chrome.page_status().await, "workersKilled");
     let session = client.session().await.unwrap();
     let spinning = tokio::spawn({
         let session = session.clone();
@@ -328,7 +254,7 @@ async fn browser_provider_end_to_end() {
         }
     });
     wait_for("the loop task to run in a worker", || async {
-        (number(&page_status(webdriver).await, "workersExecuting") == 1).then_some(())
+        (number(&chrome.page_status().await, "workersExecuting") == 1).then_some(())
     })
     .await;
     session.close().await;
@@ -337,7 +263,7 @@ async fn browser_provider_end_to_end() {
         "the loop task cannot succeed"
     );
     wait_for("the worker to be terminated and freed", || async {
-        let status = page_status(webdriver).await;
+        let status = chrome.page_status().await;
         (number(&status, "workersKilled") == killed_before + 1 && number(&status, "busy") == 0)
             .then_some(())
     })
@@ -356,26 +282,230 @@ async fn browser_provider_end_to_end() {
         })
     };
     wait_for("two tasks running at once after the cancel", || async {
-        (number(&page_status(webdriver).await, "busy") == 2).then_some(())
+        (number(&chrome.page_status().await, "busy") == 2).then_some(())
     })
     .await;
     both.await.unwrap();
 
     // Reloading the page reconnects it (it remembers that it contributes) and work continues.
-    let connections = number(&page_status(webdriver).await, "connections");
+    let connections = number(&chrome.page_status().await, "connections");
     assert!(connections >= 1);
     webdriver.refresh().await.unwrap();
     wait_for("the reloaded page to reconnect", || async {
-        let page = page_status(webdriver).await;
+        let page = chrome.page_status().await;
         let broker = client.status().await.ok()?;
         (page["state"] == "connected" && broker.providers == 1 && broker.workers == 2).then_some(())
     })
     .await;
     let tasks: Vec<Task> = (0..40).map(|i| mixed_task(i, &rootfs)).collect();
     run_batch(&client, tasks, check_mixed).await;
-    let status = page_status(webdriver).await;
+    let status = chrome.page_status().await;
     assert!(number(&status, "tasksFinished") >= 40, "{status}");
 
     chrome.webdriver.clone().close().await.unwrap();
+    broker.shutdown().await;
+}
+
+/// The lines a child process writes (stdout and stderr), echoed to the test's stderr.
+#[derive(Clone, Default)]
+struct Lines(Arc<Mutex<Vec<String>>>);
+
+impl Lines {
+    /// Collects the lines of `stream` in the background.
+    fn follow(&self, stream: impl tokio::io::AsyncRead + Unpin + Send + 'static) {
+        use tokio::io::AsyncBufReadExt;
+        let lines = self.clone();
+        tokio::spawn(async move {
+            let mut reader = tokio::io::BufReader::new(stream).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                eprintln!("node: {line}");
+                lines.0.lock().unwrap().push(line);
+            }
+        });
+    }
+
+    /// The number of lines so far.
+    fn len(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+
+    /// The first line that contains every one of `parts`.
+    fn find(&self, parts: &[&str]) -> Option<String> {
+        self.find_after(0, parts)
+    }
+
+    /// The first line from the `start`th on that contains every one of `parts`.
+    fn find_after(&self, start: usize, parts: &[&str]) -> Option<String> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .skip(start)
+            .find(|line| parts.iter().all(|part| line.contains(part)))
+            .cloned()
+    }
+
+    fn count(&self, parts: &[&str]) -> usize {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|line| parts.iter().all(|part| line.contains(part)))
+            .count()
+    }
+}
+
+/// Whether `node` runs and is recent enough for `--experimental-websocket` (20.10+).
+fn node_usable() -> bool {
+    let Ok(output) = std::process::Command::new("node").arg("--version").output() else {
+        eprintln!("skipping: `node` is not on PATH");
+        return false;
+    };
+    let version = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    let mut parts = version
+        .trim_start_matches('v')
+        .split('.')
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if (major, minor) < (20, 10) {
+        eprintln!("skipping: node {version} has no --experimental-websocket (needs 20.10+)");
+        return false;
+    }
+    true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_provider_end_to_end() {
+    let Some(web_dir) = web_dir() else { return };
+    if !node_usable() {
+        return;
+    }
+    let pkg = web_dir.join("pkg");
+    let broker = broker(web_dir).await;
+    let base = format!("http://{}", broker.local_addr());
+    let client = Client::new(base.clone()).unwrap();
+
+    // `node provider.mjs <broker> 2` joins with 2 workers.
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("node-provider/provider.mjs");
+    let mut node = tokio::process::Command::new("node")
+        .arg("--experimental-websocket")
+        .arg(&script)
+        .arg(&base)
+        .arg("2")
+        .env("WASIMOFF_PKG", &pkg)
+        .env("WASIMOFF_GRACE_MS", "20000")
+        .env("WASIMOFF_STATUS_MS", "50")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let lines = Lines::default();
+    lines.follow(node.stdout.take().unwrap());
+    lines.follow(node.stderr.take().unwrap());
+    wait_for("the node provider to join with 2 workers", || async {
+        let status = client.status().await.ok()?;
+        let connected = lines.find(&["state connected"]).is_some();
+        (connected && status.providers == 1 && status.workers == 2).then_some(())
+    })
+    .await;
+
+    // A mixed batch, all correct.
+    let rootfs = upload_guests(&client).await;
+    let tasks: Vec<Task> = (0..40).map(|i| mixed_task(i, &rootfs)).collect();
+    run_batch(&client, tasks, check_mixed).await;
+    wait_for("40 taskend lines", || async {
+        (lines.count(&["taskend", "ok status=0"]) >= 40).then_some(())
+    })
+    .await;
+
+    // A task cancelled mid-run (its client goes away) frees its worker: the worker thread is
+    // terminated, and then both workers run tasks at once again.
+    let session = client.session().await.unwrap();
+    let before = lines.len();
+    let spinning = tokio::spawn({
+        let session = session.clone();
+        async move {
+            session
+                .run(
+                    Task::wasip1("loop.wasm")
+                        .argv0("loop.wasm")
+                        .timeout(Duration::from_secs(300)),
+                )
+                .await
+        }
+    });
+    wait_for("the loop task to run in a worker thread", || async {
+        let started = lines.find_after(before, &["taskstart", "loop.wasm"]);
+        let executing = lines.find_after(before, &["status", "busy=1 executing=1 killed=0"]);
+        (started.is_some() && executing.is_some()).then_some(())
+    })
+    .await;
+    session.close().await;
+    assert!(
+        spinning.await.unwrap().is_err(),
+        "the loop task cannot succeed"
+    );
+    let ended = wait_for("the loop task's worker to be terminated", || async {
+        lines.find(&["taskend", "failed", "killed=1"])
+    })
+    .await;
+    assert!(ended.contains("executing=0"), "{ended}");
+    wait_for("the broker to free the slot", || async {
+        (client.status().await.ok()?.running == 0).then_some(())
+    })
+    .await;
+    let pair: Vec<Task> = (0..2)
+        .map(|i| {
+            Task::wasip1("sleep.wasm")
+                .args(["1500"])
+                .reference(i.to_string())
+        })
+        .collect();
+    let before = lines.len();
+    let both = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            run_batch(&client, pair, |i, o| assert_eq!(o.status, 0, "{i}")).await;
+        })
+    };
+    wait_for("two tasks executing at once after the cancel", || async {
+        lines.find_after(before, &["status", "busy=2 executing=2 killed=1"])
+    })
+    .await;
+    both.await.unwrap();
+
+    // SIGTERM drains: the running task finishes and reaches its client, then node exits 0.
+    let before = lines.len();
+    let draining = {
+        let client = client.clone();
+        tokio::spawn(async move { client.run(Task::wasip1("sleep.wasm").args(["1500"])).await })
+    };
+    wait_for("the last task to run in a worker thread", || async {
+        lines.find_after(before, &["status", "busy=1 executing=1"])
+    })
+    .await;
+    let pid = node.id().expect("node is running");
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let exit = tokio::time::timeout(PATIENCE, node.wait())
+        .await
+        .expect("node exits after draining")
+        .unwrap();
+    assert!(exit.success(), "node exited with {exit}");
+    let output = draining.await.unwrap().expect("the drained task succeeds");
+    assert_eq!(output.status, 0);
+    assert!(lines.find(&["draining", "SIGTERM", "busy=1"]).is_some());
+    // The one failure is the cancelled loop task.
+    assert!(lines.find(&["stopped", "failed=1"]).is_some());
+    wait_for("the broker to see the provider go", || async {
+        (client.status().await.ok()?.providers == 0).then_some(())
+    })
+    .await;
+
     broker.shutdown().await;
 }

@@ -56,7 +56,9 @@ fn js_error(text: impl std::fmt::Display) -> JsError {
     JsError::new(&text.to_string())
 }
 
-/// `navigator.hardwareConcurrency`, or 1.
+/// `navigator.hardwareConcurrency` (browsers, Node.js 21+), or 1. Node.js 20 has no
+/// `navigator` (and `os.availableParallelism()` is only reachable through an async import), so
+/// Node.js 20 callers pass `workers`.
 fn hardware_concurrency() -> usize {
     let navigator = get(&js_sys::global(), "navigator");
     get_f64(&navigator, "hardwareConcurrency")
@@ -714,6 +716,7 @@ impl Executor {
         set(&object, "idle", stats.idle as f64);
         set(&object, "spawned", stats.spawned as f64);
         set(&object, "killed", stats.killed as f64);
+        set(&object, "workerMs", stats.worker_ms);
         object.into()
     }
 }

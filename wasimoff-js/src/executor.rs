@@ -35,6 +35,9 @@ pub struct BrowserConfig {
     pub max_artifacts_bytes: u64,
     /// Compiled modules kept (by ref).
     pub module_cache: usize,
+    /// Memory a guest may grow to when its task sets no `max_memory` (`None`: the 4 GiB of
+    /// wasm32). Enforced by lowering the module's declared maximum ([`crate::memcap`]).
+    pub default_max_memory: Option<u64>,
 }
 
 impl Default for BrowserConfig {
@@ -45,16 +48,20 @@ impl Default for BrowserConfig {
             rootfs: RootfsLimits::default(),
             max_artifacts_bytes: 256 << 20,
             module_cache: 16,
+            default_max_memory: Some(2 << 30),
         }
     }
 }
+
+/// What a compiled module is cached by: its ref and the memory cap it was compiled with.
+pub type ModuleKey = (Ref, Option<u64>);
 
 /// Runs WASI preview 1 tasks on the current JS thread.
 #[derive(Debug)]
 pub struct BrowserExecutor {
     config: BrowserConfig,
     platform: Rc<BrowserPlatform>,
-    modules: RefCell<Vec<(Ref, WebAssembly::Module)>>,
+    modules: RefCell<Vec<(ModuleKey, WebAssembly::Module)>>,
 }
 
 impl BrowserExecutor {
@@ -77,12 +84,18 @@ impl BrowserExecutor {
         self.modules.borrow().len()
     }
 
+    /// The memory cap of a task.
+    pub fn memory_cap(&self, task: &ExecTask) -> Option<u64> {
+        task.limits.max_memory.or(self.config.default_max_memory)
+    }
+
     async fn module(&self, task: &ExecTask) -> Result<WebAssembly::Module, ExecError> {
-        let key = &task.binary.r#ref;
+        let cap = self.memory_cap(task);
+        let key = &(task.binary.r#ref.clone(), cap);
         if let Some((_, module)) = self.modules.borrow().iter().find(|(r, _)| r == key) {
             return Ok(module.clone());
         }
-        let module = compile(&task.binary.bytes).await?;
+        let module = compile(&task.binary.bytes, cap).await?;
         let mut modules = self.modules.borrow_mut();
         if modules.len() >= self.config.module_cache.max(1) {
             modules.remove(0);
@@ -92,8 +105,9 @@ impl BrowserExecutor {
     }
 
     /// Runs `task` with an already compiled (and [checked](compile)) `module`; the task's
-    /// `binary` is not looked at. With a `mirror`, stdout and stderr are copied into it as the
-    /// guest writes them. The worker pool compiles each module once on the page and
+    /// `binary` is not looked at, and the module must have been compiled with the task's
+    /// [memory cap](Self::memory_cap). With a `mirror`, stdout and stderr are copied into it as
+    /// the guest writes them. The worker pool compiles each module once on the page and
     /// hands the compiled module to its workers this way.
     pub async fn execute_module(
         &self,
@@ -126,6 +140,7 @@ impl BrowserExecutor {
             .max_output
             .unwrap_or(self.config.default_max_output);
         let timeout = task.limits.timeout.unwrap_or(self.config.default_timeout);
+        let cap = self.memory_cap(&task);
         let mut ctx = WasiCtx::new(task.args, task.envs, task.stdin.to_vec(), fs, max_output);
         ctx.deadline_ns = Some(
             self.platform
@@ -133,13 +148,17 @@ impl BrowserExecutor {
                 .saturating_add(u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX)),
         );
         let ctx = Rc::new(RefCell::new(ctx));
-        let end =
+        let (end, memory) =
             host::run(module, &ctx, &self.platform, mirror).map_err(ExecError::InvalidModule)?;
         let ctx = ctx.borrow();
         let termination = match end {
             RunEnd::Returned => Termination::Exited(0),
             RunEnd::Exited(status) => Termination::Exited(status),
             RunEnd::Deadline => Termination::TimedOut(timeout),
+            // A trap with the memory at the cap: the guest died of a refused `memory.grow`.
+            RunEnd::Trapped(_) if cap.is_some_and(|cap| near_cap(memory, cap)) => {
+                Termination::MemoryExceeded(cap.unwrap_or_default())
+            }
             RunEnd::Trapped(message) => Termination::Trapped(message),
         };
         let artifacts = if task.artifacts.is_empty() {
@@ -173,10 +192,26 @@ impl BrowserExecutor {
     }
 }
 
+/// Whether a guest that trapped with `memory` bytes had run into its cap: the JS API does not
+/// report refused `memory.grow`s, so a trap with the memory within an eighth of the cap (at
+/// least 1 MiB) counts as running out of memory.
+pub fn near_cap(memory: u64, cap: u64) -> bool {
+    let margin = (cap / 8).max(1 << 20);
+    memory.saturating_add(margin) >= cap
+}
+
 /// Compiles a guest with the async `WebAssembly.compile` (no size limit on the main thread)
-/// and checks that it is a WASI command whose imports this host provides.
-pub async fn compile(bytes: &[u8]) -> Result<WebAssembly::Module, ExecError> {
-    let bytes = Uint8Array::from(bytes);
+/// with its memory capped at `max_memory` bytes ([`crate::memcap`]), and checks that it is a
+/// WASI command whose imports this host provides.
+pub async fn compile(
+    bytes: &[u8],
+    max_memory: Option<u64>,
+) -> Result<WebAssembly::Module, ExecError> {
+    let capped = match max_memory {
+        Some(cap) => crate::memcap::cap_memory(bytes, cap).map_err(ExecError::InvalidModule)?,
+        None => std::borrow::Cow::Borrowed(bytes),
+    };
+    let bytes = Uint8Array::from(&capped[..]);
     let module: WebAssembly::Module =
         wasm_bindgen_futures::JsFuture::from(WebAssembly::compile(&bytes.into()))
             .await

@@ -258,92 +258,169 @@ pub fn check_module(module: &WebAssembly::Module) -> Result<(), String> {
     Ok(())
 }
 
+/// The guest that runs on this thread right now, as the import functions see it.
+struct Current {
+    ctx: Rc<RefCell<WasiCtx>>,
+    platform: Rc<BrowserPlatform>,
+    memory: Option<WebAssembly::Memory>,
+    mirror: Option<OutputMirror>,
+    stop: Option<Stop>,
+}
+
+thread_local! {
+    /// Set for the duration of [`run`]; the imports dispatch into it.
+    static CURRENT: RefCell<Option<Current>> = const { RefCell::new(None) };
+    /// The imports object, built once per thread: both namespaces with every preview 1
+    /// function, each a trampoline into one dispatch closure (which lives as long as the
+    /// thread). Building ~90 JS functions per task would cost more than a short task itself.
+    static IMPORTS: RefCell<Option<Object>> = const { RefCell::new(None) };
+}
+
+/// One system call of the current guest.
+fn dispatch(id: u32, args: Array) -> Result<i32, JsValue> {
+    let args: Vec<i64> = args
+        .iter()
+        .map(|v| match v.as_f64() {
+            Some(n) => n as i64,
+            None => i64::try_from(v).unwrap_or(0),
+        })
+        .collect();
+    CURRENT.with(|current| {
+        let Ok(mut current) = current.try_borrow_mut() else {
+            return Err(JsValue::from_str("wasimoff: re-entrant WASI call"));
+        };
+        let Some(current) = current.as_mut() else {
+            return Err(JsValue::from_str("wasimoff: WASI call outside a run"));
+        };
+        let Some(memory) = current.memory.as_ref() else {
+            return Err(JsValue::from_str(
+                "wasimoff: WASI call before the memory export was bound",
+            ));
+        };
+        let mut mem = JsMemory::new(memory);
+        let Ok(mut ctx) = current.ctx.try_borrow_mut() else {
+            return Err(JsValue::from_str("wasimoff: re-entrant WASI call"));
+        };
+        let result = ctx.call(
+            &*current.platform,
+            &mut mem,
+            (id / 2) as usize,
+            &args,
+            id % 2 == 1,
+        );
+        if let Some(mirror) = &current.mirror {
+            mirror.sync(&ctx.stdout.data, &ctx.stderr.data);
+        }
+        match result {
+            Ok(errno) => Ok(errno),
+            Err(stop) => {
+                current.stop = Some(stop);
+                Err(JsValue::from_str("wasimoff: guest stopped"))
+            }
+        }
+    })
+}
+
+/// This thread's imports object (see [`IMPORTS`]).
+fn imports() -> Result<Object, String> {
+    IMPORTS.with(|cell| {
+        if let Some(imports) = cell.borrow().as_ref() {
+            return Ok(imports.clone());
+        }
+        let dispatch = Closure::wrap(Box::new(dispatch) as Box<Dispatch>);
+        let trampoline = Function::new_with_args(
+            "dispatch, id",
+            "return function() { return dispatch(id, Array.prototype.slice.call(arguments)); };",
+        );
+        let imports = Object::new();
+        let set = |target: &JsValue, key: &str, value: &JsValue| {
+            Reflect::set(target, &JsValue::from_str(key), value)
+                .map(|_| ())
+                .map_err(|e| format!("building imports: {e:?}"))
+        };
+        for (ns_index, namespace) in abi::NAMESPACES.iter().enumerate() {
+            let functions = Object::new();
+            for (index, name) in abi::FUNCTIONS.iter().enumerate() {
+                let id = (index * 2 + ns_index) as u32;
+                let function = trampoline
+                    .call2(&JsValue::NULL, dispatch.as_ref(), &JsValue::from(id))
+                    .map_err(|e| format!("building imports: {e:?}"))?;
+                set(&functions, name, &function)?;
+            }
+            set(&imports, namespace, &functions)?;
+        }
+        // The closure must outlive every instance that imports it: keep it for the thread.
+        dispatch.forget();
+        *cell.borrow_mut() = Some(imports.clone());
+        Ok(imports)
+    })
+}
+
+/// Clears [`CURRENT`] when a run ends, however it ends.
+struct RunGuard;
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        CURRENT.with(|current| current.borrow_mut().take());
+    }
+}
+
 /// Instantiates `module` with the WASI imports over `ctx` and runs `_start` to its end, on the
-/// current thread. `Err` means it could not be instantiated.
+/// current thread; returns how it ended and the size its memory reached, in bytes. `Err` means
+/// it could not be instantiated.
 pub fn run(
     module: &WebAssembly::Module,
     ctx: &Rc<RefCell<WasiCtx>>,
     platform: &Rc<BrowserPlatform>,
     mirror: Option<OutputMirror>,
-) -> Result<RunEnd, String> {
-    let memory: Rc<RefCell<Option<WebAssembly::Memory>>> = Rc::new(RefCell::new(None));
-    let stop: Rc<Cell<Option<Stop>>> = Rc::new(Cell::new(None));
-    let dispatch = {
-        let (ctx, memory, stop, platform) =
-            (ctx.clone(), memory.clone(), stop.clone(), platform.clone());
-        Closure::wrap(
-            Box::new(move |id: u32, args: Array| -> Result<i32, JsValue> {
-                let args: Vec<i64> = args
-                    .iter()
-                    .map(|v| match v.as_f64() {
-                        Some(n) => n as i64,
-                        None => i64::try_from(v).unwrap_or(0),
-                    })
-                    .collect();
-                let memory = memory.borrow();
-                let Some(memory) = memory.as_ref() else {
-                    return Err(JsValue::from_str(
-                        "wasimoff: WASI call before the memory export was bound",
-                    ));
-                };
-                let mut mem = JsMemory::new(memory);
-                let Ok(mut ctx) = ctx.try_borrow_mut() else {
-                    return Err(JsValue::from_str("wasimoff: re-entrant WASI call"));
-                };
-                let result = ctx.call(&*platform, &mut mem, (id / 2) as usize, &args, id % 2 == 1);
-                if let Some(mirror) = &mirror {
-                    mirror.sync(&ctx.stdout.data, &ctx.stderr.data);
-                }
-                match result {
-                    Ok(errno) => Ok(errno),
-                    Err(s) => {
-                        stop.set(Some(s));
-                        Err(JsValue::from_str("wasimoff: guest stopped"))
-                    }
-                }
-            }) as Box<Dispatch>,
-        )
-    };
-    let trampoline = Function::new_with_args(
-        "dispatch, id",
-        "return function() { return dispatch(id, Array.prototype.slice.call(arguments)); };",
-    );
-    let imports = Object::new();
-    let set = |target: &JsValue, key: &str, value: &JsValue| {
-        Reflect::set(target, &JsValue::from_str(key), value)
-            .map(|_| ())
-            .map_err(|e| format!("building imports: {e:?}"))
-    };
-    for (ns_index, namespace) in abi::NAMESPACES.iter().enumerate() {
-        let functions = Object::new();
-        for (index, name) in abi::FUNCTIONS.iter().enumerate() {
-            let id = (index * 2 + ns_index) as u32;
-            let function = trampoline
-                .call2(&JsValue::NULL, dispatch.as_ref(), &JsValue::from(id))
-                .map_err(|e| format!("building imports: {e:?}"))?;
-            set(&functions, name, &function)?;
+) -> Result<(RunEnd, u64), String> {
+    let imports = imports()?;
+    let busy = CURRENT.with(|current| {
+        let mut current = current.borrow_mut();
+        if current.is_some() {
+            return true;
         }
-        set(&imports, namespace, &functions)?;
+        *current = Some(Current {
+            ctx: ctx.clone(),
+            platform: platform.clone(),
+            memory: None,
+            mirror,
+            stop: None,
+        });
+        false
+    });
+    if busy {
+        return Err("another guest is running on this thread".into());
     }
+    let _guard = RunGuard;
     let instance = WebAssembly::Instance::new(module, &imports).map_err(|e| js_error_text(&e))?;
     let exports = instance.exports();
     let exported_memory = Reflect::get(&exports, &"memory".into())
         .ok()
         .and_then(|m| m.dyn_into::<WebAssembly::Memory>().ok())
         .ok_or("the module exports no `memory`")?;
-    *memory.borrow_mut() = Some(exported_memory);
+    CURRENT.with(|current| {
+        if let Some(current) = current.borrow_mut().as_mut() {
+            current.memory = Some(exported_memory.clone());
+        }
+    });
     let start: Function = Reflect::get(&exports, &"_start".into())
         .ok()
         .and_then(|f| f.dyn_into().ok())
         .ok_or("the module exports no `_start` function")?;
     let result = start.call0(&JsValue::UNDEFINED);
-    drop(dispatch);
-    Ok(match (result, stop.get()) {
+    let stop = CURRENT.with(|current| current.borrow().as_ref().and_then(|c| c.stop));
+    let memory_size = exported_memory
+        .buffer()
+        .dyn_into::<js_sys::ArrayBuffer>()
+        .map_or(0, |b| u64::from(b.byte_length()));
+    let end = match (result, stop) {
         (_, Some(Stop::Exit(status))) => RunEnd::Exited(status),
         (_, Some(Stop::Deadline)) => RunEnd::Deadline,
         (Ok(_), None) => RunEnd::Returned,
         (Err(e), None) => RunEnd::Trapped(js_error_text(&e)),
-    })
+    };
+    Ok((end, memory_size))
 }
 
 /// `String(error)`, e.g. `RuntimeError: unreachable`.

@@ -12,7 +12,7 @@
 //!                 { kind: "failed", seq, error, message }
 //! ```
 //!
-//! `end` is `exited`, `trapped` or `timeout`; `error` names an [`ExecError`] variant. `mirror`
+//! `end` is `exited`, `trapped`, `timeout` or `memory`; `error` names an [`ExecError`] variant. `mirror`
 //! is a `SharedArrayBuffer` the worker copies stdout and stderr into as they are written
 //! ([`OutputMirror`]), so a worker terminated at a deadline leaves its output behind.
 
@@ -123,6 +123,9 @@ pub(crate) fn encode_run(
     if let Some(max) = task.limits.max_output {
         set(&message, "maxOutput", max as f64);
     }
+    if let Some(max) = task.limits.max_memory {
+        set(&message, "maxMemory", max as f64);
+    }
     (message, transfer)
 }
 
@@ -146,6 +149,7 @@ pub(crate) fn decode_run(message: &JsValue) -> Result<Run, String> {
         timeout: get_f64(message, "timeoutMs")
             .map(|ms| Duration::from_secs_f64(ms.max(0.0) / 1000.0)),
         max_output: get_f64(message, "maxOutput").map(|n| n as usize),
+        max_memory: get_f64(message, "maxMemory").map(|n| n as u64),
         ..ExecLimits::default()
     };
     let mirror = get(message, "mirror")
@@ -186,6 +190,10 @@ pub(crate) fn encode_result(seq: u32, result: &Result<ExecOutput, ExecError>) ->
                     set(&message, "message", trap.as_str());
                 }
                 Termination::TimedOut(_) => set(&message, "end", "timeout"),
+                Termination::MemoryExceeded(cap) => {
+                    set(&message, "end", "memory");
+                    set(&message, "cap", *cap as f64);
+                }
                 // The browser executor reports no other endings from inside a worker.
                 other => {
                     set(&message, "end", "trapped");
@@ -247,6 +255,9 @@ pub(crate) fn decode_result(message: &JsValue, timeout: Duration) -> Result<Exec
     let termination = match get_string(message, "end").as_deref() {
         Some("exited") => Termination::Exited(get_f64(message, "status").unwrap_or(0.0) as i32),
         Some("timeout") => Termination::TimedOut(timeout),
+        Some("memory") => {
+            Termination::MemoryExceeded(get_f64(message, "cap").unwrap_or(0.0) as u64)
+        }
         _ => Termination::Trapped(text),
     };
     let bytes = |key| Bytes::from(get_bytes(message, key).unwrap_or_default());

@@ -8,6 +8,7 @@
 //!
 //! See `docs/browser.md`.
 
+pub mod memcap;
 pub mod wasi;
 
 #[cfg(target_arch = "wasm32")]

@@ -1,6 +1,11 @@
 //! [`WorkerPool`]: core's [`Executor`] over a pool of dedicated Web Workers, each running a
 //! [`BrowserExecutor`](crate::executor::BrowserExecutor) (see [`crate::worker`]).
 //!
+//! Under Node.js (`process.versions.node` is set, and there is no Web `Worker`) the workers are `node:worker_threads`
+//! `Worker`s started from a `data:` URL module that imports the package by its file URL; a
+//! small JS wrapper gives them the Web Worker interface the pool uses ([`WorkerHandle`]), so
+//! everything below holds there too.
+//!
 //! - Up to `size` tasks run at once, one per worker; more wait for a free worker. The size can
 //!   change at any time ([`WorkerPool::resize`]); idle workers beyond it are terminated.
 //! - Each guest is compiled once on the page (`WebAssembly.compile`, cached by ref) and the
@@ -26,10 +31,8 @@ use wasimoff_core::executor::{
     CancellationToken, ExecError, ExecOutput, ExecTask, Executor, Termination,
 };
 use wasimoff_core::platform;
-use wasimoff_core::store::Ref;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
-use web_sys::{MessageEvent, Worker};
 
 use crate::executor::{self, cancelled};
 use crate::host::OutputMirror;
@@ -41,13 +44,19 @@ const MIRROR_CAPACITY: u32 = 1 << 20;
 
 #[wasm_bindgen(inline_js = r#"
 let bootstraps = new Map();
+// Node.js: worker_threads instead of Web Workers. Browsers have no `process`; runtimes that
+// mimic Node but have Web Workers (Deno, Bun) keep using those.
+const isNode = typeof globalThis.process?.versions?.node === "string" &&
+  typeof globalThis.Worker !== "function";
+let nodeThreads;
 // The package's main module, seen from this snippet (snippets/<crate>/inline0.js).
 export function default_glue_url() {
   return new URL("../../wasimoff.js", import.meta.url).href;
 }
 // A module worker that imports the package from `glue`, initialises it with the module the
-// page sends, and starts the task loop (workerMain).
+// page sends, and starts the task loop (workerMain). In Node.js: a promise of a NodeWorker.
 export function spawn_worker(glue) {
+  if (isNode) return spawn_node_worker(glue);
   let url = bootstraps.get(glue);
   if (url === undefined) {
     const source = `import init, { workerMain } from ${JSON.stringify(glue)};
@@ -65,11 +74,93 @@ addEventListener("message", async (event) => {
   }
   return new Worker(url, { type: "module", name: "wasimoff-worker" });
 }
+// The same bootstrap on a node:worker_threads Worker (an ES module from a data: URL, which may
+// import absolute file: URLs); workerMain talks through `parentPort`.
+async function spawn_node_worker(glue) {
+  nodeThreads ??= import(/* webpackIgnore: true */ /* @vite-ignore */ "node:worker_threads");
+  const { Worker } = await nodeThreads;
+  let url = bootstraps.get(glue);
+  if (url === undefined) {
+    const source = `import { parentPort } from "node:worker_threads";
+import init, { workerMain } from ${JSON.stringify(glue)};
+parentPort.once("message", async (data) => {
+  try {
+    await init({ module_or_path: data.module });
+    workerMain(parentPort);
+    parentPort.postMessage({ kind: "ready" });
+  } catch (error) {
+    parentPort.postMessage({ kind: "fatal", message: String(error && error.stack || error) });
+  }
+});`;
+    url = new URL("data:text/javascript," + encodeURIComponent(source));
+    bootstraps.set(glue, url);
+  }
+  return new NodeWorker(new Worker(url, { name: "wasimoff-worker" }));
+}
+// A worker_threads Worker behind the Web Worker interface the pool uses: postMessage(message,
+// transfer), onmessage/onerror handlers called with `{ data }` / `{ message }`, terminate().
+class NodeWorker {
+  constructor(worker) {
+    this.worker = worker;
+    this.onmessage = null;
+    this.onerror = null;
+    this.terminated = false;
+    const fail = (message) => {
+      if (!this.terminated && typeof this.onerror === "function") this.onerror({ message });
+    };
+    worker.on("message", (data) => {
+      if (typeof this.onmessage === "function") this.onmessage({ data });
+    });
+    worker.on("messageerror", (error) => fail(`cannot read a message of the worker: ${error}`));
+    worker.on("error", (error) => fail(String(error && error.stack || error)));
+    worker.on("exit", (code) => fail(`the worker exited with code ${code}`));
+  }
+  postMessage(message, transfer) {
+    this.worker.postMessage(message, transfer);
+  }
+  terminate() {
+    this.terminated = true;
+    this.worker.terminate().catch(() => {});
+  }
+}
 "#)]
 extern "C" {
     fn default_glue_url() -> String;
+    /// A `Worker`, or (Node.js) a promise of a `NodeWorker`.
     #[wasm_bindgen(catch)]
-    fn spawn_worker(glue: &str) -> Result<Worker, JsValue>;
+    fn spawn_worker(glue: &str) -> Result<JsValue, JsValue>;
+}
+
+#[wasm_bindgen]
+extern "C" {
+    /// What the pool uses of a worker: a browser `Worker`, or the snippet's `NodeWorker` around
+    /// a `node:worker_threads` `Worker` (all members are looked up by name).
+    #[derive(Debug)]
+    type WorkerHandle;
+    #[wasm_bindgen(method, catch, js_name = postMessage)]
+    fn post_message(this: &WorkerHandle, message: &JsValue) -> Result<(), JsValue>;
+    #[wasm_bindgen(method, catch, js_name = postMessage)]
+    fn post_message_with_transfer(
+        this: &WorkerHandle,
+        message: &JsValue,
+        transfer: &JsValue,
+    ) -> Result<(), JsValue>;
+    #[wasm_bindgen(method, setter)]
+    fn set_onmessage(this: &WorkerHandle, handler: Option<&js_sys::Function>);
+    #[wasm_bindgen(method, setter)]
+    fn set_onerror(this: &WorkerHandle, handler: Option<&js_sys::Function>);
+    #[wasm_bindgen(method)]
+    fn terminate(this: &WorkerHandle);
+}
+
+/// Starts a worker: the browser's synchronously, Node's once `node:worker_threads` is loaded.
+async fn new_worker(glue: &str) -> Result<WorkerHandle, JsValue> {
+    let worker = spawn_worker(glue)?;
+    let worker = match worker.dyn_into::<js_sys::Promise>() {
+        Ok(promise) => wasm_bindgen_futures::JsFuture::from(promise).await?,
+        Err(worker) => worker,
+    };
+    Ok(worker.unchecked_into())
 }
 
 /// Settings of a [`WorkerPool`].
@@ -86,6 +177,8 @@ pub struct PoolConfig {
     pub kill_grace: Duration,
     /// Compiled guest modules kept (by ref).
     pub module_cache: usize,
+    /// Memory a guest may grow to when its task sets no `max_memory`.
+    pub default_max_memory: Option<u64>,
 }
 
 impl Default for PoolConfig {
@@ -96,12 +189,13 @@ impl Default for PoolConfig {
             default_timeout: Duration::from_secs(600),
             kill_grace: Duration::from_millis(500),
             module_cache: 32,
+            default_max_memory: Some(2 << 30),
         }
     }
 }
 
 /// Counters of a pool, for status pages and tests.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct PoolStats {
     /// The configured size.
     pub size: usize,
@@ -115,16 +209,19 @@ pub struct PoolStats {
     pub spawned: u64,
     /// Workers terminated for a cancel or a deadline.
     pub killed: u64,
+    /// Milliseconds the workers spent on the tasks they answered (as they measured it).
+    pub worker_ms: f64,
 }
 
 /// A started worker and the channel its messages arrive on.
 struct PoolWorker {
-    worker: Worker,
-    /// Where the worker copies a running guest's output (cross-origin isolated pages only).
+    worker: WorkerHandle,
+    /// Where the worker copies a running guest's output (where `SharedArrayBuffer` exists:
+    /// cross-origin isolated pages, Node.js).
     mirror: Option<OutputMirror>,
     messages: mpsc::UnboundedReceiver<JsValue>,
-    _on_message: Closure<dyn FnMut(MessageEvent)>,
-    _on_error: Closure<dyn FnMut(web_sys::Event)>,
+    _on_message: Closure<dyn FnMut(JsValue)>,
+    _on_error: Closure<dyn FnMut(JsValue)>,
 }
 
 impl Drop for PoolWorker {
@@ -145,10 +242,11 @@ struct Inner {
     starting: Cell<usize>,
     closed: Cell<bool>,
     changed: Notify,
-    modules: RefCell<Vec<(Ref, WebAssembly::Module)>>,
+    modules: RefCell<Vec<(executor::ModuleKey, WebAssembly::Module)>>,
     seq: Cell<u32>,
     spawned: Cell<u64>,
     killed: Cell<u64>,
+    worker_ms: Cell<f64>,
 }
 
 /// Runs tasks in a pool of dedicated workers. Cheap to clone; clones share the pool.
@@ -213,6 +311,7 @@ impl WorkerPool {
                 seq: Cell::new(0),
                 spawned: Cell::new(0),
                 killed: Cell::new(0),
+                worker_ms: Cell::new(0.0),
             }),
         };
         pool.warm();
@@ -229,6 +328,7 @@ impl WorkerPool {
             idle: inner.idle.borrow().len(),
             spawned: inner.spawned.get(),
             killed: inner.killed.get(),
+            worker_ms: inner.worker_ms.get(),
         }
     }
 
@@ -269,7 +369,7 @@ impl WorkerPool {
                 let inner = &pool.inner;
                 inner.starting.set(inner.starting.get().saturating_sub(1));
                 match started {
-                    Ok(worker) => pool.give_back(worker),
+                    Ok(worker) => pool.give_back(worker, false),
                     Err(e) => tracing::warn!("cannot start a worker: {e}"),
                 }
             });
@@ -292,7 +392,7 @@ impl WorkerPool {
     /// Starts a worker and waits until it is ready.
     async fn start_worker(&self) -> Result<PoolWorker, ExecError> {
         let inner = &self.inner;
-        let worker = spawn_worker(&inner.glue_url).map_err(|e| {
+        let worker = new_worker(&inner.glue_url).await.map_err(|e| {
             ExecError::Host(format!(
                 "cannot start a worker: {}",
                 crate::host::js_error_text(&e)
@@ -301,14 +401,16 @@ impl WorkerPool {
         let (tx, messages) = mpsc::unbounded();
         let on_message = {
             let tx = tx.clone();
-            Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
-                let _ = tx.unbounded_send(event.data());
+            Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
+                let _ = tx.unbounded_send(jsmsg::get(&event, "data"));
             })
         };
-        let on_error = Closure::<dyn FnMut(web_sys::Event)>::new(move |event: web_sys::Event| {
+        let on_error = Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
             let text = jsmsg::get_string(&event, "message")
                 .unwrap_or_else(|| "the worker failed".to_owned());
-            event.prevent_default();
+            if let Some(event) = event.dyn_ref::<web_sys::Event>() {
+                event.prevent_default();
+            }
             let message = Object::new();
             jsmsg::set(&message, "kind", "crash");
             jsmsg::set(&message, "message", text);
@@ -356,17 +458,19 @@ impl WorkerPool {
     }
 
     /// Keeps a worker for the next task unless the pool has shrunk below its workers.
-    fn give_back(&self, worker: PoolWorker) {
+    /// `from_task`: the worker comes back from a task whose slot is still held.
+    fn give_back(&self, worker: PoolWorker, from_task: bool) {
         let inner = &self.inner;
         let mut idle = inner.idle.borrow_mut();
-        if !inner.closed.get() && idle.len() + inner.running.get() < inner.size.get() {
+        let others = inner.running.get() - usize::from(from_task);
+        if !inner.closed.get() && idle.len() + others < inner.size.get() {
             idle.push(worker);
         }
     }
 
     /// The compiled module of a task's binary (compiled once, cached by ref).
     async fn module(&self, task: &ExecTask) -> Result<WebAssembly::Module, ExecError> {
-        let key = &task.binary.r#ref;
+        let key = &(task.binary.r#ref.clone(), task.limits.max_memory);
         {
             let mut modules = self.inner.modules.borrow_mut();
             if let Some(index) = modules.iter().position(|(r, _)| r == key) {
@@ -376,7 +480,7 @@ impl WorkerPool {
                 return Ok(module);
             }
         }
-        let module = executor::compile(&task.binary.bytes).await?;
+        let module = executor::compile(&task.binary.bytes, task.limits.max_memory).await?;
         let mut modules = self.inner.modules.borrow_mut();
         if !modules.iter().any(|(r, _)| r == key) {
             if modules.len() >= self.inner.config.module_cache.max(1) {
@@ -425,6 +529,11 @@ impl Executor for WorkerPool {
             slot = self.slot().fuse() => slot,
             () = cancel.cancelled().fuse() => return Ok(cancelled()),
         };
+        let mut task = task;
+        task.limits.max_memory = task
+            .limits
+            .max_memory
+            .or(self.inner.config.default_max_memory);
         let module = self.module(&task).await?;
         let mut worker = futures::select! {
             worker = self.take_worker().fuse() => worker?,
@@ -436,7 +545,6 @@ impl Executor for WorkerPool {
             .limits
             .timeout
             .unwrap_or(self.inner.config.default_timeout);
-        let mut task = task;
         task.limits.timeout = Some(timeout);
         let (message, transfer) = jsmsg::encode_run(seq, &module, &task, worker.mirror.as_ref());
         drop(task);
@@ -472,7 +580,9 @@ impl Executor for WorkerPool {
                     if jsmsg::get_f64(&reply, "seq").map(|s| s as u32) == Some(seq) =>
                 {
                     let result = jsmsg::decode_result(&reply, timeout);
-                    self.give_back(worker);
+                    let spent = jsmsg::get_f64(&reply, "workerMs").unwrap_or(0.0);
+                    self.inner.worker_ms.set(self.inner.worker_ms.get() + spent);
+                    self.give_back(worker, true);
                     return result;
                 }
                 Some("crash") => {

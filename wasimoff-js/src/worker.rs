@@ -1,6 +1,8 @@
 //! The worker side of the [pool](crate::pool): each dedicated worker loads this package
-//! (`js/worker.js` calls `init` with the page's own compiled module, then [`worker_main`]), runs
-//! one [`BrowserExecutor`] and answers `run` messages one at a time (see [`crate::jsmsg`]).
+//! (the pool's bootstrap module calls `init` with the page's own compiled module, then
+//! [`worker_main`]), runs one [`BrowserExecutor`] and answers `run` messages one at a time (see
+//! [`crate::jsmsg`]). In a Web Worker it talks through its global scope; in a Node.js
+//! `worker_threads` worker through the `parentPort` the bootstrap passes in.
 //!
 //! The guest runs synchronously in the worker, so the page stays responsive and can end a
 //! runaway guest with `worker.terminate()`.
@@ -15,13 +17,36 @@ use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 use crate::executor::{BrowserConfig, BrowserExecutor};
 use crate::jsmsg;
 
+#[wasm_bindgen]
+extern "C" {
+    /// Where a worker receives tasks and posts results: a `DedicatedWorkerGlobalScope`, or a
+    /// Node.js `MessagePort` (`worker_threads.parentPort`); members are looked up by name.
+    #[derive(Clone, Debug)]
+    type Port;
+    #[wasm_bindgen(method, catch, js_name = postMessage)]
+    fn post_message_with_transfer(
+        this: &Port,
+        message: &JsValue,
+        transfer: &JsValue,
+    ) -> Result<(), JsValue>;
+    #[wasm_bindgen(method, setter)]
+    fn set_onmessage(this: &Port, handler: Option<&js_sys::Function>);
+}
+
 /// Starts answering tasks in this dedicated worker. Called once by the package's worker
-/// bootstrap after `init`; not meant for pages.
+/// bootstrap after `init`; not meant for pages. `port`: where tasks come from and results go
+/// (Node.js: `parentPort`); by default the dedicated worker's global scope.
 #[wasm_bindgen(js_name = workerMain)]
-pub fn worker_main() -> Result<(), JsError> {
-    let scope: DedicatedWorkerGlobalScope = js_sys::global()
-        .dyn_into()
-        .map_err(|_| JsError::new("workerMain must run in a dedicated worker"))?;
+pub fn worker_main(port: Option<js_sys::Object>) -> Result<(), JsError> {
+    let scope: Port = match port {
+        Some(port) => port.unchecked_into(),
+        None => js_sys::global()
+            .dyn_into::<DedicatedWorkerGlobalScope>()
+            .map_err(|_| {
+                JsError::new("workerMain must run in a dedicated worker or be given a port")
+            })?
+            .unchecked_into(),
+    };
     let executor = Rc::new(
         BrowserExecutor::new(BrowserConfig::default()).map_err(|e| JsError::new(&e.to_string()))?,
     );
@@ -33,6 +58,7 @@ pub fn worker_main() -> Result<(), JsError> {
         }
         let (executor, scope) = (executor.clone(), reply_to.clone());
         wasm_bindgen_futures::spawn_local(async move {
+            let started = wasimoff_core::platform::Instant::now();
             let (message, transfer) = match jsmsg::decode_run(&data) {
                 Ok(run) => {
                     if let Some(mirror) = &run.mirror {
@@ -48,6 +74,13 @@ pub fn worker_main() -> Result<(), JsError> {
                     jsmsg::encode_result(seq, &Err(wasimoff_core::executor::ExecError::Host(text)))
                 }
             };
+            // How long the worker spent on the task, for diagnostics (the page's figure adds
+            // the message round trip).
+            jsmsg::set(
+                &message,
+                "workerMs",
+                started.elapsed().as_secs_f64() * 1000.0,
+            );
             if let Err(e) = scope.post_message_with_transfer(&message, &transfer) {
                 web_sys::console::error_2(&"wasimoff worker: cannot post a result".into(), &e);
             }

@@ -32,8 +32,8 @@ macro_rules! browser_cases {
 }
 
 // Skipped: loop_stopped_at_deadline and loop_cancelled_by_token (a guest spinning without
-// system calls cannot be interrupted on the current thread; needs the worker pool), and
-// membomb_capped / membomb_report_survives_cap (the JS API cannot cap `memory.grow`).
+// system calls cannot be interrupted on the current thread; the worker pool, tests/pool.rs,
+// passes them by terminating the worker).
 browser_cases!(
     hello_argv_exactly_as_given,
     hello_envs,
@@ -53,6 +53,8 @@ browser_cases!(
     tsp_solves,
     load_prints_digest,
     sleep_sleeps,
+    membomb_capped,
+    membomb_report_survives_cap,
     flood_cut_at_output_cap,
     concurrent_hellos,
 );

@@ -51,8 +51,8 @@ macro_rules! pool_cases {
     };
 }
 
-// Skipped: membomb_capped / membomb_report_survives_cap (the JS API cannot cap `memory.grow`;
-// a guest is bounded by the browser's 4 GiB wasm32 limit).
+// All 24 cases run: memory caps work by lowering the module's declared maximum
+// (`wasimoff_js::memcap`).
 pool_cases!(
     hello_argv_exactly_as_given,
     hello_envs,
@@ -74,6 +74,8 @@ pool_cases!(
     sleep_sleeps,
     loop_stopped_at_deadline,
     loop_cancelled_by_token,
+    membomb_capped,
+    membomb_report_survives_cap,
     flood_cut_at_output_cap,
     concurrent_hellos,
 );
