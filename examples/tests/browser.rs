@@ -509,3 +509,68 @@ async fn node_provider_end_to_end() {
 
     broker.shutdown().await;
 }
+
+/// `examples/web-demo` (assembled by `cargo xtask web` next to the volunteer page): the page
+/// runs the hello guest with the form's args, env and stdin through `Executor`, no broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_demo_runs_hello() {
+    let Some(web_dir) = web_dir() else { return };
+    let demo = web_dir.with_file_name("web-demo");
+    assert!(
+        demo.join("hello.wasm").exists(),
+        "{} has no hello.wasm",
+        demo.display()
+    );
+    let chrome = match Chrome::start().await {
+        Ok(chrome) => chrome,
+        Err(why) => {
+            eprintln!("skipping: {why}");
+            return;
+        }
+    };
+    // Any static server will do; the broker's sends the isolation headers.
+    let server = broker(demo).await;
+    let webdriver = &chrome.webdriver;
+    webdriver
+        .goto(&format!("http://{}/", server.local_addr()))
+        .await
+        .unwrap();
+    let run = wait_for("the Run button to be enabled", || async {
+        let button = webdriver.find(Locator::Id("run")).await.ok()?;
+        button.is_enabled().await.ok()?.then_some(button)
+    })
+    .await;
+    let args = webdriver.find(Locator::Id("args")).await.unwrap();
+    args.clear().await.unwrap();
+    args.send_keys("hello.wasm demo-arg print_envs stdin")
+        .await
+        .unwrap();
+    run.click().await.unwrap();
+    let status = wait_for("the result", || async {
+        let text = webdriver
+            .find(Locator::Id("status"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        (text != "–" && text != "running…").then_some(text)
+    })
+    .await;
+    let stdout = webdriver
+        .find(Locator::Id("stdout"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(status, "0", "{stdout}");
+    assert!(stdout.contains("\"demo-arg\""), "{stdout}");
+    assert!(stdout.contains("env GREETING=hi"), "{stdout}");
+    assert!(
+        stdout.contains("Text on stdin comes back on stdout."),
+        "{stdout}"
+    );
+    chrome.webdriver.clone().close().await.unwrap();
+    server.shutdown().await;
+}

@@ -90,7 +90,7 @@ const C_GUEST_PACKAGES: &[&str] = &["clang", "lld", "wasi-libc", "libclang-rt-de
 /// Debian packages for the browser tests.
 const BROWSER_PACKAGES: &[&str] = &["chromium", "chromium-driver"];
 
-/// The benchmarks: (package, bench target).
+/// The benchmarks that need no browser: (package, bench target).
 const BENCHES: &[(&str, &str)] = &[
     ("wasimoff-broker", "scale"),
     ("wasimoff-provider", "executor"),
@@ -107,7 +107,16 @@ fn bench(quick: bool) -> Result<()> {
         }
         Step::new(&format!("bench {krate} {name}")).run(cargo(&args))?;
     }
-    Ok(())
+    // The browser provider against the native one: the page needs the package (quick runs
+    // reuse the unoptimised build of the tests).
+    let web = web::build(quick)?;
+    let mut args = vec!["bench", "-p", "wasimoff-examples", "--bench", "browser"];
+    if quick {
+        args.extend(["--profile", "dev", "--", "--quick"]);
+    }
+    Step::new("bench wasimoff-examples browser")
+        .env("WASIMOFF_WEB_DIR", web.to_str().unwrap_or_default())
+        .run(cargo(&args))
 }
 
 fn ci(fuzz_seconds: u64) -> Result<()> {
