@@ -215,7 +215,7 @@ async fn browser_provider_end_to_end() {
 
     if let Some(path) = std::env::var_os("WASIMOFF_SCREENSHOT") {
         // A screenshot while the page works: a batch of short sleeps keeps both workers busy.
-        let sleepers: Vec<Task> = (0..40)
+        let sleepers: Vec<Task> = (0..60)
             .map(|i| {
                 Task::wasip1("sleep.wasm")
                     .args(["150"])
@@ -228,8 +228,11 @@ async fn browser_provider_end_to_end() {
                 run_batch(&client, sleepers, |i, o| assert_eq!(o.status, 0, "{i}")).await;
             })
         };
-        wait_for("both workers busy", || async {
-            (number(&chrome.page_status().await, "busy") == 2).then_some(())
+        wait_for("both workers busy and a throughput shown", || async {
+            let page = chrome.page_status().await;
+            let rate = page["tasksPerSecond"].as_f64().unwrap_or(0.0);
+            (number(&page, "busy") == 2 && rate > 0.0 && number(&page, "tasksFinished") >= 220)
+                .then_some(())
         })
         .await;
         let png = webdriver.screenshot().await.unwrap();

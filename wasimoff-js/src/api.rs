@@ -400,6 +400,12 @@ impl Provider {
         u32::try_from(self.pool.size()).unwrap_or(u32::MAX)
     }
 
+    /// The worker pool's counters (as `Executor.stats()`).
+    #[wasm_bindgen(js_name = poolStats)]
+    pub fn pool_stats(&self) -> JsValue {
+        pool_stats(&self.pool)
+    }
+
     /// A snapshot of the provider's state (see docs/browser-api.md for the fields).
     pub fn status(&self) -> JsValue {
         status_object(&self.runtime.status(), &(self.extra())()).into()
@@ -706,17 +712,25 @@ impl Executor {
         self.pool.resize(workers.max(1) as usize);
     }
 
-    /// The pool's counters: `{ size, running, idle, spawned, killed }`.
+    /// The pool's counters: `{ size, running, executing, idle, spawned, killed, answered,
+    /// workerMs, roundTripMs }`.
     pub fn stats(&self) -> JsValue {
-        let stats = self.pool.stats();
-        let object = Object::new();
-        set(&object, "size", stats.size as f64);
-        set(&object, "running", stats.running as f64);
-        set(&object, "executing", stats.executing as f64);
-        set(&object, "idle", stats.idle as f64);
-        set(&object, "spawned", stats.spawned as f64);
-        set(&object, "killed", stats.killed as f64);
-        set(&object, "workerMs", stats.worker_ms);
-        object.into()
+        pool_stats(&self.pool)
     }
+}
+
+/// A pool's counters as a JS object.
+fn pool_stats(pool: &WorkerPool) -> JsValue {
+    let stats = pool.stats();
+    let object = Object::new();
+    set(&object, "size", stats.size as f64);
+    set(&object, "running", stats.running as f64);
+    set(&object, "executing", stats.executing as f64);
+    set(&object, "idle", stats.idle as f64);
+    set(&object, "spawned", stats.spawned as f64);
+    set(&object, "killed", stats.killed as f64);
+    set(&object, "answered", stats.answered as f64);
+    set(&object, "workerMs", stats.worker_ms);
+    set(&object, "roundTripMs", stats.round_trip_ms);
+    object.into()
 }

@@ -3,10 +3,10 @@
 //! an already compiled `WebAssembly.Module` (structured clone shares its code).
 //!
 //! ```text
-//! pool → worker   { kind: "init", module }            (the package's own module; js/worker.js)
+//! pool → worker   { kind: "init", module }            (the package's own module)
 //! worker → pool   { kind: "ready" } | { kind: "fatal", message }
-//! pool → worker   { kind: "run", seq, id, module, args, envs, stdin, rootfs?, artifacts,
-//!                   timeoutMs?, maxOutput?, mirror? }
+//! pool → worker   { kind: "run", seq, id, moduleId, module?, args, envs, stdin, rootfs?,
+//!                   artifacts, timeoutMs?, maxOutput?, maxMemory?, mirror? }
 //! worker → pool   { kind: "done", seq, end, status?, message?, stdout, stderr,
 //!                   stdoutTruncated, stderrTruncated, artifacts? }
 //!                 { kind: "failed", seq, error, message }
@@ -25,6 +25,33 @@ use wasimoff_core::executor::{
     ExecError, ExecLimits, ExecOutput, ExecTask, ResolvedFile, Termination,
 };
 use wasm_bindgen::{JsCast, JsValue};
+
+/// Compiled modules a worker keeps, least recently used first out. The pool tracks each
+/// worker's set with the same policy, so it knows when it must send the module again.
+pub(crate) const WORKER_MODULES: usize = 16;
+
+/// A worker's answer when it no longer holds the module a task names (`failed`, `error`).
+pub(crate) const MISSING_MODULE: &str = "MissingModule";
+
+/// Touches `id` in a least-recently-used list of at most [`WORKER_MODULES`] ids (used by the
+/// pool and by the worker alike); returns whether it was already there.
+pub(crate) fn touch_module<T>(
+    list: &mut Vec<(u64, T)>,
+    id: u64,
+    value: impl FnOnce() -> Option<T>,
+) -> Option<&T> {
+    if let Some(index) = list.iter().position(|(i, _)| *i == id) {
+        let entry = list.remove(index);
+        list.push(entry);
+    } else {
+        let value = value()?;
+        if list.len() >= WORKER_MODULES {
+            list.remove(0);
+        }
+        list.push((id, value));
+    }
+    list.last().map(|(_, v)| v)
+}
 
 /// Sets `key` on `target` (objects made here are plain and extensible, so this cannot fail).
 pub(crate) fn set(target: &Object, key: &str, value: impl Into<JsValue>) {
@@ -93,7 +120,8 @@ pub(crate) fn strings_to_js(items: &[String]) -> Array {
 /// The `run` message for `task` with its compiled `module`, and the buffers to transfer.
 pub(crate) fn encode_run(
     seq: u32,
-    module: &WebAssembly::Module,
+    module_id: u64,
+    module: Option<&WebAssembly::Module>,
     task: &ExecTask,
     mirror: Option<&OutputMirror>,
 ) -> (Object, Array) {
@@ -105,7 +133,10 @@ pub(crate) fn encode_run(
     set(&message, "kind", "run");
     set(&message, "seq", seq);
     set(&message, "id", task.id.as_str());
-    set(&message, "module", module.clone());
+    set(&message, "moduleId", module_id as f64);
+    if let Some(module) = module {
+        set(&message, "module", module.clone());
+    }
     set(&message, "args", strings_to_js(&task.args));
     set(&message, "envs", strings_to_js(&task.envs));
     let stdin = bytes_to_js(&task.stdin);
@@ -133,9 +164,10 @@ pub(crate) fn encode_run(
 /// the output mirror, if the page sent one.
 pub(crate) fn decode_run(message: &JsValue) -> Result<Run, String> {
     let seq = get_f64(message, "seq").ok_or("run message without `seq`")? as u32;
+    let module_id = get_f64(message, "moduleId").ok_or("run message without `moduleId`")? as u64;
     let module = get(message, "module")
         .dyn_into::<WebAssembly::Module>()
-        .map_err(|_| "run message without a compiled `module`")?;
+        .ok();
     let mut task = ExecTask::new(
         get_string(message, "id").unwrap_or_default(),
         ResolvedFile::from_bytes(Bytes::new()),
@@ -158,6 +190,7 @@ pub(crate) fn decode_run(message: &JsValue) -> Result<Run, String> {
         .map(OutputMirror::over);
     Ok(Run {
         seq,
+        module_id,
         module,
         task,
         mirror,
@@ -167,7 +200,10 @@ pub(crate) fn decode_run(message: &JsValue) -> Result<Run, String> {
 /// A decoded `run` message.
 pub(crate) struct Run {
     pub(crate) seq: u32,
-    pub(crate) module: WebAssembly::Module,
+    /// The pool's id of the module; the module itself comes only the first time a worker
+    /// needs it (workers keep the last [`WORKER_MODULES`] they were sent).
+    pub(crate) module_id: u64,
+    pub(crate) module: Option<WebAssembly::Module>,
     pub(crate) task: ExecTask,
     pub(crate) mirror: Option<OutputMirror>,
 }
@@ -229,6 +265,16 @@ pub(crate) fn encode_result(seq: u32, result: &Result<ExecOutput, ExecError>) ->
         }
     }
     (message, transfer)
+}
+
+/// The answer to a task whose module this worker no longer holds.
+pub(crate) fn missing_module(seq: u32) -> (Object, Array) {
+    let message = Object::new();
+    set(&message, "kind", "failed");
+    set(&message, "seq", seq);
+    set(&message, "error", MISSING_MODULE);
+    set(&message, "message", "the worker does not hold this module");
+    (message, Array::new())
 }
 
 /// A `done` or `failed` message decoded on the page; `timeout` is the task's limit.

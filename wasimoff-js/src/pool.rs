@@ -211,11 +211,18 @@ pub struct PoolStats {
     pub killed: u64,
     /// Milliseconds the workers spent on the tasks they answered (as they measured it).
     pub worker_ms: f64,
+    /// Milliseconds from posting those tasks to their answers (the workers' time plus the
+    /// message round trips).
+    pub round_trip_ms: f64,
+    /// Tasks answered by a worker.
+    pub answered: u64,
 }
 
 /// A started worker and the channel its messages arrive on.
 struct PoolWorker {
     worker: WorkerHandle,
+    /// The module ids this worker holds (the same policy as the worker's own list).
+    modules: Vec<(u64, ())>,
     /// Where the worker copies a running guest's output (where `SharedArrayBuffer` exists:
     /// cross-origin isolated pages, Node.js).
     mirror: Option<OutputMirror>,
@@ -242,11 +249,14 @@ struct Inner {
     starting: Cell<usize>,
     closed: Cell<bool>,
     changed: Notify,
-    modules: RefCell<Vec<(executor::ModuleKey, WebAssembly::Module)>>,
+    modules: RefCell<Vec<(executor::ModuleKey, u64, WebAssembly::Module)>>,
+    next_module: Cell<u64>,
     seq: Cell<u32>,
     spawned: Cell<u64>,
     killed: Cell<u64>,
     worker_ms: Cell<f64>,
+    round_trip_ms: Cell<f64>,
+    answered: Cell<u64>,
 }
 
 /// Runs tasks in a pool of dedicated workers. Cheap to clone; clones share the pool.
@@ -308,10 +318,13 @@ impl WorkerPool {
                 closed: Cell::new(false),
                 changed: Notify::new(),
                 modules: RefCell::new(Vec::new()),
+                next_module: Cell::new(0),
                 seq: Cell::new(0),
                 spawned: Cell::new(0),
                 killed: Cell::new(0),
                 worker_ms: Cell::new(0.0),
+                round_trip_ms: Cell::new(0.0),
+                answered: Cell::new(0),
             }),
         };
         pool.warm();
@@ -329,6 +342,8 @@ impl WorkerPool {
             spawned: inner.spawned.get(),
             killed: inner.killed.get(),
             worker_ms: inner.worker_ms.get(),
+            round_trip_ms: inner.round_trip_ms.get(),
+            answered: inner.answered.get(),
         }
     }
 
@@ -420,6 +435,7 @@ impl WorkerPool {
         worker.set_onerror(Some(on_error.as_ref().unchecked_ref()));
         let mut worker = PoolWorker {
             worker,
+            modules: Vec::new(),
             mirror: OutputMirror::new(MIRROR_CAPACITY),
             messages,
             _on_message: on_message,
@@ -468,27 +484,31 @@ impl WorkerPool {
         }
     }
 
-    /// The compiled module of a task's binary (compiled once, cached by ref).
-    async fn module(&self, task: &ExecTask) -> Result<WebAssembly::Module, ExecError> {
+    /// The compiled module of a task's binary and its id (compiled once, cached by ref and
+    /// memory cap).
+    async fn module(&self, task: &ExecTask) -> Result<(u64, WebAssembly::Module), ExecError> {
         let key = &(task.binary.r#ref.clone(), task.limits.max_memory);
         {
             let mut modules = self.inner.modules.borrow_mut();
-            if let Some(index) = modules.iter().position(|(r, _)| r == key) {
+            if let Some(index) = modules.iter().position(|(k, _, _)| k == key) {
                 let entry = modules.remove(index);
-                let module = entry.1.clone();
+                let found = (entry.1, entry.2.clone());
                 modules.push(entry);
-                return Ok(module);
+                return Ok(found);
             }
         }
         let module = executor::compile(&task.binary.bytes, task.limits.max_memory).await?;
         let mut modules = self.inner.modules.borrow_mut();
-        if !modules.iter().any(|(r, _)| r == key) {
-            if modules.len() >= self.inner.config.module_cache.max(1) {
-                modules.remove(0);
-            }
-            modules.push((key.clone(), module.clone()));
+        if let Some((_, id, module)) = modules.iter().find(|(k, _, _)| k == key) {
+            return Ok((*id, module.clone()));
         }
-        Ok(module)
+        if modules.len() >= self.inner.config.module_cache.max(1) {
+            modules.remove(0);
+        }
+        let id = self.inner.next_module.get() + 1;
+        self.inner.next_module.set(id);
+        modules.push((key.clone(), id, module.clone()));
+        Ok((id, module))
     }
 
     fn killed(&self, worker: PoolWorker) {
@@ -534,7 +554,7 @@ impl Executor for WorkerPool {
             .limits
             .max_memory
             .or(self.inner.config.default_max_memory);
-        let module = self.module(&task).await?;
+        let (module_id, module) = self.module(&task).await?;
         let mut worker = futures::select! {
             worker = self.take_worker().fuse() => worker?,
             () = cancel.cancelled().fuse() => return Ok(cancelled()),
@@ -546,18 +566,29 @@ impl Executor for WorkerPool {
             .timeout
             .unwrap_or(self.inner.config.default_timeout);
         task.limits.timeout = Some(timeout);
-        let (message, transfer) = jsmsg::encode_run(seq, &module, &task, worker.mirror.as_ref());
-        drop(task);
-        if let Err(e) = worker
-            .worker
-            .post_message_with_transfer(&message, &transfer)
-        {
-            return Err(ExecError::Host(format!(
-                "cannot send a task to a worker: {}",
-                crate::host::js_error_text(&e)
-            )));
-        }
+        // The module goes along only if the worker does not hold it yet.
+        let mut sent_module = false;
+        jsmsg::touch_module(&mut worker.modules, module_id, || {
+            sent_module = true;
+            Some(())
+        });
+        let post = |worker: &PoolWorker, with_module: bool| {
+            let module = with_module.then_some(&module);
+            let (message, transfer) =
+                jsmsg::encode_run(seq, module_id, module, &task, worker.mirror.as_ref());
+            worker
+                .worker
+                .post_message_with_transfer(&message, &transfer)
+                .map_err(|e| {
+                    ExecError::Host(format!(
+                        "cannot send a task to a worker: {}",
+                        crate::host::js_error_text(&e)
+                    ))
+                })
+        };
+        post(&worker, sent_module)?;
         let _executing = Executing::new(&self.inner);
+        let posted = platform::Instant::now();
         let kill_at = timeout.saturating_add(self.inner.config.kill_grace);
         loop {
             let reply = futures::select! {
@@ -576,12 +607,26 @@ impl Executor for WorkerPool {
                 return Err(ExecError::Host("the worker went away".into()));
             };
             match jsmsg::get_string(&reply, "kind").as_deref() {
+                Some("failed")
+                    if !sent_module
+                        && jsmsg::get_string(&reply, "error").as_deref()
+                            == Some(jsmsg::MISSING_MODULE) =>
+                {
+                    // The worker's module list drifted from ours: send the module along.
+                    sent_module = true;
+                    post(&worker, true)?;
+                }
                 Some("done" | "failed")
                     if jsmsg::get_f64(&reply, "seq").map(|s| s as u32) == Some(seq) =>
                 {
                     let result = jsmsg::decode_result(&reply, timeout);
                     let spent = jsmsg::get_f64(&reply, "workerMs").unwrap_or(0.0);
-                    self.inner.worker_ms.set(self.inner.worker_ms.get() + spent);
+                    let inner = &self.inner;
+                    inner.worker_ms.set(inner.worker_ms.get() + spent);
+                    inner
+                        .round_trip_ms
+                        .set(inner.round_trip_ms.get() + posted.elapsed().as_secs_f64() * 1e3);
+                    inner.answered.set(inner.answered.get() + 1);
                     self.give_back(worker, true);
                     return result;
                 }

@@ -17,6 +17,13 @@ use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 use crate::executor::{BrowserConfig, BrowserExecutor};
 use crate::jsmsg;
 
+thread_local! {
+    /// The compiled modules this worker was sent, by the pool's module id (see
+    /// [`jsmsg::touch_module`]).
+    static MODULES: std::cell::RefCell<Vec<(u64, js_sys::WebAssembly::Module)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
 #[wasm_bindgen]
 extern "C" {
     /// Where a worker receives tasks and posts results: a `DedicatedWorkerGlobalScope`, or a
@@ -61,13 +68,28 @@ pub fn worker_main(port: Option<js_sys::Object>) -> Result<(), JsError> {
             let started = wasimoff_core::platform::Instant::now();
             let (message, transfer) = match jsmsg::decode_run(&data) {
                 Ok(run) => {
-                    if let Some(mirror) = &run.mirror {
-                        mirror.reset();
+                    let module = MODULES.with(|modules| {
+                        let mut modules = modules.borrow_mut();
+                        jsmsg::touch_module(&mut modules, run.module_id, || run.module.clone())
+                            .cloned()
+                    });
+                    match module {
+                        Some(module) => {
+                            if let Some(mirror) = &run.mirror {
+                                mirror.reset();
+                            }
+                            let result = executor
+                                .execute_module(
+                                    &module,
+                                    run.task,
+                                    CancellationToken::new(),
+                                    run.mirror,
+                                )
+                                .await;
+                            jsmsg::encode_result(run.seq, &result)
+                        }
+                        None => jsmsg::missing_module(run.seq),
                     }
-                    let result = executor
-                        .execute_module(&run.module, run.task, CancellationToken::new(), run.mirror)
-                        .await;
-                    jsmsg::encode_result(run.seq, &result)
                 }
                 Err(text) => {
                     let seq = jsmsg::get_f64(&data, "seq").unwrap_or(0.0) as u32;
