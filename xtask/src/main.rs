@@ -80,7 +80,7 @@ const WASM32_CHECKS: &[(&str, &[&str])] = &[
         "wasimoff-provider",
         &["--no-default-features", "--features", "conformance"],
     ),
-    ("wasimoff-js", &[]),
+    ("wasimoff-js", &["--all-targets"]),
     ("wasimoff-client", &[]),
 ];
 
@@ -155,11 +155,9 @@ fn ci(fuzz_seconds: u64) -> Result<()> {
         clippy.extend(*flags);
         clippy.extend(["--", "-D", "warnings"]);
         Step::new(&format!("clippy {krate} wasm32")).run(cargo(&clippy))?;
-        let mut build: Vec<&str> = vec!["build"];
-        build.extend(base);
-        build.extend(*flags);
-        Step::new(&format!("build {krate} wasm32")).run(cargo(&build))?;
     }
+    // No separate wasm32 builds: the browser tests build every one of these crates for wasm32
+    // (wasimoff-js depends on the other three) and link the package with wasm-pack.
     Step::new("clippy guests").run(cargo(&[
         "clippy",
         "--manifest-path",
@@ -192,11 +190,13 @@ fn ci(fuzz_seconds: u64) -> Result<()> {
 /// then the volunteer page end to end.
 fn browser_tests() -> Result<()> {
     tools::ensure_apt(BROWSER_PACKAGES)?;
+    // The npm package (unoptimised: quick to build) is built even without a browser: it is
+    // the wasm32 build and link check of the browser crates.
+    let web = web::build(true)?;
     if !std::path::Path::new("/usr/bin/chromedriver").exists() {
         println!("note: skipping the browser tests: /usr/bin/chromedriver is missing");
         return Ok(());
     }
-    tools::ensure_wasm_bindgen_cli(&tools::locked_wasm_bindgen_version()?)?;
     Step::new("browser tests (headless Chromium)")
         .env("CHROMEDRIVER", "/usr/bin/chromedriver")
         .env(
@@ -210,10 +210,8 @@ fn browser_tests() -> Result<()> {
             "--target",
             "wasm32-unknown-unknown",
         ]))?;
-    // The page end to end: the broker serves the volunteer page (the package built without
-    // optimisations, which is quick to build), Chromium joins as a provider.
-    let web = web::build(true)?;
-    Step::new("browser end-to-end test (volunteer page)")
+    // The volunteer page, the Node provider and the web demo end to end.
+    Step::new("browser end-to-end tests (page, Node, web demo)")
         .env("WASIMOFF_WEB_DIR", web.to_str().unwrap_or_default())
         .run(cargo(&[
             "test",
