@@ -290,6 +290,28 @@ async fn browser_provider_end_to_end() {
     .await;
     both.await.unwrap();
 
+    // The page offloads too: the package's `Client` submits a task (it runs on this very page).
+    let offloaded = webdriver
+        .execute_async(
+            r#"const done = arguments[arguments.length - 1];
+            (async () => {
+              const { default: init, Client } = await import("/pkg/wasimoff.js");
+              await init();
+              const client = new Client(location.origin);
+              const r = await client.submit({ binary: "hello.wasm", args: ["hello.wasm", "from-page", "stdin"], stdin: "page stdin" });
+              done({ status: r.status, stdout: r.stdoutText });
+            })().catch((e) => done({ error: String(e) }));"#,
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(offloaded["status"], 0, "{offloaded}");
+    let stdout = offloaded["stdout"].as_str().unwrap_or_default();
+    assert!(
+        stdout.contains("\"from-page\"") && stdout.contains("page stdin"),
+        "{offloaded}"
+    );
+
     // Reloading the page reconnects it (it remembers that it contributes) and work continues.
     let connections = number(&chrome.page_status().await, "connections");
     assert!(connections >= 1);
