@@ -18,7 +18,7 @@ use wasimoff_core::proto::{self, task};
 use crate::error::TaskError;
 use crate::provider::{refuse_protocol, selected_codec};
 use crate::state::App;
-use crate::ws::{AxumTransport, READ_BUFFER};
+use crate::ws::{AxumTransport, READ_BUFFER, WRITE_BUFFER};
 
 /// The peer's address, when the server was started with connect info.
 fn requester(addr: Option<Extension<ConnectInfo<SocketAddr>>>) -> String {
@@ -167,7 +167,7 @@ pub(crate) async fn client_socket(
         // tungstenite reads in chunks of this size, allocated per connection: 128 KiB by
         // default, which dominates the memory of an idle connection.
         .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(0)
+        .write_buffer_size(WRITE_BUFFER)
         .on_upgrade(move |socket| async move {
             let Some(codec) = selected_codec(&socket) else {
                 return refuse_protocol(socket).await;

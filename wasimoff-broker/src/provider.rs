@@ -20,7 +20,7 @@ use wasimoff_core::transport::CloseReason;
 
 use crate::dispatch::Command;
 use crate::state::App;
-use crate::ws::{AxumTransport, READ_BUFFER};
+use crate::ws::{AxumTransport, READ_BUFFER, WRITE_BUFFER};
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct ProviderQuery {
@@ -69,7 +69,7 @@ pub(crate) async fn provider_socket(
         // tungstenite reads in chunks of this size, allocated per connection: 128 KiB by
         // default, which dominates the memory of an idle connection.
         .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(0)
+        .write_buffer_size(WRITE_BUFFER)
         .on_upgrade(move |socket| session(app, socket, name, agent))
 }
 

@@ -14,6 +14,10 @@ use wasimoff_core::transport::{
 /// The read chunk of each WebSocket connection (frames larger than this are still read).
 pub(crate) const READ_BUFFER: usize = 8 << 10;
 
+/// Frames queued (fed) on a connection are written out once they reach this many bytes, or at
+/// the next flush; the messenger flushes after each burst, so a burst costs one write.
+pub(crate) const WRITE_BUFFER: usize = 8 << 10;
+
 /// An upgraded axum WebSocket speaking one wasimoff subprotocol.
 #[derive(Debug)]
 pub(crate) struct AxumTransport {
@@ -63,6 +67,15 @@ pub(crate) struct AxumSender {
     codec: Codec,
 }
 
+impl AxumSender {
+    fn message(&self, envelope: &Envelope) -> Result<Message, TransportError> {
+        Ok(match self.codec.encode(envelope)? {
+            Frame::Binary(b) => Message::Binary(b),
+            Frame::Text(t) => Message::Text(t.into()),
+        })
+    }
+}
+
 fn gone() -> TransportError {
     TransportError::Closed(CloseReason::new(
         CloseReason::GOING_AWAY,
@@ -73,11 +86,17 @@ fn gone() -> TransportError {
 #[async_trait::async_trait]
 impl TransportSender for AxumSender {
     async fn send(&mut self, envelope: Envelope) -> Result<(), TransportError> {
-        let message = match self.codec.encode(&envelope)? {
-            Frame::Binary(b) => Message::Binary(b),
-            Frame::Text(t) => Message::Text(t.into()),
-        };
+        let message = self.message(&envelope)?;
         self.sink.send(message).await.map_err(|_| gone())
+    }
+
+    async fn feed(&mut self, envelope: Envelope) -> Result<(), TransportError> {
+        let message = self.message(&envelope)?;
+        self.sink.feed(message).await.map_err(|_| gone())
+    }
+
+    async fn flush(&mut self) -> Result<(), TransportError> {
+        self.sink.flush().await.map_err(|_| gone())
     }
 
     async fn close(&mut self, reason: CloseReason) -> Result<(), TransportError> {

@@ -93,6 +93,22 @@ macro_rules! payloads {
                 }
             }
 
+            /// The length of [`Payload::encode_value`]'s bytes.
+            fn value_len(&self) -> usize {
+                match self {
+                    $( Payload::$variant(m) => m.encoded_len(), )*
+                    Payload::Unknown(u) => u.value.len(),
+                }
+            }
+
+            /// Appends the payload as field `tag` of type `bytes`, as `Any.value` is encoded.
+            fn encode_value_field(&self, tag: u32, buf: &mut Vec<u8>) {
+                match self {
+                    $( Payload::$variant(m) => prost::encoding::message::encode(tag, m, buf), )*
+                    Payload::Unknown(u) => prost::encoding::bytes::encode(tag, &u.value, buf),
+                }
+            }
+
             /// Decodes `value` as the message named by the type URL (text after the last `/`).
             fn decode_value(type_url: &str, value: Bytes) -> Result<Payload, PayloadError> {
                 let name = type_name_of(type_url);
@@ -304,9 +320,72 @@ impl Envelope {
         })
     }
 
-    /// The binary protobuf encoding.
+    /// The binary protobuf encoding: the bytes of `self.to_proto().encode_to_vec()`, written
+    /// in one pass into one buffer (no `Any` with its own copy of the encoded payload, no
+    /// formatted type URL).
     pub fn encode_binary(&self) -> Bytes {
-        self.to_proto().encode_to_vec().into()
+        use prost::encoding::{self, WireType, encode_key, encode_varint, encoded_len_varint};
+        // Fields of `Any` are plain proto3 scalars: left out when empty.
+        let any = self.payload.as_ref().map(|payload| {
+            let (prefix, name) = match payload {
+                Payload::Unknown(u) => ("", u.type_url.as_str()),
+                known => (TYPE_URL_PREFIX, known.type_name()),
+            };
+            let url = prefix.len() + name.len();
+            let value = payload.value_len();
+            let field = |tag, len: usize| {
+                if len == 0 {
+                    0
+                } else {
+                    encoding::key_len(tag) + encoded_len_varint(len as u64) + len
+                }
+            };
+            (
+                payload,
+                prefix,
+                name,
+                url,
+                value,
+                field(1, url) + field(2, value),
+            )
+        });
+        let kind = self.kind.map(|k| k as i32);
+        let len = self
+            .sequence
+            .map_or(0, |s| encoding::uint64::encoded_len(1, &s))
+            + kind.map_or(0, |k| encoding::int32::encoded_len(2, &k))
+            + self
+                .error
+                .as_ref()
+                .map_or(0, |e| encoding::string::encoded_len(3, e))
+            + any.map_or(0, |(.., len)| {
+                encoding::key_len(4) + encoded_len_varint(len as u64) + len
+            });
+        let mut buf = Vec::with_capacity(len);
+        if let Some(sequence) = self.sequence {
+            encoding::uint64::encode(1, &sequence, &mut buf);
+        }
+        if let Some(kind) = kind {
+            encoding::int32::encode(2, &kind, &mut buf);
+        }
+        if let Some(error) = &self.error {
+            encoding::string::encode(3, error, &mut buf);
+        }
+        if let Some((payload, prefix, name, url, value, len)) = any {
+            encode_key(4, WireType::LengthDelimited, &mut buf);
+            encode_varint(len as u64, &mut buf);
+            if url > 0 {
+                encode_key(1, WireType::LengthDelimited, &mut buf);
+                encode_varint(url as u64, &mut buf);
+                buf.extend_from_slice(prefix.as_bytes());
+                buf.extend_from_slice(name.as_bytes());
+            }
+            if value > 0 {
+                payload.encode_value_field(2, &mut buf);
+            }
+        }
+        debug_assert_eq!(buf.len(), len);
+        buf.into()
     }
 
     /// Decodes the binary protobuf encoding.
@@ -551,6 +630,53 @@ mod tests {
             Payload::from_any(any).unwrap(),
             Payload::Ping(proto::Ping {})
         );
+    }
+
+    #[test]
+    fn binary_encoding_is_that_of_the_wire_struct() {
+        let info = proto::task::Metadata {
+            id: Some("t-1".into()),
+            ..Default::default()
+        };
+        let request = proto::task::wasip1::Request {
+            info: Some(info),
+            qos: None,
+            params: Some(proto::task::wasip1::Params {
+                args: vec!["a.wasm".into(), String::new()],
+                stdin: Some(Bytes::from_static(b"in")),
+                ..Default::default()
+            }),
+        };
+        let unknown = |type_url: &str, value: &'static [u8]| {
+            Payload::Unknown(UnknownPayload {
+                type_url: type_url.into(),
+                value: Bytes::from_static(value),
+            })
+        };
+        let envelopes = [
+            Envelope::request(0, request),
+            Envelope::response(7, proto::Ping {}),
+            Envelope::event(u64::MAX, proto::event::ClusterInfo { providers: Some(3) }),
+            Envelope::error_response(Some(2), "nope"),
+            Envelope::error_response(None, ""),
+            Envelope::default(),
+            Envelope {
+                payload: Some(unknown("x.y/Other", b"\x08\x01")),
+                ..Envelope::default()
+            },
+            Envelope {
+                sequence: Some(1),
+                payload: Some(unknown("", b"")),
+                ..Envelope::default()
+            },
+        ];
+        for envelope in envelopes {
+            assert_eq!(
+                envelope.encode_binary().as_ref(),
+                envelope.to_proto().encode_to_vec().as_slice(),
+                "{envelope:?}"
+            );
+        }
     }
 
     #[test]

@@ -510,24 +510,48 @@ async fn drive<S: TransportSender, R: TransportReceiver>(
     reason
 }
 
+/// Most envelopes fed to the transport before it is flushed.
+const WRITE_BATCH: usize = 64;
+
+/// Writes the queued envelopes: each one that arrives, together with those already waiting
+/// behind it (up to [`WRITE_BATCH`]), is fed to the transport, then the batch is flushed, so a
+/// burst of responses costs one socket write, and a lone envelope goes out at once.
 async fn write_loop<S: TransportSender>(
     sender: &mut S,
     outgoing: &mut mpsc::Receiver<Outgoing>,
 ) -> End {
+    let failed = |e: TransportError| match e {
+        TransportError::Closed(reason) => End::Gone(reason),
+        e => End::Gone(CloseReason::new(CloseReason::INTERNAL_ERROR, e.to_string())),
+    };
     loop {
-        match outgoing.recv().await {
-            Some(Outgoing::Envelope(envelope)) => match sender.send(*envelope).await {
+        // `None` is unreachable while the driver holds a sender clone; treat it as a shutdown.
+        let Some(Outgoing::Envelope(mut envelope)) = outgoing.recv().await else {
+            return End::Close(CloseReason::normal("messenger dropped"));
+        };
+        let mut fed = 0;
+        loop {
+            match sender.feed(*envelope).await {
                 Ok(()) => {}
                 Err(TransportError::Encode(e)) => {
                     tracing::warn!("dropping unencodable envelope: {e}")
                 }
-                Err(TransportError::Closed(reason)) => return End::Gone(reason),
-                Err(e) => {
-                    return End::Gone(CloseReason::new(CloseReason::INTERNAL_ERROR, e.to_string()));
+                Err(e) => return failed(e),
+            }
+            fed += 1;
+            let Ok(Outgoing::Envelope(next)) = outgoing.try_recv() else {
+                break;
+            };
+            if fed == WRITE_BATCH {
+                if let Err(e) = sender.flush().await {
+                    return failed(e);
                 }
-            },
-            // Unreachable while the driver holds a sender clone; treat it as a shutdown.
-            None => return End::Close(CloseReason::normal("messenger dropped")),
+                fed = 0;
+            }
+            envelope = next;
+        }
+        if let Err(e) = sender.flush().await {
+            return failed(e);
         }
     }
 }

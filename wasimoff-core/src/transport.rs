@@ -143,6 +143,19 @@ pub trait TransportSender: MaybeSend + 'static {
     /// Sends one envelope. Waits while the connection's outgoing buffer is full.
     async fn send(&mut self, envelope: Envelope) -> Result<(), TransportError>;
 
+    /// Queues one envelope without necessarily writing it out: [`flush`](Self::flush) does.
+    /// The [`Messenger`](crate::messenger::Messenger) feeds every envelope that is waiting and
+    /// then flushes once, so that a burst costs one write to the socket instead of one each.
+    /// By default the same as [`send`](Self::send).
+    async fn feed(&mut self, envelope: Envelope) -> Result<(), TransportError> {
+        self.send(envelope).await
+    }
+
+    /// Writes out what [`feed`](Self::feed) queued. By default there is nothing to do.
+    async fn flush(&mut self) -> Result<(), TransportError> {
+        Ok(())
+    }
+
     /// Sends a close frame with the reason and shuts the connection down.
     async fn close(&mut self, reason: CloseReason) -> Result<(), TransportError>;
 }

@@ -39,6 +39,13 @@ pub enum ConnectError {
     NoSubprotocol(Option<String>),
 }
 
+/// The read chunk of a connection (larger frames are still read whole, in more steps).
+/// tungstenite zero-fills the free part of its read buffer before every read, and allocates a
+/// new one whenever a received frame still holds the old one (decoded `bytes` fields share it):
+/// with its default of 128 KiB that was most of a small task's CPU time on the client and the
+/// provider (see docs/benchmarks.md). The broker uses the same size.
+const READ_BUFFER: usize = 8 << 10;
+
 /// A WebSocket connection speaking one of the wasimoff subprotocols.
 #[derive(Debug)]
 pub struct WebSocketTransport<S> {
@@ -92,6 +99,7 @@ impl WebSocketTransport<MaybeTlsStream<tokio::net::TcpStream>> {
             request.headers_mut().insert(name, value);
         }
         let config = WebSocketConfig::default()
+            .read_buffer_size(READ_BUFFER)
             .max_message_size(Some(max_frame))
             .max_frame_size(Some(max_frame));
         let (ws, response) =
@@ -156,6 +164,15 @@ pub struct WebSocketSender<S> {
     codec: Codec,
 }
 
+impl<S> WebSocketSender<S> {
+    fn message(&self, envelope: &Envelope) -> Result<Message, TransportError> {
+        Ok(match self.codec.encode(envelope)? {
+            Frame::Binary(b) => Message::Binary(b),
+            Frame::Text(t) => Message::Text(t.into()),
+        })
+    }
+}
+
 fn io_error(e: tungstenite::Error) -> TransportError {
     match e {
         tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
@@ -174,11 +191,17 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     async fn send(&mut self, envelope: Envelope) -> Result<(), TransportError> {
-        let message = match self.codec.encode(&envelope)? {
-            Frame::Binary(b) => Message::Binary(b),
-            Frame::Text(t) => Message::Text(t.into()),
-        };
+        let message = self.message(&envelope)?;
         self.sink.send(message).await.map_err(io_error)
+    }
+
+    async fn feed(&mut self, envelope: Envelope) -> Result<(), TransportError> {
+        let message = self.message(&envelope)?;
+        self.sink.feed(message).await.map_err(io_error)
+    }
+
+    async fn flush(&mut self) -> Result<(), TransportError> {
+        self.sink.flush().await.map_err(io_error)
     }
 
     async fn close(&mut self, reason: CloseReason) -> Result<(), TransportError> {

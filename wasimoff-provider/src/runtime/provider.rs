@@ -363,6 +363,12 @@ impl Provider {
     }
 }
 
+/// How long a change of the number of busy slots alone may wait before it is reported in
+/// `Event.ProviderResources`. Under load tasks start and end all the time: reporting each
+/// change cost two extra frames per task (and the broker only uses the concurrency); a task
+/// that starts and ends within the delay is not reported at all.
+const BUSY_REPORT_DELAY: Duration = Duration::from_millis(50);
+
 /// Serves one connection until it ends or the provider stops; returns why it ended.
 async fn session(inner: &Arc<Inner>, connection: Connection) -> String {
     let (messenger, mut incoming, driver) = connection;
@@ -380,10 +386,17 @@ async fn session(inner: &Arc<Inner>, connection: Connection) -> String {
         s.connections += 1;
     });
     let mut status = inner.slots.subscribe();
-    let mut reported = None;
+    let mut reported: Option<(usize, usize)> = None;
+    // A change of the busy count alone is reported after BUSY_REPORT_DELAY (`busy_due`), with
+    // whatever the count is by then; a change of concurrency is reported at once.
+    let mut busy_due: Option<platform::BoxFuture<'static, ()>> = None;
+    let mut busy_flush = false;
     loop {
         let advertised = status.borrow_and_update().advertised();
-        if reported != Some(advertised) {
+        if reported == Some(advertised) {
+            busy_due = None;
+        } else if busy_flush || reported.is_none_or(|(concurrency, _)| concurrency != advertised.0)
+        {
             let (concurrency, tasks) = advertised;
             let resources = proto::event::ProviderResources {
                 concurrency: Some(u32::try_from(concurrency).unwrap_or(u32::MAX)),
@@ -393,8 +406,19 @@ async fn session(inner: &Arc<Inner>, connection: Connection) -> String {
                 break;
             }
             reported = Some(advertised);
+            busy_due = None;
+        } else if busy_due.is_none() {
+            busy_due = Some(Box::pin(platform::sleep(BUSY_REPORT_DELAY)));
         }
+        busy_flush = false;
+        let busy_report = async {
+            match busy_due.as_mut() {
+                Some(due) => due.await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            () = busy_report => busy_flush = true,
             message = incoming.next() => match message {
                 None => break,
                 Some(IncomingMessage::Request(request)) => {

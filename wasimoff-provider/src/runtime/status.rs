@@ -5,7 +5,8 @@
 //! task is a compare-and-increment of `busy` under the watch's lock ([`Slots::try_acquire`]),
 //! releasing it happens when the [`SlotGuard`] drops, so the count can never leak. Every change
 //! of the advertised `(concurrency, busy)` pair wakes the connection, which reports it to the
-//! broker as `Event.ProviderResources`.
+//! broker as `Event.ProviderResources`: a new concurrency at once, a new busy count alone after
+//! a short delay (coalescing the starts and ends of tasks in between).
 
 use std::sync::Arc;
 

@@ -41,6 +41,13 @@ pub struct WasmtimeConfig {
     pub epoch_tick: Duration,
     /// Where per-task root directories are created; `None` means the system temp directory.
     pub work_dir: Option<PathBuf>,
+    /// Instances kept ready by wasmtime's pooling allocator, so that a task's linear memory is
+    /// reused (reset in place) instead of mapped and unmapped per task; `0` allocates on
+    /// demand. Never fewer than [`Self::workers`] are kept (tasks run through
+    /// [`Executor::execute`] need no more); each reserves address space, not memory.
+    ///
+    /// [`Executor::execute`]: wasimoff_core::executor::Executor::execute
+    pub pooled_instances: u32,
 }
 
 impl Default for WasmtimeConfig {
@@ -59,6 +66,7 @@ impl Default for WasmtimeConfig {
             enable_fuel: false,
             epoch_tick: Duration::from_millis(10),
             work_dir: None,
+            pooled_instances: 16,
         }
     }
 }

@@ -13,7 +13,10 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use wasimoff_core::executor::ExecError;
-use wasmtime::{Config, Engine, Linker, ResourceLimiter};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, Linker, PoolingAllocationConfig,
+    ResourceLimiter,
+};
 use wasmtime_wasi::p1::WasiP1Ctx;
 
 use super::WasmtimeConfig;
@@ -77,6 +80,38 @@ impl ResourceLimiter for Limiter {
     }
 }
 
+/// Instance slots of the pooling allocator (0: none): never fewer than the workers.
+fn pool_slots(config: &WasmtimeConfig) -> u32 {
+    if config.pooled_instances == 0 {
+        return 0;
+    }
+    let workers = u32::try_from(config.effective_workers()).unwrap_or(u32::MAX);
+    config.pooled_instances.max(workers)
+}
+
+/// Linear memory bytes reset in place (`memset`) when a slot is freed, instead of being
+/// decommitted (`madvise`) and faulted in again by the next task; with Linux's `PAGEMAP_SCAN`
+/// (6.7+) only pages the task dirtied are reset.
+const MEMORY_KEEP_RESIDENT: usize = 1 << 20;
+
+/// The pooling allocator's settings: `slots` instances, each with up to 2 memories and 4
+/// tables of up to [`MAX_TABLE_ELEMENTS`] elements, so that modules that ran on the on-demand
+/// allocator still fit (memory limits are the [`Limiter`]'s business, as before).
+fn pooling(slots: u32) -> PoolingAllocationConfig {
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_core_instances(slots)
+        .total_memories(slots.saturating_mul(2))
+        .max_memories_per_module(2)
+        .total_tables(slots.saturating_mul(4))
+        .max_tables_per_module(4)
+        .table_elements(MAX_TABLE_ELEMENTS)
+        .max_core_instance_size(16 << 20)
+        .linear_memory_keep_resident(MEMORY_KEEP_RESIDENT)
+        .table_keep_resident(64 << 10)
+        .pagemap_scan(Enabled::Auto);
+    pool
+}
+
 /// The engine, its linker and the ticker thread driving epoch interruption.
 pub(crate) struct EngineHandle {
     pub(crate) engine: Engine,
@@ -100,8 +135,22 @@ impl EngineHandle {
         let mut wasm = Config::new();
         wasm.epoch_interruption(true);
         wasm.consume_fuel(config.enable_fuel);
-        let engine = Engine::new(&wasm)
-            .map_err(|e| ExecError::Host(format!("creating the wasmtime engine: {e:#}")))?;
+        let on_demand = wasm.clone();
+        let slots = pool_slots(config);
+        if slots > 0 {
+            wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling(slots)));
+        }
+        let engine = match Engine::new(&wasm) {
+            Ok(engine) => Ok(engine),
+            // The pool reserves address space up front (4 GiB and a guard per memory slot),
+            // which a `ulimit -v` may refuse: run without it then.
+            Err(e) if slots > 0 => {
+                tracing::warn!("no pooling allocator ({e:#}); allocating instances on demand");
+                Engine::new(&on_demand)
+            }
+            Err(e) => Err(e),
+        }
+        .map_err(|e| ExecError::Host(format!("creating the wasmtime engine: {e:#}")))?;
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |host: &mut Host| &mut host.wasi)

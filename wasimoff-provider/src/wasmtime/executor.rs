@@ -16,7 +16,7 @@ use tokio::sync::Semaphore;
 use wasimoff_core::executor::{
     CancellationToken, ExecError, ExecOutput, ExecTask, Executor, Termination,
 };
-use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime::{PoolConcurrencyLimitError, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
@@ -319,6 +319,13 @@ impl Inner {
         };
         let refused_memory = store.data().limiter.refused();
         drop(store);
+        if let Err(e) = &result
+            && e.downcast_ref::<PoolConcurrencyLimitError>().is_some()
+        {
+            // More tasks at once than instance slots (only `execute_blocking` callers can
+            // get here): the task did not run.
+            return Err(host("no free instance slot", format!("{e:#}")));
+        }
 
         let termination = match result {
             Ok(()) => Termination::Exited(0),

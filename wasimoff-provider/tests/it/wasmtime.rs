@@ -1,6 +1,6 @@
 //! `WasmtimeExecutor`-specific behaviour: the compiled-module caches (memory and disk), fuel,
 //! limits taken from the executor configuration, rootfs and artifact size limits, cleanup of
-//! task directories and freeing of worker slots.
+//! task directories, freeing of worker slots, and the instance pool (or none).
 
 use std::time::{Duration, Instant};
 
@@ -271,4 +271,50 @@ async fn blocking_api_runs_without_a_runtime_slot() {
     .unwrap()
     .unwrap();
     assert_eq!(out.stdout, hello_stdout("b"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_can_be_allocated_on_demand() {
+    let exec = executor(WasmtimeConfig {
+        pooled_instances: 0,
+        ..WasmtimeConfig::default()
+    });
+    for arg in ["a", "b"] {
+        let out = run(&exec, task(apps::HELLO, &["hello.wasm", arg])).await;
+        assert_eq!(out.stdout, hello_stdout(arg));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_caller_past_the_instance_pool_gets_a_host_error() {
+    // One slot (one worker): a second task at once through `execute_blocking` (which ignores
+    // the worker limit) finds no instance slot; the slot is usable again afterwards.
+    let exec = executor(WasmtimeConfig {
+        workers: 1,
+        pooled_instances: 1,
+        ..WasmtimeConfig::default()
+    });
+    let cancel = CancellationToken::new();
+    let mut spin = task(apps::LOOP, &["loop.wasm"]);
+    spin.limits.timeout = Some(Duration::from_secs(120));
+    let (background, token) = (exec.clone(), cancel.clone());
+    let spinning = tokio::spawn(async move { background.execute(spin, token).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = exec.clone();
+    let refused = tokio::task::spawn_blocking(move || {
+        second.execute_blocking(
+            task(apps::HELLO, &["hello.wasm"]),
+            &CancellationToken::new(),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(
+        matches!(&refused, Err(ExecError::Host(e)) if e.contains("instance slot")),
+        "{refused:?}"
+    );
+    cancel.cancel();
+    let out = spinning.await.unwrap().unwrap();
+    assert_eq!(out.termination, Termination::Cancelled);
+    assert_exit(&run(&exec, task(apps::HELLO, &["hello.wasm"])).await, 0);
 }
