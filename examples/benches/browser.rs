@@ -178,8 +178,9 @@ async fn main() {
         .goto(&format!("{base}/#workers=2&autostart"))
         .await
         .unwrap();
+    // 2 workers plus the default prefetch of one task per worker: 4 slots at the broker.
     wait_for("the page to join", || async {
-        (providers(&client).await == (1, 2)).then_some(())
+        (providers(&client).await == (1, 4)).then_some(())
     })
     .await;
     let (browser_hello, browser_tsp) = measure(&client, &sizes).await;

@@ -201,7 +201,8 @@ async fn browser_provider_end_to_end() {
     wait_for("the page to join with 2 workers", || async {
         let status = client.status().await.ok()?;
         let page = chrome.page_status().await;
-        (status.providers == 1 && status.workers == 2 && page["state"] == "connected").then_some(())
+        // 2 workers and, by default, one task waiting on the page per worker: 4 slots.
+        (status.providers == 1 && status.workers == 4 && page["state"] == "connected").then_some(())
     })
     .await;
 
@@ -231,7 +232,9 @@ async fn browser_provider_end_to_end() {
         wait_for("both workers busy and a throughput shown", || async {
             let page = chrome.page_status().await;
             let rate = page["tasksPerSecond"].as_f64().unwrap_or(0.0);
-            (number(&page, "busy") == 2 && rate > 0.0 && number(&page, "tasksFinished") >= 220)
+            (number(&page, "workersExecuting") == 2
+                && rate > 0.0
+                && number(&page, "tasksFinished") >= 220)
                 .then_some(())
         })
         .await;
@@ -285,7 +288,7 @@ async fn browser_provider_end_to_end() {
         })
     };
     wait_for("two tasks running at once after the cancel", || async {
-        (number(&chrome.page_status().await, "busy") == 2).then_some(())
+        (number(&chrome.page_status().await, "workersExecuting") == 2).then_some(())
     })
     .await;
     both.await.unwrap();
@@ -319,7 +322,7 @@ async fn browser_provider_end_to_end() {
     wait_for("the reloaded page to reconnect", || async {
         let page = chrome.page_status().await;
         let broker = client.status().await.ok()?;
-        (page["state"] == "connected" && broker.providers == 1 && broker.workers == 2).then_some(())
+        (page["state"] == "connected" && broker.providers == 1 && broker.workers == 4).then_some(())
     })
     .await;
     let tasks: Vec<Task> = (0..40).map(|i| mixed_task(i, &rootfs)).collect();
@@ -432,7 +435,7 @@ async fn node_provider_end_to_end() {
     wait_for("the node provider to join with 2 workers", || async {
         let status = client.status().await.ok()?;
         let connected = lines.find(&["state connected"]).is_some();
-        (connected && status.providers == 1 && status.workers == 2).then_some(())
+        (connected && status.providers == 1 && status.workers == 4).then_some(())
     })
     .await;
 

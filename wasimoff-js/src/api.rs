@@ -169,12 +169,26 @@ pub struct Provider {
     storage: &'static str,
     stop: CancellationToken,
     log_sink: u64,
+    prefetch: Prefetch,
+}
+
+/// Tasks a provider accepts beyond its workers: they wait in the pool for the next free worker,
+/// so a worker finds its next task on the page instead of waiting a round trip to the broker
+/// (which is most of a trivial task's time in a browser). `None`: one per worker.
+#[derive(Clone, Copy, Debug)]
+struct Prefetch(Option<usize>);
+
+impl Prefetch {
+    fn extra(self, workers: usize) -> usize {
+        self.0.unwrap_or(workers)
+    }
 }
 
 #[wasm_bindgen]
 impl Provider {
     /// Starts contributing to the broker at `brokerUrl` (its HTTP origin, e.g.
-    /// `http://localhost:4080`). Options: `workers`, `name`, `token`, `storage`
+    /// `http://localhost:4080`). Options: `workers`, `prefetch` (tasks accepted beyond the
+    /// workers, waiting for one; default one per worker), `name`, `token`, `storage`
     /// (`"auto"` | `"memory"`), `logLevel`, `glueUrl` (where workers import the package from).
     pub async fn connect(
         #[wasm_bindgen(js_name = brokerUrl)] broker_url: String,
@@ -186,12 +200,24 @@ impl Provider {
             logging::set_level(&level).map_err(js_error)?;
         }
         let workers = count_option(&options, "workers")?.unwrap_or_else(hardware_concurrency);
+        let prefetch = match get(&options, "prefetch") {
+            v if v.is_undefined() || v.is_null() => None,
+            v => match v.as_f64() {
+                Some(n) if (0.0..=1024.0).contains(&n) && n.fract() == 0.0 => Some(n as usize),
+                _ => {
+                    return Err(js_error(
+                        "option `prefetch` must be an integer from 0 to 1024",
+                    ));
+                }
+            },
+        };
         let mut config = ProviderConfig::new(broker_url);
         if let Some(name) = get_string(&options, "name") {
             config.name = name;
         }
         config.token = get_string(&options, "token");
-        config.concurrency = Some(workers);
+        let prefetch = Prefetch(prefetch);
+        config.concurrency = Some(workers + prefetch.extra(workers));
         config.user_agent = get_string(&get(&js_sys::global(), "navigator"), "userAgent")
             .unwrap_or_else(|| config.user_agent.clone());
         let store_options = crate::store::BrowserStoreOptions {
@@ -236,6 +262,7 @@ impl Provider {
             storage,
             stop: CancellationToken::new(),
             log_sink,
+            prefetch,
         };
         provider.spawn_loops();
         let runner = provider.runtime.clone();
@@ -389,8 +416,10 @@ impl Provider {
         if !(1..=1024).contains(&workers) {
             return Err(js_error("workers must be from 1 to 1024"));
         }
-        self.pool.resize(workers as usize);
-        self.runtime.set_workers(workers as usize);
+        let workers = workers as usize;
+        self.pool.resize(workers);
+        self.runtime
+            .set_workers(workers + self.prefetch.extra(workers));
         Ok(())
     }
 
