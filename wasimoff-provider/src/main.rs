@@ -27,6 +27,10 @@ struct Args {
     /// Tasks run at once (default: one per core).
     #[arg(long, short = 'w', env = "WASIMOFF_WORKERS")]
     workers: Option<usize>,
+    /// Tasks accepted beyond the workers, waiting for the next free one (default: one per
+    /// worker; 0: none). Hides the round trip to the broker between two short tasks.
+    #[arg(long, env = "WASIMOFF_PREFETCH")]
+    prefetch: Option<usize>,
     /// The name shown by the broker (default: `<hostname>-<pid>`).
     #[arg(long, short = 'n', env = "WASIMOFF_NAME")]
     name: Option<String>,
@@ -92,7 +96,7 @@ async fn run(args: Args) -> Result<(), String> {
     };
     let config = ProviderConfig {
         name: args.name.unwrap_or_else(default_name),
-        concurrency: args.workers.filter(|&n| n > 0),
+        prefetch: args.prefetch,
         token: args.token.filter(|t| !t.is_empty()),
         drain_grace: Duration::from_secs(args.drain_grace),
         max_task_timeout: Duration::from_secs(args.max_task_seconds),
@@ -104,7 +108,7 @@ async fn run(args: Args) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     tracing::info!(
         url = provider.url(),
-        workers = provider.status().concurrency,
+        slots = provider.status().concurrency,
         "starting provider"
     );
 

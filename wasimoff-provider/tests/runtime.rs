@@ -183,7 +183,12 @@ struct Harness {
 }
 
 impl Harness {
+    /// A provider without prefetch (its slots are the executor's), unless `concurrency` says.
     fn start(concurrency: Option<usize>) -> Self {
+        Self::start_with(concurrency, Some(0))
+    }
+
+    fn start_with(concurrency: Option<usize>, prefetch: Option<usize>) -> Self {
         let (broker_tx, brokers) = mpsc::unbounded_channel();
         let (started_tx, started) = mpsc::unbounded_channel();
         let release = Arc::new(Notify::new());
@@ -192,6 +197,7 @@ impl Harness {
         let config = ProviderConfig {
             name: "tester".into(),
             concurrency,
+            prefetch,
             reconnect_min: Duration::from_millis(1),
             reconnect_max: Duration::from_millis(5),
             ..ProviderConfig::new("http://broker.invalid:4080")
@@ -286,7 +292,7 @@ async fn connect_reports_resources_and_answers_file_requests() {
         .await
         .unwrap();
     let mut broker = h.accept().await;
-    // Concurrency comes from the executor by default.
+    // Concurrency comes from the executor (here without prefetch).
     assert_eq!(
         broker.event().await,
         Payload::ProviderResources(ProviderResources {
@@ -732,6 +738,30 @@ async fn concurrent_tasks_fetch_a_missing_file_once() {
     h.provider.shutdown(Duration::from_secs(5)).await;
 }
 
+/// By default a provider offers one task slot per worker more than its executor runs: the
+/// extra tasks wait in the executor, so the next task is at hand when a worker finishes.
+#[tokio::test]
+async fn prefetch_defaults_to_one_task_per_worker() {
+    let mut h = Harness::start_with(None, None);
+    let mut broker = h.accept().await;
+    assert_eq!(
+        broker.event().await,
+        Payload::ProviderResources(ProviderResources {
+            concurrency: Some(4),
+            tasks: Some(0)
+        })
+    );
+    let mut h = Harness::start_with(None, Some(1));
+    let mut broker = h.accept().await;
+    assert_eq!(
+        broker.event().await,
+        Payload::ProviderResources(ProviderResources {
+            concurrency: Some(3),
+            tasks: Some(0)
+        })
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Real sockets on loopback
 
@@ -750,6 +780,7 @@ async fn hello_runs_on_wasmtime() {
     let (broker_tx, mut brokers) = mpsc::unbounded_channel();
     let config = ProviderConfig {
         name: "tester".into(),
+        prefetch: Some(0),
         ..ProviderConfig::new("http://broker.invalid")
     };
     let provider = Provider::builder(config, Arc::new(executor))

@@ -23,8 +23,15 @@ pub struct ProviderConfig {
     /// The `User-Agent` header sent with the handshake and file fetches (native only; browsers
     /// send their own).
     pub user_agent: String,
-    /// Tasks run at once; `None` takes the executor's `concurrency()`.
+    /// Task slots offered to the broker, used as given; `None`: the executor's
+    /// `concurrency()` plus [`prefetch`](Self::prefetch).
     pub concurrency: Option<usize>,
+    /// With `concurrency: None`, tasks accepted beyond the executor's concurrency: they wait in
+    /// the executor for a free worker, so a worker that finishes finds its next task here
+    /// instead of waiting a round trip to the broker (that doubles the trivial tasks per second
+    /// end to end). `None`: one per worker; `Some(0)`: none (a task then never waits here
+    /// while another provider may be idle).
+    pub prefetch: Option<usize>,
     /// The first delay before reconnecting after a lost or failed connection.
     pub reconnect_min: Duration,
     /// The longest delay between reconnect attempts.
@@ -53,6 +60,7 @@ impl Default for ProviderConfig {
             name: "wasimoff-provider".into(),
             user_agent: concat!("wasimoff-provider/", env!("CARGO_PKG_VERSION")).into(),
             concurrency: None,
+            prefetch: None,
             reconnect_min: Duration::from_millis(500),
             reconnect_max: Duration::from_secs(30),
             drain_grace: Duration::from_secs(30),

@@ -223,9 +223,10 @@ impl ProviderBuilder {
         let store = self
             .store
             .unwrap_or_else(|| Arc::new(MemoryStore::default()));
-        let concurrency = config
-            .concurrency
-            .unwrap_or_else(|| self.executor.concurrency());
+        let concurrency = config.concurrency.unwrap_or_else(|| {
+            let workers = self.executor.concurrency();
+            workers + config.prefetch.unwrap_or(workers)
+        });
         let request = ConnectRequest {
             url: url.into(),
             user_agent: config.user_agent.clone(),

@@ -70,6 +70,7 @@ async fn websocket_connector_speaks_to_a_loopback_broker() {
     let config = ProviderConfig {
         name: "ws-tester".into(),
         token: Some("secret".into()),
+        prefetch: Some(0),
         ..ProviderConfig::new(format!("http://{addr}"))
     };
     let provider = Provider::builder(config, Arc::new(executor))
