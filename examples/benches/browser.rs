@@ -153,8 +153,9 @@ async fn main() {
         let native = native.clone();
         async move { native.run().await }
     });
+    // 2 workers plus the default prefetch of one task per worker: 4 slots at the broker.
     wait_for("the native provider", || async {
-        (providers(&client).await == (1, 2)).then_some(())
+        (providers(&client).await == (1, 4)).then_some(())
     })
     .await;
     let (native_hello, native_tsp) = measure(&client, &sizes).await;
