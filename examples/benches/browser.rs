@@ -28,7 +28,6 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use chrome::{Chrome, number, wait_for};
 use futures::StreamExt;
-use wasimoff_broker::{Broker, BrokerConfig, BrokerHandle};
 use wasimoff_client::{Client, Task};
 use wasimoff_provider::{
     WasmtimeConfig, WasmtimeExecutor,
@@ -80,21 +79,6 @@ async fn measure(client: &Client, sizes: &Sizes) -> (f64, f64) {
     )
 }
 
-async fn broker(web_dir: PathBuf) -> BrokerHandle {
-    Broker::builder()
-        .config(BrokerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            static_dir: Some(web_dir),
-            ..BrokerConfig::default()
-        })
-        .build()
-        .await
-        .unwrap()
-        .spawn()
-        .await
-        .unwrap()
-}
-
 async fn providers(client: &Client) -> (i64, i64) {
     client
         .status()
@@ -122,7 +106,7 @@ async fn main() {
         println!("skipped: WASIMOFF_WEB_DIR is not set (run `cargo xtask web`)");
         return;
     };
-    let broker = broker(web_dir).await;
+    let broker = chrome::broker(web_dir).await;
     let base = format!("http://{}", broker.local_addr());
     let client = Client::new(base.clone()).unwrap();
     client

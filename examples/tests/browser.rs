@@ -27,7 +27,6 @@ use std::{
 use fantoccini::Locator;
 use futures::StreamExt;
 
-use wasimoff_broker::{Broker, BrokerConfig, BrokerHandle};
 use wasimoff_client::{Client, Output, Task};
 
 #[path = "support/chrome.rs"]
@@ -108,21 +107,6 @@ fn check_mixed(i: usize, output: &Output) {
     }
 }
 
-async fn broker(web_dir: PathBuf) -> BrokerHandle {
-    Broker::builder()
-        .config(BrokerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            static_dir: Some(web_dir),
-            ..BrokerConfig::default()
-        })
-        .build()
-        .await
-        .unwrap()
-        .spawn()
-        .await
-        .unwrap()
-}
-
 /// Uploads the guests the tests run (`hello.wasm`, `tsp.wasm`, `sleep.wasm`, `loop.wasm`) and
 /// the rootfs zip; returns the rootfs's ref.
 async fn upload_guests(client: &Client) -> String {
@@ -176,6 +160,21 @@ async fn run_batch(client: &Client, tasks: Vec<Task>, check: impl Fn(usize, &Out
     assert_eq!(seen.len(), total);
 }
 
+/// Runs `n` `sleep <ms>` tasks in the background; the handle ends when all have succeeded.
+fn sleepers(client: &Client, n: usize, ms: u64) -> tokio::task::JoinHandle<()> {
+    let tasks: Vec<Task> = (0..n)
+        .map(|i| {
+            Task::wasip1("sleep.wasm")
+                .args([ms.to_string()])
+                .reference(i.to_string())
+        })
+        .collect();
+    let client = client.clone();
+    tokio::spawn(async move {
+        run_batch(&client, tasks, |i, o| assert_eq!(o.status, 0, "{i}")).await;
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_provider_end_to_end() {
     let Some(web_dir) = web_dir() else { return };
@@ -187,7 +186,7 @@ async fn browser_provider_end_to_end() {
         }
     };
     let webdriver = &chrome.webdriver;
-    let broker = broker(web_dir).await;
+    let broker = chrome::broker(web_dir).await;
     let base = format!("http://{}", broker.local_addr());
     let client = Client::new(base.clone()).unwrap();
 
@@ -216,19 +215,7 @@ async fn browser_provider_end_to_end() {
 
     if let Some(path) = std::env::var_os("WASIMOFF_SCREENSHOT") {
         // A screenshot while the page works: a batch of short sleeps keeps both workers busy.
-        let sleepers: Vec<Task> = (0..60)
-            .map(|i| {
-                Task::wasip1("sleep.wasm")
-                    .args(["150"])
-                    .reference(i.to_string())
-            })
-            .collect();
-        let batch = {
-            let client = client.clone();
-            tokio::spawn(async move {
-                run_batch(&client, sleepers, |i, o| assert_eq!(o.status, 0, "{i}")).await;
-            })
-        };
+        let batch = sleepers(&client, 60, 150);
         wait_for("both workers busy and a throughput shown", || async {
             let page = chrome.page_status().await;
             let rate = page["tasksPerSecond"].as_f64().unwrap_or(0.0);
@@ -274,19 +261,7 @@ async fn browser_provider_end_to_end() {
             .then_some(())
     })
     .await;
-    let pair: Vec<Task> = (0..2)
-        .map(|i| {
-            Task::wasip1("sleep.wasm")
-                .args(["1500"])
-                .reference(i.to_string())
-        })
-        .collect();
-    let both = {
-        let client = client.clone();
-        tokio::spawn(async move {
-            run_batch(&client, pair, |i, o| assert_eq!(o.status, 0, "{i}")).await;
-        })
-    };
+    let both = sleepers(&client, 2, 1500);
     wait_for("two tasks running at once after the cancel", || async {
         (number(&chrome.page_status().await, "workersExecuting") == 2).then_some(())
     })
@@ -409,7 +384,7 @@ async fn node_provider_end_to_end() {
         return;
     }
     let pkg = web_dir.join("pkg");
-    let broker = broker(web_dir).await;
+    let broker = chrome::broker(web_dir).await;
     let base = format!("http://{}", broker.local_addr());
     let client = Client::new(base.clone()).unwrap();
 
@@ -557,7 +532,7 @@ async fn web_demo_runs_hello() {
         }
     };
     // Any static server will do; the broker's sends the isolation headers.
-    let server = broker(demo).await;
+    let server = chrome::broker(demo).await;
     let webdriver = &chrome.webdriver;
     webdriver
         .goto(&format!("http://{}/", server.local_addr()))

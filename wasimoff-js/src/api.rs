@@ -169,19 +169,6 @@ pub struct Provider {
     storage: &'static str,
     stop: CancellationToken,
     log_sink: u64,
-    prefetch: Prefetch,
-}
-
-/// Tasks a provider accepts beyond its workers: they wait in the pool for the next free worker,
-/// so a worker finds its next task on the page instead of waiting a round trip to the broker
-/// (which is most of a trivial task's time in a browser). `None`: one per worker.
-#[derive(Clone, Copy, Debug)]
-struct Prefetch(Option<usize>);
-
-impl Prefetch {
-    fn extra(self, workers: usize) -> usize {
-        self.0.unwrap_or(workers)
-    }
 }
 
 #[wasm_bindgen]
@@ -216,8 +203,9 @@ impl Provider {
             config.name = name;
         }
         config.token = get_string(&options, "token");
-        let prefetch = Prefetch(prefetch);
-        config.concurrency = Some(workers + prefetch.extra(workers));
+        // The runtime offers the pool's workers plus `prefetch` slots (default: one per
+        // worker): a waiting task hides the round trip to the broker between two tasks.
+        config.prefetch = prefetch;
         config.user_agent = get_string(&get(&js_sys::global(), "navigator"), "userAgent")
             .unwrap_or_else(|| config.user_agent.clone());
         let store_options = crate::store::BrowserStoreOptions {
@@ -262,7 +250,6 @@ impl Provider {
             storage,
             stop: CancellationToken::new(),
             log_sink,
-            prefetch,
         };
         provider.spawn_loops();
         let runner = provider.runtime.clone();
@@ -327,6 +314,9 @@ impl Provider {
                     () = futures::FutureExt::fuse(stop.cancelled()) => break,
                 };
                 match event {
+                    // No JS objects for events nobody listens to (two per task).
+                    Ok(TaskEvent::Started { .. }) if !listeners.wants("taskstart") => {}
+                    Ok(TaskEvent::Finished { .. }) if !listeners.wants("taskend") => {}
                     Ok(TaskEvent::Started { id, args }) => {
                         let detail = Object::new();
                         set(&detail, "id", id);
@@ -418,8 +408,7 @@ impl Provider {
         }
         let workers = workers as usize;
         self.pool.resize(workers);
-        self.runtime
-            .set_workers(workers + self.prefetch.extra(workers));
+        self.runtime.set_workers(workers);
         Ok(())
     }
 

@@ -40,45 +40,8 @@ fn pool(workers: usize) -> WorkerPool {
     })
 }
 
-macro_rules! pool_cases {
-    ($($name:ident),* $(,)?) => {
-        $(
-            #[wasm_bindgen_test]
-            async fn $name() {
-                conformance::$name(&pool(2)).await;
-            }
-        )*
-    };
-}
-
-// All 24 cases run: memory caps work by lowering the module's declared maximum
-// (`wasimoff_js::memcap`).
-pool_cases!(
-    hello_argv_exactly_as_given,
-    hello_envs,
-    env_without_equals_is_invalid_task,
-    empty_argv_is_invalid_task,
-    hello_stdin_is_readable,
-    hello_exit_status,
-    hello_trap_keeps_partial_output,
-    hello_rootfs_files_and_artifacts,
-    artifacts_without_rootfs,
-    missing_artifact_is_an_error,
-    artifact_path_escaping_root_is_rejected,
-    rootfs_path_traversal_is_rejected,
-    corrupt_wasm_is_rejected,
-    legacy_wasi_unstable_namespace,
-    hello_c_guest,
-    tsp_solves,
-    load_prints_digest,
-    sleep_sleeps,
-    loop_stopped_at_deadline,
-    loop_cancelled_by_token,
-    membomb_capped,
-    membomb_report_survives_cap,
-    flood_cut_at_output_cap,
-    concurrent_hellos,
-);
+// All 24 cases of the suite, each in its own test.
+wasimoff_provider::executor_conformance_wasm_tests!(pool(2));
 
 /// A terminated worker is replaced: after a cancel, the pool runs tasks on both workers again,
 /// and its counters say what happened.

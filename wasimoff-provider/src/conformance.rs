@@ -110,6 +110,21 @@ macro_rules! cases {
                 )*
             };
         }
+
+        /// The same as one `#[wasm_bindgen_test]` per check, for executors in browsers (the
+        /// calling crate needs `wasm-bindgen-test`).
+        #[macro_export]
+        macro_rules! executor_conformance_wasm_tests {
+            ($make:expr) => {
+                $(
+                    #[::wasm_bindgen_test::wasm_bindgen_test]
+                    async fn $name() {
+                        let executor = $make;
+                        $crate::conformance::$name(&executor).await;
+                    }
+                )*
+            };
+        }
     };
 }
 

@@ -1,5 +1,6 @@
-//! Headless Chromium through chromedriver (WebDriver, with fantoccini), shared by the browser
-//! end-to-end test and the browser benchmark (`#[path]`-included by both).
+//! Headless Chromium through chromedriver (WebDriver, with fantoccini), and a broker serving
+//! the pages, shared by the browser end-to-end tests and the browser benchmark
+//! (`#[path]`-included by both).
 
 use std::time::Duration;
 
@@ -92,6 +93,19 @@ impl Chrome {
             .await
             .unwrap_or(Value::Null)
     }
+}
+
+/// A broker on a free loopback port serving `dir` as its static files (the volunteer page or
+/// the web demo).
+pub(crate) async fn broker(dir: std::path::PathBuf) -> wasimoff_broker::BrokerHandle {
+    let config = wasimoff_broker::BrokerConfig {
+        listen: ([127, 0, 0, 1], 0).into(),
+        static_dir: Some(dir),
+        ..wasimoff_broker::BrokerConfig::default()
+    };
+    let builder = wasimoff_broker::Broker::builder().config(config);
+    let broker = builder.build().await.expect("broker builds");
+    broker.spawn().await.expect("broker listens")
 }
 
 /// A number field of a status object, -1 if absent.

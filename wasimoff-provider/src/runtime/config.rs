@@ -100,6 +100,11 @@ impl ProviderConfig {
         }
     }
 
+    /// The slots offered for `workers` running at once: the workers plus the prefetch.
+    pub fn slots_for(&self, workers: usize) -> usize {
+        workers.saturating_add(self.prefetch.unwrap_or(workers))
+    }
+
     fn parse_broker(&self) -> Result<Url, ConfigError> {
         let text = self.broker.trim();
         Url::parse(text).map_err(|e| ConfigError::InvalidUrl {

@@ -223,10 +223,9 @@ impl ProviderBuilder {
         let store = self
             .store
             .unwrap_or_else(|| Arc::new(MemoryStore::default()));
-        let concurrency = config.concurrency.unwrap_or_else(|| {
-            let workers = self.executor.concurrency();
-            workers + config.prefetch.unwrap_or(workers)
-        });
+        let concurrency = config
+            .concurrency
+            .unwrap_or_else(|| config.slots_for(self.executor.concurrency()));
         let request = ConnectRequest {
             url: url.into(),
             user_agent: config.user_agent.clone(),
@@ -290,10 +289,12 @@ impl Provider {
         self.inner.task_events.subscribe()
     }
 
-    /// Changes how many tasks run at once; the broker hears of it at once. Lowering it below the
-    /// running tasks lets them finish.
-    pub fn set_workers(&self, concurrency: usize) {
-        self.inner.slots.update(|s| s.concurrency = concurrency);
+    /// Changes how many tasks run at once: the provider then offers `workers` plus its
+    /// [`prefetch`](ProviderConfig::prefetch) slots, and the broker hears of it at once.
+    /// Lowering it below the running tasks lets them finish.
+    pub fn set_workers(&self, workers: usize) {
+        let slots = self.inner.config.slots_for(workers);
+        self.inner.slots.update(|s| s.concurrency = slots);
     }
 
     /// Connects and serves the broker, reconnecting as needed, until [`Provider::shutdown`].
