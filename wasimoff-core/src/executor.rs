@@ -16,6 +16,7 @@ pub use tokio_util::sync::CancellationToken;
 
 use crate::platform::{MaybeSend, MaybeSync};
 use crate::proto::task::wasip1;
+use crate::remote::{CANCELLED, EXITED, FUEL_EXHAUSTED, MEMORY_EXCEEDED, TIMED_OUT, TRAPPED};
 use crate::store::Ref;
 
 /// Per-task limits; `None` means the executor's default.
@@ -143,15 +144,16 @@ impl ExecOutput {
     }
 }
 
-/// A one-line description of a guest that did not exit, with the tail of its stderr.
+/// A one-line description of a guest that did not exit, with the tail of its stderr. It starts
+/// with the prefix [`FailureKind::classify`](crate::remote::FailureKind::classify) looks for.
 fn describe_failure(termination: &Termination, stderr: &[u8]) -> String {
     let what = match termination {
-        Termination::Exited(status) => format!("exited with status {status}"),
-        Termination::Trapped(trap) => format!("trapped: {trap}"),
-        Termination::TimedOut(limit) => format!("deadline exceeded: ran longer than {limit:?}"),
-        Termination::MemoryExceeded(limit) => format!("memory limit of {limit} bytes exceeded"),
-        Termination::FuelExhausted(fuel) => format!("fuel limit of {fuel} exhausted"),
-        Termination::Cancelled => "cancelled".to_owned(),
+        Termination::Exited(status) => format!("{EXITED} {status}"),
+        Termination::Trapped(trap) => format!("{TRAPPED}: {trap}"),
+        Termination::TimedOut(limit) => format!("{TIMED_OUT}: ran longer than {limit:?}"),
+        Termination::MemoryExceeded(limit) => format!("{MEMORY_EXCEEDED} {limit} bytes exceeded"),
+        Termination::FuelExhausted(fuel) => format!("{FUEL_EXHAUSTED} {fuel} exhausted"),
+        Termination::Cancelled => CANCELLED.to_owned(),
     };
     let tail = String::from_utf8_lossy(&stderr[stderr.len().saturating_sub(1024)..]);
     let tail = tail.trim();

@@ -5,6 +5,7 @@
 //! - [`messenger`]: request/response correlation and events over any [`transport::Transport`].
 //! - [`transport`]: the `Transport` trait, an in-memory pair, and WebSocket transports behind the
 //!   `native` and `web` features.
+//! - [`remote`]: typed reasons for the error texts peers send (refusals, task failures).
 //! - [`executor`], [`scheduler`], [`store`]: the traits that providers and brokers implement.
 //! - [`platform`]: spawning, sleeping and `Send` bounds that differ between native and wasm32.
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
@@ -14,6 +15,7 @@ pub mod executor;
 pub mod messenger;
 pub mod platform;
 pub mod proto;
+pub mod remote;
 pub mod scheduler;
 pub mod store;
 pub mod transport;

@@ -5,8 +5,14 @@
 //! and hands incoming Requests and Events to the application through [`Incoming`].
 //!
 //! Architecture Invariant: a call never stays pending. It ends with its response, its timeout,
-//! the caller dropping its future (the entry is removed by a guard), or the connection closing
-//! (every pending call fails with the close reason).
+//! the caller dropping its future or its [`PendingCall`] (the entry is removed by a guard), or
+//! the connection closing (every pending call fails with the close reason; a dropped driver
+//! counts as a close). [`PendingCall::response`] has no timeout of its own: its caller bounds it
+//! (a task's deadline) or drops it.
+//!
+//! Requests leave in the order their envelopes are queued: a [`Messenger::start_call`] that has
+//! returned is on the wire before any call started after it, so a caller can send a request
+//! and a later one in a fixed order and await both responses separately.
 //!
 //! Architecture Invariant: every incoming Request gets exactly one Response, even when the
 //! application drops it unanswered or the request is malformed (then with `Envelope.error`).
@@ -143,14 +149,72 @@ impl State {
 }
 
 /// Removes a pending call when the caller stops waiting for any reason.
-struct PendingGuard<'a> {
-    state: &'a State,
+struct PendingGuard {
+    state: Arc<State>,
     sequence: u64,
 }
 
-impl Drop for PendingGuard<'_> {
+impl Drop for PendingGuard {
     fn drop(&mut self) {
         self.state.lock().calls.remove(&self.sequence);
+    }
+}
+
+/// A request on its way or on the wire, waiting for its response; see
+/// [`Messenger::start_call`]. Dropping it forgets the call (a late response is ignored).
+pub struct PendingCall {
+    guard: PendingGuard,
+    response: oneshot::Receiver<Result<Payload, CallError>>,
+}
+
+impl std::fmt::Debug for PendingCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingCall")
+            .field("sequence", &self.guard.sequence)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PendingCall {
+    /// The request's sequence number.
+    pub fn sequence(&self) -> u64 {
+        self.guard.sequence
+    }
+
+    /// Waits for the response, without a timeout: it ends with the response or when the
+    /// connection closes.
+    pub async fn response(mut self) -> Result<Payload, CallError> {
+        match (&mut self.response).await {
+            Ok(result) => result,
+            Err(_) => Err(CallError::Closed(self.guard.state.close_reason())),
+        }
+    }
+
+    /// Waits for the response up to `timeout`; the call is forgotten when it runs out.
+    pub async fn response_within(self, timeout: Duration) -> Result<Payload, CallError> {
+        platform::timeout(timeout, self.response())
+            .await
+            .unwrap_or(Err(CallError::Timeout(timeout)))
+    }
+}
+
+/// Fails the pending calls if the driver is dropped before it finished.
+struct DriverGuard {
+    state: Arc<State>,
+}
+
+impl Drop for DriverGuard {
+    fn drop(&mut self) {
+        if !self.state.done.is_cancelled() {
+            let reason = self
+                .state
+                .lock()
+                .closed
+                .clone()
+                .unwrap_or_else(|| CloseReason::new(CloseReason::GOING_AWAY, "driver dropped"));
+            self.state.finish(reason);
+            self.state.done.cancel();
+        }
     }
 }
 
@@ -236,6 +300,14 @@ impl Messenger {
             outgoing_tx.clone(),
             incoming_tx,
         );
+        // Outside `drive`, so that it also fires for a driver dropped before its first poll.
+        let guard = DriverGuard {
+            state: state.clone(),
+        };
+        let driver = async move {
+            let _guard = guard;
+            driver.await
+        };
         let messenger = Messenger {
             handle: Arc::new(Handle {
                 state,
@@ -268,6 +340,19 @@ impl Messenger {
         payload: impl Into<Payload>,
         timeout: Duration,
     ) -> Result<Payload, CallError> {
+        // The timeout covers the wait for queue space too: a peer that stopped reading fills
+        // the queue, and a call to it must still end.
+        let call = async { self.start_call(payload).await?.response().await };
+        platform::timeout(timeout, call)
+            .await
+            .unwrap_or(Err(CallError::Timeout(timeout)))
+    }
+
+    /// Queues a request and returns without waiting for its response. It waits for space in
+    /// the outgoing queue (without a timeout); once it returns `Ok` the request is queued, so
+    /// requests started one after the other leave in that order. Fails at once if the
+    /// connection is closed or closing.
+    pub async fn start_call(&self, payload: impl Into<Payload>) -> Result<PendingCall, CallError> {
         let state = &self.handle.state;
         let sequence = state.next_request.fetch_add(1, Ordering::Relaxed);
         let (reply, response) = oneshot::channel();
@@ -278,28 +363,20 @@ impl Messenger {
             }
             pending.calls.insert(sequence, reply);
         }
-        let _guard = PendingGuard { state, sequence };
-        let envelope = Envelope::request(sequence, payload);
-        // The timeout covers the wait for queue space too: a peer that stopped reading fills
-        // the queue, and a call to it must still end.
-        let call = async {
-            if self
-                .handle
-                .outgoing
-                .send(Outgoing::Envelope(Box::new(envelope)))
-                .await
-                .is_err()
-            {
-                return Err(CallError::Closed(state.close_reason()));
-            }
-            match response.await {
-                Err(_) => Err(CallError::Closed(state.close_reason())),
-                Ok(result) => result,
-            }
+        let call = PendingCall {
+            guard: PendingGuard {
+                state: state.clone(),
+                sequence,
+            },
+            response,
         };
-        platform::timeout(timeout, call)
+        let envelope = Envelope::request(sequence, payload);
+        self.handle
+            .outgoing
+            .send(Outgoing::Envelope(Box::new(envelope)))
             .await
-            .unwrap_or(Err(CallError::Timeout(timeout)))
+            .map_err(|_| CallError::Closed(state.close_reason()))?;
+        Ok(call)
     }
 
     /// Sends an event (numbered by the event counter).
@@ -345,6 +422,11 @@ impl Messenger {
     /// Whether the connection has ended (or is closing).
     pub fn is_closed(&self) -> bool {
         self.handle.state.lock().closed.is_some()
+    }
+
+    /// Why the connection ended or is closing; `None` while it is open.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.handle.state.lock().closed.clone()
     }
 
     /// How many calls are waiting for a response.

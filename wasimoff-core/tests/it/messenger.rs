@@ -438,3 +438,174 @@ async fn a_peer_that_stopped_reading_cannot_hold_up_calls_or_the_close() {
     assert_eq!(m.closed().await.reason, "ping timeout");
     flood.await.unwrap();
 }
+
+#[tokio::test]
+async fn started_calls_leave_in_order_and_resolve_separately() {
+    // A small queue, so that callers often wait for space while the peer reads.
+    let config = MessengerConfig {
+        outgoing_capacity: 2,
+        ..MessengerConfig::default()
+    };
+    let (m, _incoming, mut tx, mut rx) = messenger_and_raw(Codec::Protobuf, config);
+    const PER_CALLER: usize = 100;
+    // Two callers interleave; each alternates Cancel and Probe requests for the same name, as
+    // the broker does when it cancels a task and sends it again.
+    let callers: Vec<_> = ["a", "b"]
+        .into_iter()
+        .map(|caller| {
+            let m = m.clone();
+            tokio::spawn(async move {
+                let mut pending = Vec::new();
+                for i in 0..PER_CALLER {
+                    let name = format!("{caller}{i}");
+                    let payload: Payload = if i % 2 == 0 {
+                        proto::task::Cancel {
+                            id: Some(name.clone()),
+                            reason: None,
+                        }
+                        .into()
+                    } else {
+                        probe(&name).into()
+                    };
+                    pending.push((name, m.start_call(payload).await.unwrap()));
+                    tokio::task::yield_now().await;
+                }
+                pending
+            })
+        })
+        .collect();
+    let mut seen: Vec<Envelope> = Vec::new();
+    for _ in 0..2 * PER_CALLER {
+        seen.push(next_envelope(&mut rx).await);
+    }
+    let mut pending = Vec::new();
+    for caller in callers {
+        pending.extend(caller.await.unwrap());
+    }
+    assert_eq!(m.pending_calls(), 2 * PER_CALLER);
+    let name_of = |env: &Envelope| match &env.payload {
+        Some(Payload::Cancel(c)) => c.id.clone().unwrap(),
+        Some(Payload::ProbeRequest(p)) => p.file.clone().unwrap(),
+        other => panic!("unexpected {other:?}"),
+    };
+    for caller in ["a", "b"] {
+        let order: Vec<String> = seen
+            .iter()
+            .map(name_of)
+            .filter(|n| n.starts_with(caller))
+            .collect();
+        let expected: Vec<String> = (0..PER_CALLER).map(|i| format!("{caller}{i}")).collect();
+        assert_eq!(order, expected, "caller {caller} kept its order");
+    }
+    // Answer in reverse: every response reaches its own call.
+    for env in seen.iter().rev() {
+        let ok = name_of(env).ends_with('7');
+        tx.send(Envelope::response(env.sequence.unwrap(), probe_ok(ok)))
+            .await
+            .unwrap();
+    }
+    for (name, call) in pending {
+        let sequence = call.sequence();
+        let response = call.response_within(Duration::from_secs(5)).await;
+        assert_eq!(
+            response,
+            Ok(probe_ok(name.ends_with('7'))),
+            "{name} (sequence {sequence})"
+        );
+    }
+    assert_eq!(m.pending_calls(), 0);
+}
+
+#[tokio::test]
+async fn dropping_a_pending_call_forgets_it() {
+    let (m, _incoming, mut tx, mut rx) =
+        messenger_and_raw(Codec::Protobuf, MessengerConfig::default());
+    let first = m.start_call(probe("dropped")).await.unwrap();
+    let second = m.start_call(probe("kept")).await.unwrap();
+    assert_eq!(m.pending_calls(), 2);
+    let dropped = first.sequence();
+    drop(first);
+    assert_eq!(m.pending_calls(), 1);
+    // A response for the forgotten call is ignored; the other call still gets its own.
+    let a = next_envelope(&mut rx).await;
+    let b = next_envelope(&mut rx).await;
+    assert_eq!(a.sequence, Some(dropped));
+    tx.send(Envelope::response(dropped, probe_ok(true)))
+        .await
+        .unwrap();
+    tx.send(Envelope::response(b.sequence.unwrap(), probe_ok(false)))
+        .await
+        .unwrap();
+    assert_eq!(second.response().await, Ok(probe_ok(false)));
+    assert_eq!(m.pending_calls(), 0);
+
+    // A response() future dropped mid-wait forgets the call too.
+    let third = m.start_call(probe("abandoned")).await.unwrap();
+    let waiting = tokio::spawn(third.response());
+    next_envelope(&mut rx).await;
+    assert_eq!(m.pending_calls(), 1);
+    waiting.abort();
+    let _ = waiting.await;
+    assert_eq!(m.pending_calls(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn response_within_times_out_and_forgets() {
+    let (m, _incoming, _tx, _rx) = messenger_and_raw(Codec::Protobuf, MessengerConfig::default());
+    let call = m.start_call(probe("slow")).await.unwrap();
+    assert_eq!(
+        call.response_within(Duration::from_secs(2)).await,
+        Err(CallError::Timeout(Duration::from_secs(2)))
+    );
+    assert_eq!(m.pending_calls(), 0);
+}
+
+#[tokio::test]
+async fn close_fails_pending_responses_and_new_calls() {
+    let (m, _incoming, mut tx, mut rx) =
+        messenger_and_raw(Codec::Protobuf, MessengerConfig::default());
+    assert_eq!(m.close_reason(), None);
+    let call = m.start_call(probe("x")).await.unwrap();
+    let waiting = tokio::spawn(call.response());
+    next_envelope(&mut rx).await;
+    let reason = CloseReason::new(CloseReason::GOING_AWAY, "broker restarting");
+    tx.close(reason.clone()).await.unwrap();
+    assert_eq!(
+        waiting.await.unwrap(),
+        Err(CallError::Closed(reason.clone()))
+    );
+    assert_eq!(m.close_reason(), Some(reason.clone()));
+    assert_eq!(m.pending_calls(), 0);
+    assert_eq!(
+        m.start_call(probe("y")).await.unwrap_err(),
+        CallError::Closed(reason)
+    );
+}
+
+#[tokio::test]
+async fn close_reason_is_known_while_closing() {
+    let (m, _incoming, _tx, _rx) = messenger_and_raw(Codec::Protobuf, MessengerConfig::default());
+    let call = m.start_call(probe("x")).await.unwrap();
+    m.close(CloseReason::normal("shutting down")).await;
+    // Known at once, before the driver has finished.
+    assert_eq!(m.close_reason(), Some(CloseReason::normal("shutting down")));
+    assert_eq!(
+        call.response().await,
+        Err(CallError::Closed(CloseReason::normal("shutting down")))
+    );
+}
+
+#[tokio::test]
+async fn a_dropped_driver_fails_pending_responses() {
+    let (a, _b) = MemoryTransport::pair(Codec::Protobuf);
+    let (m, _incoming, driver) = Messenger::new(a, MessengerConfig::default());
+    let driving = tokio::spawn(driver);
+    let call = m.start_call(probe("x")).await.unwrap();
+    driving.abort();
+    let _ = driving.await;
+    assert!(matches!(
+        call.response().await,
+        Err(CallError::Closed(reason)) if reason.reason == "driver dropped"
+    ));
+    assert!(m.is_closed());
+}
