@@ -19,17 +19,21 @@ use std::{
 use bytes::Bytes;
 use tokio::sync::{Notify, mpsc};
 use wasimoff_core::{
-    envelope::{Codec, Payload},
+    envelope::{Codec, Envelope, Payload},
     executor::{CancellationToken, ExecError, ExecOutput, ExecTask, Executor, Termination},
     messenger::{CallError, Incoming, IncomingMessage, Messenger, MessengerConfig},
     proto::{
         self,
+        envelope::MessageType,
         event::ProviderResources,
         filesystem,
         task::{Metadata, Trace, trace_event::EventType, wasip1},
     },
     store::{MemoryStore, Ref, Store},
-    transport::{CloseReason, MemoryTransport},
+    transport::{
+        CloseReason, MemoryReceiver, MemorySender, MemoryTransport, Transport, TransportReceiver,
+        TransportSender,
+    },
 };
 use wasimoff_provider::runtime::{
     ConnectError, ConnectRequest, ConnectionState, Connector, FetchError, Fetcher,
@@ -69,9 +73,11 @@ impl Connector for PairConnector {
 }
 
 /// argv[1] picks the behaviour: `echo` prints the rest, `wait` waits for its cancel token,
-/// `hold` waits for the test's release (or cancel), `fail` is an `ExecError`.
+/// `hold` waits for the test's release (or cancel), `linger` waits for its cancel token, reports
+/// it on `stopping` and then waits for the release; anything else is an `ExecError`.
 struct FakeExecutor {
     started: mpsc::UnboundedSender<ExecTask>,
+    stopping: mpsc::UnboundedSender<String>,
     release: Arc<Notify>,
 }
 
@@ -101,6 +107,12 @@ impl Executor for FakeExecutor {
                 () = self.release.notified() => Ok(output(Termination::Exited(0), "released".into())),
                 () = cancel.cancelled() => Ok(output(Termination::Cancelled, String::new())),
             },
+            Some("linger") => {
+                cancel.cancelled().await;
+                let _ = self.stopping.send(task.id.clone());
+                self.release.notified().await;
+                Ok(output(Termination::Cancelled, String::new()))
+            }
             _ => Err(ExecError::InvalidTask("unknown mode".into())),
         }
     }
@@ -176,6 +188,7 @@ struct Harness {
     provider: Provider,
     brokers: mpsc::UnboundedReceiver<MemoryTransport>,
     started: mpsc::UnboundedReceiver<ExecTask>,
+    stopping: mpsc::UnboundedReceiver<String>,
     release: Arc<Notify>,
     store: Arc<MemoryStore>,
     fetcher: Arc<FakeFetcher>,
@@ -191,6 +204,7 @@ impl Harness {
     fn start_with(concurrency: Option<usize>, prefetch: Option<usize>) -> Self {
         let (broker_tx, brokers) = mpsc::unbounded_channel();
         let (started_tx, started) = mpsc::unbounded_channel();
+        let (stopping_tx, stopping) = mpsc::unbounded_channel();
         let release = Arc::new(Notify::new());
         let store = Arc::new(MemoryStore::default());
         let fetcher = Arc::new(FakeFetcher::default());
@@ -204,6 +218,7 @@ impl Harness {
         };
         let executor = FakeExecutor {
             started: started_tx,
+            stopping: stopping_tx,
             release: release.clone(),
         };
         let provider = Provider::builder(config, Arc::new(executor))
@@ -218,6 +233,7 @@ impl Harness {
             provider,
             brokers,
             started,
+            stopping,
             release,
             store,
             fetcher,
@@ -227,6 +243,24 @@ impl Harness {
 
     async fn accept(&mut self) -> Broker {
         Broker::new(within("a connection", self.brokers.recv()).await.unwrap())
+    }
+
+    /// The broker's end of the next connection as raw halves, to see the order of envelopes.
+    async fn accept_raw(&mut self) -> (MemorySender, MemoryReceiver) {
+        within("a connection", self.brokers.recv())
+            .await
+            .unwrap()
+            .split()
+    }
+}
+
+/// The next Response on a raw connection, skipping events.
+async fn next_response(rx: &mut MemoryReceiver) -> Envelope {
+    loop {
+        let envelope = within("an envelope", rx.recv()).await.unwrap().unwrap();
+        if envelope.kind == Some(MessageType::Response) {
+            return envelope;
+        }
     }
 }
 
@@ -595,6 +629,58 @@ async fn cancel_stops_a_running_task_and_is_echoed() {
         broker.call(no_id).await,
         Err(CallError::Remote(_))
     ));
+    h.provider.shutdown(Duration::from_secs(5)).await;
+}
+
+/// The echo of a Cancel means the task has stopped: its response was sent before, and its slot
+/// and its id are free, so the broker may send the task again at once (even here).
+#[tokio::test]
+async fn cancel_is_echoed_after_the_task_has_stopped() {
+    let mut h = Harness::start(Some(1));
+    let (mut tx, mut rx) = h.accept_raw().await;
+    tx.send(Envelope::request(
+        1,
+        task("slow", blob(b"\0asm"), &["a.wasm", "linger"]),
+    ))
+    .await
+    .unwrap();
+    within("the task to start", h.started.recv()).await.unwrap();
+    let cancel = proto::task::Cancel {
+        id: Some("slow".into()),
+        reason: Some("client gone".into()),
+    };
+    tx.send(Envelope::request(2, cancel.clone())).await.unwrap();
+    // The task has seen its cancel but does not stop yet: the Cancel is not answered, while
+    // other requests are.
+    let id = within("the task to see its cancel", h.stopping.recv()).await;
+    assert_eq!(id.as_deref(), Some("slow"));
+    tx.send(Envelope::request(3, proto::Ping {})).await.unwrap();
+    assert_eq!(
+        next_response(&mut rx).await,
+        Envelope::response(3, proto::Ping {}),
+        "no echo while the task still runs"
+    );
+    assert_eq!(h.provider.status().busy, 1);
+
+    h.release.notify_one();
+    let first = next_response(&mut rx).await;
+    assert_eq!(first.sequence, Some(1), "the task's response comes first");
+    let out = response(first.payload.unwrap());
+    assert!(error_text(&out).contains("cancelled"));
+    let echo = next_response(&mut rx).await;
+    assert_eq!(echo, Envelope::response(2, cancel));
+    assert_eq!(h.provider.status().busy, 0, "the slot is free at the echo");
+
+    // The same task again, right after the echo: taken, not refused.
+    tx.send(Envelope::request(
+        4,
+        task("slow", blob(b"\0asm"), &["a.wasm", "echo", "again"]),
+    ))
+    .await
+    .unwrap();
+    let again = next_response(&mut rx).await;
+    assert_eq!(again.sequence, Some(4));
+    assert_eq!(ok_stdout(&response(again.payload.unwrap())), "again");
     h.provider.shutdown(Duration::from_secs(5)).await;
 }
 

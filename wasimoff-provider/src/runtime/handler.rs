@@ -8,7 +8,9 @@
 //! - `Filesystem.Download{file}` → the file inline, or `err`.
 //! - `Task.Wasip1` → [`task`](super::task).
 //! - `Task.Pyodide` → `Envelope.error` "pyodide is not supported by this provider".
-//! - `Task.Cancel{id}` → cancels that task's token (if it runs here) and echoes the Cancel.
+//! - `Task.Cancel{id}` → cancels that task (if it runs here) and echoes the Cancel once it has
+//!   stopped: after its response is queued and its slot is free (bounded by the task's time
+//!   limit), at once if no task with that id runs.
 //! - `Ping` is answered inside the messenger; the fallback here answers it too.
 
 use wasimoff_core::{
@@ -35,7 +37,7 @@ pub(crate) async fn handle(session: Session, request: IncomingRequest) {
         Payload::ProbeRequest(probe) => self::probe(&session, probe).await,
         Payload::UploadRequest(upload) => self::upload(&session, upload).await,
         Payload::DownloadRequest(download) => self::download(&session, download).await,
-        Payload::Cancel(cancel) => self::cancel(&session, cancel),
+        Payload::Cancel(cancel) => self::cancel(&session, cancel).await,
         Payload::PyodideRequest(_) => Err(PYODIDE_UNSUPPORTED.to_owned()),
         Payload::Ping(ping) => Ok(ping.into()),
         other => Err(format!("unexpected request {}", other.type_name())),
@@ -124,14 +126,17 @@ async fn download(
     Ok(response.into())
 }
 
-fn cancel(session: &Session, cancel: proto::task::Cancel) -> Result<Payload, String> {
+async fn cancel(session: &Session, cancel: proto::task::Cancel) -> Result<Payload, String> {
     let id = cancel
         .id
         .as_deref()
         .filter(|id| !id.is_empty())
         .ok_or("cancel without a task id")?;
-    if session.inner.cancel(id) {
+    if let Some(stopped) = session.inner.cancel(id) {
         tracing::debug!(task = %id, reason = ?cancel.reason, "task cancelled");
+        // Answered once the task's result is queued and its slot is free, so the broker may
+        // send the task again (even here) as soon as it has the echo.
+        stopped.cancelled().await;
     }
     Ok(cancel.into())
 }

@@ -6,8 +6,8 @@
 //! reports `Event.ProviderResources`, answers the filesystem requests from its
 //! [`Store`](wasimoff_core::store::Store), runs `Task.Wasip1` requests on the executor up to its
 //! concurrency (fetching missing files through a [`Fetcher`] and checking their hashes),
-//! cancels tasks on `Task.Cancel`, reconnects with backoff and drains on shutdown. Its state is
-//! observable as a [`ProviderStatus`] watch channel.
+//! cancels tasks on `Task.Cancel` (answering once they have stopped), reconnects with backoff
+//! and drains on shutdown. Its state is observable as a [`ProviderStatus`] watch channel.
 //!
 //! One concept per file: [`config`] (settings and URLs), `status` (the status and slot count),
 //! `connector`, `fetch`, `files` (resolving a task's files), `backoff`, `handler` (requests),

@@ -5,6 +5,10 @@
 //!
 //! A lost connection cancels the tasks it brought (the broker requeues them; their results
 //! could not be delivered anyway); their slots come back when the executor has stopped them.
+//!
+//! Running tasks are registered by id with two tokens: one cancels the task, the other is
+//! cancelled when its [`Registration`] drops (its result queued, its slot free), so a
+//! `Task.Cancel` is answered only once the task has really stopped.
 
 use std::{
     collections::HashMap,
@@ -65,14 +69,22 @@ pub(crate) struct Inner {
     pub(crate) task_events: broadcast::Sender<TaskEvent>,
     connector: Arc<dyn DynConnector>,
     request: ConnectRequest,
-    running: Mutex<HashMap<String, CancellationToken>>,
+    running: Mutex<HashMap<String, Running>>,
     started: AtomicBool,
     stop: CancellationToken,
     stopped: CancellationToken,
 }
 
+/// A running task's tokens.
+struct Running {
+    /// Cancels the task.
+    cancel: CancellationToken,
+    /// Cancelled when the task's [`Registration`] drops.
+    stopped: CancellationToken,
+}
+
 impl Inner {
-    fn lock_running(&self) -> std::sync::MutexGuard<'_, HashMap<String, CancellationToken>> {
+    fn lock_running(&self) -> std::sync::MutexGuard<'_, HashMap<String, Running>> {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -86,40 +98,46 @@ impl Inner {
         if running.contains_key(id) {
             return None;
         }
-        running.insert(id.to_owned(), token);
+        let stopped = CancellationToken::new();
+        let task = Running {
+            cancel: token,
+            stopped: stopped.clone(),
+        };
+        running.insert(id.to_owned(), task);
         Some(Registration {
             inner: self.clone(),
             id: id.to_owned(),
+            stopped,
         })
     }
 
-    /// Cancels a running task; `false` if no task with that id runs.
-    pub(crate) fn cancel(&self, id: &str) -> bool {
-        match self.lock_running().get(id) {
-            Some(token) => {
-                token.cancel();
-                true
-            }
-            None => false,
-        }
+    /// Cancels a running task and returns a token that is cancelled once it has stopped;
+    /// `None` if no task with that id runs.
+    pub(crate) fn cancel(&self, id: &str) -> Option<CancellationToken> {
+        self.lock_running().get(id).map(|task| {
+            task.cancel.cancel();
+            task.stopped.clone()
+        })
     }
 
     fn cancel_all(&self) {
-        for token in self.lock_running().values() {
-            token.cancel();
+        for task in self.lock_running().values() {
+            task.cancel.cancel();
         }
     }
 }
 
-/// Removes a task from the running map when it ends.
+/// Removes a task from the running map when it ends, then tells those waiting for it to stop.
 pub(crate) struct Registration {
     inner: Arc<Inner>,
     id: String,
+    stopped: CancellationToken,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
         self.inner.lock_running().remove(&self.id);
+        self.stopped.cancel();
     }
 }
 

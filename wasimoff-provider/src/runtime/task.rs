@@ -3,8 +3,8 @@
 //!
 //! Two error channels, chosen by whether the task was attempted here:
 //! - `Envelope.error` (no payload) when this provider did not take the task: all slots busy, the
-//!   provider is draining, no `info.id`, or the id is already running. The broker may retry
-//!   elsewhere.
+//!   provider is draining, or the id is already running (a [`Refusal`], `unavailable: ...`), or
+//!   no `info.id`. The broker may retry elsewhere.
 //! - `result.error` (with `info` echoed) when the task was taken and failed: a missing, tampered
 //!   or unfetchable file, a passed deadline, an [`ExecError`](wasimoff_core::executor::ExecError),
 //!   a trap, a timeout or a cancellation. These are deterministic or final.
@@ -23,13 +23,14 @@ use wasimoff_core::{
         self,
         task::{Metadata, QoS, TraceEvent, trace_event::EventType, wasip1},
     },
+    remote::{Refusal, TIMED_OUT},
     wkt::Timestamp,
 };
 
 use super::{
     files::{FileError, Resolved},
     provider::Session,
-    status::{Refusal, TaskEvent},
+    status::{Refusal as NoSlot, TaskEvent},
 };
 
 /// Appends a trace event if the task carries a trace.
@@ -55,22 +56,22 @@ pub(crate) async fn run_wasip1(session: Session, request: wasip1::Request, respo
     let slot = match inner.slots.try_acquire() {
         Ok(slot) => slot,
         Err(refusal) => {
-            // The `unavailable:` prefix tells the broker to place the task elsewhere.
+            // A refusal (`unavailable:`) tells the broker to place the task elsewhere.
             let why = match refusal {
-                Refusal::Full(n) => {
-                    format!("unavailable: provider is busy: all {n} slots are taken")
-                }
-                Refusal::Draining => "unavailable: provider is shutting down".to_owned(),
+                NoSlot::Full(n) => Refusal::Busy {
+                    slots: Some(u32::try_from(n).unwrap_or(u32::MAX)),
+                },
+                NoSlot::Draining => Refusal::Draining,
             };
             tracing::debug!(task = %id, "refused: {why}");
-            let _ = responder.respond(Err(why)).await;
+            let _ = responder.respond(Err(why.into())).await;
             return;
         }
     };
     let token = session.token.child_token();
     let Some(registration) = inner.register(&id, token.clone()) else {
-        let why = format!("unavailable: task {id} is already running on this provider");
-        let _ = responder.respond(Err(why)).await;
+        let why = Refusal::AlreadyRunning { id: Some(id) };
+        let _ = responder.respond(Err(why.into())).await;
         return;
     };
     info.provider = Some(inner.config.name.clone());
@@ -133,9 +134,10 @@ pub(crate) async fn run_wasip1(session: Session, request: wasip1::Request, respo
         tracing::debug!(task = %id, "result not delivered: {e}");
     }
     // The slot is freed only after the response is queued, so a drain that sees no busy slot
-    // knows every result is on its way.
-    drop(registration);
+    // knows every result is on its way. The registration goes last: its drop releases the
+    // answer to a `Task.Cancel` of this task, which must find the slot free.
     drop(slot);
+    drop(registration);
 }
 
 /// Everything between taking the slot and the response; `Err` becomes `result.error`.
@@ -213,7 +215,7 @@ fn task_timeout(deadline: Option<Timestamp>, max: Duration) -> Result<Duration, 
     };
     let left = deadline.unix_nanos() - i128::from(platform::unix_nanos());
     if left <= 0 {
-        return Err("deadline exceeded before the task started".into());
+        return Err(format!("{TIMED_OUT} before the task started"));
     }
     let left = Duration::from_nanos(u64::try_from(left).unwrap_or(u64::MAX));
     Ok(left.min(max))

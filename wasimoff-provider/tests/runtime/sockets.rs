@@ -63,8 +63,10 @@ async fn websocket_connector_speaks_to_a_loopback_broker() {
     });
 
     let (started, _started_rx) = mpsc::unbounded_channel();
+    let (stopping, _stopping_rx) = mpsc::unbounded_channel();
     let executor = FakeExecutor {
         started,
+        stopping,
         release: Arc::default(),
     };
     let config = ProviderConfig {
