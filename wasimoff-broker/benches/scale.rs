@@ -57,7 +57,7 @@ fn decision_cost(n: u64, decisions: u64) -> f64 {
     for i in 0..decisions {
         let placement = Placement {
             binary: Some(&binaries[(i % 32) as usize]),
-            exclude: None,
+            exclude: &[],
         };
         let id = s.pick(&placement).expect("free slots remain");
         running.push_back(id);
@@ -99,6 +99,25 @@ fn main() {
         sizes[1],
         sizes[0],
         costs[1] / costs[0]
+    );
+
+    println!("\n## dispatcher decision cost (the sans-IO machine: submit, send, answer, reply)");
+    let machine: Vec<f64> = sizes
+        .iter()
+        .map(|&n| wasimoff_broker::machine_decision_cost(n, decisions / 4))
+        .collect();
+    for ((n, m), c) in sizes.iter().zip(&machine).zip(&costs) {
+        println!(
+            "{n:>6} providers: {m:>8.0} ns/task ({:>10.0} tasks/s); scheduler alone {c:.0} ns: {:.1}x",
+            1e9 / m,
+            m / c
+        );
+    }
+    println!(
+        "ratio {}/{}: {:.2}x (target: within 2x)",
+        sizes[1],
+        sizes[0],
+        machine[1] / machine[0]
     );
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

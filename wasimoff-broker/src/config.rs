@@ -50,10 +50,15 @@ pub struct Limits {
     pub max_inline_blob: usize,
     /// How long one attempt of a task may take on a provider unless its deadline is sooner.
     pub task_timeout: Duration,
-    /// How long one attempt may run on a provider before the provider counts as failed and
-    /// the task is tried on another (within the task's deadline).
+    /// How long one attempt may run on a provider: the time limit the provider enforces on the
+    /// guest (capped by what is left of the task's deadline). A guest that runs longer is a
+    /// result (a timeout), not retried.
     pub attempt_timeout: Duration,
-    /// How often a task is tried on providers when they fail (lost, transport error, timeout).
+    /// How long past an attempt's time limit the broker waits for the provider's answer before
+    /// it counts the provider as wedged, cancels the attempt there and tries another.
+    pub attempt_grace: Duration,
+    /// How often a task is tried on providers when they fail (lost, wedged, an error or
+    /// malformed answer); refusals (busy) do not count.
     pub max_attempts: u32,
     /// Outgoing messages buffered per WebSocket before a slow peer is skipped or waited for.
     pub socket_queue: usize,
@@ -71,6 +76,7 @@ impl Default for Limits {
             max_inline_blob: 16 << 20,
             task_timeout: Duration::from_secs(600),
             attempt_timeout: Duration::from_secs(300),
+            attempt_grace: Duration::from_secs(5),
             max_attempts: 3,
             socket_queue: 256,
             http_timeout: Duration::from_secs(300),

@@ -52,6 +52,8 @@ use wasimoff_core::store::{DirStore, MemoryStore, Store, StoreLimits};
 pub use config::{BrokerConfig, Limits, PingConfig, SchedulerKind, StoreConfig};
 pub use error::TaskError;
 
+#[doc(hidden)]
+pub use dispatch::machine_decision_cost;
 use dispatch::{Dispatch, DispatchConfig};
 use state::{App, AppState};
 
@@ -190,6 +192,8 @@ impl BrokerBuilder {
                 max_queue: config.limits.max_queue,
                 max_attempts: config.limits.max_attempts.max(1),
                 attempt_timeout: config.limits.attempt_timeout,
+                attempt_grace: config.limits.attempt_grace,
+                ..DispatchConfig::default()
             },
             metrics.clone(),
         );

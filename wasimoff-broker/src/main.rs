@@ -44,9 +44,14 @@ struct Args {
     /// Seconds a task may take before it fails with deadline exceeded.
     #[arg(long, env = "WASIMOFF_TASK_TIMEOUT", default_value_t = 600)]
     task_timeout: u64,
-    /// Seconds one attempt may run on a provider before the task is tried on another.
+    /// Seconds one attempt of a task may run on a provider: the time limit the provider
+    /// enforces on the guest (a guest that runs longer ends as a timeout, not retried).
     #[arg(long, env = "WASIMOFF_ATTEMPT_TIMEOUT", default_value_t = 300)]
     attempt_timeout: u64,
+    /// Seconds past an attempt's time limit the broker waits for the provider's answer before
+    /// it counts the provider as wedged, cancels there and tries another.
+    #[arg(long, env = "WASIMOFF_ATTEMPT_GRACE", default_value_t = 5)]
+    attempt_grace: u64,
     /// Seconds between provider pings.
     #[arg(long, env = "WASIMOFF_PING_INTERVAL", default_value_t = 5)]
     ping_interval: u64,
@@ -73,6 +78,7 @@ async fn main() -> anyhow::Result<()> {
             max_upload: args.max_upload,
             task_timeout: Duration::from_secs(args.task_timeout),
             attempt_timeout: Duration::from_secs(args.attempt_timeout),
+            attempt_grace: Duration::from_secs(args.attempt_grace),
             ..Limits::default()
         },
         ping: PingConfig {

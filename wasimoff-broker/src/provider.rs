@@ -47,9 +47,15 @@ pub(crate) async fn provider_socket(
             .into_response();
     };
     if let Err(e) = app.check_provider(&headers, query.token.as_deref()) {
+        tracing::warn!(agent, "provider socket refused: {e}");
         return e.into_response();
     }
     if !app.origin_allowed(&headers) {
+        let origin = headers
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        tracing::warn!(agent, origin, "provider socket refused: origin not allowed");
         return (StatusCode::FORBIDDEN, "origin not allowed for providers\n").into_response();
     }
     if app.shutdown.is_cancelled() {
@@ -164,10 +170,14 @@ async fn session(app: App, socket: WebSocket, name: String, agent: String) {
             }
         }
     }
-    app.dispatch.send(Command::ProviderLeft { id });
     messenger
         .close(CloseReason::new(CloseReason::GOING_AWAY, "session ended"))
         .await;
+    // The first reason given wins: the peer's close, a ping timeout, a protocol error.
+    let reason = messenger
+        .close_reason()
+        .map_or_else(|| "session ended".to_owned(), |r| r.to_string());
+    app.dispatch.send(Command::ProviderLeft { id, reason });
 }
 
 /// Pings a provider until it goes away; one that misses a ping is dropped (its calls fail, so

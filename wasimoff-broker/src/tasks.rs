@@ -155,6 +155,7 @@ impl AppState {
         }
         let deadline = self.deadline(qos.as_ref())?;
         let (id, info) = self.task_info(info, requester);
+        let trace = info.trace.is_some();
         let binary = params.binary.as_ref().and_then(|b| b.r#ref.clone());
         let priority = qos.as_ref().and_then(|q| q.priority).unwrap_or(false);
         let immediate = qos.as_ref().and_then(|q| q.immediate).unwrap_or(false);
@@ -165,10 +166,11 @@ impl AppState {
         };
         let job = Job {
             id,
-            payload: Payload::Wasip1Request(request),
+            payload: Box::new(Payload::Wasip1Request(request)),
             binary,
             priority,
             immediate,
+            trace,
         };
         Ok((job, deadline))
     }
@@ -198,6 +200,7 @@ impl AppState {
         }
         let deadline = self.deadline(qos.as_ref())?;
         let (id, info) = self.task_info(info, requester);
+        let trace = info.trace.is_some();
         let priority = qos.as_ref().and_then(|q| q.priority).unwrap_or(false);
         let immediate = qos.as_ref().and_then(|q| q.immediate).unwrap_or(false);
         let request = task::pyodide::Request {
@@ -207,10 +210,11 @@ impl AppState {
         };
         let job = Job {
             id,
-            payload: Payload::PyodideRequest(request),
+            payload: Box::new(Payload::PyodideRequest(request)),
             binary: None,
             priority,
             immediate,
+            trace,
         };
         Ok((job, deadline))
     }
@@ -297,7 +301,7 @@ impl AppState {
 }
 
 fn job_info(job: &Job) -> Option<task::Metadata> {
-    match &job.payload {
+    match job.payload.as_ref() {
         Payload::Wasip1Request(r) => r.info.clone(),
         Payload::PyodideRequest(r) => r.info.clone(),
         _ => None,

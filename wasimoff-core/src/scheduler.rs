@@ -70,8 +70,9 @@ pub enum SchedulerEvent {
 pub struct Placement<'a> {
     /// The ref of the task's module, for locality-aware schedulers.
     pub binary: Option<&'a str>,
-    /// A provider not to use (the one that just failed this task).
-    pub exclude: Option<ProviderId>,
+    /// Providers not to use (the one that just failed this task, those that may still run
+    /// an earlier attempt of it).
+    pub exclude: &'a [ProviderId],
 }
 
 /// Picks providers for tasks; see the module docs.
@@ -220,8 +221,8 @@ impl Book {
     }
 
     /// The next provider in the ring with a free slot that is not excluded.
-    fn next_free(&mut self, exclude: Option<ProviderId>) -> Option<ProviderId> {
-        let mut skipped = None;
+    fn next_free(&mut self, exclude: &[ProviderId]) -> Option<ProviderId> {
+        let mut skipped = Vec::new();
         let mut found = None;
         for _ in 0..self.ring.len() {
             let Some(id) = self.ring.pop_front() else {
@@ -234,15 +235,15 @@ impl Book {
             if !p.free() {
                 continue;
             }
-            if exclude == Some(id) {
-                skipped = Some(id);
+            if exclude.contains(&id) {
+                skipped.push(id);
                 continue;
             }
             found = Some(id);
             break;
         }
         // Both go back to the end of the ring (found is re-queued by `reserve` if still free).
-        if let Some(id) = skipped {
+        for id in skipped {
             self.enqueue(id);
         }
         found
@@ -293,7 +294,7 @@ impl Scheduler for RoundRobinScheduler {
 ///     s.handle(SchedulerEvent::ProviderJoined { id: ProviderId(id), slots: 1 });
 /// }
 /// s.handle(SchedulerEvent::FilesAdded { id: ProviderId(3), refs: vec!["sha256:aa".into()] });
-/// let wants_aa = Placement { binary: Some("sha256:aa"), exclude: None };
+/// let wants_aa = Placement { binary: Some("sha256:aa"), exclude: &[] };
 /// assert_eq!(s.pick(&wants_aa), Some(ProviderId(3)));
 /// assert!(s.pick(&wants_aa).is_some(), "falls back to any free provider");
 /// ```
@@ -389,7 +390,7 @@ impl Scheduler for LocalityScheduler {
             let set = self.free_with_file.get(file)?;
             set.iter()
                 .copied()
-                .find(|id| Some(*id) != placement.exclude)
+                .find(|id| !placement.exclude.contains(id))
         });
         let id = match local {
             Some(id) => id,
@@ -485,19 +486,19 @@ mod tests {
                     m.1 -= 1;
                 }
                 _ => {
-                    let exclude = running.first().copied();
+                    let exclude: Vec<ProviderId> = running.iter().take(2).copied().collect();
                     let file = format!("f{}", next() % 8);
                     match s.pick(&Placement {
                         binary: Some(&file),
-                        exclude,
+                        exclude: &exclude,
                     }) {
                         Some(id) => {
-                            assert_ne!(Some(id), exclude, "picked the excluded provider");
+                            assert!(!exclude.contains(&id), "picked an excluded provider");
                             let holds =
                                 |p: &ProviderId| files.get(p).is_some_and(|f| f.contains(&file));
                             if locality && !holds(&id) {
                                 let local = model.iter().any(|(p, (slots, busy))| {
-                                    busy < slots && Some(*p) != exclude && holds(p)
+                                    busy < slots && !exclude.contains(p) && holds(p)
                                 });
                                 assert!(!local, "a free provider holding {file} was passed over");
                             }
@@ -509,7 +510,7 @@ mod tests {
                         None => {
                             let usable = model
                                 .iter()
-                                .filter(|(id, (slots, busy))| busy < slots && Some(**id) != exclude)
+                                .filter(|(id, (slots, busy))| busy < slots && !exclude.contains(id))
                                 .count();
                             assert_eq!(usable, 0, "a free provider was overlooked");
                         }

@@ -1,18 +1,24 @@
-//! The dispatcher: one task that owns the queue, the scheduler and the provider registry.
+//! The dispatcher: the sans-IO [`Machine`](machine::Machine) that decides, and the small tokio
+//! shell here that feeds it and performs what it decides.
 //!
-//! Everything that changes who runs what goes through its command channel: submissions,
-//! cancellations, providers joining and leaving, resource and file updates, and the end of each
-//! attempt. That keeps the books in one place without locks; the work itself (talking to a
-//! provider) happens in one spawned future per attempt, which reports back with
-//! [`Command::AttemptDone`].
+//! Everything that changes who runs what goes through the shell's command channel:
+//! submissions, cancellations, providers joining and leaving, resource and file updates, and
+//! the answers of providers. The shell turns commands into machine inputs (with the time they
+//! were taken), performs the machine's actions in the order they come, and wakes the machine
+//! when its next timer is due. Everything with a decision in it lives in the machine.
 //!
-//! Architecture Invariant: every `pick` of the scheduler is matched by exactly one
-//! `TaskFinished`: when its attempt reports back, or when the task is cancelled while running
-//! (then the late report of the aborted attempt is recognised by its attempt number and ignored).
+//! Each provider has one outbox task that puts the shell's requests on that provider's
+//! connection in order (so a `Task.Cancel` leaves before any later request for the same task)
+//! and waits for their answers, which come back as commands.
 //!
-//! Architecture Invariant: a task is answered exactly once: with the provider's response, or
-//! with a [`TaskError`]; retries happen only for provider loss, transport failure and provider
-//! timeout, never twice in a row on the same provider, at most `max_attempts` times.
+//! Architecture Invariant: the shell never decides: no timers of its own for tasks, no retry,
+//! no classification beyond turning wire errors into typed [`Answer`]s.
+
+pub(crate) mod machine;
+#[cfg(test)]
+mod sim;
+#[cfg(test)]
+mod tests;
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -20,27 +26,20 @@ use std::{
     time::{Duration, Instant},
 };
 
+use futures::{StreamExt, stream::FuturesUnordered};
 use tokio::sync::{mpsc, oneshot};
 use wasimoff_core::envelope::Payload;
 use wasimoff_core::messenger::{CallError, Messenger};
-use wasimoff_core::proto;
-use wasimoff_core::scheduler::{Placement, ProviderId, Scheduler, SchedulerEvent};
+use wasimoff_core::proto::{self, task};
+use wasimoff_core::remote::{FailureKind, RemoteError};
+use wasimoff_core::scheduler::{ProviderId, Scheduler};
 use wasimoff_core::transport::CloseReason;
+use wasimoff_core::wkt::Timestamp;
 
 use crate::error::TaskError;
 use crate::metrics::Metrics;
-
-/// A task as the dispatcher sees it: an opaque request for a provider.
-#[derive(Debug)]
-pub(crate) struct Job {
-    pub(crate) id: String,
-    /// The `Task.Wasip1.Request` or `Task.Pyodide.Request` to send.
-    pub(crate) payload: Payload,
-    /// The module's ref, for locality.
-    pub(crate) binary: Option<String>,
-    pub(crate) priority: bool,
-    pub(crate) immediate: bool,
-}
+use machine::{Action, Answer, Input, Machine, TraceNote};
+pub(crate) use machine::{Job, MachineConfig as DispatchConfig};
 
 pub(crate) type Reply = oneshot::Sender<Result<Payload, TaskError>>;
 
@@ -63,6 +62,7 @@ pub(crate) enum Command {
     },
     ProviderLeft {
         id: ProviderId,
+        reason: String,
     },
     Resources {
         id: ProviderId,
@@ -73,7 +73,15 @@ pub(crate) enum Command {
         added: Vec<String>,
         removed: Vec<String>,
     },
-    AttemptDone {
+    /// A provider's answer to a task request (from its outbox).
+    Answered {
+        id: String,
+        attempt: u32,
+        provider: ProviderId,
+        result: Result<Payload, CallError>,
+    },
+    /// A provider's answer to a cancel (from its outbox).
+    CancelAnswered {
         id: String,
         attempt: u32,
         provider: ProviderId,
@@ -82,42 +90,6 @@ pub(crate) enum Command {
     Shutdown {
         done: oneshot::Sender<()>,
     },
-}
-
-struct ProviderEntry {
-    name: String,
-    messenger: Messenger,
-    concurrency: u32,
-    /// Completion times in the last few seconds, for `Throughput.yours`.
-    recent: VecDeque<Instant>,
-}
-
-struct Running {
-    provider: ProviderId,
-    attempt: u32,
-    abort: tokio::task::AbortHandle,
-}
-
-struct TaskState {
-    job: Job,
-    reply: Option<Reply>,
-    submitted: Instant,
-    deadline: Instant,
-    attempts: u32,
-    /// The provider that failed the last attempt.
-    exclude: Option<ProviderId>,
-    last_error: Option<String>,
-    running: Option<Running>,
-}
-
-/// Settings the dispatcher needs.
-#[derive(Clone, Debug)]
-pub(crate) struct DispatchConfig {
-    pub(crate) max_queue: usize,
-    pub(crate) max_attempts: u32,
-    /// The longest one attempt may take before the provider counts as failed and the task
-    /// is tried elsewhere (never past the task's deadline).
-    pub(crate) attempt_timeout: Duration,
 }
 
 /// A handle to send commands to the dispatcher.
@@ -134,22 +106,17 @@ impl Dispatch {
         metrics: Arc<Metrics>,
     ) -> Dispatch {
         let (tx, rx) = mpsc::unbounded_channel();
-        let dispatcher = Dispatcher {
-            scheduler,
-            config,
+        let shell = Shell {
+            machine: Machine::new(scheduler, config),
             metrics,
             tx: tx.clone(),
-            providers: HashMap::new(),
-            tasks: HashMap::new(),
-            high: VecDeque::new(),
-            low: VecDeque::new(),
-            retry: VecDeque::new(),
-            queued: 0,
+            replies: HashMap::new(),
+            conns: HashMap::new(),
             recent: VecDeque::new(),
             cluster_changed: false,
-            shutting_down: false,
+            retries: 0,
         };
-        tokio::spawn(dispatcher.run(rx));
+        tokio::spawn(shell.run(rx));
         Dispatch { tx }
     }
 
@@ -158,8 +125,8 @@ impl Dispatch {
         let _ = self.tx.send(command);
     }
 
-    /// Submits a job and waits for its result, at most until `deadline`. Dropping the future
-    /// (the client went away) cancels the task.
+    /// Submits a job and waits for its result; the dispatcher answers by `deadline`. Dropping
+    /// the future (the client went away) cancels the task.
     pub(crate) async fn run(&self, job: Job, deadline: Instant) -> Result<Payload, TaskError> {
         let (reply, result) = oneshot::channel();
         let mut guard = CancelOnDrop {
@@ -171,7 +138,9 @@ impl Dispatch {
             deadline,
             reply,
         });
-        let result = tokio::time::timeout_at(deadline.into(), result).await;
+        // The dispatcher answers at the deadline at the latest; this is only a backstop.
+        let backstop = tokio::time::Instant::from_std(deadline) + BACKSTOP;
+        let result = tokio::time::timeout_at(backstop, result).await;
         match result {
             Ok(Ok(result)) => {
                 guard.id = None;
@@ -183,6 +152,7 @@ impl Dispatch {
             }
             Err(_) => {
                 if let Some(id) = guard.id.take() {
+                    tracing::error!(%id, "the dispatcher missed a deadline");
                     self.send(Command::Cancel {
                         id,
                         reason: "deadline exceeded".into(),
@@ -193,6 +163,9 @@ impl Dispatch {
         }
     }
 }
+
+/// How long past a deadline a waiting client gives up on the dispatcher.
+const BACKSTOP: Duration = Duration::from_secs(1);
 
 /// Cancels a submitted task when the waiting future is dropped early.
 struct CancelOnDrop<'a> {
@@ -211,54 +184,71 @@ impl Drop for CancelOnDrop<'_> {
     }
 }
 
-struct Dispatcher {
-    scheduler: Box<dyn Scheduler>,
-    config: DispatchConfig,
+/// A request for a provider's outbox.
+enum Outgoing {
+    Task {
+        id: String,
+        attempt: u32,
+        payload: Box<Payload>,
+    },
+    Cancel {
+        id: String,
+        attempt: u32,
+        cancel: proto::task::Cancel,
+    },
+}
+
+/// A connected provider, as the shell holds it.
+struct Conn {
+    messenger: Messenger,
+    outbox: mpsc::UnboundedSender<Outgoing>,
+    /// Completion times in the last few seconds, for `Throughput.yours`.
+    recent: VecDeque<Instant>,
+}
+
+struct Shell {
+    machine: Machine,
     metrics: Arc<Metrics>,
     tx: mpsc::UnboundedSender<Command>,
-    providers: HashMap<ProviderId, ProviderEntry>,
-    tasks: HashMap<String, TaskState>,
-    /// Ids of queued priority tasks (may hold ids of tasks cancelled meanwhile).
-    high: VecDeque<String>,
-    /// Ids of other queued tasks (same).
-    low: VecDeque<String>,
-    /// Ids of tasks waiting for another attempt (same).
-    retry: VecDeque<String>,
-    queued: usize,
+    replies: HashMap<String, Reply>,
+    conns: HashMap<ProviderId, Conn>,
     /// Completion times in the last few seconds, for `Throughput.overall`.
     recent: VecDeque<Instant>,
     /// Providers joined or left since the last `ClusterInfo` broadcast.
     cluster_changed: bool,
-    shutting_down: bool,
+    /// Retries already counted in the metrics.
+    retries: u64,
 }
 
 /// The window over which throughput is averaged.
 const THROUGHPUT_WINDOW: Duration = Duration::from_secs(5);
 
-impl Dispatcher {
+impl Shell {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let wake = self.machine.poll_timeout();
+            let sleep = async {
+                match wake {
+                    Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 command = rx.recv() => {
                     let Some(command) = command else { break };
-                    if let Command::Shutdown { done } = command {
-                        self.shutdown();
-                        let _ = done.send(());
-                        continue;
-                    }
-                    self.handle(command);
-                    // Drain what else is waiting before placing tasks: fewer, fuller passes.
+                    self.command(command);
+                    // Take what else is waiting before placing tasks: fewer, fuller passes.
                     while let Ok(command) = rx.try_recv() {
-                        if let Command::Shutdown { done } = command {
-                            self.shutdown();
-                            let _ = done.send(());
-                            continue;
-                        }
-                        self.handle(command);
+                        self.command(command);
                     }
-                    self.dispatch();
+                    self.machine.handle_timeout(Instant::now());
+                    self.perform();
+                }
+                () = sleep => {
+                    self.machine.handle_timeout(Instant::now());
+                    self.perform();
                 }
                 _ = tick.tick() => {
                     if std::mem::take(&mut self.cluster_changed) {
@@ -270,415 +260,201 @@ impl Dispatcher {
         }
     }
 
-    fn handle(&mut self, command: Command) {
-        match command {
+    /// Turns a command into a machine input (without a placement pass).
+    fn command(&mut self, command: Command) {
+        let now = Instant::now();
+        let input = match command {
             Command::Submit {
                 job,
                 deadline,
                 reply,
-            } => self.submit(job, deadline, reply),
-            Command::Cancel { id, reason } => self.cancel(&id, &reason),
+            } => {
+                if self.replies.contains_key(&job.id) {
+                    let error = TaskError::Internal(format!("duplicate task id {}", job.id));
+                    let _ = reply.send(Err(error));
+                    return;
+                }
+                self.replies.insert(job.id.clone(), reply);
+                Input::Submit { job, deadline }
+            }
+            Command::Cancel { id, reason } => Input::Cancel { id, reason },
             Command::ProviderJoined {
                 id,
                 name,
                 messenger,
                 files,
             } => {
-                tracing::info!(%id, %name, files = files.len(), "provider joined");
-                self.scheduler
-                    .handle(SchedulerEvent::ProviderJoined { id, slots: 0 });
-                self.scheduler
-                    .handle(SchedulerEvent::FilesAdded { id, refs: files });
                 // The newcomer hears the cluster size at once, the others with the next tick:
                 // a broadcast per join costs O(providers²) when many join together.
-                let size = self.providers.len() as u32 + 1;
+                let size = self.conns.len() as u32 + 1;
                 messenger.try_send_event(proto::event::ClusterInfo {
                     providers: Some(size),
                 });
-                let entry = ProviderEntry {
-                    name,
+                let (outbox, queue) = mpsc::unbounded_channel();
+                tokio::spawn(run_outbox(id, messenger.clone(), queue, self.tx.clone()));
+                let conn = Conn {
                     messenger,
-                    concurrency: 0,
+                    outbox,
                     recent: VecDeque::new(),
                 };
-                self.providers.insert(id, entry);
-                self.metrics.providers.set(self.providers.len() as i64);
+                self.conns.insert(id, conn);
                 self.cluster_changed = true;
+                Input::ProviderJoined { id, name, files }
             }
-            Command::ProviderLeft { id } => {
-                if let Some(p) = self.providers.remove(&id) {
-                    tracing::info!(%id, name = %p.name, "provider left");
-                    self.scheduler.handle(SchedulerEvent::ProviderLeft { id });
-                    self.metrics.providers.set(self.providers.len() as i64);
-                    self.update_workers();
-                    self.cluster_changed = true;
+            Command::ProviderLeft { id, reason } => {
+                if self.conns.remove(&id).is_none() {
+                    return;
                 }
+                self.cluster_changed = true;
+                Input::ProviderLeft { id, reason }
             }
-            Command::Resources { id, concurrency } => {
-                if let Some(p) = self.providers.get_mut(&id) {
-                    p.concurrency = concurrency;
-                    self.scheduler.handle(SchedulerEvent::ProviderResources {
-                        id,
-                        slots: concurrency,
-                    });
-                    self.update_workers();
-                }
-            }
-            Command::Files { id, added, removed } => {
-                if self.providers.contains_key(&id) {
-                    self.scheduler
-                        .handle(SchedulerEvent::FilesAdded { id, refs: added });
-                    self.scheduler
-                        .handle(SchedulerEvent::FilesRemoved { id, refs: removed });
-                }
-            }
-            Command::AttemptDone {
+            Command::Resources { id, concurrency } => Input::Resources { id, concurrency },
+            Command::Files { id, added, removed } => Input::Files { id, added, removed },
+            Command::Answered {
                 id,
                 attempt,
                 provider,
                 result,
-            } => {
-                self.attempt_done(id, attempt, provider, result);
-            }
-            Command::Shutdown { .. } => {}
-        }
-    }
-
-    fn update_workers(&self) {
-        let workers: u64 = self
-            .providers
-            .values()
-            .map(|p| u64::from(p.concurrency))
-            .sum();
-        self.metrics.workers.set(workers as i64);
-    }
-
-    fn submit(&mut self, job: Job, deadline: Instant, reply: Reply) {
-        if self.shutting_down {
-            let _ = reply.send(Err(TaskError::ShuttingDown));
-            return;
-        }
-        if self.queued >= self.config.max_queue {
-            self.metrics.complete("resource_exhausted", 0.0);
-            let _ = reply.send(Err(TaskError::QueueFull(self.queued)));
-            return;
-        }
-        if self.tasks.contains_key(&job.id) {
-            let _ = reply.send(Err(TaskError::Internal(format!(
-                "duplicate task id {}",
-                job.id
-            ))));
-            return;
-        }
-        let id = job.id.clone();
-        let (priority, immediate) = (job.priority, job.immediate);
-        let state = TaskState {
-            job,
-            reply: Some(reply),
-            submitted: Instant::now(),
-            deadline,
-            attempts: 0,
-            exclude: None,
-            last_error: None,
-            running: None,
-        };
-        self.tasks.insert(id.clone(), state);
-        if immediate {
-            // Place it now or fail it now.
-            let placed = self.try_place(&id);
-            if !placed {
-                self.finish(
-                    &id,
-                    Err(TaskError::Unavailable("no free provider slot".into())),
-                );
-            }
-            return;
-        }
-        if priority {
-            self.high.push_back(id);
-        } else {
-            self.low.push_back(id);
-        }
-        self.queued += 1;
-        self.metrics.queued.set(self.queued as i64);
-    }
-
-    /// Places queued tasks while providers have free slots: retried tasks first (each is
-    /// tried; one that excludes the only free provider stays), then priority, then the rest.
-    fn dispatch(&mut self) {
-        let mut still = VecDeque::new();
-        while let Some(id) = self.retry.pop_front() {
-            let waiting = self.tasks.get(&id).is_some_and(|t| t.running.is_none());
-            if !waiting {
-                continue;
-            }
-            if self.scheduler.free_slots() > 0 && self.try_place(&id) {
-                self.queued -= 1;
-            } else {
-                still.push_back(id);
-            }
-        }
-        self.retry = still;
-        // Tasks in these queues exclude nobody, so a failed pick means no slot is free; the
-        // limit only guards against a scheduler that refuses for reasons of its own.
-        const LOOK_PAST: usize = 16;
-        for high in [true, false] {
-            let mut passed = Vec::new();
-            while self.scheduler.free_slots() > 0 && passed.len() < LOOK_PAST {
-                let queue = if high { &mut self.high } else { &mut self.low };
-                let Some(id) = queue.pop_front() else { break };
-                let waiting = self.tasks.get(&id).is_some_and(|t| t.running.is_none());
-                if !waiting {
-                    continue; // cancelled or finished meanwhile
-                }
-                self.queued -= 1;
-                if !self.try_place(&id) {
-                    self.queued += 1;
-                    passed.push(id);
-                }
-            }
-            let queue = if high { &mut self.high } else { &mut self.low };
-            for id in passed.into_iter().rev() {
-                queue.push_front(id);
-            }
-        }
-        self.metrics.queued.set(self.queued as i64);
-    }
-
-    /// Picks a provider for a task and starts an attempt there; false if none fits.
-    fn try_place(&mut self, id: &str) -> bool {
-        let Some(task) = self.tasks.get_mut(id) else {
-            return false;
-        };
-        // Never the same provider twice in a row, unless it is the only one there is: then a
-        // second try there beats waiting for the deadline.
-        let exclude = task.exclude.filter(|_| self.providers.len() > 1);
-        let placement = Placement {
-            binary: task.job.binary.as_deref(),
-            exclude,
-        };
-        let Some(provider) = self.scheduler.pick(&placement) else {
-            return false;
-        };
-        let Some(entry) = self.providers.get(&provider) else {
-            // The scheduler knew a provider we do not: give the slot back and wait.
-            self.scheduler
-                .handle(SchedulerEvent::TaskFinished { id: provider });
-            return false;
-        };
-        if entry.messenger.is_closed() {
-            // Gone, and its ProviderLeft is still on the way: forget it now, so that no more
-            // tasks are placed there to fail.
-            self.scheduler
-                .handle(SchedulerEvent::ProviderLeft { id: provider });
-            self.providers.remove(&provider);
-            self.metrics.providers.set(self.providers.len() as i64);
-            self.update_workers();
-            self.cluster_changed = true;
-            return false;
-        }
-        task.attempts += 1;
-        let attempt = task.attempts;
-        let payload = with_provider(task.job.payload.clone(), &entry.name);
-        let messenger = entry.messenger.clone();
-        let tx = self.tx.clone();
-        let left = task.deadline.saturating_duration_since(Instant::now());
-        let timeout = self
-            .config
-            .attempt_timeout
-            .min(left)
-            .max(Duration::from_millis(1));
-        let task_id = id.to_owned();
-        let handle = tokio::spawn(async move {
-            let result = messenger.call_with_timeout(payload, timeout).await;
-            let _ = tx.send(Command::AttemptDone {
-                id: task_id,
+            } => Input::Answer {
+                id,
+                attempt,
+                provider,
+                answer: classify(result),
+            },
+            Command::CancelAnswered {
+                id,
                 attempt,
                 provider,
                 result,
-            });
-        });
-        task.running = Some(Running {
-            provider,
-            attempt,
-            abort: handle.abort_handle(),
-        });
-        self.metrics.running.inc();
-        true
-    }
-
-    fn attempt_done(
-        &mut self,
-        id: String,
-        attempt: u32,
-        provider: ProviderId,
-        result: Result<Payload, CallError>,
-    ) {
-        let Some(task) = self.tasks.get_mut(&id) else {
-            return;
-        };
-        if task.running.as_ref().is_none_or(|r| r.attempt != attempt) {
-            return; // an attempt that was cancelled; its slot was given back then
-        }
-        task.running = None;
-        self.metrics.running.dec();
-        self.scheduler
-            .handle(SchedulerEvent::TaskFinished { id: provider });
-        let retry = match &result {
-            Ok(_) => None,
-            Err(CallError::Closed(reason)) => Some(format!("provider lost: {reason}")),
-            Err(CallError::Timeout(t)) => {
-                if let Some(p) = self.providers.get(&provider) {
-                    send_cancel(&p.messenger, &id, "provider timeout");
+            } => match result {
+                // Any answer means the provider has dealt with the cancel; a closed connection
+                // is handled when the provider leaves.
+                Ok(_) | Err(CallError::Remote(_) | CallError::Protocol(_)) => Input::CancelAcked {
+                    id,
+                    attempt,
+                    provider,
+                },
+                Err(e) => {
+                    tracing::debug!(%id, %provider, "cancel not acknowledged: {e}");
+                    return;
                 }
-                Some(format!("provider timed out after {t:?}"))
-            }
-            // The provider refused for lack of capacity: it is healthy, only busy for a moment
-            // (a slot it freed has not reached our books yet, or a cancelled task is still
-            // stopping there). Place the task again, without blame: no attempt is counted
-            // and no provider excluded.
-            Err(CallError::Remote(e)) if e.starts_with("unavailable") => {
-                tracing::debug!(%id, %provider, "provider refused: {e}");
-                task.attempts = task.attempts.saturating_sub(1);
-                self.retry.push_back(id);
-                self.queued += 1;
+            },
+            Command::Shutdown { done } => {
+                self.machine.handle(now, Input::Shutdown);
+                self.perform();
+                for (_, conn) in self.conns.drain() {
+                    tokio::spawn(async move {
+                        let reason =
+                            CloseReason::new(CloseReason::GOING_AWAY, "broker shutting down");
+                        conn.messenger.close(reason).await;
+                    });
+                }
+                let _ = done.send(());
                 return;
             }
-            Err(_) => None,
         };
-        match (retry, result) {
-            (None, Ok(payload)) => {
-                let now = Instant::now();
-                self.recent.push_back(now);
-                if let Some(p) = self.providers.get_mut(&provider) {
-                    p.recent.push_back(now);
-                }
-                self.finish(&id, Ok(payload));
-            }
-            (None, Err(e)) => self.finish(&id, Err(TaskError::ProviderFailed(e.to_string()))),
-            (Some(why), _) => {
-                tracing::debug!(%id, %provider, %why, "attempt failed");
-                let task = self
-                    .tasks
-                    .get_mut(&id)
-                    .expect("checked above; nothing removed it");
-                task.last_error = Some(why.clone());
-                if task.attempts >= self.config.max_attempts || task.job.immediate {
-                    let attempts = task.attempts;
-                    let error =
-                        TaskError::ProviderFailed(format!("{why} (after {attempts} attempts)"));
-                    self.finish(&id, Err(error));
-                } else {
-                    task.exclude = Some(provider);
-                    self.metrics.retries.inc();
-                    // Retried tasks go first; they wait apart from the queues because their
-                    // exclusion may keep them from the only free provider, and must then not
-                    // hold up the tasks behind them.
-                    self.retry.push_back(id);
-                    self.queued += 1;
-                }
-            }
-        }
+        self.machine.handle_only(now, input);
     }
 
-    fn cancel(&mut self, id: &str, reason: &str) {
-        let task_id = id;
-        let Some(task) = self.tasks.get_mut(id) else {
-            return;
-        };
-        match task.running.take() {
-            Some(running) => {
-                running.abort.abort();
-                self.metrics.running.dec();
-                self.scheduler.handle(SchedulerEvent::TaskFinished {
-                    id: running.provider,
-                });
-                if let Some(p) = self.providers.get(&running.provider) {
-                    send_cancel(&p.messenger, id, reason);
-                }
-            }
-            None => {
-                // Still queued: its id stays in the queue and is skipped when reached, unless
-                // such leftovers pile up (cancellations while no slot frees): then sweep.
-                self.queued = self.queued.saturating_sub(1);
-                self.metrics.queued.set(self.queued as i64);
-                let ids = self.high.len() + self.low.len() + self.retry.len();
-                if ids > 2 * self.queued + 1024 {
-                    let tasks = &self.tasks;
-                    let live = |id: &String| {
-                        id != task_id && tasks.get(id).is_some_and(|t| t.running.is_none())
+    /// Performs the machine's actions in order.
+    fn perform(&mut self) {
+        while let Some(action) = self.machine.poll_action() {
+            match action {
+                Action::Send {
+                    provider,
+                    id,
+                    attempt,
+                    mut payload,
+                    limit,
+                    trace,
+                } => {
+                    let Some(conn) = self.conns.get(&provider) else {
+                        continue; // cannot happen: the machine knows the providers we hold
                     };
-                    self.high.retain(live);
-                    self.low.retain(live);
-                    self.retry.retain(live);
+                    if let Some(reason) = conn.messenger.close_reason() {
+                        // Gone, and its ProviderLeft is still on the way: forget it now, so
+                        // that no more tasks are placed there (this attempt is retried).
+                        self.conns.remove(&provider);
+                        self.cluster_changed = true;
+                        let reason = reason.to_string();
+                        // (`handle` places the task again; its actions follow in this loop.)
+                        self.machine.handle(
+                            Instant::now(),
+                            Input::ProviderLeft {
+                                id: provider,
+                                reason,
+                            },
+                        );
+                        continue;
+                    }
+                    prepare_request(&mut payload, limit, &trace);
+                    let _ = conn.outbox.send(Outgoing::Task {
+                        id,
+                        attempt,
+                        payload: Box::new(payload),
+                    });
+                }
+                Action::Cancel {
+                    provider,
+                    id,
+                    attempt,
+                    reason,
+                } => {
+                    if let Some(conn) = self.conns.get(&provider) {
+                        let cancel = proto::task::Cancel {
+                            id: Some(id.clone()),
+                            reason: Some(reason),
+                        };
+                        let _ = conn.outbox.send(Outgoing::Cancel {
+                            id,
+                            attempt,
+                            cancel,
+                        });
+                    }
+                }
+                Action::Reply {
+                    id,
+                    mut result,
+                    provider,
+                    elapsed,
+                    trace,
+                } => {
+                    if let Ok(payload) = &mut result {
+                        append_response_trace(payload, &trace);
+                        let now = Instant::now();
+                        self.recent.push_back(now);
+                        if let Some(conn) = provider.and_then(|p| self.conns.get_mut(&p)) {
+                            conn.recent.push_back(now);
+                        }
+                    }
+                    self.metrics
+                        .complete(outcome(&result), elapsed.as_secs_f64());
+                    if let Some(reply) = self.replies.remove(&id) {
+                        let _ = reply.send(result);
+                    }
                 }
             }
         }
-        let error = if reason == "deadline exceeded" {
-            TaskError::DeadlineExceeded
-        } else {
-            TaskError::Cancelled(reason.to_owned())
-        };
-        self.finish(id, Err(error));
+        self.update_metrics();
     }
 
-    fn finish(&mut self, id: &str, result: Result<Payload, TaskError>) {
-        let Some(mut task) = self.tasks.remove(id) else {
-            return;
-        };
-        let outcome = match &result {
-            Ok(_) => "ok",
-            Err(e) => e.connect_code(),
-        };
-        self.metrics
-            .complete(outcome, task.submitted.elapsed().as_secs_f64());
-        if let Some(reply) = task.reply.take() {
-            let _ = reply.send(result);
-        }
-    }
-
-    fn shutdown(&mut self) {
-        self.shutting_down = true;
-        let ids: Vec<String> = self.tasks.keys().cloned().collect();
-        for id in ids {
-            if let Some(task) = self.tasks.get_mut(&id)
-                && let Some(running) = task.running.take()
-            {
-                running.abort.abort();
-                self.scheduler.handle(SchedulerEvent::TaskFinished {
-                    id: running.provider,
-                });
-                if let Some(p) = self.providers.get(&running.provider) {
-                    send_cancel(&p.messenger, &id, "broker is shutting down");
-                }
-            }
-            self.finish(&id, Err(TaskError::ShuttingDown));
-        }
-        self.high.clear();
-        self.low.clear();
-        self.retry.clear();
-        self.queued = 0;
-        self.metrics.queued.set(0);
-        self.metrics.running.set(0);
-        for p in self.providers.values() {
-            let messenger = p.messenger.clone();
-            tokio::spawn(async move {
-                messenger
-                    .close(CloseReason::new(
-                        CloseReason::GOING_AWAY,
-                        "broker shutting down",
-                    ))
-                    .await;
-            });
-        }
+    fn update_metrics(&mut self) {
+        let m = &self.metrics;
+        m.queued.set(self.machine.queued() as i64);
+        m.running.set(self.machine.running() as i64);
+        m.providers.set(self.machine.providers() as i64);
+        m.workers.set(self.machine.advertised_slots() as i64);
+        let retries = self.machine.stats().retries;
+        m.retries.inc_by(retries - self.retries);
+        self.retries = retries;
     }
 
     fn broadcast_cluster(&self) {
         let info = proto::event::ClusterInfo {
-            providers: Some(self.providers.len() as u32),
+            providers: Some(self.conns.len() as u32),
         };
-        for p in self.providers.values() {
-            p.messenger.try_send_event(info);
+        for conn in self.conns.values() {
+            conn.messenger.try_send_event(info);
         }
     }
 
@@ -692,42 +468,223 @@ impl Dispatcher {
             q.len() as f32 / THROUGHPUT_WINDOW.as_secs_f32()
         };
         let overall = expire(&mut self.recent);
-        for p in self.providers.values_mut() {
-            let yours = expire(&mut p.recent);
+        for conn in self.conns.values_mut() {
+            let yours = expire(&mut conn.recent);
             let event = proto::event::Throughput {
                 overall: Some(overall),
                 yours: Some(yours),
             };
-            p.messenger.try_send_event(event);
+            conn.messenger.try_send_event(event);
         }
     }
 }
 
-/// Tells a provider to stop a task; the answer (an echo) does not matter.
-fn send_cancel(messenger: &Messenger, id: &str, reason: &str) {
-    let messenger = messenger.clone();
-    let cancel = proto::task::Cancel {
-        id: Some(id.to_owned()),
-        reason: Some(reason.to_owned()),
+/// Puts one provider's requests on its connection in the order they come, and reports their
+/// answers. Ends when the shell forgets the provider (pending answers are then dropped).
+async fn run_outbox(
+    provider: ProviderId,
+    messenger: Messenger,
+    mut queue: mpsc::UnboundedReceiver<Outgoing>,
+    tx: mpsc::UnboundedSender<Command>,
+) {
+    let mut pending = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            outgoing = queue.recv() => {
+                let Some(outgoing) = outgoing else { break };
+                let (id, attempt, is_task, call) = match outgoing {
+                    Outgoing::Task { id, attempt, payload } => {
+                        (id, attempt, true, messenger.start_call(*payload).await)
+                    }
+                    Outgoing::Cancel { id, attempt, cancel } => {
+                        (id, attempt, false, messenger.start_call(cancel).await)
+                    }
+                };
+                pending.push(async move {
+                    let result = match call {
+                        Ok(call) => call.response().await,
+                        Err(e) => Err(e),
+                    };
+                    if is_task {
+                        Command::Answered { id, attempt, provider, result }
+                    } else {
+                        Command::CancelAnswered { id, attempt, provider, result }
+                    }
+                });
+            }
+            Some(command) = pending.next(), if !pending.is_empty() => {
+                if tx.send(command).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// A wire failure as the machine's typed answer.
+fn classify(result: Result<Payload, CallError>) -> Answer {
+    match result {
+        Ok(payload) => Answer::Response(Box::new(payload)),
+        Err(CallError::Remote(text)) => match RemoteError::parse(&text) {
+            RemoteError::Refused(refusal) => Answer::Refused(refusal),
+            RemoteError::Failed(text) => Answer::Failed(text),
+        },
+        Err(CallError::Protocol(e)) => Answer::Malformed(e),
+        Err(CallError::Closed(reason)) => Answer::Lost(reason.to_string()),
+        // (No timeout is set on task calls; CallError is non-exhaustive.)
+        Err(e) => Answer::Lost(e.to_string()),
+    }
+}
+
+/// Unix nanoseconds of a machine instant.
+fn unix_nanos_at(at: Instant) -> i64 {
+    let ago = Instant::now().saturating_duration_since(at);
+    wasimoff_core::platform::unix_nanos() - i64::try_from(ago.as_nanos()).unwrap_or(i64::MAX)
+}
+
+fn trace_event(note: &TraceNote) -> task::TraceEvent {
+    task::TraceEvent {
+        unixnano: Some(unix_nanos_at(note.at)),
+        event: Some(note.event as i32),
+        details: note.details.clone(),
+    }
+}
+
+/// Tells the provider the attempt's time limit (as the QoS deadline it enforces) and appends
+/// the broker's trace events.
+fn prepare_request(payload: &mut Payload, limit: Duration, notes: &[TraceNote]) {
+    let (qos, info) = match payload {
+        Payload::Wasip1Request(r) => (&mut r.qos, &mut r.info),
+        Payload::PyodideRequest(r) => (&mut r.qos, &mut r.info),
+        _ => return,
     };
-    tokio::spawn(async move {
-        let _ = messenger
-            .call_with_timeout(cancel, Duration::from_secs(10))
-            .await;
-    });
+    let limit = i128::try_from(limit.as_nanos()).unwrap_or(i128::MAX);
+    let deadline = i128::from(wasimoff_core::platform::unix_nanos()).saturating_add(limit);
+    qos.get_or_insert_with(Default::default).deadline = Some(Timestamp::from_unix_nanos(deadline));
+    if let Some(trace) = info.as_mut().and_then(|i| i.trace.as_mut()) {
+        trace.events.extend(notes.iter().map(trace_event));
+        trace.events.push(task::TraceEvent {
+            unixnano: Some(wasimoff_core::platform::unix_nanos()),
+            event: Some(task::trace_event::EventType::BrokerTransmitProviderTask as i32),
+            details: None,
+        });
+    }
 }
 
-/// Sets `info.provider` on a task request.
-fn with_provider(payload: Payload, name: &str) -> Payload {
-    match payload {
-        Payload::Wasip1Request(mut r) => {
-            r.info.get_or_insert_with(Default::default).provider = Some(name.to_owned());
-            Payload::Wasip1Request(r)
-        }
-        Payload::PyodideRequest(mut r) => {
-            r.info.get_or_insert_with(Default::default).provider = Some(name.to_owned());
-            Payload::PyodideRequest(r)
-        }
-        other => other,
+/// Appends the broker's events since the request left to a response's trace.
+fn append_response_trace(payload: &mut Payload, notes: &[TraceNote]) {
+    if notes.is_empty() {
+        return;
     }
+    let info = match payload {
+        Payload::Wasip1Response(r) => &mut r.info,
+        Payload::PyodideResponse(r) => &mut r.info,
+        _ => return,
+    };
+    if let Some(trace) = info.as_mut().and_then(|i| i.trace.as_mut()) {
+        trace.events.extend(notes.iter().map(trace_event));
+    }
+}
+
+/// The metrics label of a task's outcome: how the guest ended, or the error's Connect code.
+fn outcome(result: &Result<Payload, TaskError>) -> &'static str {
+    let error = match result {
+        Err(e) => return e.connect_code(),
+        Ok(Payload::Wasip1Response(r)) => match &r.result {
+            Some(task::wasip1::response::Result::Ok(o)) => {
+                return if o.status.unwrap_or(0) == 0 {
+                    "ok"
+                } else {
+                    "exit_nonzero"
+                };
+            }
+            Some(task::wasip1::response::Result::Error(e)) => e.as_str(),
+            None => return "failed",
+        },
+        Ok(Payload::PyodideResponse(r)) => match &r.result {
+            Some(task::pyodide::response::Result::Ok(_)) => return "ok",
+            Some(task::pyodide::response::Result::Error(e)) => e.as_str(),
+            None => return "failed",
+        },
+        Ok(_) => return "failed",
+    };
+    match FailureKind::classify(error) {
+        FailureKind::Timeout => "timeout",
+        FailureKind::Memory => "memory",
+        FailureKind::Fuel => "fuel",
+        FailureKind::Trap => "trap",
+        FailureKind::Cancelled => "canceled",
+        FailureKind::Other => "failed",
+    }
+}
+
+/// Nanoseconds per task through the dispatcher's machine alone (submit, send, answer, reply)
+/// with `providers` providers of 4 slots each, half of all slots busy; for the scale benchmark.
+#[doc(hidden)]
+pub fn machine_decision_cost(providers: u64, tasks: u64) -> f64 {
+    let config = DispatchConfig {
+        max_queue: usize::MAX,
+        ..DispatchConfig::default()
+    };
+    let mut machine = Machine::new(
+        Box::new(wasimoff_core::scheduler::LocalityScheduler::default()),
+        config,
+    );
+    let now = Instant::now();
+    for id in 0..providers {
+        let id = ProviderId(id);
+        let files = vec![format!("sha256:{:064x}", id.0 % 16)];
+        let name = format!("provider-{}", id.0);
+        machine.handle(now, Input::ProviderJoined { id, name, files });
+        machine.handle(now, Input::Resources { id, concurrency: 4 });
+    }
+    let binaries: Vec<String> = (0..32).map(|i| format!("sha256:{i:064x}")).collect();
+    let answer = Payload::Wasip1Response(task::wasip1::Response::default());
+    let mut running = VecDeque::new();
+    let started = Instant::now();
+    for i in 0..tasks {
+        let job = Job {
+            id: format!("task-{i}"),
+            payload: Box::new(Payload::Wasip1Request(task::wasip1::Request::default())),
+            binary: Some(binaries[(i % 32) as usize].clone()),
+            priority: false,
+            immediate: false,
+            trace: false,
+        };
+        machine.handle(
+            now,
+            Input::Submit {
+                job,
+                deadline: now + Duration::from_secs(600),
+            },
+        );
+        while let Some(action) = machine.poll_action() {
+            if let Action::Send {
+                provider,
+                id,
+                attempt,
+                ..
+            } = action
+            {
+                running.push_back((id, attempt, provider));
+            }
+        }
+        if running.len() as u64 > providers * 2 {
+            let Some((id, attempt, provider)) = running.pop_front() else {
+                break;
+            };
+            let answer = Answer::Response(Box::new(answer.clone()));
+            machine.handle(
+                now,
+                Input::Answer {
+                    id,
+                    attempt,
+                    provider,
+                    answer,
+                },
+            );
+            while machine.poll_action().is_some() {}
+        }
+    }
+    started.elapsed().as_nanos() as f64 / tasks as f64
 }

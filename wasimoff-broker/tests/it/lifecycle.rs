@@ -236,6 +236,7 @@ async fn priority_tasks_go_first() {
 async fn an_attempt_that_times_out_is_cancelled_and_retried_elsewhere() {
     let mut cfg = config();
     cfg.limits.attempt_timeout = Duration::from_millis(300);
+    cfg.limits.attempt_grace = Duration::from_millis(100);
     let broker = broker(cfg).await;
     let base = http(&broker);
     let mut stuck = provider(&base, "stuck", 1, Behaviour::Hold).await;
@@ -293,6 +294,7 @@ async fn a_busy_refusal_from_the_only_provider_is_placed_again_without_blame() {
 async fn a_failed_attempt_on_the_only_provider_is_retried_there() {
     let mut cfg = config();
     cfg.limits.attempt_timeout = Duration::from_millis(200);
+    cfg.limits.attempt_grace = Duration::from_millis(100);
     let broker = broker(cfg).await;
     let base = http(&broker);
     let mut only = provider(&base, "only", 1, Behaviour::Hold).await;

@@ -5,6 +5,7 @@
 mod support;
 
 mod bad_input;
+mod dispatch;
 mod lifecycle;
 mod native;
 mod routes;

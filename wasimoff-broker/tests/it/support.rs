@@ -56,6 +56,17 @@ pub enum Behaviour {
     HangOnTask,
     /// Refuses the first task as `unavailable:` (momentarily busy), then echoes.
     RefuseFirst,
+    /// Refuses every task as busy.
+    RefuseAlways,
+    /// Like the original TypeScript provider with a stuck guest: the first task never ends;
+    /// a cancel kills the first running task with its id (its request then fails) and is
+    /// echoed; later tasks are echoed.
+    StuckFirstCancelById,
+    /// Answers tasks with a payload of the wrong type.
+    WrongPayload,
+    /// Answers tasks with this `result.error`, as a provider does for a guest that trapped or
+    /// ran out of time.
+    ResultError(&'static str),
 }
 
 /// What a fake provider saw.
@@ -63,6 +74,12 @@ pub enum Behaviour {
 pub struct Seen {
     pub tasks: Vec<String>,
     pub cancels: Vec<String>,
+    /// Every task and cancel in arrival order: `task <id>`, `cancel <id>`.
+    pub log: Vec<String>,
+    /// The QoS deadline each task arrived with.
+    pub deadlines: Vec<Option<wasimoff_core::wkt::Timestamp>>,
+    /// Tasks that arrived while an earlier task with the same id still ran here.
+    pub overlaps: Vec<String>,
 }
 
 pub struct FakeProvider {
@@ -122,6 +139,8 @@ pub async fn provider(
     tokio::spawn(async move {
         let mut hung = false;
         let mut refused = false;
+        // Tasks held without an answer, oldest first (StuckFirstCancelById).
+        let mut held: Vec<(String, wasimoff_core::messenger::IncomingRequest)> = Vec::new();
         while let Some(message) = incoming.next().await {
             let IncomingMessage::Request(request) = message else {
                 continue;
@@ -141,7 +160,16 @@ pub async fn provider(
                 }
                 Payload::Cancel(cancel) => {
                     let id = cancel.id.clone().unwrap_or_default();
-                    s.lock().await.cancels.push(id.clone());
+                    {
+                        let mut seen = s.lock().await;
+                        seen.cancels.push(id.clone());
+                        seen.log.push(format!("cancel {id}"));
+                    }
+                    // The first running task with that id is killed: its request fails.
+                    if let Some(at) = held.iter().position(|(h, _)| *h == id) {
+                        let (_, killed) = held.remove(at);
+                        let _ = killed.respond(Err("undefined".into())).await;
+                    }
                     let _ = cancel_tx.send(id);
                     let _ = request.respond(Ok(cancel.into())).await;
                 }
@@ -158,8 +186,17 @@ pub async fn provider(
                         task.info.as_ref().and_then(|i| i.provider.as_deref()),
                         Some(name.as_str())
                     );
-                    s.lock().await.tasks.push(id.clone());
-                    let _ = arrived_tx.send(id);
+                    {
+                        let mut seen = s.lock().await;
+                        seen.tasks.push(id.clone());
+                        seen.log.push(format!("task {id}"));
+                        seen.deadlines
+                            .push(task.qos.as_ref().and_then(|q| q.deadline));
+                        if held.iter().any(|(h, _)| *h == id) {
+                            seen.overlaps.push(id.clone());
+                        }
+                    }
+                    let _ = arrived_tx.send(id.clone());
                     let behaviour = match behaviour {
                         Behaviour::RefuseFirst if !refused => {
                             refused = true;
@@ -169,6 +206,12 @@ pub async fn provider(
                             continue;
                         }
                         Behaviour::RefuseFirst => Behaviour::Echo,
+                        Behaviour::StuckFirstCancelById if !refused => {
+                            refused = true;
+                            held.push((id, request));
+                            continue;
+                        }
+                        Behaviour::StuckFirstCancelById => Behaviour::Echo,
                         other => other,
                     };
                     match behaviour {
@@ -181,6 +224,22 @@ pub async fn provider(
                             };
                             let _ = request.respond(Ok(response.into())).await;
                         }
+                        Behaviour::RefuseAlways => {
+                            let _ = request
+                                .respond(Err("unavailable: provider is busy".into()))
+                                .await;
+                        }
+                        Behaviour::WrongPayload => {
+                            let _ = request.respond(Ok(proto::Ping {}.into())).await;
+                        }
+                        Behaviour::ResultError(error) => {
+                            let response = task::wasip1::Response {
+                                info: task.info.clone(),
+                                result: Some(task::wasip1::response::Result::Error(error.into())),
+                            };
+                            let _ = request.respond(Ok(response.into())).await;
+                        }
+                        Behaviour::StuckFirstCancelById => unreachable!("mapped above"),
                         Behaviour::Hold => std::mem::forget(request),
                         Behaviour::DieOnTask => {
                             std::mem::forget(request);

@@ -1,0 +1,1077 @@
+//! The dispatcher's decisions as a sans-IO state machine: no tokio, no clock, no channels.
+//!
+//! The [`Machine`] owns the task queue, the attempts in flight, retries, cancellation,
+//! deadlines and the provider books; the [`Scheduler`] it holds only picks where a task goes.
+//! Time and events are inputs ([`Machine::handle`], [`Machine::handle_timeout`]), decisions are
+//! outputs ([`Machine::poll_action`]) that the shell in `dispatch/mod.rs` performs in the order
+//! they come, and [`Machine::poll_timeout`] says when the machine next wants to be woken.
+//! Because nothing here reads a clock or spawns, the simulation in `sim.rs` runs it through
+//! hundreds of thousands of tasks in virtual time and checks its invariants after every step.
+//!
+//! Invariants (each is checked by the simulation):
+//! - Every submitted task gets exactly one [`Action::Reply`], at the latest at its deadline.
+//! - Nothing is sent at or after a task's deadline. When the deadline and an attempt's timer
+//!   fall together the deadline wins: one cancel, the client gets `deadline_exceeded`.
+//! - A provider's slot is reserved from the moment a task is sent until the provider is known
+//!   to have stopped it: its answer arrives, or (after a cancel) the cancel is acknowledged or
+//!   the cancelled attempt's late answer arrives, or the provider leaves. So the slots the
+//!   scheduler sees free are free on the provider too, and never more than it advertised.
+//! - A task is never sent to a provider that may still run the same task id (an attempt
+//!   cancelled there and not yet acknowledged), and an [`Action::Cancel`] for a task is always
+//!   emitted before any later [`Action::Send`] of that task to that provider.
+//! - An attempt's time limit is what is left of the task's deadline, capped by
+//!   `attempt_timeout`; the provider enforces it and a guest that runs past it is a *result*.
+//!   The machine waits that limit plus `attempt_grace` before it calls the provider wedged.
+//! - Retries (counted against `max_attempts`, never twice in a row on the same provider unless
+//!   it is the only one) happen only after provider loss, a wedged provider, an error answer
+//!   or a malformed answer. A refusal ("unavailable: busy") re-places the task without counting
+//!   an attempt, and backs the refusing provider off exponentially (one probe task per
+//!   back-off period), so a provider that always refuses gets a few tasks a second at most.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
+    time::{Duration, Instant},
+};
+
+use wasimoff_core::envelope::Payload;
+use wasimoff_core::proto::task::trace_event::EventType;
+use wasimoff_core::remote::Refusal;
+use wasimoff_core::scheduler::{Placement, ProviderId, Scheduler, SchedulerEvent};
+
+use crate::error::TaskError;
+
+/// A task as the dispatcher sees it: an opaque request for a provider.
+#[derive(Debug)]
+pub(crate) struct Job {
+    pub(crate) id: String,
+    /// The `Task.Wasip1.Request` or `Task.Pyodide.Request` to send.
+    pub(crate) payload: Box<Payload>,
+    /// The module's ref, for locality.
+    pub(crate) binary: Option<String>,
+    pub(crate) priority: bool,
+    pub(crate) immediate: bool,
+    /// The client asked for a trace: record the broker's events.
+    pub(crate) trace: bool,
+}
+
+/// Settings of the machine.
+#[derive(Clone, Debug)]
+pub(crate) struct MachineConfig {
+    /// Tasks waiting for a provider; more are refused.
+    pub(crate) max_queue: usize,
+    /// Attempts per task (refusals do not count).
+    pub(crate) max_attempts: u32,
+    /// The longest one attempt may run: the time limit the provider enforces on the guest.
+    pub(crate) attempt_timeout: Duration,
+    /// How much longer than its limit an attempt may stay unanswered before the provider
+    /// counts as wedged.
+    pub(crate) attempt_grace: Duration,
+    /// The first back-off after a refusal; it doubles with every refused probe.
+    pub(crate) backoff_min: Duration,
+    /// The longest back-off.
+    pub(crate) backoff_max: Duration,
+    /// Slots believed of one provider at most, whatever it advertises.
+    pub(crate) max_provider_slots: u32,
+}
+
+impl Default for MachineConfig {
+    fn default() -> Self {
+        MachineConfig {
+            max_queue: 100_000,
+            max_attempts: 3,
+            attempt_timeout: Duration::from_secs(300),
+            attempt_grace: Duration::from_secs(5),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(10),
+            max_provider_slots: 4096,
+        }
+    }
+}
+
+/// How a provider answered a task request, as the shell saw it.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Answer {
+    /// A response payload (whether it is the right kind is the machine's to judge).
+    Response(Box<Payload>),
+    /// `Envelope.error` with `unavailable:`: the provider did not take the task.
+    Refused(Refusal),
+    /// Any other `Envelope.error`: the provider took the request and failed it.
+    Failed(String),
+    /// Not a valid response at all.
+    Malformed(String),
+    /// The connection ended before an answer came.
+    Lost(String),
+}
+
+/// What the machine is told.
+#[derive(Debug)]
+pub(crate) enum Input {
+    /// A client submitted a task; it must be answered by `deadline`.
+    Submit {
+        job: Job,
+        deadline: Instant,
+    },
+    /// The client gave up on a task.
+    Cancel {
+        id: String,
+        reason: String,
+    },
+    ProviderJoined {
+        id: ProviderId,
+        name: String,
+        files: Vec<String>,
+    },
+    ProviderLeft {
+        id: ProviderId,
+        reason: String,
+    },
+    /// The provider advertised its concurrency.
+    Resources {
+        id: ProviderId,
+        concurrency: u32,
+    },
+    Files {
+        id: ProviderId,
+        added: Vec<String>,
+        removed: Vec<String>,
+    },
+    /// A provider answered attempt `attempt` of task `id`.
+    Answer {
+        id: String,
+        attempt: u32,
+        provider: ProviderId,
+        answer: Answer,
+    },
+    /// A provider acknowledged the cancel of attempt `attempt` of task `id`: it no longer runs it.
+    CancelAcked {
+        id: String,
+        attempt: u32,
+        provider: ProviderId,
+    },
+    /// Fail everything and take nothing more.
+    Shutdown,
+}
+
+/// A broker event for the task's trace, at machine time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct TraceNote {
+    pub(crate) at: Instant,
+    pub(crate) event: EventType,
+    pub(crate) details: Option<String>,
+}
+
+/// What the shell must do, in this order.
+#[derive(Debug)]
+pub(crate) enum Action {
+    /// Send attempt `attempt` of task `id` to a provider, telling it the guest may run `limit`.
+    Send {
+        provider: ProviderId,
+        id: String,
+        attempt: u32,
+        payload: Payload,
+        limit: Duration,
+        /// The broker's trace events so far (empty unless the client asked for a trace).
+        trace: Vec<TraceNote>,
+    },
+    /// Tell a provider to stop attempt `attempt` of task `id`; report the echo as
+    /// [`Input::CancelAcked`].
+    Cancel {
+        provider: ProviderId,
+        id: String,
+        attempt: u32,
+        reason: String,
+    },
+    /// Answer the client: exactly once per submitted task.
+    Reply {
+        id: String,
+        result: Result<Payload, TaskError>,
+        /// The provider that produced the result.
+        provider: Option<ProviderId>,
+        /// From submission to this reply.
+        elapsed: Duration,
+        /// Trace events since the last send (for the response's trace).
+        trace: Vec<TraceNote>,
+    },
+}
+
+/// Counters for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Stats {
+    /// Attempts repeated after a provider failure.
+    pub(crate) retries: u64,
+    /// Refusals (busy providers).
+    pub(crate) refusals: u64,
+    /// Providers declared wedged (an attempt unanswered past its limit and grace).
+    pub(crate) wedged: u64,
+}
+
+#[derive(Debug)]
+struct Attempt {
+    provider: ProviderId,
+    number: u32,
+    timer: TimerKey,
+}
+
+#[derive(Debug)]
+struct Task {
+    job: Job,
+    submitted: Instant,
+    deadline: Instant,
+    deadline_timer: TimerKey,
+    /// Attempts counted against `max_attempts`.
+    attempts: u32,
+    /// Sends so far, refused ones included: the number of the next attempt.
+    sends: u32,
+    running: Option<Attempt>,
+    /// The provider that failed the last attempt.
+    exclude: Option<ProviderId>,
+    /// Providers where an attempt of this task was cancelled and may still run.
+    lingering: Vec<ProviderId>,
+    notes: Vec<TraceNote>,
+    /// Notes already carried by a sent payload.
+    notes_sent: usize,
+}
+
+impl Task {
+    fn note(&mut self, at: Instant, event: EventType, details: Option<String>) {
+        if self.job.trace {
+            self.notes.push(TraceNote { at, event, details });
+        }
+    }
+}
+
+/// A provider's circuit breaker against refusals.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Breaker {
+    /// Takes as many tasks as it advertises.
+    Closed,
+    /// Refused: nothing is sent until the back-off ends.
+    Open,
+    /// One probe task may go; its answer closes or reopens the breaker.
+    HalfOpen { probe: Option<u32> },
+}
+
+#[derive(Debug)]
+struct Provider {
+    name: String,
+    advertised: u32,
+    /// Slots taken: attempts running or cancelled and not yet acknowledged.
+    reserved: u32,
+    /// What the scheduler was last told the provider's slots are.
+    synced: u32,
+    /// Tasks running here (the current attempt of each).
+    running: HashSet<String>,
+    /// Cancelled attempts not yet known to have stopped: (task id, attempt).
+    lingering: HashSet<(String, u32)>,
+    breaker: Breaker,
+    /// The probe's task id while half open.
+    probe_task: Option<String>,
+    backoff: Duration,
+}
+
+impl Provider {
+    /// The slots the scheduler may fill: all it advertises, none while backed off, one probe.
+    fn effective(&self) -> u32 {
+        let cap = match self.breaker {
+            Breaker::Closed => self.advertised,
+            Breaker::Open | Breaker::HalfOpen { probe: Some(_) } => self.reserved,
+            Breaker::HalfOpen { probe: None } => self.reserved.saturating_add(1),
+        };
+        cap.min(self.advertised)
+    }
+}
+
+type TimerKey = (Instant, u64);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Timer {
+    Deadline(String),
+    Attempt(String, u32),
+    Backoff(ProviderId),
+}
+
+/// The dispatcher's state machine; see the module docs.
+pub(crate) struct Machine {
+    config: MachineConfig,
+    scheduler: Box<dyn Scheduler>,
+    tasks: HashMap<String, Task>,
+    providers: HashMap<ProviderId, Provider>,
+    /// Ids of queued priority tasks (may hold ids of tasks gone meanwhile).
+    high: VecDeque<String>,
+    /// Ids of other queued tasks (same).
+    low: VecDeque<String>,
+    /// Ids of tasks waiting for another attempt (same).
+    retry: VecDeque<String>,
+    /// Tasks waiting for a provider.
+    queued: usize,
+    /// Tasks with an attempt on a provider.
+    running: usize,
+    /// The sum of the slots providers advertise.
+    advertised: u64,
+    timers: BTreeMap<TimerKey, Timer>,
+    timer_seq: u64,
+    actions: VecDeque<Action>,
+    stats: Stats,
+    shutting_down: bool,
+}
+
+impl std::fmt::Debug for Machine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Machine")
+            .field("scheduler", &self.scheduler.name())
+            .field("tasks", &self.tasks.len())
+            .field("providers", &self.providers.len())
+            .field("queued", &self.queued)
+            .field("running", &self.running)
+            .finish()
+    }
+}
+
+/// Whether `response` is the kind of answer `request` wants.
+fn answers(request: &Payload, response: &Payload) -> bool {
+    matches!(
+        (request, response),
+        (Payload::Wasip1Request(_), Payload::Wasip1Response(_))
+            | (Payload::PyodideRequest(_), Payload::PyodideResponse(_))
+    )
+}
+
+/// Sets `info.provider` on a task request.
+fn with_provider(payload: &Payload, name: &str) -> Payload {
+    let mut payload = payload.clone();
+    match &mut payload {
+        Payload::Wasip1Request(r) => {
+            r.info.get_or_insert_with(Default::default).provider = Some(name.to_owned());
+        }
+        Payload::PyodideRequest(r) => {
+            r.info.get_or_insert_with(Default::default).provider = Some(name.to_owned());
+        }
+        _ => {}
+    }
+    payload
+}
+
+impl Machine {
+    pub(crate) fn new(scheduler: Box<dyn Scheduler>, config: MachineConfig) -> Machine {
+        Machine {
+            config,
+            scheduler,
+            tasks: HashMap::new(),
+            providers: HashMap::new(),
+            high: VecDeque::new(),
+            low: VecDeque::new(),
+            retry: VecDeque::new(),
+            queued: 0,
+            running: 0,
+            advertised: 0,
+            timers: BTreeMap::new(),
+            timer_seq: 0,
+            actions: VecDeque::new(),
+            stats: Stats::default(),
+            shutting_down: false,
+        }
+    }
+
+    /// Tasks waiting for a provider.
+    pub(crate) fn queued(&self) -> usize {
+        self.queued
+    }
+
+    /// Tasks with an attempt running on a provider.
+    pub(crate) fn running(&self) -> usize {
+        self.running
+    }
+
+    /// Tasks not yet answered.
+    #[cfg(test)]
+    pub(crate) fn tasks(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Connected providers.
+    pub(crate) fn providers(&self) -> usize {
+        self.providers.len()
+    }
+
+    /// The sum of the slots providers advertise.
+    pub(crate) fn advertised_slots(&self) -> u64 {
+        self.advertised
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// The next action for the shell.
+    pub(crate) fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When the machine next wants [`Machine::handle_timeout`].
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.keys().next().map(|(at, _)| *at)
+    }
+
+    /// Fires every timer due at `now`, then places what can be placed.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        self.fire_timers(now);
+        self.dispatch(now);
+    }
+
+    /// Takes one input at time `now`: timers due first, then the input, then placement.
+    pub(crate) fn handle(&mut self, now: Instant, input: Input) {
+        self.handle_only(now, input);
+        self.dispatch(now);
+    }
+
+    /// Takes one input without placing queued tasks afterwards: for batches of inputs, which
+    /// end with [`Machine::handle_timeout`] (fewer, fuller placement passes).
+    pub(crate) fn handle_only(&mut self, now: Instant, input: Input) {
+        self.fire_timers(now);
+        match input {
+            Input::Submit { job, deadline } => self.submit(now, job, deadline),
+            Input::Cancel { id, reason } => self.end_task(now, &id, &reason, TaskError::Cancelled),
+            Input::ProviderJoined { id, name, files } => self.joined(id, name, files),
+            Input::ProviderLeft { id, reason } => self.left(now, id, &reason),
+            Input::Resources { id, concurrency } => {
+                let max = self.config.max_provider_slots;
+                if let Some(p) = self.providers.get_mut(&id) {
+                    let advertised = concurrency.min(max);
+                    self.advertised =
+                        self.advertised - u64::from(p.advertised) + u64::from(advertised);
+                    p.advertised = advertised;
+                    self.sync_slots(id);
+                }
+            }
+            Input::Files { id, added, removed } => {
+                if self.providers.contains_key(&id) {
+                    self.scheduler
+                        .handle(SchedulerEvent::FilesAdded { id, refs: added });
+                    self.scheduler
+                        .handle(SchedulerEvent::FilesRemoved { id, refs: removed });
+                }
+            }
+            Input::Answer {
+                id,
+                attempt,
+                provider,
+                answer,
+            } => self.answer(now, id, attempt, provider, answer),
+            Input::CancelAcked {
+                id,
+                attempt,
+                provider,
+            } => {
+                self.stopped(&id, attempt, provider);
+            }
+            Input::Shutdown => self.shutdown(now),
+        }
+    }
+
+    fn add_timer(&mut self, at: Instant, timer: Timer) -> TimerKey {
+        self.timer_seq += 1;
+        let key = (at, self.timer_seq);
+        self.timers.insert(key, timer);
+        key
+    }
+
+    fn fire_timers(&mut self, now: Instant) {
+        while let Some(entry) = self.timers.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            match entry.remove() {
+                Timer::Deadline(id) => {
+                    self.end_task(now, &id, "deadline exceeded", |_| {
+                        TaskError::DeadlineExceeded
+                    });
+                }
+                Timer::Attempt(id, attempt) => self.wedged(now, &id, attempt),
+                Timer::Backoff(provider) => {
+                    if let Some(p) = self.providers.get_mut(&provider)
+                        && p.breaker == Breaker::Open
+                    {
+                        p.breaker = Breaker::HalfOpen { probe: None };
+                        self.sync_slots(provider);
+                    }
+                }
+            }
+        }
+    }
+
+    fn submit(&mut self, now: Instant, job: Job, deadline: Instant) {
+        let reject = |machine: &mut Machine, job: Job, error: TaskError| {
+            machine.actions.push_back(Action::Reply {
+                id: job.id,
+                result: Err(error),
+                provider: None,
+                elapsed: Duration::ZERO,
+                trace: Vec::new(),
+            });
+        };
+        if self.shutting_down {
+            return reject(self, job, TaskError::ShuttingDown);
+        }
+        if self.tasks.contains_key(&job.id) {
+            // The shell never submits an id twice; a second reply would reach the first client.
+            tracing::error!(id = %job.id, "duplicate task id submitted; ignored");
+            return;
+        }
+        if deadline <= now {
+            return reject(self, job, TaskError::DeadlineExceeded);
+        }
+        if !job.immediate && self.queued >= self.config.max_queue {
+            let queued = self.queued;
+            return reject(self, job, TaskError::QueueFull(queued));
+        }
+        let id = job.id.clone();
+        let (priority, immediate) = (job.priority, job.immediate);
+        let deadline_timer = self.add_timer(deadline, Timer::Deadline(id.clone()));
+        let mut task = Task {
+            job,
+            submitted: now,
+            deadline,
+            deadline_timer,
+            attempts: 0,
+            sends: 0,
+            running: None,
+            exclude: None,
+            lingering: Vec::new(),
+            notes: Vec::new(),
+            notes_sent: 0,
+        };
+        task.note(now, EventType::BrokerQueueTask, None);
+        self.tasks.insert(id.clone(), task);
+        if immediate {
+            if !self.try_place(now, &id) {
+                self.reply(
+                    now,
+                    &id,
+                    Err(TaskError::Unavailable("no free provider slot".into())),
+                    None,
+                );
+            }
+            return;
+        }
+        self.queued += 1;
+        if priority {
+            self.high.push_back(id);
+        } else {
+            self.low.push_back(id);
+        }
+    }
+
+    /// Whether a queue entry is a task still waiting for a provider.
+    fn waiting(&self, id: &str) -> bool {
+        self.tasks.get(id).is_some_and(|t| t.running.is_none())
+    }
+
+    /// Places queued tasks while providers have free slots: retried tasks first (each is
+    /// tried; one that excludes the only free provider stays), then priority, then the rest.
+    fn dispatch(&mut self, now: Instant) {
+        if self.queued == 0 || self.scheduler.free_slots() == 0 {
+            return;
+        }
+        let mut still = VecDeque::new();
+        while let Some(id) = self.retry.pop_front() {
+            if !self.waiting(&id) {
+                continue;
+            }
+            if self.scheduler.free_slots() > 0 && self.try_place(now, &id) {
+                self.queued -= 1;
+            } else {
+                still.push_back(id);
+            }
+        }
+        self.retry = still;
+        // Tasks in these queues exclude nobody, so a failed pick means no slot is free; the
+        // limit only guards against a scheduler that refuses for reasons of its own.
+        const LOOK_PAST: usize = 16;
+        for high in [true, false] {
+            let mut passed = Vec::new();
+            while self.scheduler.free_slots() > 0 && passed.len() < LOOK_PAST {
+                let queue = if high { &mut self.high } else { &mut self.low };
+                let Some(id) = queue.pop_front() else { break };
+                if !self.waiting(&id) {
+                    continue; // cancelled or finished meanwhile
+                }
+                if self.try_place(now, &id) {
+                    self.queued -= 1;
+                } else {
+                    passed.push(id);
+                }
+            }
+            let queue = if high { &mut self.high } else { &mut self.low };
+            for id in passed.into_iter().rev() {
+                queue.push_front(id);
+            }
+        }
+    }
+
+    /// Picks a provider for a waiting task and sends it there; false if none fits.
+    fn try_place(&mut self, now: Instant, id: &str) -> bool {
+        let several = self.providers.len() > 1;
+        let Some(task) = self.tasks.get_mut(id) else {
+            return false;
+        };
+        if now >= task.deadline {
+            return false; // its deadline timer fires next
+        }
+        // Never where an attempt may still run; never the same provider twice in a row,
+        // unless it is the only one there is: then a second try there beats the deadline.
+        let mut exclude = task.lingering.clone();
+        if let Some(p) = task.exclude.filter(|_| several) {
+            exclude.push(p);
+        }
+        let placement = Placement {
+            binary: task.job.binary.as_deref(),
+            exclude: &exclude,
+        };
+        let Some(provider) = self.scheduler.pick(&placement) else {
+            return false;
+        };
+        let Some(p) = self.providers.get_mut(&provider) else {
+            // The scheduler knew a provider we do not: give the slot back.
+            tracing::error!(%provider, "scheduler picked an unknown provider");
+            self.scheduler
+                .handle(SchedulerEvent::ProviderLeft { id: provider });
+            return false;
+        };
+        task.sends += 1;
+        task.attempts += 1;
+        let number = task.sends;
+        p.reserved += 1;
+        p.running.insert(id.to_owned());
+        if p.breaker == (Breaker::HalfOpen { probe: None }) {
+            p.breaker = Breaker::HalfOpen {
+                probe: Some(number),
+            };
+            p.probe_task = Some(id.to_owned());
+        }
+        let limit = task
+            .deadline
+            .saturating_duration_since(now)
+            .min(self.config.attempt_timeout);
+        let payload = with_provider(&task.job.payload, &p.name);
+        let details = format!("{provider} ({}), attempt {}", p.name, task.attempts);
+        task.note(now, EventType::BrokerScheduleTask, Some(details));
+        let trace = task.notes.clone();
+        task.notes_sent = task.notes.len();
+        let wake = now + limit + self.config.attempt_grace;
+        let timer = self.add_timer(wake, Timer::Attempt(id.to_owned(), number));
+        let task = self.tasks.get_mut(id).expect("looked up above");
+        task.running = Some(Attempt {
+            provider,
+            number,
+            timer,
+        });
+        self.running += 1;
+        self.actions.push_back(Action::Send {
+            provider,
+            id: id.to_owned(),
+            attempt: number,
+            payload,
+            limit,
+            trace,
+        });
+        self.sync_slots(provider);
+        true
+    }
+
+    /// Tells the scheduler a provider's usable slots when they changed.
+    fn sync_slots(&mut self, id: ProviderId) {
+        let Some(p) = self.providers.get_mut(&id) else {
+            return;
+        };
+        let effective = p.effective();
+        if effective != p.synced {
+            p.synced = effective;
+            self.scheduler.handle(SchedulerEvent::ProviderResources {
+                id,
+                slots: effective,
+            });
+        }
+    }
+
+    /// Frees one reserved slot of a provider.
+    fn release(&mut self, id: ProviderId) {
+        let Some(p) = self.providers.get_mut(&id) else {
+            return;
+        };
+        debug_assert!(p.reserved > 0, "slot count of {id} would go negative");
+        p.reserved = p.reserved.saturating_sub(1);
+        self.scheduler.handle(SchedulerEvent::TaskFinished { id });
+        self.sync_slots(id);
+    }
+
+    fn joined(&mut self, id: ProviderId, name: String, files: Vec<String>) {
+        if self.providers.contains_key(&id) {
+            tracing::error!(%id, "provider joined twice; ignored");
+            return;
+        }
+        tracing::info!(%id, %name, files = files.len(), "provider joined");
+        self.scheduler
+            .handle(SchedulerEvent::ProviderJoined { id, slots: 0 });
+        self.scheduler
+            .handle(SchedulerEvent::FilesAdded { id, refs: files });
+        self.providers.insert(
+            id,
+            Provider {
+                name,
+                advertised: 0,
+                reserved: 0,
+                synced: 0,
+                running: HashSet::new(),
+                lingering: HashSet::new(),
+                breaker: Breaker::Closed,
+                probe_task: None,
+                backoff: self.config.backoff_min,
+            },
+        );
+    }
+
+    fn left(&mut self, now: Instant, id: ProviderId, reason: &str) {
+        let Some(p) = self.providers.remove(&id) else {
+            return;
+        };
+        self.scheduler.handle(SchedulerEvent::ProviderLeft { id });
+        self.advertised -= u64::from(p.advertised);
+        tracing::info!(
+            %id,
+            name = %p.name,
+            %reason,
+            running = p.running.len(),
+            cancelled = p.lingering.len(),
+            "provider left"
+        );
+        for (task, _) in &p.lingering {
+            if let Some(t) = self.tasks.get_mut(task) {
+                t.lingering.retain(|l| *l != id);
+            }
+        }
+        let mut lost: Vec<String> = p.running.into_iter().collect();
+        lost.sort_unstable(); // deterministic order for the simulation
+        for task in lost {
+            let Some(t) = self.tasks.get_mut(&task) else {
+                continue;
+            };
+            let Some(attempt) = t.running.take_if(|a| a.provider == id) else {
+                continue;
+            };
+            self.timers.remove(&attempt.timer);
+            self.running -= 1;
+            self.attempt_failed(now, &task, id, format!("provider lost: {reason}"));
+        }
+    }
+
+    fn answer(
+        &mut self,
+        now: Instant,
+        id: String,
+        attempt: u32,
+        provider: ProviderId,
+        answer: Answer,
+    ) {
+        if self.stopped(&id, attempt, provider) {
+            return; // the late answer of a cancelled attempt
+        }
+        let Some(task) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        let Some(current) = task
+            .running
+            .take_if(|a| a.number == attempt && a.provider == provider)
+        else {
+            return; // not the attempt running now: stale
+        };
+        self.timers.remove(&current.timer);
+        self.running -= 1;
+        if let Some(p) = self.providers.get_mut(&provider) {
+            p.running.remove(&id);
+        }
+        let refused = matches!(answer, Answer::Refused(_));
+        let probe = self.breaker_answer(now, provider, &id, refused);
+        self.release(provider);
+        let task = self.tasks.get_mut(&id).expect("looked up above");
+        task.note(now, EventType::BrokerReceivedProviderResult, None);
+        match answer {
+            Answer::Response(payload) if answers(&task.job.payload, &payload) => {
+                self.reply(now, &id, Ok(*payload), Some(provider));
+            }
+            Answer::Response(other) => {
+                let why = format!("provider answered with {}", other.type_name());
+                self.attempt_failed(now, &id, provider, why);
+            }
+            Answer::Refused(refusal) => {
+                self.stats.refusals += 1;
+                tracing::debug!(%id, %provider, probe, "provider refused: {refusal}");
+                task.attempts = task.attempts.saturating_sub(1);
+                if task.job.immediate {
+                    if !self.try_place(now, &id) {
+                        let why = format!("no free provider slot ({provider} refused: {refusal})");
+                        self.reply(now, &id, Err(TaskError::Unavailable(why)), None);
+                    }
+                } else {
+                    self.retry.push_back(id);
+                    self.queued += 1;
+                }
+            }
+            Answer::Failed(e) => {
+                let why = format!("provider error: {e}");
+                self.attempt_failed(now, &id, provider, why);
+            }
+            Answer::Malformed(e) => {
+                let why = format!("invalid answer from provider: {e}");
+                self.attempt_failed(now, &id, provider, why);
+            }
+            Answer::Lost(reason) => {
+                let why = format!("provider lost: {reason}");
+                self.attempt_failed(now, &id, provider, why);
+            }
+        }
+    }
+
+    /// Updates a provider's breaker with an answer; returns whether it was the probe.
+    fn breaker_answer(
+        &mut self,
+        now: Instant,
+        provider: ProviderId,
+        id: &str,
+        refused: bool,
+    ) -> bool {
+        let max = self.config.backoff_max;
+        let min = self.config.backoff_min;
+        let Some(p) = self.providers.get_mut(&provider) else {
+            return false;
+        };
+        let probe = matches!(p.breaker, Breaker::HalfOpen { probe: Some(_) })
+            && p.probe_task.as_deref() == Some(id);
+        let backoff = match (p.breaker, refused) {
+            (Breaker::Closed, true) => Some(min),
+            (Breaker::HalfOpen { .. }, true) if probe => Some((p.backoff * 2).min(max)),
+            (Breaker::HalfOpen { .. }, false) if probe => {
+                p.breaker = Breaker::Closed;
+                p.probe_task = None;
+                p.backoff = min;
+                None
+            }
+            _ => None,
+        };
+        if let Some(backoff) = backoff {
+            p.breaker = Breaker::Open;
+            p.probe_task = None;
+            p.backoff = backoff;
+            self.add_timer(now + backoff, Timer::Backoff(provider));
+        }
+        probe
+    }
+
+    /// A cancelled attempt is known to have stopped (acknowledged, or its late answer came):
+    /// its slot is free and the task may go there again. False if it was not a cancelled one.
+    fn stopped(&mut self, id: &str, attempt: u32, provider: ProviderId) -> bool {
+        let Some(p) = self.providers.get_mut(&provider) else {
+            return false;
+        };
+        if !p.lingering.remove(&(id.to_owned(), attempt)) {
+            return false;
+        }
+        if p.breaker
+            == (Breaker::HalfOpen {
+                probe: Some(attempt),
+            })
+            && p.probe_task.as_deref() == Some(id)
+        {
+            // The probe was cancelled: it says nothing; another may go.
+            p.breaker = Breaker::HalfOpen { probe: None };
+            p.probe_task = None;
+        }
+        if let Some(t) = self.tasks.get_mut(id) {
+            t.lingering.retain(|l| *l != provider);
+        }
+        self.release(provider);
+        true
+    }
+
+    /// Stops a task's running attempt (if any): emits the cancel and keeps the slot reserved
+    /// until the provider confirms.
+    fn cancel_attempt(&mut self, id: &str, reason: &str) {
+        let Some(task) = self.tasks.get_mut(id) else {
+            return;
+        };
+        let Some(attempt) = task.running.take() else {
+            return;
+        };
+        self.timers.remove(&attempt.timer);
+        self.running -= 1;
+        let provider = attempt.provider;
+        if let Some(p) = self.providers.get_mut(&provider) {
+            p.running.remove(id);
+            p.lingering.insert((id.to_owned(), attempt.number));
+            task.lingering.push(provider);
+            self.actions.push_back(Action::Cancel {
+                provider,
+                id: id.to_owned(),
+                attempt: attempt.number,
+                reason: reason.to_owned(),
+            });
+        }
+    }
+
+    /// Ends a task before it has a result (client cancel, deadline): cancel, then reply.
+    fn end_task(
+        &mut self,
+        now: Instant,
+        id: &str,
+        reason: &str,
+        error: impl FnOnce(String) -> TaskError,
+    ) {
+        let Some(task) = self.tasks.get(id) else {
+            return;
+        };
+        if task.running.is_some() {
+            self.cancel_attempt(id, reason);
+        } else if !task.job.immediate {
+            self.forget_queued(id);
+        }
+        self.reply(now, id, Err(error(reason.to_owned())), None);
+    }
+
+    /// A queued task is gone: its id stays in its queue and is skipped when reached, unless
+    /// such leftovers pile up (tasks ending while no slot frees): then sweep.
+    fn forget_queued(&mut self, gone: &str) {
+        self.queued = self.queued.saturating_sub(1);
+        let ids = self.high.len() + self.low.len() + self.retry.len();
+        if ids > 2 * self.queued + 1024 {
+            let tasks = &self.tasks;
+            let live =
+                |id: &String| id != gone && tasks.get(id).is_some_and(|t| t.running.is_none());
+            self.high.retain(live);
+            self.low.retain(live);
+            self.retry.retain(live);
+        }
+    }
+
+    /// An attempt's timer ran out: the provider is wedged. Cancel there, try elsewhere.
+    fn wedged(&mut self, now: Instant, id: &str, attempt: u32) {
+        let Some(task) = self.tasks.get(id) else {
+            return;
+        };
+        let Some(running) = task.running.as_ref().filter(|a| a.number == attempt) else {
+            return;
+        };
+        let provider = running.provider;
+        self.stats.wedged += 1;
+        self.cancel_attempt(id, "no answer within the task's time limit");
+        let limit = self.config.attempt_timeout;
+        let why = format!(
+            "provider did not answer within its time limit (at most {limit:?}) and {:?} of grace",
+            self.config.attempt_grace
+        );
+        self.attempt_failed(now, id, provider, why);
+    }
+
+    /// An attempt failed through the provider's fault: retry or give up.
+    fn attempt_failed(&mut self, now: Instant, id: &str, provider: ProviderId, why: String) {
+        let max_attempts = self.config.max_attempts;
+        let Some(task) = self.tasks.get_mut(id) else {
+            return;
+        };
+        tracing::debug!(%id, %provider, %why, "attempt failed");
+        task.note(now, EventType::BrokerError, Some(why.clone()));
+        if task.attempts >= max_attempts || task.job.immediate {
+            let attempts = task.attempts;
+            let error = TaskError::ProviderFailed(format!("{why} (after {attempts} attempts)"));
+            self.reply(now, id, Err(error), None);
+            return;
+        }
+        task.exclude = Some(provider);
+        self.stats.retries += 1;
+        // Retried tasks go first; they wait apart from the queues because their exclusion may
+        // keep them from the only free provider, and must then not hold up the tasks behind.
+        self.retry.push_back(id.to_owned());
+        self.queued += 1;
+    }
+
+    /// Answers a task's client and forgets the task (its lingering attempts stay on their
+    /// providers' books until they stop).
+    fn reply(
+        &mut self,
+        now: Instant,
+        id: &str,
+        result: Result<Payload, TaskError>,
+        provider: Option<ProviderId>,
+    ) {
+        let Some(mut task) = self.tasks.remove(id) else {
+            return;
+        };
+        debug_assert!(task.running.is_none(), "replied while an attempt runs");
+        self.timers.remove(&task.deadline_timer);
+        let trace = task.notes.split_off(task.notes_sent.min(task.notes.len()));
+        self.actions.push_back(Action::Reply {
+            id: task.job.id,
+            result,
+            provider,
+            elapsed: now.saturating_duration_since(task.submitted),
+            trace,
+        });
+    }
+
+    fn shutdown(&mut self, now: Instant) {
+        self.shutting_down = true;
+        let mut ids: Vec<String> = self.tasks.keys().cloned().collect();
+        ids.sort_unstable();
+        for id in ids {
+            self.cancel_attempt(&id, "broker is shutting down");
+            self.reply(now, &id, Err(TaskError::ShuttingDown), None);
+        }
+        self.high.clear();
+        self.low.clear();
+        self.retry.clear();
+        self.queued = 0;
+    }
+
+    /// Checks the books against each other; for tests (O(tasks + providers)).
+    #[cfg(test)]
+    pub(crate) fn check(&self) {
+        let mut running = 0;
+        for (id, t) in &self.tasks {
+            if let Some(a) = &t.running {
+                running += 1;
+                let p = &self.providers[&a.provider];
+                assert!(
+                    p.running.contains(id),
+                    "{id} runs on {} unbeknownst",
+                    a.provider
+                );
+            }
+            for l in &t.lingering {
+                assert!(
+                    self.providers[l].lingering.iter().any(|(i, _)| i == id),
+                    "{id} lingers on {l} unbeknownst"
+                );
+            }
+        }
+        assert_eq!(running, self.running);
+        let mut free = 0;
+        for (pid, p) in &self.providers {
+            let held = (p.running.len() + p.lingering.len()) as u32;
+            assert_eq!(p.reserved, held, "reserved slots of {pid}");
+            assert_eq!(p.synced, p.effective(), "scheduler's slots of {pid}");
+            free += u64::from(p.effective().saturating_sub(p.reserved));
+        }
+        assert_eq!(self.scheduler.free_slots(), free, "free slots");
+        let advertised: u64 = self
+            .providers
+            .values()
+            .map(|p| u64::from(p.advertised))
+            .sum();
+        assert_eq!(self.advertised, advertised, "advertised slots");
+        assert_eq!(self.scheduler.providers(), self.providers.len());
+    }
+
+    /// Reserved slots of a provider, for tests.
+    #[cfg(test)]
+    pub(crate) fn reserved(&self, id: ProviderId) -> Option<u32> {
+        self.providers.get(&id).map(|p| p.reserved)
+    }
+}

@@ -1,0 +1,505 @@
+//! Focused tests of the machine's semantics, one scenario each, in virtual time.
+
+use std::time::{Duration, Instant};
+
+use wasimoff_core::envelope::Payload;
+use wasimoff_core::executor::{ExecOutput, Termination};
+use wasimoff_core::proto::task::wasip1;
+use wasimoff_core::remote::Refusal;
+use wasimoff_core::scheduler::{LocalityScheduler, ProviderId};
+
+use super::machine::{Action, Answer, Input, Job, Machine, MachineConfig};
+use crate::error::TaskError;
+
+const P: ProviderId = ProviderId(1);
+const Q: ProviderId = ProviderId(2);
+
+struct Harness {
+    m: Machine,
+    now: Instant,
+}
+
+/// What an action says, in a form easy to compare.
+#[derive(Debug, PartialEq, Eq)]
+enum Did {
+    Send(ProviderId, String, u32),
+    Cancel(ProviderId, String, u32),
+    Reply(String, Result<&'static str, TaskError>),
+}
+
+fn result_kind(payload: &Payload) -> &'static str {
+    match payload {
+        Payload::Wasip1Response(r) => match &r.result {
+            Some(wasip1::response::Result::Ok(_)) => "ok",
+            Some(wasip1::response::Result::Error(_)) => "error result",
+            None => "empty",
+        },
+        _ => "other",
+    }
+}
+
+fn result(termination: Termination) -> Payload {
+    let output = ExecOutput {
+        termination,
+        stdout: Default::default(),
+        stderr: Default::default(),
+        stdout_truncated: false,
+        stderr_truncated: false,
+        artifacts: None,
+    };
+    Payload::Wasip1Response(wasip1::Response {
+        info: None,
+        result: Some(output.into_wasip1_result()),
+    })
+}
+
+impl Harness {
+    fn new(config: MachineConfig) -> Harness {
+        Harness {
+            m: Machine::new(Box::new(LocalityScheduler::default()), config),
+            now: Instant::now(),
+        }
+    }
+
+    fn input(&mut self, input: Input) -> Vec<Did> {
+        self.m.handle(self.now, input);
+        self.did()
+    }
+
+    fn provider(&mut self, id: ProviderId, slots: u32) -> Vec<Did> {
+        self.input(Input::ProviderJoined {
+            id,
+            name: format!("{id}"),
+            files: Vec::new(),
+        });
+        self.input(Input::Resources {
+            id,
+            concurrency: slots,
+        })
+    }
+
+    fn submit_job(&mut self, id: &str, deadline: Duration, immediate: bool) -> Vec<Did> {
+        let job = Job {
+            id: id.into(),
+            payload: Box::new(Payload::Wasip1Request(Default::default())),
+            binary: None,
+            priority: false,
+            immediate,
+            trace: false,
+        };
+        let deadline = self.now + deadline;
+        self.input(Input::Submit { job, deadline })
+    }
+
+    fn submit(&mut self, id: &str, deadline: Duration) -> Vec<Did> {
+        self.submit_job(id, deadline, false)
+    }
+
+    fn answer(&mut self, id: &str, attempt: u32, provider: ProviderId, answer: Answer) -> Vec<Did> {
+        self.input(Input::Answer {
+            id: id.into(),
+            attempt,
+            provider,
+            answer,
+        })
+    }
+
+    fn ok(&mut self, id: &str, attempt: u32, provider: ProviderId) -> Vec<Did> {
+        self.answer(
+            id,
+            attempt,
+            provider,
+            Answer::Response(Box::new(result(Termination::Exited(0)))),
+        )
+    }
+
+    fn ack(&mut self, id: &str, attempt: u32, provider: ProviderId) -> Vec<Did> {
+        self.input(Input::CancelAcked {
+            id: id.into(),
+            attempt,
+            provider,
+        })
+    }
+
+    /// Moves time on, firing timers on the way at their exact times.
+    fn advance(&mut self, by: Duration) -> Vec<Did> {
+        let until = self.now + by;
+        let mut did = Vec::new();
+        while let Some(at) = self.m.poll_timeout().filter(|at| *at <= until) {
+            self.now = at;
+            self.m.handle_timeout(at);
+            did.extend(self.did());
+        }
+        self.now = until;
+        self.m.handle_timeout(until);
+        did.extend(self.did());
+        did
+    }
+
+    fn did(&mut self) -> Vec<Did> {
+        self.m.check();
+        let mut did = Vec::new();
+        while let Some(action) = self.m.poll_action() {
+            did.push(match action {
+                Action::Send {
+                    provider,
+                    id,
+                    attempt,
+                    ..
+                } => Did::Send(provider, id, attempt),
+                Action::Cancel {
+                    provider,
+                    id,
+                    attempt,
+                    ..
+                } => Did::Cancel(provider, id, attempt),
+                Action::Reply { id, result, .. } => Did::Reply(id, result.map(|p| result_kind(&p))),
+            });
+        }
+        did
+    }
+}
+
+fn send(p: ProviderId, id: &str, attempt: u32) -> Did {
+    Did::Send(p, id.into(), attempt)
+}
+fn cancel(p: ProviderId, id: &str, attempt: u32) -> Did {
+    Did::Cancel(p, id.into(), attempt)
+}
+fn reply(id: &str, result: Result<&'static str, TaskError>) -> Did {
+    Did::Reply(id.into(), result)
+}
+
+fn config() -> MachineConfig {
+    MachineConfig {
+        attempt_timeout: Duration::from_secs(3),
+        attempt_grace: Duration::from_secs(1),
+        ..MachineConfig::default()
+    }
+}
+
+const S: fn(u64) -> Duration = Duration::from_secs;
+const MS: fn(u64) -> Duration = Duration::from_millis;
+
+#[test]
+fn a_wedged_attempt_is_cancelled_before_the_task_goes_back_to_that_provider() {
+    // The measured failure: one provider (2 workers) that cancels by task id, a 3 s attempt
+    // timeout. The retry must not reach the provider before the cancel, nor before the
+    // provider confirmed it, or the cancel kills the retry.
+    let mut h = Harness::new(config());
+    h.provider(P, 2);
+    assert_eq!(h.submit("t", S(30)), [send(P, "t", 1)]);
+    assert_eq!(
+        h.advance(S(4)),
+        [cancel(P, "t", 1)],
+        "cancel, and no resend yet"
+    );
+    assert_eq!(
+        h.m.reserved(P),
+        Some(1),
+        "the slot stays reserved until the provider stops"
+    );
+    assert_eq!(h.advance(S(5)), []);
+    assert_eq!(h.ack("t", 1, P), [send(P, "t", 2)]);
+    // The first attempt's late answer changes nothing.
+    assert_eq!(h.ok("t", 1, P), []);
+    assert_eq!(h.ok("t", 2, P), [reply("t", Ok("ok"))]);
+    assert_eq!(h.m.reserved(P), Some(0));
+}
+
+#[test]
+fn a_wedged_attempt_moves_to_another_provider_after_its_cancel() {
+    let mut h = Harness::new(config());
+    h.provider(P, 1);
+    assert_eq!(h.submit("t", S(30)), [send(P, "t", 1)]);
+    h.provider(Q, 1);
+    // In this order: the cancel is sent before the task goes anywhere else.
+    assert_eq!(h.advance(S(4)), [cancel(P, "t", 1), send(Q, "t", 2)]);
+    // The cancelled attempt's late answer (instead of an echo) frees P's slot.
+    assert_eq!(h.answer("t", 1, P, Answer::Failed("cancelled".into())), []);
+    assert_eq!(h.m.reserved(P), Some(0));
+    assert_eq!(h.ok("t", 2, Q), [reply("t", Ok("ok"))]);
+}
+
+#[test]
+fn the_deadline_wins_when_it_meets_the_attempt_timer() {
+    let mut h = Harness::new(MachineConfig {
+        attempt_timeout: S(3),
+        attempt_grace: Duration::ZERO,
+        ..MachineConfig::default()
+    });
+    h.provider(P, 2);
+    h.provider(Q, 2);
+    assert_eq!(h.submit("t", S(3)), [send(P, "t", 1)]);
+    assert_eq!(
+        h.advance(S(10)),
+        [
+            cancel(P, "t", 1),
+            reply("t", Err(TaskError::DeadlineExceeded))
+        ],
+        "one cancel, no re-dispatch"
+    );
+}
+
+#[test]
+fn nothing_is_sent_at_the_deadline() {
+    let mut h = Harness::new(config());
+    assert_eq!(h.submit("t", S(2)), []);
+    h.now += S(2);
+    // A provider that joins exactly at the deadline gets nothing.
+    let mut did = h.input(Input::ProviderJoined {
+        id: P,
+        name: "p".into(),
+        files: Vec::new(),
+    });
+    did.extend(h.input(Input::Resources {
+        id: P,
+        concurrency: 1,
+    }));
+    assert_eq!(did, [reply("t", Err(TaskError::DeadlineExceeded))]);
+}
+
+#[test]
+fn a_guest_that_runs_past_its_limit_is_a_result_and_not_retried() {
+    let mut h = Harness::new(config());
+    h.provider(P, 1);
+    h.provider(Q, 1);
+    assert_eq!(h.submit("t", S(30)), [send(P, "t", 1)]);
+    h.advance(S(3));
+    let timeout = Answer::Response(Box::new(result(Termination::TimedOut(S(3)))));
+    assert_eq!(
+        h.answer("t", 1, P, timeout),
+        [reply("t", Ok("error result"))]
+    );
+    assert_eq!(h.m.stats().retries, 0);
+    assert_eq!(h.advance(S(60)), []);
+}
+
+#[test]
+fn each_attempt_gets_the_time_left_capped_by_the_attempt_timeout() {
+    let mut h = Harness::new(config());
+    h.provider(P, 1);
+    let limits = |h: &mut Harness, input: Input| {
+        h.m.handle(h.now, input);
+        let mut limits = Vec::new();
+        while let Some(action) = h.m.poll_action() {
+            if let Action::Send { id, limit, .. } = action {
+                limits.push((id, limit));
+            }
+        }
+        limits
+    };
+    let job = |id: &str| Job {
+        id: id.into(),
+        payload: Box::new(Payload::Wasip1Request(Default::default())),
+        binary: None,
+        priority: false,
+        immediate: false,
+        trace: false,
+    };
+    let long = Input::Submit {
+        job: job("long"),
+        deadline: h.now + S(30),
+    };
+    assert_eq!(limits(&mut h, long), [("long".to_owned(), S(3))]);
+    let short = Input::Submit {
+        job: job("short"),
+        deadline: h.now + MS(1500),
+    };
+    assert_eq!(limits(&mut h, short), []);
+    h.now += MS(500);
+    let done = Input::Answer {
+        id: "long".into(),
+        attempt: 1,
+        provider: P,
+        answer: Answer::Response(Box::new(result(Termination::Exited(0)))),
+    };
+    assert_eq!(limits(&mut h, done), [("short".to_owned(), S(1))]);
+}
+
+#[test]
+fn a_provider_that_always_refuses_is_backed_off_and_an_honest_one_is_not_slowed() {
+    let mut h = Harness::new(MachineConfig {
+        backoff_min: MS(100),
+        backoff_max: S(10),
+        ..config()
+    });
+    h.provider(P, 4); // refuses everything
+    h.provider(Q, 1); // answers every task after 10 ms
+    let mut sends_to_p = 0;
+    let mut done = 0;
+    let mut running_on_q: Option<(String, u32)> = None;
+    for i in 0..1_000 {
+        let mut did = h.submit(&format!("t{i}"), S(600));
+        did.extend(h.advance(MS(10)));
+        if let Some((id, attempt)) = running_on_q.take() {
+            did.extend(h.ok(&id, attempt, Q));
+        }
+        let mut queue = did;
+        while let Some(d) = queue.pop() {
+            match d {
+                Did::Send(p, id, attempt) if p == P => {
+                    sends_to_p += 1;
+                    let refusal = Answer::Refused(Refusal::Busy { slots: Some(4) });
+                    queue.extend(h.answer(&id, attempt, P, refusal));
+                }
+                Did::Send(_, id, attempt) => running_on_q = Some((id, attempt)),
+                Did::Reply(_, Ok(_)) => done += 1,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    // 10 s of virtual time: 4 at first, then probes at 0.1, 0.3, 0.7, 1.5, 3.1, 6.3 s.
+    assert!(
+        sends_to_p <= 12,
+        "{sends_to_p} tasks sent to a refusing provider in 10 s"
+    );
+    assert!(
+        done >= 990,
+        "the honest provider finished only {done} of 1000"
+    );
+    assert_eq!(h.m.stats().retries, 0, "refusals are no failures");
+}
+
+#[test]
+fn a_refusal_clears_once_a_probe_is_taken() {
+    let mut h = Harness::new(MachineConfig {
+        backoff_min: MS(100),
+        ..config()
+    });
+    h.provider(P, 2);
+    assert_eq!(h.submit("a", S(60)), [send(P, "a", 1)]);
+    let busy = Answer::Refused(Refusal::Busy { slots: Some(2) });
+    assert_eq!(
+        h.answer("a", 1, P, busy),
+        [],
+        "backed off: not sent again at once"
+    );
+    h.submit("b", S(60));
+    assert_eq!(
+        h.advance(MS(100)),
+        [send(P, "a", 2)],
+        "one probe after the back-off"
+    );
+    assert_eq!(h.ok("a", 2, P), [reply("a", Ok("ok")), send(P, "b", 1)]);
+}
+
+#[test]
+fn a_wrong_answer_is_retried_on_another_provider() {
+    let mut h = Harness::new(config());
+    h.provider(P, 1);
+    assert_eq!(h.submit("t", S(30)), [send(P, "t", 1)]);
+    h.provider(Q, 1);
+    let garbage = Answer::Response(Box::new(Payload::Ping(Default::default())));
+    assert_eq!(h.answer("t", 1, P, garbage), [send(Q, "t", 2)]);
+    assert_eq!(h.m.stats().retries, 1);
+    let error = Answer::Failed("provider exploded".into());
+    assert_eq!(h.answer("t", 2, Q, error), [send(P, "t", 3)]);
+    let lost = Answer::Lost("connection closed".into());
+    match h.answer("t", 3, P, lost).as_slice() {
+        [Did::Reply(id, Err(TaskError::ProviderFailed(why)))] => {
+            assert_eq!(id, "t");
+            assert!(why.contains("after 3 attempts"), "{why}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_client_cancel_reaches_the_provider_and_holds_the_slot_until_confirmed() {
+    let mut h = Harness::new(config());
+    h.provider(P, 1);
+    assert_eq!(h.submit("t", S(30)), [send(P, "t", 1)]);
+    h.submit("u", S(30));
+    let gone = Input::Cancel {
+        id: "t".into(),
+        reason: "client went away".into(),
+    };
+    assert_eq!(
+        h.input(gone),
+        [
+            cancel(P, "t", 1),
+            reply("t", Err(TaskError::Cancelled("client went away".into())))
+        ]
+    );
+    assert_eq!(h.advance(S(1)), [], "u waits: the provider still runs t");
+    assert_eq!(h.ack("t", 1, P), [send(P, "u", 1)]);
+}
+
+#[test]
+fn a_provider_leaving_retries_its_tasks_and_frees_what_it_held() {
+    let mut h = Harness::new(config());
+    h.provider(P, 2);
+    h.submit("a", S(30));
+    h.submit("b", S(30));
+    h.input(Input::Cancel {
+        id: "b".into(),
+        reason: "client went away".into(),
+    });
+    h.provider(Q, 1);
+    let left = Input::ProviderLeft {
+        id: P,
+        reason: "connection closed".into(),
+    };
+    assert_eq!(h.input(left), [send(Q, "a", 2)]);
+    assert_eq!(h.m.reserved(P), None);
+    // Late reports from the gone provider are ignored.
+    assert_eq!(h.ok("a", 1, P), []);
+    assert_eq!(h.ack("b", 1, P), []);
+}
+
+#[test]
+fn immediate_tasks_fail_fast_without_a_slot() {
+    let mut h = Harness::new(config());
+    match h.submit_job("t", S(30), true).as_slice() {
+        [Did::Reply(_, Err(TaskError::Unavailable(_)))] => {}
+        other => panic!("{other:?}"),
+    }
+    h.provider(P, 1);
+    assert_eq!(h.submit_job("u", S(30), true), [send(P, "u", 1)]);
+    let busy = Answer::Refused(Refusal::Busy { slots: Some(1) });
+    match h.answer("u", 1, P, busy).as_slice() {
+        [Did::Reply(_, Err(TaskError::Unavailable(why)))] => assert!(why.contains("refused")),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn slots_never_exceed_what_the_provider_advertises() {
+    let mut h = Harness::new(config());
+    h.provider(P, 3);
+    for i in 0..5 {
+        h.submit(&format!("t{i}"), S(30));
+    }
+    assert_eq!(h.m.reserved(P), Some(3));
+    h.input(Input::Resources {
+        id: P,
+        concurrency: 1,
+    });
+    assert_eq!(h.ok("t0", 1, P), [reply("t0", Ok("ok"))]);
+    assert_eq!(h.ok("t1", 1, P), [reply("t1", Ok("ok"))]);
+    assert_eq!(h.ok("t2", 1, P), [reply("t2", Ok("ok")), send(P, "t3", 1)]);
+    assert_eq!(h.m.reserved(P), Some(1));
+}
+
+#[test]
+fn a_full_queue_refuses_and_shutdown_answers_everyone() {
+    let mut h = Harness::new(MachineConfig {
+        max_queue: 1,
+        ..config()
+    });
+    assert_eq!(h.submit("a", S(30)), []);
+    assert_eq!(
+        h.submit("b", S(30)),
+        [reply("b", Err(TaskError::QueueFull(1)))]
+    );
+    h.provider(P, 1);
+    assert_eq!(
+        h.input(Input::Shutdown),
+        [cancel(P, "a", 1), reply("a", Err(TaskError::ShuttingDown))]
+    );
+    assert_eq!(
+        h.submit("c", S(30)),
+        [reply("c", Err(TaskError::ShuttingDown))]
+    );
+}
