@@ -27,6 +27,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     pbjson_build::Builder::new()
         .register_descriptors(&bytes)?
+        // Unknown JSON fields are skipped, as the original peers do (newer peers may add some).
+        .ignore_unknown_fields()
         .build(&[".wasimoff.v1"])?;
     Ok(())
 }

@@ -57,6 +57,9 @@ pub struct Limits {
     /// How long past an attempt's time limit the broker waits for the provider's answer before
     /// it counts the provider as wedged, cancels the attempt there and tries another.
     pub attempt_grace: Duration,
+    /// How long a task waits while no provider offers any slot (none connected, or all
+    /// draining) before it fails with `unavailable` (503); well below `task_timeout`.
+    pub provider_wait: Duration,
     /// How often a task is tried on providers when they fail (lost, wedged, an error or
     /// malformed answer); refusals (busy) do not count.
     pub max_attempts: u32,
@@ -77,6 +80,7 @@ impl Default for Limits {
             task_timeout: Duration::from_secs(600),
             attempt_timeout: Duration::from_secs(300),
             attempt_grace: Duration::from_secs(5),
+            provider_wait: Duration::from_secs(30),
             max_attempts: 3,
             socket_queue: 256,
             http_timeout: Duration::from_secs(300),

@@ -40,8 +40,8 @@ use std::{
 use axum::{
     Router,
     extract::{DefaultBodyLimit, State},
-    http::{HeaderValue, header},
-    response::IntoResponse,
+    http::{HeaderMap, HeaderValue, header},
+    response::{IntoResponse, Response},
     routing::{get, post},
 };
 use tokio_util::sync::CancellationToken;
@@ -193,6 +193,7 @@ impl BrokerBuilder {
                 max_attempts: config.limits.max_attempts.max(1),
                 attempt_timeout: config.limits.attempt_timeout,
                 attempt_grace: config.limits.attempt_grace,
+                provider_wait: config.limits.provider_wait,
                 ..DispatchConfig::default()
             },
             metrics.clone(),
@@ -362,7 +363,12 @@ async fn version() -> impl IntoResponse {
     }))
 }
 
-async fn status(State(app): State<App>) -> impl IntoResponse {
+/// `/api/status` and `/metrics` tell who is connected and how busy the broker is: with tokens
+/// configured they need one (a client's or a provider's).
+async fn status(State(app): State<App>, headers: HeaderMap) -> Response {
+    if let Err(e) = app.check_any(&headers, None) {
+        return e.into_response();
+    }
     let m = &app.metrics;
     axum::Json(serde_json::json!({
         "providers": m.providers.get(),
@@ -374,9 +380,13 @@ async fn status(State(app): State<App>) -> impl IntoResponse {
             SchedulerKind::RoundRobin => "round-robin",
         },
     }))
+    .into_response()
 }
 
-async fn metrics(State(app): State<App>) -> impl IntoResponse {
+async fn metrics(State(app): State<App>, headers: HeaderMap) -> Response {
+    if let Err(e) = app.check_any(&headers, None) {
+        return e.into_response();
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -384,6 +394,7 @@ async fn metrics(State(app): State<App>) -> impl IntoResponse {
         )],
         app.metrics.encode(),
     )
+        .into_response()
 }
 
 /// The static files (the volunteer page), cross-origin isolated: with

@@ -30,10 +30,20 @@ struct Args {
     #[arg(long, env = "WASIMOFF_ALLOWED_ORIGINS", value_delimiter = ',')]
     allowed_origins: Vec<String>,
     /// Bearer tokens accepted from clients (comma-separated); none: open.
-    #[arg(long, env = "WASIMOFF_CLIENT_TOKENS", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "WASIMOFF_CLIENT_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     client_tokens: Vec<String>,
     /// Tokens accepted from providers (comma-separated); none: open.
-    #[arg(long, env = "WASIMOFF_PROVIDER_TOKENS", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "WASIMOFF_PROVIDER_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     provider_tokens: Vec<String>,
     /// Tasks waiting for a provider before submissions are refused with 429.
     #[arg(long, env = "WASIMOFF_MAX_QUEUE", default_value_t = Limits::default().max_queue)]
@@ -52,6 +62,10 @@ struct Args {
     /// it counts the provider as wedged, cancels there and tries another.
     #[arg(long, env = "WASIMOFF_ATTEMPT_GRACE", default_value_t = 5)]
     attempt_grace: u64,
+    /// Seconds a task waits while no provider is connected (or all are draining) before it
+    /// fails with `unavailable`.
+    #[arg(long, env = "WASIMOFF_PROVIDER_WAIT", default_value_t = 30)]
+    provider_wait: u64,
     /// Seconds between provider pings.
     #[arg(long, env = "WASIMOFF_PING_INTERVAL", default_value_t = 5)]
     ping_interval: u64,
@@ -79,6 +93,7 @@ async fn main() -> anyhow::Result<()> {
             task_timeout: Duration::from_secs(args.task_timeout),
             attempt_timeout: Duration::from_secs(args.attempt_timeout),
             attempt_grace: Duration::from_secs(args.attempt_grace),
+            provider_wait: Duration::from_secs(args.provider_wait),
             ..Limits::default()
         },
         ping: PingConfig {

@@ -722,7 +722,7 @@ mod tests {
     }
 
     #[test]
-    fn json_payload_needs_type_and_rejects_unknown_keys() {
+    fn json_payload_needs_type_and_skips_unknown_keys() {
         let no_type = r#"{"sequence":"1","type":"Request","payload":{"id":"x"}}"#;
         assert!(matches!(
             Envelope::decode_json(no_type),
@@ -731,11 +731,16 @@ mod tests {
                 ..
             })
         ));
-        let extra = r#"{"sequence":"1","type":"Request","payload":{"@type":"wasimoff/wasimoff.v1.Task.Cancel","bogus":1}}"#;
-        assert!(matches!(
-            Envelope::decode_json(extra),
-            Err(DecodeError::Payload { .. })
-        ));
+        // Unknown keys are skipped, as the original peers do.
+        let extra = r#"{"sequence":"1","type":"Request","payload":{"@type":"wasimoff/wasimoff.v1.Task.Cancel","id":"t","bogus":{"x":[1]}}}"#;
+        let cancel = crate::proto::task::Cancel {
+            id: Some("t".into()),
+            reason: None,
+        };
+        assert_eq!(
+            Envelope::decode_json(extra).expect("decodes").payload,
+            Some(Payload::Cancel(cancel))
+        );
         assert!(matches!(
             Envelope::decode_json("[1]"),
             Err(DecodeError::Malformed(_))

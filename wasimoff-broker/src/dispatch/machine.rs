@@ -72,6 +72,8 @@ pub(crate) struct MachineConfig {
     pub(crate) backoff_max: Duration,
     /// Slots believed of one provider at most, whatever it advertises.
     pub(crate) max_provider_slots: u32,
+    /// How long a task waits while no provider offers any slot before it fails `unavailable`.
+    pub(crate) provider_wait: Duration,
 }
 
 impl Default for MachineConfig {
@@ -84,6 +86,7 @@ impl Default for MachineConfig {
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(10),
             max_provider_slots: 4096,
+            provider_wait: Duration::from_secs(30),
         }
     }
 }
@@ -218,6 +221,8 @@ struct Task {
     submitted: Instant,
     deadline: Instant,
     deadline_timer: TimerKey,
+    /// Armed while no provider offers a slot.
+    starve_timer: Option<TimerKey>,
     /// Attempts counted against `max_attempts`.
     attempts: u32,
     /// Sends so far, refused ones included: the number of the next attempt.
@@ -288,6 +293,8 @@ enum Timer {
     Deadline(String),
     Attempt(String, u32),
     Backoff(ProviderId),
+    /// A task has waited `provider_wait` since no provider offered a slot.
+    NoProvider(String),
 }
 
 /// The dispatcher's state machine; see the module docs.
@@ -441,6 +448,7 @@ impl Machine {
                         self.advertised - u64::from(p.advertised) + u64::from(advertised);
                     p.advertised = advertised;
                     self.sync_slots(id);
+                    self.starving(now);
                 }
             }
             Input::Files { id, added, removed } => {
@@ -487,6 +495,7 @@ impl Machine {
                     });
                 }
                 Timer::Attempt(id, attempt) => self.wedged(now, &id, attempt),
+                Timer::NoProvider(id) => self.starved(now, &id),
                 Timer::Backoff(provider) => {
                     if let Some(p) = self.providers.get_mut(&provider)
                         && p.breaker == Breaker::Open
@@ -532,6 +541,7 @@ impl Machine {
             submitted: now,
             deadline,
             deadline_timer,
+            starve_timer: None,
             attempts: 0,
             sends: 0,
             running: None,
@@ -554,11 +564,62 @@ impl Machine {
             return;
         }
         self.queued += 1;
+        if self.advertised == 0 {
+            self.arm_starve(now, &id);
+        }
         if priority {
             self.high.push_back(id);
         } else {
             self.low.push_back(id);
         }
+    }
+
+    /// Starts a waiting task's clock for "no provider" (once).
+    fn arm_starve(&mut self, now: Instant, id: &str) {
+        let at = now + self.config.provider_wait;
+        let armed = self.tasks.get(id).is_some_and(|t| t.starve_timer.is_some());
+        if armed || !self.tasks.contains_key(id) {
+            return;
+        }
+        let key = self.add_timer(at, Timer::NoProvider(id.to_owned()));
+        if let Some(t) = self.tasks.get_mut(id) {
+            t.starve_timer = Some(key);
+        }
+    }
+
+    /// No provider offers a slot any more: every waiting task starts its clock.
+    fn starving(&mut self, now: Instant) {
+        if self.advertised > 0 || self.queued == 0 {
+            return;
+        }
+        let mut waiting: Vec<String> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.running.is_none() && t.starve_timer.is_none())
+            .map(|(id, _)| id.clone())
+            .collect();
+        waiting.sort_unstable(); // deterministic order for the simulation
+        for id in waiting {
+            self.arm_starve(now, &id);
+        }
+    }
+
+    /// A task's "no provider" clock ran out: fail it if still nobody offers a slot.
+    fn starved(&mut self, now: Instant, id: &str) {
+        let Some(task) = self.tasks.get_mut(id) else {
+            return;
+        };
+        task.starve_timer = None;
+        if task.running.is_some() {
+            return;
+        }
+        if self.advertised > 0 {
+            return; // a provider came; the task waits its turn
+        }
+        let wait = self.config.provider_wait;
+        self.forget_queued(id);
+        let why = format!("no provider connected to run the task (waited {wait:?})");
+        self.reply(now, id, Err(TaskError::Unavailable(why)), None);
     }
 
     /// Whether a queue entry is a task still waiting for a provider.
@@ -762,6 +823,7 @@ impl Machine {
             self.running -= 1;
             self.attempt_failed(now, &task, id, format!("provider lost: {reason}"));
         }
+        self.starving(now);
     }
 
     fn answer(
@@ -990,6 +1052,9 @@ impl Machine {
         // keep them from the only free provider, and must then not hold up the tasks behind.
         self.retry.push_back(id.to_owned());
         self.queued += 1;
+        if self.advertised == 0 {
+            self.arm_starve(now, id);
+        }
     }
 
     /// Answers a task's client and forgets the task (its lingering attempts stay on their
@@ -1006,6 +1071,9 @@ impl Machine {
         };
         debug_assert!(task.running.is_none(), "replied while an attempt runs");
         self.timers.remove(&task.deadline_timer);
+        if let Some(key) = task.starve_timer {
+            self.timers.remove(&key);
+        }
         let trace = task.notes.split_off(task.notes_sent.min(task.notes.len()));
         self.actions.push_back(Action::Reply {
             id: task.job.id,

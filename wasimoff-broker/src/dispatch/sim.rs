@@ -98,6 +98,7 @@ struct SimProvider {
 /// What the broker side knows about a task, to check the machine's actions against.
 #[derive(Debug)]
 struct SimTask {
+    submitted: Instant,
     deadline: Instant,
     immediate: bool,
     /// Guest run time (None: forever).
@@ -221,6 +222,7 @@ impl Sim {
             backoff_min: rng.millis(10, 200),
             backoff_max: rng.millis(1_000, 10_000),
             max_provider_slots: 64,
+            provider_wait: [rng.millis(50, 500), rng.millis(1_000, 30_000)][rng.below(2) as usize],
         };
         let scheduler: Box<dyn Scheduler> = if rng.chance(0.5) {
             Box::new(LocalityScheduler::default())
@@ -479,6 +481,7 @@ impl Sim {
         self.tasks.insert(
             id.clone(),
             SimTask {
+                submitted: self.now,
                 deadline,
                 immediate,
                 run,
@@ -933,13 +936,19 @@ impl Sim {
                             assert!(t.client_cancelled, "seed {seed}: {id} cancelled by nobody");
                             "cancelled"
                         }
-                        Err(TaskError::Unavailable(_)) => {
-                            assert!(
-                                t.immediate,
-                                "seed {seed}: {id} unavailable but not immediate"
+                        Err(TaskError::Unavailable(_)) if !t.immediate => {
+                            assert_eq!(
+                                self.machine.advertised_slots(),
+                                0,
+                                "seed {seed}: {id} unavailable while providers offer slots"
                             );
-                            "unavailable"
+                            assert!(
+                                now >= t.submitted + self.config.provider_wait,
+                                "seed {seed}: {id} unavailable before its wait"
+                            );
+                            "no provider"
                         }
+                        Err(TaskError::Unavailable(_)) => "unavailable",
                         Err(TaskError::ProviderFailed(_)) => {
                             assert!(
                                 t.counted >= self.config.max_attempts || t.immediate,

@@ -449,6 +449,42 @@ fn a_provider_leaving_retries_its_tasks_and_frees_what_it_held() {
 }
 
 #[test]
+fn with_no_provider_a_task_fails_unavailable_after_the_provider_wait() {
+    let mut h = Harness::new(MachineConfig {
+        provider_wait: S(30),
+        attempt_timeout: S(600),
+        ..config()
+    });
+    assert_eq!(h.submit("a", S(600)), []);
+    assert_eq!(h.advance(S(29)), []);
+    match h.advance(S(1)).as_slice() {
+        [Did::Reply(id, Err(TaskError::Unavailable(why)))] => {
+            assert_eq!(id, "a");
+            assert!(why.contains("no provider"), "{why}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // A provider in time: the task waits its turn however long that is.
+    h.submit("b", S(600));
+    h.advance(S(20));
+    h.provider(P, 1);
+    h.submit("c", S(600));
+    assert_eq!(h.advance(S(60)), []);
+    // The last provider leaves: the waiting task's clock starts again.
+    let left = Input::ProviderLeft {
+        id: P,
+        reason: "gone".into(),
+    };
+    assert_eq!(h.input(left), []);
+    let did = h.advance(S(30));
+    assert_eq!(did.len(), 2, "b (retried) and c fail: {did:?}");
+    assert!(
+        did.iter()
+            .all(|d| matches!(d, Did::Reply(_, Err(TaskError::Unavailable(_)))))
+    );
+}
+
+#[test]
 fn immediate_tasks_fail_fast_without_a_slot() {
     let mut h = Harness::new(config());
     match h.submit_job("t", S(30), true).as_slice() {

@@ -339,3 +339,69 @@ fn task_json_examples_parse() {
     }
     assert!(n >= 5);
 }
+
+#[tokio::test]
+async fn status_and_metrics_need_a_token_when_tokens_are_set() {
+    let mut cfg = config();
+    cfg.client_tokens = vec!["client-secret".into()];
+    cfg.provider_tokens = vec!["provider-secret".into()];
+    let broker = broker(cfg).await;
+    let base = http(&broker);
+    let http = reqwest::Client::new();
+    for route in ["/api/status", "/metrics"] {
+        let open = http.get(format!("{base}{route}")).send().await.unwrap();
+        assert_eq!(open.status(), 401, "{route} without a token");
+        for token in ["client-secret", "provider-secret"] {
+            let with = http
+                .get(format!("{base}{route}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(with.status(), 200, "{route} with {token}");
+        }
+    }
+    // Liveness and version stay open (load balancers, probes).
+    for route in ["/healthz", "/api/version"] {
+        let open = http.get(format!("{base}{route}")).send().await.unwrap();
+        assert_eq!(open.status(), 200, "{route}");
+    }
+    broker.shutdown().await;
+}
+
+#[test]
+fn help_never_prints_token_values() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_wasimoff-broker"))
+        .arg("--help")
+        .env("WASIMOFF_CLIENT_TOKENS", "very-secret-client-token")
+        .env("WASIMOFF_PROVIDER_TOKENS", "very-secret-provider-token")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(help.contains("--client-tokens"), "{help}");
+    assert!(!help.contains("very-secret"), "{help}");
+}
+
+#[tokio::test]
+async fn with_no_provider_a_task_is_told_unavailable_promptly() {
+    let mut cfg = config();
+    cfg.limits.provider_wait = std::time::Duration::from_millis(300);
+    let broker = broker(cfg).await;
+    let base = http(&broker);
+    upload(&base, EMPTY_WASM, Some("empty.wasm")).await;
+    let started = std::time::Instant::now();
+    let (status, body) = run_proto(&base, &wasip1("empty.wasm", &["e"])).await;
+    assert_eq!(status, 503);
+    let body = body.unwrap_err();
+    assert!(
+        body.contains("unavailable") && body.contains("no provider"),
+        "{body}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    // A provider joins: the next task runs.
+    let _p = provider(&base, "p", 1, Behaviour::Echo).await;
+    wait_for_workers(&base, 1, 1).await;
+    assert_eq!(run_proto(&base, &wasip1("empty.wasm", &["e"])).await.0, 200);
+    broker.shutdown().await;
+}
