@@ -48,6 +48,10 @@ pub struct Limits {
     pub max_stdin: usize,
     /// The largest blob a task may carry inline (it is moved into the store).
     pub max_inline_blob: usize,
+    /// The most arguments a task may have.
+    pub max_args: usize,
+    /// The most bytes a task's arguments and environment may have together.
+    pub max_args_bytes: usize,
     /// How long one attempt of a task may take on a provider unless its deadline is sooner.
     pub task_timeout: Duration,
     /// How long one attempt may run on a provider: the time limit the provider enforces on the
@@ -77,6 +81,8 @@ impl Default for Limits {
             max_upload: 256 << 20,
             max_stdin: 16 << 20,
             max_inline_blob: 16 << 20,
+            max_args: 65_536,
+            max_args_bytes: 4 << 20,
             task_timeout: Duration::from_secs(600),
             attempt_timeout: Duration::from_secs(300),
             attempt_grace: Duration::from_secs(5),

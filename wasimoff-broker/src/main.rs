@@ -51,6 +51,12 @@ struct Args {
     /// Largest upload in bytes.
     #[arg(long, env = "WASIMOFF_MAX_UPLOAD", default_value_t = Limits::default().max_upload)]
     max_upload: usize,
+    /// The most arguments a task may have.
+    #[arg(long, env = "WASIMOFF_MAX_ARGS", default_value_t = Limits::default().max_args)]
+    max_args: usize,
+    /// The most bytes of arguments and environment a task may have together.
+    #[arg(long, env = "WASIMOFF_MAX_ARGS_BYTES", default_value_t = Limits::default().max_args_bytes)]
+    max_args_bytes: usize,
     /// Seconds a task may take before it fails with deadline exceeded.
     #[arg(long, env = "WASIMOFF_TASK_TIMEOUT", default_value_t = 600)]
     task_timeout: u64,
@@ -90,6 +96,8 @@ async fn main() -> anyhow::Result<()> {
         limits: Limits {
             max_queue: args.max_queue,
             max_upload: args.max_upload,
+            max_args: args.max_args,
+            max_args_bytes: args.max_args_bytes,
             task_timeout: Duration::from_secs(args.task_timeout),
             attempt_timeout: Duration::from_secs(args.attempt_timeout),
             attempt_grace: Duration::from_secs(args.attempt_grace),

@@ -120,6 +120,41 @@ impl AppState {
         Ok(limit.min(Instant::now() + left))
     }
 
+    /// Checks argv and environment against the limits (count and bytes).
+    fn check_args(&self, args: &[String], envs: &[String]) -> Result<(), TaskError> {
+        let limits = &self.config.limits;
+        if args.len() > limits.max_args {
+            return Err(TaskError::InvalidArgument(format!(
+                "{} arguments exceed the limit of {} (max_args)",
+                args.len(),
+                limits.max_args
+            )));
+        }
+        let bytes: usize = args.iter().chain(envs).map(|a| a.len() + 1).sum();
+        if bytes > limits.max_args_bytes {
+            return Err(TaskError::InvalidArgument(format!(
+                "arguments and environment of {bytes} bytes exceed the limit of {} bytes (max_args_bytes)",
+                limits.max_args_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Refuses a task whose request would not fit in one provider frame: a provider would
+    /// drop its connection (and every task on it) rather than take it.
+    fn check_frame(&self, request: &impl prost::Message) -> Result<(), TaskError> {
+        let size = request.encoded_len();
+        // Room for the envelope around it and the broker's own metadata.
+        let limit = self.config.limits.max_frame.saturating_sub(64 << 10);
+        if size > limit {
+            return Err(TaskError::InvalidArgument(format!(
+                "task request of {size} bytes exceeds the provider frame limit of {limit} bytes; \
+                 put large inputs in a rootfs or an uploaded file"
+            )));
+        }
+        Ok(())
+    }
+
     /// Validates a WASI task and turns it into a job with a deadline.
     pub(crate) async fn prepare_wasip1(
         &self,
@@ -153,6 +188,7 @@ impl AppState {
         if params.args.is_empty() {
             params.args.push(binary_name);
         }
+        self.check_args(&params.args, &params.envs)?;
         let deadline = self.deadline(qos.as_ref())?;
         let (id, info) = self.task_info(info, requester);
         let trace = info.trace.is_some();
@@ -164,6 +200,7 @@ impl AppState {
             qos,
             params: Some(params),
         };
+        self.check_frame(&request)?;
         let job = Job {
             id,
             payload: Box::new(Payload::Wasip1Request(request)),
@@ -198,6 +235,7 @@ impl AppState {
                 "stdin of {stdin} bytes exceeds the limit"
             )));
         }
+        self.check_args(&params.packages, &params.envs)?;
         let deadline = self.deadline(qos.as_ref())?;
         let (id, info) = self.task_info(info, requester);
         let trace = info.trace.is_some();
@@ -208,6 +246,7 @@ impl AppState {
             qos,
             params: Some(params),
         };
+        self.check_frame(&request)?;
         let job = Job {
             id,
             payload: Box::new(Payload::PyodideRequest(request)),

@@ -235,3 +235,35 @@ async fn malformed_socket_traffic_closes_only_that_socket() {
     let _ = (proto::Ping {}, task::QoS::default());
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn oversized_tasks_are_refused_before_any_provider_sees_them() {
+    let mut cfg = config();
+    cfg.limits.max_frame = 1 << 20;
+    cfg.limits.max_args = 8;
+    cfg.limits.max_args_bytes = 4 << 20;
+    let broker = broker(cfg).await;
+    let base = http(&broker);
+    let p = provider(&base, "p", 1, Behaviour::Echo).await;
+    upload(&base, EMPTY_WASM, Some("empty.wasm")).await;
+    // Larger than a provider frame: it would drop its connection, so the broker refuses.
+    let big = "x".repeat(2 << 20);
+    let (status, body) = run_proto(&base, &wasip1("empty.wasm", &["e", &big])).await;
+    assert_eq!(status, 400);
+    assert!(body.unwrap_err().contains("frame limit"));
+    // Too many arguments, and too many bytes of them.
+    let many: Vec<String> = (0..9).map(|i| i.to_string()).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    let (status, body) = run_proto(&base, &wasip1("empty.wasm", &many)).await;
+    assert_eq!(status, 400);
+    assert!(body.unwrap_err().contains("max_args"));
+    let huge = "y".repeat(5 << 20);
+    let (status, body) = run_proto(&base, &wasip1("empty.wasm", &["e", &huge])).await;
+    assert_eq!(status, 400);
+    assert!(body.unwrap_err().contains("max_args_bytes"));
+    // None of them reached the provider; a healthy task right after does.
+    let (status, response) = run_proto(&base, &wasip1("empty.wasm", &["e", "fine"])).await;
+    assert_eq!((status, stdout(&response.unwrap()).as_str()), (200, "fine"));
+    assert_eq!(p.seen.lock().await.tasks.len(), 1);
+    broker.shutdown().await;
+}
