@@ -18,7 +18,7 @@ use wasimoff_core::proto;
 use wasimoff_core::scheduler::ProviderId;
 use wasimoff_core::transport::CloseReason;
 
-use crate::dispatch::Command;
+use crate::dispatch::{Command, Input};
 use crate::state::App;
 use crate::ws::{AxumTransport, READ_BUFFER, WRITE_BUFFER};
 
@@ -147,14 +147,15 @@ async fn session(app: App, socket: WebSocket, name: String, agent: String) {
             IncomingMessage::Event(event) => match event.payload {
                 Payload::ProviderResources(r) => {
                     let concurrency = r.concurrency.unwrap_or(0);
-                    app.dispatch.send(Command::Resources { id, concurrency });
+                    app.dispatch
+                        .send(Command::Machine(Input::Resources { id, concurrency }));
                 }
                 Payload::FileSystemUpdate(u) => {
-                    app.dispatch.send(Command::Files {
+                    app.dispatch.send(Command::Machine(Input::Files {
                         id,
                         added: refs_only(u.added),
                         removed: refs_only(u.removed),
-                    });
+                    }));
                 }
                 Payload::GenericMessage(m) => {
                     tracing::info!(%id, "provider says: {}", m.message.unwrap_or_default());
@@ -177,7 +178,8 @@ async fn session(app: App, socket: WebSocket, name: String, agent: String) {
     let reason = messenger
         .close_reason()
         .map_or_else(|| "session ended".to_owned(), |r| r.to_string());
-    app.dispatch.send(Command::ProviderLeft { id, reason });
+    app.dispatch
+        .send(Command::Machine(Input::ProviderLeft { id, reason }));
 }
 
 /// Pings a provider until it goes away; one that misses a ping is dropped (its calls fail, so

@@ -38,8 +38,8 @@ use wasimoff_core::wkt::Timestamp;
 
 use crate::error::TaskError;
 use crate::metrics::Metrics;
-use machine::{Action, Answer, Input, Machine, TraceNote};
-pub(crate) use machine::{Job, MachineConfig as DispatchConfig};
+use machine::{Action, Answer, Machine, TraceNote};
+pub(crate) use machine::{Input, Job, MachineConfig as DispatchConfig};
 
 pub(crate) type Reply = oneshot::Sender<Result<Payload, TaskError>>;
 
@@ -50,29 +50,14 @@ pub(crate) enum Command {
         deadline: Instant,
         reply: Reply,
     },
-    Cancel {
-        id: String,
-        reason: String,
-    },
     ProviderJoined {
         id: ProviderId,
         name: String,
         messenger: Messenger,
         files: Vec<String>,
     },
-    ProviderLeft {
-        id: ProviderId,
-        reason: String,
-    },
-    Resources {
-        id: ProviderId,
-        concurrency: u32,
-    },
-    Files {
-        id: ProviderId,
-        added: Vec<String>,
-        removed: Vec<String>,
-    },
+    /// An input the machine takes as it is: `Cancel`, `ProviderLeft`, `Resources`, `Files`.
+    Machine(Input),
     /// A provider's answer to a task request (from its outbox).
     Answered {
         id: String,
@@ -153,10 +138,10 @@ impl Dispatch {
             Err(_) => {
                 if let Some(id) = guard.id.take() {
                     tracing::error!(%id, "the dispatcher missed a deadline");
-                    self.send(Command::Cancel {
+                    self.send(Command::Machine(Input::Cancel {
                         id,
                         reason: "deadline exceeded".into(),
-                    });
+                    }));
                 }
                 Err(TaskError::DeadlineExceeded)
             }
@@ -176,10 +161,10 @@ struct CancelOnDrop<'a> {
 impl Drop for CancelOnDrop<'_> {
     fn drop(&mut self) {
         if let Some(id) = self.id.take() {
-            self.dispatch.send(Command::Cancel {
+            self.dispatch.send(Command::Machine(Input::Cancel {
                 id,
                 reason: "client went away".into(),
-            });
+            }));
         }
     }
 }
@@ -277,7 +262,6 @@ impl Shell {
                 self.replies.insert(job.id.clone(), reply);
                 Input::Submit { job, deadline }
             }
-            Command::Cancel { id, reason } => Input::Cancel { id, reason },
             Command::ProviderJoined {
                 id,
                 name,
@@ -301,15 +285,14 @@ impl Shell {
                 self.cluster_changed = true;
                 Input::ProviderJoined { id, name, files }
             }
-            Command::ProviderLeft { id, reason } => {
+            Command::Machine(Input::ProviderLeft { id, reason }) => {
                 if self.conns.remove(&id).is_none() {
                     return;
                 }
                 self.cluster_changed = true;
                 Input::ProviderLeft { id, reason }
             }
-            Command::Resources { id, concurrency } => Input::Resources { id, concurrency },
-            Command::Files { id, added, removed } => Input::Files { id, added, removed },
+            Command::Machine(input) => input,
             Command::Answered {
                 id,
                 attempt,

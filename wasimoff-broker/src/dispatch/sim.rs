@@ -629,37 +629,28 @@ impl Sim {
             );
         }
         let t = p.traits.clone();
-        let refuse = t.refuses_always || self.rng.chance(t.refuse);
-        if refuse {
-            let answer = Answer::Refused(Refusal::Busy {
+        // Refused or answered with garbage at once, or taken.
+        let quick = if t.refuses_always || self.rng.chance(t.refuse) {
+            Some(Answer::Refused(Refusal::Busy {
                 slots: Some(t.capacity),
-            });
-            self.up(
-                provider,
-                Input::Answer {
-                    id,
-                    attempt,
-                    provider,
-                    answer,
-                },
-            );
-            return;
-        }
-        if self.rng.chance(t.garbage) {
-            let answer = match self.rng.below(3) {
+            }))
+        } else if self.rng.chance(t.garbage) {
+            Some(match self.rng.below(3) {
                 0 => Answer::Failed("something broke".into()),
                 1 => Answer::Malformed("undecodable payload".into()),
                 _ => Answer::Response(Box::new(Payload::Ping(Default::default()))),
-            };
-            self.up(
+            })
+        } else {
+            None
+        };
+        if let Some(answer) = quick {
+            let input = Input::Answer {
+                id,
+                attempt,
                 provider,
-                Input::Answer {
-                    id,
-                    attempt,
-                    provider,
-                    answer,
-                },
-            );
+                answer,
+            };
+            self.up(provider, input);
             return;
         }
         let hung = self.rng.chance(t.hang);
