@@ -63,7 +63,13 @@ enum Command {
 }
 
 fn main() -> Result<()> {
-    match Cli::parse().command {
+    let command = Cli::parse().command;
+    // Every command but `web` builds the guest programs (wasi-apps' build script, for
+    // wasm32-wasip1); install what that needs first, as `ci` always did.
+    if !matches!(command, Command::Web { .. }) {
+        tools::ensure_rustup_targets(&["wasm32-wasip1"])?;
+    }
+    match command {
         Command::Ci { fuzz_seconds } => ci(fuzz_seconds),
         Command::Demo => demo(),
         Command::Guests { out } => guests::build_guests(out.as_deref()).map(drop),

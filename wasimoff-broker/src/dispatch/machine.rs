@@ -252,16 +252,14 @@ enum Breaker {
     Closed,
     /// Refused: nothing is sent until the back-off ends.
     Open,
-    /// One probe task may go; its answer closes or reopens the breaker.
-    HalfOpen { probe: Option<u32> },
+    /// One probe task may go ([`Provider::probe`]); its answer closes or reopens the breaker.
+    HalfOpen,
 }
 
 #[derive(Debug)]
 struct Provider {
     name: String,
     advertised: u32,
-    /// Slots taken: attempts running or cancelled and not yet acknowledged.
-    reserved: u32,
     /// What the scheduler was last told the provider's slots are.
     synced: u32,
     /// Tasks running here (the current attempt of each).
@@ -269,18 +267,23 @@ struct Provider {
     /// Cancelled attempts not yet known to have stopped: (task id, attempt).
     lingering: HashSet<(String, u32)>,
     breaker: Breaker,
-    /// The probe's task id while half open.
-    probe_task: Option<String>,
+    /// The task sent as the probe while half open (a task has at most one attempt here).
+    probe: Option<String>,
     backoff: Duration,
 }
 
 impl Provider {
+    /// Slots taken: attempts running here, or cancelled and not yet known to have stopped.
+    fn reserved(&self) -> u32 {
+        (self.running.len() + self.lingering.len()) as u32
+    }
+
     /// The slots the scheduler may fill: all it advertises, none while backed off, one probe.
     fn effective(&self) -> u32 {
-        let cap = match self.breaker {
-            Breaker::Closed => self.advertised,
-            Breaker::Open | Breaker::HalfOpen { probe: Some(_) } => self.reserved,
-            Breaker::HalfOpen { probe: None } => self.reserved.saturating_add(1),
+        let cap = match (self.breaker, &self.probe) {
+            (Breaker::Closed, _) => self.advertised,
+            (Breaker::HalfOpen, None) => self.reserved().saturating_add(1),
+            (Breaker::Open | Breaker::HalfOpen, _) => self.reserved(),
         };
         cap.min(self.advertised)
     }
@@ -500,7 +503,7 @@ impl Machine {
                     if let Some(p) = self.providers.get_mut(&provider)
                         && p.breaker == Breaker::Open
                     {
-                        p.breaker = Breaker::HalfOpen { probe: None };
+                        p.breaker = Breaker::HalfOpen;
                         self.sync_slots(provider);
                     }
                 }
@@ -701,13 +704,9 @@ impl Machine {
         task.sends += 1;
         task.attempts += 1;
         let number = task.sends;
-        p.reserved += 1;
         p.running.insert(id.to_owned());
-        if p.breaker == (Breaker::HalfOpen { probe: None }) {
-            p.breaker = Breaker::HalfOpen {
-                probe: Some(number),
-            };
-            p.probe_task = Some(id.to_owned());
+        if p.breaker == Breaker::HalfOpen && p.probe.is_none() {
+            p.probe = Some(id.to_owned());
         }
         let limit = task
             .deadline
@@ -754,13 +753,12 @@ impl Machine {
         }
     }
 
-    /// Frees one reserved slot of a provider.
+    /// Tells the scheduler a provider's slot is free (the caller has removed the attempt from
+    /// the provider's books).
     fn release(&mut self, id: ProviderId) {
-        let Some(p) = self.providers.get_mut(&id) else {
+        if !self.providers.contains_key(&id) {
             return;
-        };
-        debug_assert!(p.reserved > 0, "slot count of {id} would go negative");
-        p.reserved = p.reserved.saturating_sub(1);
+        }
         self.scheduler.handle(SchedulerEvent::TaskFinished { id });
         self.sync_slots(id);
     }
@@ -780,12 +778,11 @@ impl Machine {
             Provider {
                 name,
                 advertised: 0,
-                reserved: 0,
                 synced: 0,
                 running: HashSet::new(),
                 lingering: HashSet::new(),
                 breaker: Breaker::Closed,
-                probe_task: None,
+                probe: None,
                 backoff: self.config.backoff_min,
             },
         );
@@ -906,14 +903,13 @@ impl Machine {
         let Some(p) = self.providers.get_mut(&provider) else {
             return false;
         };
-        let probe = matches!(p.breaker, Breaker::HalfOpen { probe: Some(_) })
-            && p.probe_task.as_deref() == Some(id);
+        let probe = p.breaker == Breaker::HalfOpen && p.probe.as_deref() == Some(id);
         let backoff = match (p.breaker, refused) {
             (Breaker::Closed, true) => Some(min),
-            (Breaker::HalfOpen { .. }, true) if probe => Some((p.backoff * 2).min(max)),
-            (Breaker::HalfOpen { .. }, false) if probe => {
+            (Breaker::HalfOpen, true) if probe => Some((p.backoff * 2).min(max)),
+            (Breaker::HalfOpen, false) if probe => {
                 p.breaker = Breaker::Closed;
-                p.probe_task = None;
+                p.probe = None;
                 p.backoff = min;
                 None
             }
@@ -921,7 +917,7 @@ impl Machine {
         };
         if let Some(backoff) = backoff {
             p.breaker = Breaker::Open;
-            p.probe_task = None;
+            p.probe = None;
             p.backoff = backoff;
             self.add_timer(now + backoff, Timer::Backoff(provider));
         }
@@ -937,15 +933,9 @@ impl Machine {
         if !p.lingering.remove(&(id.to_owned(), attempt)) {
             return false;
         }
-        if p.breaker
-            == (Breaker::HalfOpen {
-                probe: Some(attempt),
-            })
-            && p.probe_task.as_deref() == Some(id)
-        {
+        if p.probe.as_deref() == Some(id) {
             // The probe was cancelled: it says nothing; another may go.
-            p.breaker = Breaker::HalfOpen { probe: None };
-            p.probe_task = None;
+            p.probe = None;
         }
         if let Some(t) = self.tasks.get_mut(id) {
             t.lingering.retain(|l| *l != provider);
@@ -1122,10 +1112,8 @@ impl Machine {
         assert_eq!(running, self.running);
         let mut free = 0;
         for (pid, p) in &self.providers {
-            let held = (p.running.len() + p.lingering.len()) as u32;
-            assert_eq!(p.reserved, held, "reserved slots of {pid}");
             assert_eq!(p.synced, p.effective(), "scheduler's slots of {pid}");
-            free += u64::from(p.effective().saturating_sub(p.reserved));
+            free += u64::from(p.effective().saturating_sub(p.reserved()));
         }
         assert_eq!(self.scheduler.free_slots(), free, "free slots");
         let advertised: u64 = self
@@ -1140,6 +1128,6 @@ impl Machine {
     /// Reserved slots of a provider, for tests.
     #[cfg(test)]
     pub(crate) fn reserved(&self, id: ProviderId) -> Option<u32> {
-        self.providers.get(&id).map(|p| p.reserved)
+        self.providers.get(&id).map(Provider::reserved)
     }
 }

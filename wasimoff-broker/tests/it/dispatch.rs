@@ -55,11 +55,6 @@ async fn a_stuck_attempt_is_cancelled_before_its_retry_reaches_the_same_provider
     broker.shutdown().await;
 }
 
-fn in_ms(ms: i128) -> wasimoff_core::wkt::Timestamp {
-    let now = i128::from(wasimoff_core::platform::unix_nanos());
-    wasimoff_core::wkt::Timestamp::from_unix_nanos(now + ms * 1_000_000)
-}
-
 #[tokio::test]
 async fn providers_are_told_each_attempts_time_limit() {
     let mut cfg = config();

@@ -7,14 +7,12 @@ use wasimoff_core::envelope::Payload;
 use wasimoff_core::messenger::{Messenger, MessengerConfig};
 use wasimoff_core::proto::task;
 use wasimoff_core::transport::WebSocketTransport;
-use wasimoff_core::wkt::Timestamp;
 
 use crate::support::*;
 
 fn deadline_in(ms: i128) -> Option<task::QoS> {
-    let now = wasimoff_core::platform::unix_nanos() as i128;
     Some(task::QoS {
-        deadline: Some(Timestamp::from_unix_nanos(now + ms * 1_000_000)),
+        deadline: Some(in_ms(ms)),
         ..Default::default()
     })
 }

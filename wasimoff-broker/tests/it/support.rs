@@ -276,6 +276,12 @@ pub async fn provider(
     }
 }
 
+/// The wall-clock time `ms` milliseconds from now.
+pub fn in_ms(ms: i128) -> wasimoff_core::wkt::Timestamp {
+    let now = i128::from(wasimoff_core::platform::unix_nanos());
+    wasimoff_core::wkt::Timestamp::from_unix_nanos(now + ms * 1_000_000)
+}
+
 /// The broker's `/api/status` JSON.
 pub async fn status(base: &str) -> serde_json::Value {
     let body = reqwest::get(format!("{base}/api/status"))
