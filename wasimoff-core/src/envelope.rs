@@ -112,6 +112,11 @@ macro_rules! payloads {
             /// Decodes `value` as the message named by the type URL (text after the last `/`).
             fn decode_value(type_url: &str, value: Bytes) -> Result<Payload, PayloadError> {
                 let name = type_name_of(type_url);
+                let refuse = |reason: String| PayloadError { type_name: name.to_owned(), reason };
+                let elements = crate::bounds::proto_elements(name, &value).map_err(refuse)?;
+                if elements > crate::bounds::MAX_ELEMENTS {
+                    return Err(refuse(too_many_elements(elements)));
+                }
                 Ok(match name {
                     $( $name => Payload::$variant(<$ty>::decode(value).map_err(|e| {
                         PayloadError { type_name: name.to_owned(), reason: e.to_string() }
@@ -416,8 +421,12 @@ impl Envelope {
     }
 
     /// Decodes the proto3-JSON encoding. `@type` may stand anywhere in the payload; unknown
-    /// keys are rejected, `null` means unset, 64-bit integers may be strings or numbers.
+    /// keys are skipped, `null` means unset, 64-bit integers may be strings or numbers.
     pub fn decode_json(text: &str) -> Result<Envelope, DecodeError> {
+        let elements = crate::bounds::json_elements(text.as_bytes());
+        if elements > crate::bounds::MAX_ELEMENTS {
+            return Err(DecodeError::Malformed(too_many_elements(elements)));
+        }
         let mut value: Value =
             serde_json::from_str(text).map_err(|e| DecodeError::Malformed(e.to_string()))?;
         let object = value
@@ -468,6 +477,13 @@ impl Envelope {
             payload,
         })
     }
+}
+
+fn too_many_elements(elements: usize) -> String {
+    format!(
+        "{elements} list elements exceed the protocol's limit of {} per message",
+        crate::bounds::MAX_ELEMENTS
+    )
 }
 
 /// Appends `"key":value` text as the last member of a compact JSON object.
@@ -718,6 +734,43 @@ mod tests {
                 kind: Some(MessageType::Request),
                 ..
             }
+        ));
+    }
+
+    #[test]
+    fn too_many_list_elements_are_refused_before_decoding() {
+        use crate::proto::task;
+        let request = |args: usize| {
+            Envelope::request(
+                3,
+                task::wasip1::Request {
+                    params: Some(task::wasip1::Params {
+                        args: vec![String::new(); args],
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            )
+        };
+        let limit = crate::bounds::MAX_ELEMENTS;
+        for codec in [Codec::Protobuf, Codec::Json] {
+            let ok = codec.encode(&request(limit - 16)).unwrap();
+            assert!(codec.decode(ok).is_ok(), "{codec:?}");
+            let big = codec.encode(&request(limit + 1)).unwrap();
+            let err = codec.decode(big).unwrap_err();
+            assert!(
+                err.to_string().contains("limit of 262144"),
+                "{codec:?}: {err}"
+            );
+        }
+        // The binary error keeps the sequence, so the peer can be answered.
+        let big = Codec::Protobuf.encode(&request(limit + 1)).unwrap();
+        assert!(matches!(
+            Codec::Protobuf.decode(big),
+            Err(DecodeError::Payload {
+                sequence: Some(3),
+                ..
+            })
         ));
     }
 

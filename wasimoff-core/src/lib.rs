@@ -10,6 +10,7 @@
 //! - [`platform`]: spawning, sleeping and `Send` bounds that differ between native and wasm32.
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
+pub mod bounds;
 pub mod envelope;
 pub mod executor;
 pub mod messenger;
