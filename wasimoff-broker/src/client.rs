@@ -43,25 +43,33 @@ fn connect_codec(headers: &HeaderMap) -> Option<ConnectCodec> {
     }
 }
 
-fn decode<M: prost::Message + Default + DeserializeOwned>(
+/// Decodes a Connect request body, consuming it. List elements are counted before decoding and
+/// refused beyond `max_elements`, so decoding costs at most about twice the body: binary `bytes`
+/// fields (stdin, inline files) share the body's buffer instead of copying it, and JSON is
+/// decoded straight into the message, without an intermediate tree.
+fn decode<M: prost::Message + prost::Name + Default + DeserializeOwned>(
     codec: ConnectCodec,
-    body: &[u8],
+    body: Bytes,
+    max_elements: usize,
 ) -> Result<M, TaskError> {
+    let elements = match codec {
+        ConnectCodec::Proto => wasimoff_core::bounds::proto_elements(&M::full_name(), &body)
+            .map_err(|e| TaskError::InvalidArgument(format!("bad message: {e}")))?,
+        ConnectCodec::Json => wasimoff_core::bounds::json_elements(&body),
+    };
+    if elements > max_elements {
+        return Err(TaskError::InvalidArgument(format!(
+            "request with {elements} list elements (arguments, environment, artifacts, trace \
+             events) exceeds the limit of {max_elements} (twice max_args, plus 1024)"
+        )));
+    }
     match codec {
         ConnectCodec::Proto => {
             M::decode(body).map_err(|e| TaskError::InvalidArgument(format!("bad message: {e}")))
         }
-        ConnectCodec::Json => {
-            let bad =
-                |e: serde_json::Error| TaskError::InvalidArgument(format!("bad JSON message: {e}"));
-            let mut value: serde_json::Value = serde_json::from_slice(body).map_err(bad)?;
-            // Task files carry "@type" (proto3 JSON of an Any); the procedure already names the
-            // message type, so the key is dropped.
-            if let Some(object) = value.as_object_mut() {
-                object.remove("@type");
-            }
-            serde_json::from_value(value).map_err(bad)
-        }
+        // Task files carry "@type" (proto3 JSON of an Any): an unknown key, skipped like any.
+        ConnectCodec::Json => serde_json::from_slice(&body)
+            .map_err(|e| TaskError::InvalidArgument(format!("bad JSON message: {e}"))),
     }
 }
 
@@ -120,8 +128,9 @@ pub(crate) async fn connect_rpc(
         return response;
     };
     let requester = requester(addr);
+    let max_elements = app.max_list_elements();
     let result = match method.as_str() {
-        "RunWasip1" => match decode::<task::wasip1::Request>(codec, &body) {
+        "RunWasip1" => match decode::<task::wasip1::Request>(codec, body, max_elements) {
             Ok(mut request) => {
                 apply_timeout(&headers, &mut request.qos);
                 app.run_wasip1(request, &requester)
@@ -130,7 +139,7 @@ pub(crate) async fn connect_rpc(
             }
             Err(e) => Err(e),
         },
-        "RunPyodide" => match decode::<task::pyodide::Request>(codec, &body) {
+        "RunPyodide" => match decode::<task::pyodide::Request>(codec, body, max_elements) {
             Ok(mut request) => {
                 apply_timeout(&headers, &mut request.qos);
                 app.run_pyodide(request, &requester)
@@ -139,7 +148,7 @@ pub(crate) async fn connect_rpc(
             }
             Err(e) => Err(e),
         },
-        "Upload" => match decode::<proto::filesystem::upload::Request>(codec, &body) {
+        "Upload" => match decode::<proto::filesystem::upload::Request>(codec, body, max_elements) {
             Ok(request) => app.upload(request).await.map(|r| encode(codec, &r)),
             Err(e) => Err(e),
         },
@@ -172,7 +181,12 @@ pub(crate) async fn client_socket(
             let Some(codec) = selected_codec(&socket) else {
                 return refuse_protocol(socket).await;
             };
-            let transport = AxumTransport::new(socket, codec, max_frame);
+            let transport = AxumTransport::new(
+                socket,
+                codec,
+                max_frame,
+                app.config.limits.socket_idle_timeout,
+            );
             let config = MessengerConfig {
                 outgoing_capacity: app.config.limits.socket_queue,
                 incoming_capacity: app.config.limits.socket_queue,

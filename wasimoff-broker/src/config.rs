@@ -40,11 +40,15 @@ impl std::str::FromStr for SchedulerKind {
 pub struct Limits {
     /// Tasks waiting for a provider; more are refused with 429 / `resource_exhausted`.
     pub max_queue: usize,
+    /// Bytes all unanswered tasks may hold together (each task's decoded request: stdin,
+    /// arguments, environment, inline data, plus its books); more are refused with 429 /
+    /// `resource_exhausted`, and a single task larger than this with 400.
+    pub max_queue_bytes: usize,
     /// The largest WebSocket frame accepted.
     pub max_frame: usize,
     /// The largest upload (HTTP body of uploads and task requests).
     pub max_upload: usize,
-    /// The largest stdin of a task.
+    /// The largest stdin of a task (`max_stdin`).
     pub max_stdin: usize,
     /// The largest blob a task may carry inline (it is moved into the store).
     pub max_inline_blob: usize,
@@ -71,12 +75,27 @@ pub struct Limits {
     pub socket_queue: usize,
     /// Time allowed for reading a request and for storage transfers.
     pub http_timeout: Duration,
+    /// Time a connection has to send a request's headers, from connecting or from its previous
+    /// response; also the grace before [`Limits::min_body_rate`] applies.
+    pub header_timeout: Duration,
+    /// The slowest a request body may arrive on average after the grace, in bytes per second
+    /// (0: no minimum).
+    pub min_body_rate: u64,
+    /// Open connections at most (lowered to fit the process's file limit). At the cap, the
+    /// longest idle connection is closed for a newcomer; with none idle, newcomers get 503.
+    pub max_connections: usize,
+    /// Percent of `max_connections` that only provider sockets may use.
+    pub provider_share: usize,
+    /// A WebSocket from which nothing (not even a pong to the broker's pings) arrives for this
+    /// long is closed; pings go out at a third of it.
+    pub socket_idle_timeout: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_queue: 100_000,
+            max_queue_bytes: 1 << 30,
             max_frame: 64 << 20,
             max_upload: 256 << 20,
             max_stdin: 16 << 20,
@@ -90,6 +109,11 @@ impl Default for Limits {
             max_attempts: 3,
             socket_queue: 256,
             http_timeout: Duration::from_secs(300),
+            header_timeout: Duration::from_secs(10),
+            min_body_rate: 16 << 10,
+            max_connections: 16_384,
+            provider_share: 25,
+            socket_idle_timeout: Duration::from_secs(60),
         }
     }
 }

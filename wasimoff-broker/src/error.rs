@@ -19,6 +19,14 @@ pub enum TaskError {
     /// The queue is full; retry later.
     #[error("queue full: {0} tasks are waiting")]
     QueueFull(usize),
+    /// Unanswered tasks hold the broker's whole byte budget; retry later.
+    #[error("queue full: tasks hold {held} bytes of the {limit}-byte budget (max_queue_bytes)")]
+    QueueBytesFull {
+        /// Bytes held now.
+        held: usize,
+        /// The budget.
+        limit: usize,
+    },
     /// `immediate` was requested and no provider slot is free, or nobody can run it.
     #[error("{0}")]
     Unavailable(String),
@@ -48,7 +56,7 @@ impl TaskError {
         match self {
             TaskError::InvalidArgument(_) => "invalid_argument",
             TaskError::NotFound(_) => "not_found",
-            TaskError::QueueFull(_) => "resource_exhausted",
+            TaskError::QueueFull(_) | TaskError::QueueBytesFull { .. } => "resource_exhausted",
             TaskError::Unavailable(_) | TaskError::ShuttingDown => "unavailable",
             TaskError::DeadlineExceeded => "deadline_exceeded",
             TaskError::ProviderFailed(_) => "aborted",
@@ -63,7 +71,9 @@ impl TaskError {
         match self {
             TaskError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
             TaskError::NotFound(_) => StatusCode::NOT_FOUND,
-            TaskError::QueueFull(_) => StatusCode::TOO_MANY_REQUESTS,
+            TaskError::QueueFull(_) | TaskError::QueueBytesFull { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             TaskError::Unavailable(_) | TaskError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             TaskError::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
             TaskError::ProviderFailed(_) => StatusCode::CONFLICT,
@@ -98,7 +108,10 @@ impl IntoResponse for TaskError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({ "code": self.connect_code(), "message": self.to_string() });
         let mut response = (self.status(), axum::Json(body)).into_response();
-        if matches!(self, TaskError::QueueFull(_)) {
+        if matches!(
+            self,
+            TaskError::QueueFull(_) | TaskError::QueueBytesFull { .. }
+        ) {
             response.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
                 axum::http::HeaderValue::from_static("1"),

@@ -19,6 +19,7 @@ pub(crate) struct Metrics {
     pub(crate) registry: Registry,
     pub(crate) queued: Gauge,
     pub(crate) running: Gauge,
+    pub(crate) held_bytes: Gauge,
     pub(crate) completed: Family<Outcome, Counter>,
     pub(crate) latency: Histogram,
     pub(crate) providers: Gauge,
@@ -31,6 +32,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("wasimoff");
         let queued = Gauge::default();
         let running = Gauge::default();
+        let held_bytes = Gauge::default();
         let completed = Family::<Outcome, Counter>::default();
         // 100 µs .. ~ 400 s
         let latency = Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
@@ -48,6 +50,11 @@ impl Metrics {
             "tasks_running",
             "Tasks running on providers",
             running.clone(),
+        );
+        registry.register(
+            "tasks_held_bytes",
+            "Bytes held by unanswered tasks (bounded by max_queue_bytes)",
+            held_bytes.clone(),
         );
         registry.register(
             "tasks_completed",
@@ -74,6 +81,7 @@ impl Metrics {
             registry,
             queued,
             running,
+            held_bytes,
             completed,
             latency,
             providers,

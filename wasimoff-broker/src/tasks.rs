@@ -12,13 +12,42 @@ use crate::dispatch::Job;
 use crate::error::TaskError;
 use crate::state::AppState;
 
-/// Checks that bytes are a valid WebAssembly module.
-pub(crate) fn validate_wasm(bytes: &[u8]) -> Result<(), TaskError> {
-    let mut validator = wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all());
-    validator
-        .validate_all(bytes)
-        .map(drop)
-        .map_err(|e| TaskError::InvalidArgument(format!("invalid WebAssembly module: {e}")))
+/// What the broker's books cost per task beyond its request: the machine's entry, timers,
+/// queue slots, the waiting client's channel.
+const TASK_OVERHEAD: usize = 2 << 10;
+
+/// What holding a task costs the broker in bytes, counted against `max_queue_bytes`: the
+/// encoded request (its binary data, such as stdin, is held once), plus each decoded string's
+/// header and heap copy.
+fn job_cost<'a>(encoded: usize, strings: impl IntoIterator<Item = &'a String>) -> usize {
+    strings
+        .into_iter()
+        .map(|s| s.len() + std::mem::size_of::<String>())
+        .fold(encoded + TASK_OVERHEAD, usize::saturating_add)
+}
+
+/// Inline files are moved into the store; binary fields decoded without a copy (stdin) may
+/// still share the request body's buffer and keep all of it alive. Copy such a field out.
+fn own(bytes: &mut Option<Bytes>) {
+    if let Some(b) = bytes.as_mut() {
+        *b = Bytes::copy_from_slice(b);
+    }
+}
+
+/// Checks that bytes are a valid WebAssembly module, on a blocking thread: validating a large
+/// module takes long enough (about a second for 190 MB) to stall the async workers.
+pub(crate) async fn validate_wasm(bytes: &Bytes) -> Result<(), TaskError> {
+    let bytes = bytes.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut validator =
+            wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all());
+        validator
+            .validate_all(&bytes)
+            .map(drop)
+            .map_err(|e| TaskError::InvalidArgument(format!("invalid WebAssembly module: {e}")))
+    })
+    .await
+    .map_err(|e| TaskError::Internal(format!("module validation failed: {e}")))?
 }
 
 impl AppState {
@@ -47,7 +76,7 @@ impl AppState {
                     )));
                 }
                 if wasm {
-                    validate_wasm(blob)?;
+                    validate_wasm(blob).await?;
                 }
                 self.store.put(blob.clone()).await?
             }
@@ -120,6 +149,16 @@ impl AppState {
         Ok(limit.min(Instant::now() + left))
     }
 
+    /// The most list elements a client request may carry before it is decoded: room for
+    /// `max_args` arguments, as many environment entries, and some artifacts and trace events.
+    pub(crate) fn max_list_elements(&self) -> usize {
+        self.config
+            .limits
+            .max_args
+            .saturating_mul(2)
+            .saturating_add(1024)
+    }
+
     /// Checks argv and environment against the limits (count and bytes).
     fn check_args(&self, args: &[String], envs: &[String]) -> Result<(), TaskError> {
         let limits = &self.config.limits;
@@ -142,7 +181,8 @@ impl AppState {
 
     /// Refuses a task whose request would not fit in one provider frame: a provider would
     /// drop its connection (and every task on it) rather than take it.
-    fn check_frame(&self, request: &impl prost::Message) -> Result<(), TaskError> {
+    /// Returns the request's encoded size.
+    fn check_frame(&self, request: &impl prost::Message) -> Result<usize, TaskError> {
         let size = request.encoded_len();
         // Room for the envelope around it and the broker's own metadata.
         let limit = self.config.limits.max_frame.saturating_sub(64 << 10);
@@ -150,6 +190,18 @@ impl AppState {
             return Err(TaskError::InvalidArgument(format!(
                 "task request of {size} bytes exceeds the provider frame limit of {limit} bytes; \
                  put large inputs in a rootfs or an uploaded file"
+            )));
+        }
+        Ok(size)
+    }
+
+    /// Checks a task's stdin against `max_stdin`.
+    fn check_stdin(&self, stdin: Option<&Bytes>) -> Result<(), TaskError> {
+        let size = stdin.map_or(0, Bytes::len);
+        let limit = self.config.limits.max_stdin;
+        if size > limit {
+            return Err(TaskError::InvalidArgument(format!(
+                "stdin of {size} bytes exceeds the limit of {limit} bytes (max_stdin)"
             )));
         }
         Ok(())
@@ -169,16 +221,17 @@ impl AppState {
             .as_ref()
             .ok_or_else(|| TaskError::InvalidArgument("task without binary".into()))?;
         let binary_name = binary.r#ref.clone().unwrap_or_else(|| "module.wasm".into());
+        self.check_stdin(params.stdin.as_ref())?;
+        let inline = [&params.binary, &params.rootfs].iter().any(|f| {
+            f.as_ref()
+                .is_some_and(|f| f.blob.as_ref().is_some_and(|b| !b.is_empty()))
+        });
         params.binary = Some(self.resolve_file(binary, "binary", true).await?);
         if let Some(rootfs) = &params.rootfs {
             params.rootfs = Some(self.resolve_file(rootfs, "rootfs", false).await?);
         }
-        let stdin = params.stdin.as_ref().map_or(0, Bytes::len);
-        if stdin > self.config.limits.max_stdin {
-            return Err(TaskError::InvalidArgument(format!(
-                "stdin of {stdin} bytes exceeds the limit of {} bytes",
-                self.config.limits.max_stdin
-            )));
+        if inline {
+            own(&mut params.stdin);
         }
         if let Some(bad) = params.envs.iter().find(|e| !e.contains('=')) {
             return Err(TaskError::InvalidArgument(format!(
@@ -200,7 +253,12 @@ impl AppState {
             qos,
             params: Some(params),
         };
-        self.check_frame(&request)?;
+        let encoded = self.check_frame(&request)?;
+        let params = request.params.as_ref();
+        let strings = params
+            .into_iter()
+            .flat_map(|p| p.args.iter().chain(&p.envs).chain(&p.artifacts));
+        let cost = job_cost(encoded, strings);
         let job = Job {
             id,
             payload: Box::new(Payload::Wasip1Request(request)),
@@ -208,6 +266,7 @@ impl AppState {
             priority,
             immediate,
             trace,
+            cost,
         };
         Ok((job, deadline))
     }
@@ -226,14 +285,16 @@ impl AppState {
                 "pyodide task without script or pickle".into(),
             ));
         }
+        self.check_stdin(params.stdin.as_ref())?;
         if let Some(rootfs) = &params.rootfs {
+            let inline = rootfs.blob.as_ref().is_some_and(|b| !b.is_empty());
             params.rootfs = Some(self.resolve_file(rootfs, "rootfs", false).await?);
-        }
-        let stdin = params.stdin.as_ref().map_or(0, Bytes::len);
-        if stdin > self.config.limits.max_stdin {
-            return Err(TaskError::InvalidArgument(format!(
-                "stdin of {stdin} bytes exceeds the limit"
-            )));
+            if inline {
+                own(&mut params.stdin);
+                if let Some(task::pyodide::params::Run::Pickle(pickle)) = params.run.as_mut() {
+                    *pickle = Bytes::copy_from_slice(pickle);
+                }
+            }
         }
         self.check_args(&params.packages, &params.envs)?;
         let deadline = self.deadline(qos.as_ref())?;
@@ -246,7 +307,12 @@ impl AppState {
             qos,
             params: Some(params),
         };
-        self.check_frame(&request)?;
+        let encoded = self.check_frame(&request)?;
+        let params = request.params.as_ref();
+        let strings = params
+            .into_iter()
+            .flat_map(|p| p.packages.iter().chain(&p.envs).chain(&p.artifacts));
+        let cost = job_cost(encoded, strings);
         let job = Job {
             id,
             payload: Box::new(Payload::PyodideRequest(request)),
@@ -254,6 +320,7 @@ impl AppState {
             priority,
             immediate,
             trace,
+            cost,
         };
         Ok((job, deadline))
     }
@@ -327,7 +394,7 @@ impl AppState {
             )));
         }
         match media::sniff(&bytes) {
-            media::WASM => validate_wasm(&bytes)?,
+            media::WASM => validate_wasm(&bytes).await?,
             media::ZIP => {}
             _ => {
                 return Err(TaskError::InvalidArgument(

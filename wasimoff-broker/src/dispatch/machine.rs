@@ -52,6 +52,8 @@ pub(crate) struct Job {
     pub(crate) immediate: bool,
     /// The client asked for a trace: record the broker's events.
     pub(crate) trace: bool,
+    /// What holding the task costs the broker, in bytes (its decoded request and books).
+    pub(crate) cost: usize,
 }
 
 /// Settings of the machine.
@@ -59,6 +61,8 @@ pub(crate) struct Job {
 pub(crate) struct MachineConfig {
     /// Tasks waiting for a provider; more are refused.
     pub(crate) max_queue: usize,
+    /// Bytes all unanswered tasks may hold together ([`Job::cost`]); more are refused.
+    pub(crate) max_bytes: usize,
     /// Attempts per task (refusals do not count).
     pub(crate) max_attempts: u32,
     /// The longest one attempt may run: the time limit the provider enforces on the guest.
@@ -80,6 +84,7 @@ impl Default for MachineConfig {
     fn default() -> Self {
         MachineConfig {
             max_queue: 100_000,
+            max_bytes: 1 << 30,
             max_attempts: 3,
             attempt_timeout: Duration::from_secs(300),
             attempt_grace: Duration::from_secs(5),
@@ -316,6 +321,8 @@ pub(crate) struct Machine {
     queued: usize,
     /// Tasks with an attempt on a provider.
     running: usize,
+    /// The sum of [`Job::cost`] over unanswered tasks.
+    held_bytes: usize,
     /// The sum of the slots providers advertise.
     advertised: u64,
     timers: BTreeMap<TimerKey, Timer>,
@@ -373,6 +380,7 @@ impl Machine {
             retry: VecDeque::new(),
             queued: 0,
             running: 0,
+            held_bytes: 0,
             advertised: 0,
             timers: BTreeMap::new(),
             timer_seq: 0,
@@ -390,6 +398,11 @@ impl Machine {
     /// Tasks with an attempt running on a provider.
     pub(crate) fn running(&self) -> usize {
         self.running
+    }
+
+    /// Bytes held by unanswered tasks ([`Job::cost`]).
+    pub(crate) fn held_bytes(&self) -> usize {
+        self.held_bytes
     }
 
     /// Tasks not yet answered.
@@ -536,6 +549,20 @@ impl Machine {
             let queued = self.queued;
             return reject(self, job, TaskError::QueueFull(queued));
         }
+        let limit = self.config.max_bytes;
+        if job.cost > limit {
+            let error = TaskError::InvalidArgument(format!(
+                "a task of {} bytes exceeds the broker's byte budget of {limit} bytes \
+                 (max_queue_bytes)",
+                job.cost
+            ));
+            return reject(self, job, error);
+        }
+        if self.held_bytes.saturating_add(job.cost) > limit {
+            let held = self.held_bytes;
+            return reject(self, job, TaskError::QueueBytesFull { held, limit });
+        }
+        self.held_bytes += job.cost;
         let id = job.id.clone();
         let (priority, immediate) = (job.priority, job.immediate);
         let deadline_timer = self.add_timer(deadline, Timer::Deadline(id.clone()));
@@ -1059,6 +1086,7 @@ impl Machine {
         let Some(mut task) = self.tasks.remove(id) else {
             return;
         };
+        self.held_bytes -= task.job.cost;
         debug_assert!(task.running.is_none(), "replied while an attempt runs");
         self.timers.remove(&task.deadline_timer);
         if let Some(key) = task.starve_timer {
@@ -1092,6 +1120,8 @@ impl Machine {
     #[cfg(test)]
     pub(crate) fn check(&self) {
         let mut running = 0;
+        let held: usize = self.tasks.values().map(|t| t.job.cost).sum();
+        assert_eq!(held, self.held_bytes, "held bytes");
         for (id, t) in &self.tasks {
             if let Some(a) = &t.running {
                 running += 1;

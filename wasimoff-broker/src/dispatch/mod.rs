@@ -425,6 +425,7 @@ impl Shell {
         let m = &self.metrics;
         m.queued.set(self.machine.queued() as i64);
         m.running.set(self.machine.running() as i64);
+        m.held_bytes.set(self.machine.held_bytes() as i64);
         m.providers.set(self.machine.providers() as i64);
         m.workers.set(self.machine.advertised_slots() as i64);
         let retries = self.machine.stats().retries;
@@ -633,6 +634,7 @@ pub fn machine_decision_cost(providers: u64, tasks: u64) -> f64 {
             priority: false,
             immediate: false,
             trace: false,
+            cost: 1,
         };
         machine.handle(
             now,

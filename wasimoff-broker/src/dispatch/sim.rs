@@ -211,6 +211,7 @@ impl Sim {
         let mut rng = Rng::new(seed);
         let config = MachineConfig {
             max_queue: [50, 1_000, 100_000][rng.below(3) as usize],
+            max_bytes: [1 << 20, 64 << 20, 1 << 30][rng.below(3) as usize],
             max_attempts: 1 + rng.below(4) as u32,
             attempt_timeout: [
                 rng.millis(5, 200),
@@ -476,6 +477,7 @@ impl Sim {
             priority,
             immediate,
             trace: rng.chance(0.05),
+            cost: rng.below(64 << 10) as usize + 1,
         };
         let deadline = self.now + deadline;
         self.tasks.insert(
@@ -950,6 +952,10 @@ impl Sim {
                             "failed"
                         }
                         Err(TaskError::QueueFull(_)) => "queue full",
+                        Err(TaskError::QueueBytesFull { held, limit }) => {
+                            assert!(*held <= *limit, "seed {seed}: held {held} > {limit}");
+                            "queue bytes full"
+                        }
                         Err(e) => panic!("seed {seed}: {id} answered {e}"),
                     };
                     if t.result_delivered {

@@ -86,6 +86,7 @@ impl Harness {
             priority: false,
             immediate,
             trace: false,
+            cost: 1,
         };
         let deadline = self.now + deadline;
         self.input(Input::Submit { job, deadline })
@@ -296,6 +297,7 @@ fn each_attempt_gets_the_time_left_capped_by_the_attempt_timeout() {
         priority: false,
         immediate: false,
         trace: false,
+        cost: 1,
     };
     let long = Input::Submit {
         job: job("long"),
@@ -538,4 +540,55 @@ fn a_full_queue_refuses_and_shutdown_answers_everyone() {
         h.submit("c", S(30)),
         [reply("c", Err(TaskError::ShuttingDown))]
     );
+}
+
+#[test]
+fn the_byte_budget_refuses_until_a_task_is_answered() {
+    let mut h = Harness::new(MachineConfig {
+        max_bytes: 1000,
+        ..config()
+    });
+    let costly = |h: &mut Harness, id: &str, cost: usize, immediate: bool| {
+        let job = Job {
+            id: id.into(),
+            payload: Box::new(Payload::Wasip1Request(Default::default())),
+            binary: None,
+            priority: false,
+            immediate,
+            trace: false,
+            cost,
+        };
+        let deadline = h.now + S(30);
+        h.input(Input::Submit { job, deadline })
+    };
+    assert_eq!(costly(&mut h, "a", 600, false), []);
+    // Over the budget with what is held: retry later; immediate tasks count too.
+    for immediate in [false, true] {
+        assert_eq!(
+            costly(&mut h, "b", 401, immediate),
+            [reply(
+                "b",
+                Err(TaskError::QueueBytesFull {
+                    held: 600,
+                    limit: 1000
+                })
+            )]
+        );
+    }
+    // Larger than the whole budget: never.
+    match costly(&mut h, "huge", 1001, false).as_slice() {
+        [Did::Reply(id, Err(TaskError::InvalidArgument(why)))] => {
+            assert_eq!(id, "huge");
+            assert!(why.contains("max_queue_bytes"), "{why}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(costly(&mut h, "c", 400, false), []);
+    assert_eq!(h.m.held_bytes(), 1000);
+    h.provider(P, 2);
+    assert_eq!(h.ok("a", 1, P), [reply("a", Ok("ok"))]);
+    // The answered task's bytes are free again.
+    assert_eq!(h.m.held_bytes(), 400);
+    assert_eq!(costly(&mut h, "d", 600, false), [send(P, "d", 1)]);
+    h.m.check();
 }
