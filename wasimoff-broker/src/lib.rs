@@ -25,6 +25,7 @@ mod dispatch;
 mod error;
 mod metrics;
 mod provider;
+mod server;
 mod state;
 mod storage;
 mod tasks;
@@ -190,6 +191,7 @@ impl BrokerBuilder {
             scheduler,
             DispatchConfig {
                 max_queue: config.limits.max_queue,
+                max_bytes: config.limits.max_queue_bytes,
                 max_attempts: config.limits.max_attempts.max(1),
                 attempt_timeout: config.limits.attempt_timeout,
                 attempt_grace: config.limits.attempt_grace,
@@ -270,6 +272,13 @@ impl Broker {
             .layer(DefaultBodyLimit::max(
                 limits.max_upload.saturating_add(1 << 20),
             ))
+            .layer(axum::middleware::from_fn_with_state(
+                server::min_rate::MinRate {
+                    grace: limits.header_timeout,
+                    rate: limits.min_body_rate,
+                },
+                server::min_rate::layer,
+            ))
             .layer(
                 CorsLayer::new()
                     .allow_origin(tower_http::cors::Any)
@@ -293,25 +302,18 @@ impl Broker {
         let local_addr = listener
             .local_addr()
             .map_err(|source| BrokerError::Bind { addr, source })?;
-        let shutdown = self.app.shutdown.clone();
-        let service = self
-            .router()
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let server = tokio::spawn(async move {
-            let stop = shutdown.clone();
-            // Small messages (pings, results) must not wait for Nagle's algorithm.
-            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!("cannot set TCP_NODELAY: {e}");
-                }
-            });
-            if let Err(e) = axum::serve(listener, service)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-            {
-                tracing::error!("server failed: {e}");
-            }
-        });
+        let limits = &self.app.config.limits;
+        let config = server::ServerConfig {
+            max_connections: limits.max_connections,
+            provider_share: limits.provider_share,
+            header_timeout: limits.header_timeout,
+        };
+        let server = tokio::spawn(server::serve(
+            listener,
+            self.router(),
+            config,
+            self.app.shutdown.clone(),
+        ));
         tracing::info!(%local_addr, "broker listening");
         Ok(BrokerHandle {
             broker: self,

@@ -48,6 +48,13 @@ struct Args {
     /// Tasks waiting for a provider before submissions are refused with 429.
     #[arg(long, env = "WASIMOFF_MAX_QUEUE", default_value_t = Limits::default().max_queue)]
     max_queue: usize,
+    /// Bytes all unanswered tasks may hold together (their decoded requests) before
+    /// submissions are refused with 429.
+    #[arg(long, env = "WASIMOFF_MAX_QUEUE_BYTES", default_value_t = Limits::default().max_queue_bytes)]
+    max_queue_bytes: usize,
+    /// Largest stdin of a task in bytes.
+    #[arg(long, env = "WASIMOFF_MAX_STDIN", default_value_t = Limits::default().max_stdin)]
+    max_stdin: usize,
     /// Largest upload in bytes.
     #[arg(long, env = "WASIMOFF_MAX_UPLOAD", default_value_t = Limits::default().max_upload)]
     max_upload: usize,
@@ -72,6 +79,24 @@ struct Args {
     /// fails with `unavailable`.
     #[arg(long, env = "WASIMOFF_PROVIDER_WAIT", default_value_t = 30)]
     provider_wait: u64,
+    /// Seconds a connection has to send a request's headers (also the grace before the
+    /// minimum body rate applies).
+    #[arg(long, env = "WASIMOFF_HEADER_TIMEOUT", default_value_t = 10)]
+    header_timeout: u64,
+    /// The slowest a request body may arrive after the grace, in bytes per second (0: any).
+    #[arg(long, env = "WASIMOFF_MIN_BODY_RATE", default_value_t = Limits::default().min_body_rate)]
+    min_body_rate: u64,
+    /// Open connections at most (lowered to fit `ulimit -n`); at the cap the longest idle
+    /// connection is closed for a newcomer.
+    #[arg(long, env = "WASIMOFF_MAX_CONNECTIONS", default_value_t = Limits::default().max_connections)]
+    max_connections: usize,
+    /// Percent of the connections that only providers may use.
+    #[arg(long, env = "WASIMOFF_PROVIDER_SHARE", default_value_t = Limits::default().provider_share)]
+    provider_share: usize,
+    /// Seconds a WebSocket may stay silent (no message, no pong to the broker's pings) before
+    /// it is closed.
+    #[arg(long, env = "WASIMOFF_SOCKET_IDLE_TIMEOUT", default_value_t = 60)]
+    socket_idle_timeout: u64,
     /// Seconds between provider pings.
     #[arg(long, env = "WASIMOFF_PING_INTERVAL", default_value_t = 5)]
     ping_interval: u64,
@@ -95,6 +120,8 @@ async fn main() -> anyhow::Result<()> {
         scheduler: args.scheduler,
         limits: Limits {
             max_queue: args.max_queue,
+            max_queue_bytes: args.max_queue_bytes,
+            max_stdin: args.max_stdin,
             max_upload: args.max_upload,
             max_args: args.max_args,
             max_args_bytes: args.max_args_bytes,
@@ -102,6 +129,11 @@ async fn main() -> anyhow::Result<()> {
             attempt_timeout: Duration::from_secs(args.attempt_timeout),
             attempt_grace: Duration::from_secs(args.attempt_grace),
             provider_wait: Duration::from_secs(args.provider_wait),
+            header_timeout: Duration::from_secs(args.header_timeout.max(1)),
+            min_body_rate: args.min_body_rate,
+            max_connections: args.max_connections,
+            provider_share: args.provider_share.min(100),
+            socket_idle_timeout: Duration::from_secs(args.socket_idle_timeout.max(1)),
             ..Limits::default()
         },
         ping: PingConfig {

@@ -101,7 +101,12 @@ async fn session(app: App, socket: WebSocket, name: String, agent: String) {
     let Some(codec) = selected_codec(&socket) else {
         return refuse_protocol(socket).await;
     };
-    let transport = AxumTransport::new(socket, codec, app.config.limits.max_frame);
+    let transport = AxumTransport::new(
+        socket,
+        codec,
+        app.config.limits.max_frame,
+        app.config.limits.socket_idle_timeout,
+    );
     let config = MessengerConfig {
         outgoing_capacity: app.config.limits.socket_queue,
         request_timeout: app.config.ping.timeout,

@@ -1,11 +1,21 @@
 //! [`AxumTransport`]: an upgraded axum WebSocket as a core [`Transport`], plus the subprotocol
 //! choice the broker makes during the upgrade.
+//!
+//! Every socket is kept alive and checked with WebSocket pings (which every WebSocket peer
+//! answers by protocol, the original peers included): one goes out at a third of the idle
+//! timeout, and a socket from which no frame at all arrives within the timeout is closed.
+
+use std::{
+    sync::{Arc, Weak},
+    time::Duration,
+};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::{
     SinkExt, StreamExt,
     stream::{SplitSink, SplitStream},
 };
+use tokio::sync::Mutex;
 use wasimoff_core::envelope::{Codec, DecodeError, Envelope, Frame};
 use wasimoff_core::transport::{
     CloseReason, Transport, TransportError, TransportReceiver, TransportSender,
@@ -24,14 +34,32 @@ pub(crate) struct AxumTransport {
     socket: WebSocket,
     codec: Codec,
     max_frame: usize,
+    idle: Duration,
 }
 
 impl AxumTransport {
-    pub(crate) fn new(socket: WebSocket, codec: Codec, max_frame: usize) -> Self {
+    /// `idle`: how long the socket may stay silent (no frame, no pong) before it is closed.
+    pub(crate) fn new(socket: WebSocket, codec: Codec, max_frame: usize, idle: Duration) -> Self {
         AxumTransport {
             socket,
             codec,
             max_frame,
+            idle: idle.max(Duration::from_millis(30)),
+        }
+    }
+}
+
+type Sink = Mutex<SplitSink<WebSocket, Message>>;
+
+/// Pings the peer every `every` while the sender lives.
+async fn keepalive(sink: Weak<Sink>, every: Duration) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tick.tick().await;
+        let Some(sink) = sink.upgrade() else { return };
+        let mut sink = sink.lock().await;
+        if sink.send(Message::Ping(Default::default())).await.is_err() {
+            return;
         }
     }
 }
@@ -46,6 +74,8 @@ impl Transport for AxumTransport {
 
     fn split(self) -> (AxumSender, AxumReceiver) {
         let (sink, stream) = self.socket.split();
+        let sink = Arc::new(Mutex::new(sink));
+        tokio::spawn(keepalive(Arc::downgrade(&sink), self.idle / 3));
         (
             AxumSender {
                 sink,
@@ -55,6 +85,7 @@ impl Transport for AxumTransport {
                 stream,
                 codec: self.codec,
                 max_frame: self.max_frame,
+                idle: self.idle,
                 done: false,
             },
         )
@@ -63,7 +94,7 @@ impl Transport for AxumTransport {
 
 #[derive(Debug)]
 pub(crate) struct AxumSender {
-    sink: SplitSink<WebSocket, Message>,
+    sink: Arc<Sink>,
     codec: Codec,
 }
 
@@ -87,16 +118,26 @@ fn gone() -> TransportError {
 impl TransportSender for AxumSender {
     async fn send(&mut self, envelope: Envelope) -> Result<(), TransportError> {
         let message = self.message(&envelope)?;
-        self.sink.send(message).await.map_err(|_| gone())
+        self.sink
+            .lock()
+            .await
+            .send(message)
+            .await
+            .map_err(|_| gone())
     }
 
     async fn feed(&mut self, envelope: Envelope) -> Result<(), TransportError> {
         let message = self.message(&envelope)?;
-        self.sink.feed(message).await.map_err(|_| gone())
+        self.sink
+            .lock()
+            .await
+            .feed(message)
+            .await
+            .map_err(|_| gone())
     }
 
     async fn flush(&mut self) -> Result<(), TransportError> {
-        self.sink.flush().await.map_err(|_| gone())
+        self.sink.lock().await.flush().await.map_err(|_| gone())
     }
 
     async fn close(&mut self, reason: CloseReason) -> Result<(), TransportError> {
@@ -104,8 +145,9 @@ impl TransportSender for AxumSender {
             code: reason.code,
             reason: reason.reason.into(),
         };
-        let result = self.sink.send(Message::Close(Some(frame))).await;
-        let _ = self.sink.close().await;
+        let mut sink = self.sink.lock().await;
+        let result = sink.send(Message::Close(Some(frame))).await;
+        let _ = sink.close().await;
         result.map_err(|_| gone())
     }
 }
@@ -115,6 +157,7 @@ pub(crate) struct AxumReceiver {
     stream: SplitStream<WebSocket>,
     codec: Codec,
     max_frame: usize,
+    idle: Duration,
     done: bool,
 }
 
@@ -125,7 +168,18 @@ impl TransportReceiver for AxumReceiver {
             return None;
         }
         loop {
-            let frame = match self.stream.next().await {
+            let Ok(next) = tokio::time::timeout(self.idle, self.stream.next()).await else {
+                self.done = true;
+                let reason = format!(
+                    "nothing received for {} s, not even a pong",
+                    self.idle.as_secs_f64()
+                );
+                return Some(Err(TransportError::Closed(CloseReason::new(
+                    CloseReason::GOING_AWAY,
+                    reason,
+                ))));
+            };
+            let frame = match next {
                 None => {
                     self.done = true;
                     return Some(Err(gone()));

@@ -6,6 +6,7 @@ mod support;
 
 mod bad_input;
 mod dispatch;
+mod hostile;
 mod lifecycle;
 mod native;
 mod routes;
