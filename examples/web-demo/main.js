@@ -38,10 +38,12 @@ $("form").addEventListener("submit", async (event) => {
       timeoutMs: 10_000,
     });
     // `status` is the guest's exit code; `error` says why it has none (trap, deadline, ...).
+    // A stream longer than the output cap (16 MiB) is cut and flagged `…Truncated`.
+    const cut = (text, truncated) => (truncated ? `${text}\n[truncated at the output limit]` : text);
     show(result.error ?? String(result.status), {
       elapsed: `${result.ms.toFixed(1)} ms`,
-      stdout: result.stdoutText,
-      stderr: result.stderrText,
+      stdout: cut(result.stdoutText, result.stdoutTruncated),
+      stderr: cut(result.stderrText, result.stderrTruncated),
       failed: result.error !== undefined || result.status !== 0,
     });
   } catch (err) {

@@ -12,6 +12,7 @@ use axum::{
 use serde::{Serialize, de::DeserializeOwned};
 use tokio_util::sync::CancellationToken;
 use wasimoff_core::envelope::{Codec, Payload};
+use wasimoff_core::executor::truncated_streams;
 use wasimoff_core::messenger::{IncomingMessage, Messenger, MessengerConfig};
 use wasimoff_core::proto::{self, task};
 
@@ -290,6 +291,13 @@ pub(crate) async fn exec(
                 "x-wasimoff-status",
                 HeaderValue::from(output.status.unwrap_or(0)),
             );
+            // `X-Wasimoff-Truncated: stdout | stderr | stdout, stderr` when the provider cut it.
+            if let Some(cut) = truncated_streams(
+                output.stdout_truncated.unwrap_or(false),
+                output.stderr_truncated.unwrap_or(false),
+            ) {
+                h.insert("x-wasimoff-truncated", HeaderValue::from_static(cut));
+            }
             for (name, blob) in [
                 ("x-wasimoff-stderr", output.stderr.filter(|s| !s.is_empty())),
                 (

@@ -323,15 +323,29 @@ impl From<wasip1::Request> for Task {
 ///
 /// A guest that exits non-zero is still an `Output` (check [`status`](Output::status)); a trap
 /// or limit is [`Error::Task`].
+///
+/// A provider keeps at most its output cap (16 MiB by default) of each stream; a guest that
+/// wrote more still ends normally, with the first bytes kept and
+/// [`stdout_truncated`](Output::stdout_truncated) / [`stderr_truncated`](Output::stderr_truncated)
+/// set (check [`truncated`](Output::truncated)). Providers of the original system never set
+/// them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Output {
     /// The exit status (0 = success).
     pub status: i32,
-    /// Everything the task wrote to stdout.
+    /// What the task wrote to stdout (only the first bytes if
+    /// [`stdout_truncated`](Output::stdout_truncated)).
     pub stdout: Bytes,
-    /// Everything the task wrote to stderr.
+    /// What the task wrote to stderr (only the first bytes if
+    /// [`stderr_truncated`](Output::stderr_truncated)).
     pub stderr: Bytes,
+    /// The provider cut stdout at its output cap: the task wrote more than
+    /// [`stdout`](Output::stdout) holds.
+    pub stdout_truncated: bool,
+    /// The provider cut stderr at its output cap: the task wrote more than
+    /// [`stderr`](Output::stderr) holds.
+    pub stderr_truncated: bool,
     /// A zip of the requested [`artifacts`](Task::artifacts), if any.
     pub artifacts: Option<Bytes>,
     /// The broker's task id.
@@ -362,6 +376,8 @@ impl Output {
                 status: output.status.unwrap_or(0),
                 stdout: output.stdout.unwrap_or_default(),
                 stderr: output.stderr.unwrap_or_default(),
+                stdout_truncated: output.stdout_truncated.unwrap_or(false),
+                stderr_truncated: output.stderr_truncated.unwrap_or(false),
                 artifacts: output
                     .artifacts
                     .and_then(|a| a.blob)
@@ -377,9 +393,33 @@ impl Output {
         }
     }
 
-    /// Whether the task exited with status 0.
+    /// Whether the task exited with status 0 (its output may still be
+    /// [`truncated`](Output::truncated)).
     pub fn success(&self) -> bool {
         self.status == 0
+    }
+
+    /// The streams the provider cut at its output cap: `Some("stdout")`, `Some("stderr")`,
+    /// `Some("stdout, stderr")`, or `None` when both are complete.
+    ///
+    /// ```
+    /// use wasimoff_client::Output;
+    /// use wasimoff_core::proto::task::wasip1;
+    /// let response = wasip1::Response {
+    ///     info: None,
+    ///     result: Some(wasip1::response::Result::Ok(wasip1::Output {
+    ///         status: Some(0),
+    ///         stdout: Some("the first bytes".into()),
+    ///         stdout_truncated: Some(true),
+    ///         ..Default::default()
+    ///     })),
+    /// };
+    /// let output = Output::from_response(response).unwrap();
+    /// assert!(output.success() && output.stdout_truncated && !output.stderr_truncated);
+    /// assert_eq!(output.truncated(), Some("stdout"));
+    /// ```
+    pub fn truncated(&self) -> Option<&'static str> {
+        wasimoff_core::executor::truncated_streams(self.stdout_truncated, self.stderr_truncated)
     }
 
     /// Stdout as text (invalid UTF-8 replaced).

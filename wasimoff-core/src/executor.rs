@@ -127,6 +127,9 @@ pub struct ExecOutput {
 impl ExecOutput {
     /// The wire response for this output: `ok` with the status for an exit, `error` otherwise
     /// (a trap still carries its output in the error text's context for humans).
+    ///
+    /// `stdout_truncated` / `stderr_truncated` are set only when true: an output that was not
+    /// cut encodes exactly as the original peers' (see docs/protocol.md).
     pub fn into_wasip1_result(self) -> wasip1::response::Result {
         match self.termination {
             Termination::Exited(status) => wasip1::response::Result::Ok(wasip1::Output {
@@ -138,9 +141,29 @@ impl ExecOutput {
                     media: Some(crate::store::media::ZIP.into()),
                     blob: Some(zip),
                 }),
+                stdout_truncated: self.stdout_truncated.then_some(true),
+                stderr_truncated: self.stderr_truncated.then_some(true),
             }),
             other => wasip1::response::Result::Error(describe_failure(&other, &self.stderr)),
         }
+    }
+}
+
+/// Which output streams were cut, as the broker's `X-Wasimoff-Truncated` header and the
+/// warnings say it: `"stdout"`, `"stderr"`, `"stdout, stderr"`, or `None` when neither was.
+///
+/// ```
+/// use wasimoff_core::executor::truncated_streams;
+/// assert_eq!(truncated_streams(true, true), Some("stdout, stderr"));
+/// assert_eq!(truncated_streams(false, true), Some("stderr"));
+/// assert_eq!(truncated_streams(false, false), None);
+/// ```
+pub fn truncated_streams(stdout: bool, stderr: bool) -> Option<&'static str> {
+    match (stdout, stderr) {
+        (true, true) => Some("stdout, stderr"),
+        (true, false) => Some("stdout"),
+        (false, true) => Some("stderr"),
+        (false, false) => None,
     }
 }
 

@@ -509,11 +509,19 @@ fn status_object(status: &ProviderStatus, extra: &Extra) -> Object {
     object
 }
 
+/// Whether a provider or worker cut stdout / stderr at its output cap.
+#[derive(Clone, Copy, Debug)]
+struct Cut {
+    stdout: bool,
+    stderr: bool,
+}
+
 /// Builds the result object shared by `Client.submit` and `Executor.run`.
 fn output_object(
     status: Option<i32>,
     stdout: &[u8],
     stderr: &[u8],
+    cut: Cut,
     artifacts: Option<&[u8]>,
 ) -> Object {
     let object = Object::new();
@@ -522,6 +530,8 @@ fn output_object(
     }
     set(&object, "stdout", jsmsg::bytes_to_js(stdout));
     set(&object, "stderr", jsmsg::bytes_to_js(stderr));
+    set(&object, "stdoutTruncated", cut.stdout);
+    set(&object, "stderrTruncated", cut.stderr);
     set(
         &object,
         "stdoutText",
@@ -622,6 +632,10 @@ impl Client {
             Some(output.status),
             &output.stdout,
             &output.stderr,
+            Cut {
+                stdout: output.stdout_truncated,
+                stderr: output.stderr_truncated,
+            },
             output.artifacts.as_deref(),
         );
         if let Some(id) = output.id {
@@ -661,8 +675,9 @@ impl Executor {
     }
 
     /// Runs one task: `{ binary: Uint8Array, args, envs, stdin, rootfs?, artifacts, timeoutMs,
-    /// id? }`. Resolves to `{ status?, error?, stdout, stderr, stdoutText, stderrText,
-    /// artifacts?, ms }`; rejects if the task could not run at all (bad module, bad rootfs).
+    /// id? }`. Resolves to `{ status?, error?, stdout, stderr, stdoutTruncated, stderrTruncated,
+    /// stdoutText, stderrText, artifacts?, ms }`; rejects if the task could not run at all (bad
+    /// module, bad rootfs).
     pub async fn run(&self, task: Object) -> Result<JsValue, JsError> {
         let task: JsValue = task.into();
         let binary = jsmsg::get_bytes(&task, "binary")
@@ -703,6 +718,10 @@ impl Executor {
             status,
             &output.stdout,
             &output.stderr,
+            Cut {
+                stdout: output.stdout_truncated,
+                stderr: output.stderr_truncated,
+            },
             output.artifacts.as_deref(),
         );
         if let Some(error) = error {

@@ -72,7 +72,8 @@ impl Connector for PairConnector {
     }
 }
 
-/// argv[1] picks the behaviour: `echo` prints the rest, `wait` waits for its cancel token,
+/// argv[1] picks the behaviour: `echo` prints the rest, `cut` prints a few bytes flagged as cut
+/// at the output cap, `wait` waits for its cancel token,
 /// `hold` waits for the test's release (or cancel), `linger` waits for its cancel token, reports
 /// it on `stopping` and then waits for the release; anything else is an `ExecError`.
 struct FakeExecutor {
@@ -99,6 +100,10 @@ impl Executor for FakeExecutor {
         };
         match task.args.get(1).map(String::as_str) {
             Some("echo") => Ok(output(Termination::Exited(0), task.args[2..].join(" "))),
+            Some("cut") => Ok(ExecOutput {
+                stdout_truncated: true,
+                ..output(Termination::Exited(0), "the first bytes".into())
+            }),
             Some("wait") => {
                 cancel.cancelled().await;
                 Ok(output(Termination::Cancelled, String::new()))
@@ -512,6 +517,58 @@ async fn task_runs_end_to_end_with_a_verified_fetch() {
         ),
         (5, 5, 1)
     );
+    h.provider.shutdown(Duration::from_secs(5)).await;
+    within("run to end", &mut h.run).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_cut_output_is_flagged_on_the_wire_and_in_the_trace() {
+    let mut h = Harness::start(None);
+    let mut broker = h.accept().await;
+    broker.resources(2, 0).await;
+    let done_details = |response: &wasip1::Response| {
+        let info = response.info.as_ref().unwrap();
+        let events = &info.trace.as_ref().unwrap().events;
+        let done = events
+            .iter()
+            .find(|e| e.event == Some(EventType::ProviderWorkerDone as i32))
+            .unwrap();
+        done.details.clone()
+    };
+
+    let cut = response(
+        broker
+            .call(task("cut", blob(b"\0asm cut"), &["a.wasm", "cut"]))
+            .await
+            .unwrap(),
+    );
+    let Some(wasip1::response::Result::Ok(output)) = &cut.result else {
+        panic!("{cut:?}")
+    };
+    assert_eq!(output.stdout.as_deref(), Some(&b"the first bytes"[..]));
+    assert_eq!(output.stdout_truncated, Some(true));
+    assert_eq!(output.stderr_truncated, None, "absent, not false");
+    assert_eq!(
+        done_details(&cut).as_deref(),
+        Some("stdout truncated at the output cap")
+    );
+
+    // An output that was not cut carries neither flag nor detail.
+    let whole = response(
+        broker
+            .call(task("whole", blob(b"\0asm cut"), &["a.wasm", "echo", "hi"]))
+            .await
+            .unwrap(),
+    );
+    let Some(wasip1::response::Result::Ok(output)) = &whole.result else {
+        panic!("{whole:?}")
+    };
+    assert_eq!(
+        (output.stdout_truncated, output.stderr_truncated),
+        (None, None)
+    );
+    assert_eq!(done_details(&whole), None);
+
     h.provider.shutdown(Duration::from_secs(5)).await;
     within("run to end", &mut h.run).await.unwrap();
 }

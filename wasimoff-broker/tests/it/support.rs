@@ -107,7 +107,7 @@ pub fn echo_output(request: &task::wasip1::Request) -> task::wasip1::Output {
         status: Some(0),
         stdout: Some(stdout.into_bytes().into()),
         stderr: Some(Default::default()),
-        artifacts: None,
+        ..Default::default()
     }
 }
 

@@ -9,3 +9,4 @@ mod cli;
 mod curl;
 mod library;
 mod queue;
+mod truncation;

@@ -71,11 +71,19 @@ impl Env {
     /// Starts a native provider (wasmtime) with `workers` slots and waits until the broker
     /// sees it.
     pub fn add_provider(&self, name: &str, workers: usize) -> Provider {
-        let executor = WasmtimeExecutor::new(WasmtimeConfig {
-            workers,
-            ..WasmtimeConfig::default()
-        })
-        .unwrap();
+        self.add_provider_with(
+            name,
+            WasmtimeConfig {
+                workers,
+                ..WasmtimeConfig::default()
+            },
+        )
+    }
+
+    /// Starts a native provider with this executor configuration (one slot per worker).
+    pub fn add_provider_with(&self, name: &str, executor: WasmtimeConfig) -> Provider {
+        let workers = executor.workers;
+        let executor = WasmtimeExecutor::new(executor).unwrap();
         let config = ProviderConfig {
             name: name.into(),
             concurrency: Some(workers),

@@ -11,12 +11,13 @@
 //!
 //! The response's `info` is the request's with `provider` set to this provider's name; when
 //! `info.trace` is present, ProviderTaskReceived, ProviderWorkerExecute, ProviderWorkerDone,
-//! ProviderTransmitResult (and ProviderError on failure) are appended with wall-clock nanos.
+//! ProviderTransmitResult (and ProviderError on failure) are appended with wall-clock nanos;
+//! ProviderWorkerDone's details name the streams cut at the output cap, if any.
 
 use std::time::Duration;
 
 use wasimoff_core::{
-    executor::{CancellationToken, ExecLimits, ExecTask},
+    executor::{CancellationToken, ExecLimits, ExecTask, truncated_streams},
     messenger::Responder,
     platform,
     proto::{
@@ -177,7 +178,17 @@ async fn execute(
     };
     trace(info, EventType::ProviderWorkerExecute, None);
     let output = inner.executor.execute(task, token).await;
-    trace(info, EventType::ProviderWorkerDone, None);
+    // The flags travel in the output (`stdout_truncated` / `stderr_truncated`); a traced task
+    // also says so in its trace, where an original peer can see it too.
+    let cut = output
+        .as_ref()
+        .ok()
+        .and_then(|out| truncated_streams(out.stdout_truncated, out.stderr_truncated))
+        .map(|streams| format!("{streams} truncated at the output cap"));
+    if let Some(cut) = &cut {
+        tracing::debug!(task = %id, "{cut}");
+    }
+    trace(info, EventType::ProviderWorkerDone, cut);
     output
         .map(|out| out.into_wasip1_result())
         .map_err(|e| e.to_string())

@@ -11,7 +11,7 @@ mod run;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use wasimoff_client::{Client, DEFAULT_BROKER, Error, RetryPolicy};
+use wasimoff_client::{Client, DEFAULT_BROKER, Error, Output, RetryPolicy};
 
 /// The exit codes of `wasimoff` (besides a task's own status, which `run` passes on).
 pub(crate) mod exit {
@@ -20,6 +20,10 @@ pub(crate) mod exit {
     pub(crate) const FAILURE: u8 = 1;
     /// Bad command-line usage (clap's code) or a request the broker rejected as invalid.
     pub(crate) const USAGE: u8 = 2;
+    /// `run`: the task exited 0 but the provider cut its stdout or stderr at its output cap,
+    /// so what was printed is incomplete (a warning says which stream). `EX_IOERR`. A task that
+    /// exited non-zero keeps its own status; `--allow-truncated` keeps 0.
+    pub(crate) const OUTPUT_TRUNCATED: u8 = 74;
     /// The broker's queue is full: try again later (or pass `--retry`). `EX_TEMPFAIL`.
     pub(crate) const QUEUE_FULL: u8 = 75;
     /// `run`: the task did not finish normally (trap, resource limit, provider failure,
@@ -40,6 +44,10 @@ pub(crate) struct Cli {
     /// Retry with backoff when the broker's queue is full (HTTP 429), instead of failing.
     #[arg(long, global = true)]
     retry: bool,
+    /// Do not fail when a provider cut a task's stdout or stderr at its output cap (the warning
+    /// is still printed).
+    #[arg(long, global = true)]
+    allow_truncated: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -102,6 +110,25 @@ pub(crate) fn error_code(e: &Error) -> u8 {
     }
 }
 
+/// The warning for a task whose output a provider cut, one line per stream; `None` if nothing
+/// was cut.
+pub(crate) fn truncation_warning(output: &Output) -> Option<String> {
+    let line = |name: &str, kept: usize| {
+        format!(
+            "wasimoff: warning: {name} was truncated at the provider's output limit: only its \
+             first {kept} bytes were returned, the task wrote more"
+        )
+    };
+    let mut lines = Vec::new();
+    if output.stdout_truncated {
+        lines.push(line("stdout", output.stdout.len()));
+    }
+    if output.stderr_truncated {
+        lines.push(line("stderr", output.stderr.len()));
+    }
+    (!lines.is_empty()).then(|| lines.join("\n"))
+}
+
 fn client(cli: &Cli) -> Result<Client, Error> {
     let mut builder = Client::builder(&cli.broker);
     if let Some(token) = &cli.token {
@@ -121,9 +148,9 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
             println!("{r}");
             Ok(0)
         }
-        Command::Run(args) => run::run(&client, args).await,
-        Command::Task(args) => batch::task(&client, args).await,
-        Command::Batch(args) => batch::batch(&client, args).await,
+        Command::Run(args) => run::run(&client, args, cli.allow_truncated).await,
+        Command::Task(args) => batch::task(&client, args, cli.allow_truncated).await,
+        Command::Batch(args) => batch::batch(&client, args, cli.allow_truncated).await,
         Command::Status { json } => status(&client, json).await,
     }
 }

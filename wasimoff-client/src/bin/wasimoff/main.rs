@@ -9,10 +9,12 @@
 //! ```
 //!
 //! Exit codes: `run` exits with the task's exit status (0-255). Otherwise: 1 for local,
-//! transport and broker errors and for `task`/`batch` runs where some task failed or exited
-//! non-zero; 2 for usage errors and requests the broker rejects as invalid; 75 when the broker's
-//! queue is full (retry later, or pass `--retry`); 134 when `run`'s task did not finish
-//! normally (trap, resource limit, provider failure, deadline).
+//! transport and broker errors and for `task`/`batch` runs where some task failed, exited
+//! non-zero or had its output truncated; 2 for usage errors and requests the broker rejects as
+//! invalid; 74 when `run`'s task exited 0 but a provider cut its stdout or stderr at its output
+//! cap (a warning on stderr says which; `--allow-truncated` keeps 0); 75 when the broker's queue
+//! is full (retry later, or pass `--retry`); 134 when `run`'s task did not finish normally
+//! (trap, resource limit, provider failure, deadline).
 //!
 //! The tool is native only: on `wasm32` targets (where the library alone is useful) this binary
 //! is an empty stub, so that the crate's default features still build there.

@@ -139,6 +139,15 @@ fn output_json_with(index: Option<usize>, output: &Output, artifacts: bool) -> V
         "stdout": output.stdout_lossy(),
         "stderr": output.stderr_lossy(),
     });
+    // Only when set, as on the wire: results that were not cut look as they always did.
+    for (key, cut) in [
+        ("stdout_truncated", output.stdout_truncated),
+        ("stderr_truncated", output.stderr_truncated),
+    ] {
+        if let (true, Some(map)) = (cut, value.as_object_mut()) {
+            map.insert(key.into(), true.into());
+        }
+    }
     if let (Some(zip), Some(map)) = (&output.artifacts, value.as_object_mut()) {
         map.insert("artifacts_bytes".into(), zip.len().into());
         if artifacts {
@@ -172,11 +181,20 @@ pub(crate) fn error_json(index: Option<usize>, error: &Error) -> Value {
 struct Tally {
     ok: usize,
     nonzero: usize,
+    /// Tasks (of those that ran) whose stdout or stderr a provider cut at its output cap.
+    truncated: usize,
+    /// Whether truncated outputs still count as success (`--allow-truncated`).
+    allow_truncated: bool,
     errors: BTreeMap<String, (usize, Vec<String>)>,
 }
 
 impl Tally {
     fn add(&mut self, index: usize, result: &Result<Output, Error>) {
+        if let Ok(output) = result
+            && output.truncated().is_some()
+        {
+            self.truncated += 1;
+        }
         match result {
             Ok(o) if o.success() => self.ok += 1,
             Ok(_) => self.nonzero += 1,
@@ -203,6 +221,13 @@ impl Tally {
             self.nonzero,
             self.failed()
         );
+        if self.truncated > 0 {
+            text.push_str(&format!(
+                ", {} with output truncated at the provider's output limit (see \
+                 stdout_truncated/stderr_truncated)",
+                self.truncated
+            ));
+        }
         for (code, (n, examples)) in &self.errors {
             text.push_str(&format!("\n  {n} × {code}"));
             for example in examples {
@@ -212,9 +237,10 @@ impl Tally {
         text
     }
 
-    /// 0 when every task ran and exited 0.
+    /// 0 when every task ran and exited 0 with its whole output (or `--allow-truncated`).
     fn exit_code(&self) -> u8 {
-        if self.failed() == 0 && self.nonzero == 0 {
+        let cut = self.truncated > 0 && !self.allow_truncated;
+        if self.failed() == 0 && self.nonzero == 0 && !cut {
             0
         } else {
             exit::FAILURE
@@ -229,13 +255,17 @@ async fn run_all<I>(
     concurrency: usize,
     bar: ProgressBar,
     artifacts: bool,
+    allow_truncated: bool,
 ) -> Tally
 where
     I: IntoIterator<Item = Task>,
     I::IntoIter: Send + 'static,
 {
     let mut results = client.submit_many(tasks, concurrency);
-    let mut tally = Tally::default();
+    let mut tally = Tally {
+        allow_truncated,
+        ..Tally::default()
+    };
     let mut seen = 0;
     while let Some((index, result)) = results.next().await {
         let line = match &result {
@@ -269,7 +299,11 @@ fn progress_bar(total: usize, show: bool) -> ProgressBar {
 }
 
 /// `wasimoff task FILE...`
-pub(crate) async fn task(client: &Client, args: TaskArgs) -> Result<u8, Error> {
+pub(crate) async fn task(
+    client: &Client,
+    args: TaskArgs,
+    allow_truncated: bool,
+) -> Result<u8, Error> {
     let mut tasks = Vec::new();
     for file in &args.files {
         tasks.extend(tasks_of(file)?);
@@ -283,6 +317,7 @@ pub(crate) async fn task(client: &Client, args: TaskArgs) -> Result<u8, Error> {
         args.concurrency,
         ProgressBar::hidden(),
         args.with_artifacts,
+        allow_truncated,
     )
     .await;
     if tally.exit_code() != 0 {
@@ -292,7 +327,11 @@ pub(crate) async fn task(client: &Client, args: TaskArgs) -> Result<u8, Error> {
 }
 
 /// `wasimoff batch`
-pub(crate) async fn batch(client: &Client, args: BatchArgs) -> Result<u8, Error> {
+pub(crate) async fn batch(
+    client: &Client,
+    args: BatchArgs,
+    allow_truncated: bool,
+) -> Result<u8, Error> {
     let show = !args.no_progress && (args.progress || std::io::stderr().is_terminal());
     let started = Instant::now();
     let (tally, total) = match (&args.file, &args.template) {
@@ -307,6 +346,7 @@ pub(crate) async fn batch(client: &Client, args: BatchArgs) -> Result<u8, Error>
                 args.concurrency,
                 bar,
                 args.with_artifacts,
+                allow_truncated,
             )
             .await;
             (tally, total)
@@ -339,6 +379,7 @@ pub(crate) async fn batch(client: &Client, args: BatchArgs) -> Result<u8, Error>
                 args.concurrency,
                 bar,
                 args.with_artifacts,
+                allow_truncated,
             )
             .await;
             (tally, total)

@@ -49,8 +49,13 @@ fn read(path: &Path) -> Result<Vec<u8>, Error> {
     std::fs::read(path).map_err(|e| Error::Local(format!("cannot read {}: {e}", path.display())))
 }
 
-/// Runs the task; the exit code is the task's status.
-pub(crate) async fn run(client: &Client, args: RunArgs) -> Result<u8, Error> {
+/// Runs the task; the exit code is the task's status, or [`exit::OUTPUT_TRUNCATED`] for a task
+/// that exited 0 with its output cut (unless `allow_truncated`).
+pub(crate) async fn run(
+    client: &Client,
+    args: RunArgs,
+    allow_truncated: bool,
+) -> Result<u8, Error> {
     let (binary, argv0): (Source, String) = match local(&args.module) {
         Some(path) if path.is_file() => {
             let r = client.upload_file(path, None).await?;
@@ -137,6 +142,13 @@ pub(crate) async fn run(client: &Client, args: RunArgs) -> Result<u8, Error> {
             eprintln!("wasimoff: the task returned no artifacts")
         }
         _ => {}
+    }
+    // Last, so that it is not lost above the artifact messages.
+    if let Some(warning) = super::truncation_warning(&output) {
+        eprintln!("{warning}");
+        if output.success() && !allow_truncated {
+            return Ok(exit::OUTPUT_TRUNCATED);
+        }
     }
     // Exit statuses outside 0..=255 (negative, huge) are reported as a failure.
     Ok(u8::try_from(output.status).unwrap_or(exit::FAILURE))
