@@ -55,6 +55,10 @@ struct Args {
     /// Largest stdin of a task in bytes.
     #[arg(long, env = "WASIMOFF_MAX_STDIN", default_value_t = Limits::default().max_stdin)]
     max_stdin: usize,
+    /// Largest WebSocket frame in bytes; also the largest task request, since a task must fit
+    /// in one frame to a provider (keep it at or below the providers' own limit).
+    #[arg(long, env = "WASIMOFF_MAX_FRAME", default_value_t = Limits::default().max_frame)]
+    max_frame: usize,
     /// Largest upload in bytes.
     #[arg(long, env = "WASIMOFF_MAX_UPLOAD", default_value_t = Limits::default().max_upload)]
     max_upload: usize,
@@ -122,6 +126,7 @@ async fn main() -> anyhow::Result<()> {
             max_queue: args.max_queue,
             max_queue_bytes: args.max_queue_bytes,
             max_stdin: args.max_stdin,
+            max_frame: args.max_frame,
             max_upload: args.max_upload,
             max_args: args.max_args,
             max_args_bytes: args.max_args_bytes,
