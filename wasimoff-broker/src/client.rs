@@ -243,7 +243,8 @@ async fn client_session(
 /// `POST /api/client/run/{wasm}`: run a module with headers for argv and env, the body as stdin.
 /// Answers stdout as the body; `X-Wasimoff-Result`, `X-Wasimoff-Status`, `X-Wasimoff-Provider`
 /// headers; stderr and artifacts, if any, are stored and named by `X-Wasimoff-Stderr` and
-/// `X-Wasimoff-Artifacts` refs (download them from `/api/storage/<ref>`).
+/// `X-Wasimoff-Artifacts` refs (download them from `/api/storage/<ref>` within `output_ttl`:
+/// they are ephemeral blobs).
 pub(crate) async fn exec(
     State(app): State<App>,
     Path(wasm): Path<String>,
@@ -284,12 +285,13 @@ pub(crate) async fn exec(
                 ),
             ] {
                 let Some(blob) = blob else { continue };
-                match app.store.put(blob).await {
-                    Ok(r) => {
+                match app.store_output(blob).await {
+                    Ok(Some(r)) => {
                         if let Ok(v) = HeaderValue::from_str(r.as_str()) {
                             out.headers_mut().insert(name, v);
                         }
                     }
+                    Ok(None) => {}
                     Err(e) => return TaskError::from(e).into_response(),
                 }
             }

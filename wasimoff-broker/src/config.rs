@@ -71,6 +71,16 @@ pub struct Limits {
     pub socket_queue: usize,
     /// Time allowed for reading a request and for storage transfers.
     pub http_timeout: Duration,
+    /// The most bytes the store keeps (`None`: no limit). To fit a new blob it evicts blobs
+    /// nothing holds (no alias, no task queued or running that names it): expired and
+    /// ephemeral ones first, then the least recently used; if that is not enough the upload
+    /// fails with 507. Applies to the stores the broker opens, not to one passed to
+    /// [`BrokerBuilder::store`](crate::BrokerBuilder::store).
+    pub max_store: Option<u64>,
+    /// How long the stderr and artifacts of an exec call (`POST /api/client/run/{wasm}`) stay
+    /// downloadable by the refs in its answer; they are the first blobs evicted under pressure.
+    /// Zero: they are not stored and the answer names no refs.
+    pub output_ttl: Duration,
 }
 
 impl Default for Limits {
@@ -90,6 +100,8 @@ impl Default for Limits {
             max_attempts: 3,
             socket_queue: 256,
             http_timeout: Duration::from_secs(300),
+            max_store: Some(4 << 30),
+            output_ttl: Duration::from_secs(600),
         }
     }
 }

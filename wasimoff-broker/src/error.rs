@@ -37,6 +37,10 @@ pub enum TaskError {
     /// Missing or wrong credentials.
     #[error("unauthenticated: {0}")]
     Unauthenticated(String),
+    /// The store cannot take the blob even after evicting everything nothing holds (aliases
+    /// and tasks in flight hold blobs); it may fit once tasks finish.
+    #[error("{0}")]
+    StoreFull(String),
     /// A fault of the broker itself (storage backend).
     #[error("internal error: {0}")]
     Internal(String),
@@ -49,7 +53,9 @@ impl TaskError {
             TaskError::InvalidArgument(_) => "invalid_argument",
             TaskError::NotFound(_) => "not_found",
             TaskError::QueueFull(_) => "resource_exhausted",
-            TaskError::Unavailable(_) | TaskError::ShuttingDown => "unavailable",
+            TaskError::Unavailable(_) | TaskError::ShuttingDown | TaskError::StoreFull(_) => {
+                "unavailable"
+            }
             TaskError::DeadlineExceeded => "deadline_exceeded",
             TaskError::ProviderFailed(_) => "aborted",
             TaskError::Cancelled(_) => "canceled",
@@ -69,6 +75,7 @@ impl TaskError {
             TaskError::ProviderFailed(_) => StatusCode::CONFLICT,
             TaskError::Cancelled(_) => StatusCode::REQUEST_TIMEOUT,
             TaskError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            TaskError::StoreFull(_) => StatusCode::INSUFFICIENT_STORAGE,
             TaskError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -87,7 +94,7 @@ impl From<wasimoff_core::store::StoreError> for TaskError {
                 TaskError::InvalidArgument(e.to_string())
             }
             S::NotFound(_) => TaskError::NotFound(e.to_string()),
-            S::Full(_) => TaskError::Unavailable(e.to_string()),
+            S::Full(_) => TaskError::StoreFull(e.to_string()),
             _ => TaskError::Internal(e.to_string()),
         }
     }

@@ -168,6 +168,7 @@ impl BrokerBuilder {
         let config = self.config;
         let limits = StoreLimits {
             max_blob_size: config.limits.max_upload as u64,
+            max_total_size: config.limits.max_store,
             ..StoreLimits::default()
         };
         let store: Arc<dyn Store> = match (self.store, &config.store) {

@@ -75,6 +75,14 @@ struct Args {
     /// Seconds between provider pings.
     #[arg(long, env = "WASIMOFF_PING_INTERVAL", default_value_t = 5)]
     ping_interval: u64,
+    /// Most bytes the store keeps; to fit new files it evicts those no alias and no queued or
+    /// running task holds (expired exec outputs first, then least recently used). 0: no limit.
+    #[arg(long, env = "WASIMOFF_MAX_STORE", default_value_t = Limits::default().max_store.unwrap_or(0))]
+    max_store: u64,
+    /// Seconds the stderr and artifacts of exec calls stay downloadable by their refs.
+    /// 0: they are not stored.
+    #[arg(long, env = "WASIMOFF_OUTPUT_TTL", default_value_t = Limits::default().output_ttl.as_secs())]
+    output_ttl: u64,
 }
 
 #[tokio::main]
@@ -102,6 +110,8 @@ async fn main() -> anyhow::Result<()> {
             attempt_timeout: Duration::from_secs(args.attempt_timeout),
             attempt_grace: Duration::from_secs(args.attempt_grace),
             provider_wait: Duration::from_secs(args.provider_wait),
+            max_store: (args.max_store > 0).then_some(args.max_store),
+            output_ttl: Duration::from_secs(args.output_ttl),
             ..Limits::default()
         },
         ping: PingConfig {

@@ -1,4 +1,8 @@
-//! Storage routes: `POST /api/storage/upload[?name=alias]` and `GET /api/storage/{name}`.
+//! Storage routes — `POST /api/storage/upload[?name=alias]`, `GET /api/storage/{name}` — and
+//! the broker's storage policy on top of the [`Store`]: which blobs tasks in flight pin, and how
+//! long exec outputs are kept.
+
+use std::sync::Arc;
 
 use axum::{
     body::{Body, Bytes},
@@ -7,10 +11,55 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde::Deserialize;
-use wasimoff_core::store::StoreError;
+use wasimoff_core::store::{PutOptions, Ref, Store, StoreError};
 
 use crate::error::TaskError;
-use crate::state::App;
+use crate::state::{App, AppState};
+
+/// Blobs a task names (its module, its rootfs), pinned in the store from the moment they are
+/// resolved until the task is answered, so that eviction never removes a file a provider is
+/// about to fetch. Dropping it releases the pins.
+pub(crate) struct Pins {
+    store: Arc<dyn Store>,
+    refs: Vec<Ref>,
+}
+
+impl Pins {
+    pub(crate) fn new(store: Arc<dyn Store>) -> Pins {
+        Pins {
+            store,
+            refs: Vec::new(),
+        }
+    }
+
+    /// Takes over one pin of `r` (from [`Store::pin`] or a pinned put).
+    pub(crate) fn push(&mut self, r: Ref) {
+        self.refs.push(r);
+    }
+}
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        for r in &self.refs {
+            self.store.unpin(r);
+        }
+    }
+}
+
+impl AppState {
+    /// Stores an exec call's stderr or artifacts as an ephemeral blob that expires after
+    /// `output_ttl`; `None` when outputs are not kept (a zero TTL).
+    pub(crate) async fn store_output(&self, bytes: Bytes) -> Result<Option<Ref>, StoreError> {
+        let ttl = self.config.limits.output_ttl;
+        if ttl.is_zero() {
+            return Ok(None);
+        }
+        self.store
+            .put_with(bytes, PutOptions::ephemeral(ttl))
+            .await
+            .map(Some)
+    }
+}
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct UploadQuery {

@@ -6,11 +6,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use wasimoff_core::envelope::Payload;
 use wasimoff_core::proto::{self, task};
-use wasimoff_core::store::{Ref, media};
+use wasimoff_core::store::{PutOptions, Ref, media};
 
 use crate::dispatch::Job;
 use crate::error::TaskError;
 use crate::state::AppState;
+use crate::storage::Pins;
 
 /// Checks that bytes are a valid WebAssembly module.
 pub(crate) fn validate_wasm(bytes: &[u8]) -> Result<(), TaskError> {
@@ -23,12 +24,14 @@ pub(crate) fn validate_wasm(bytes: &[u8]) -> Result<(), TaskError> {
 
 impl AppState {
     /// Resolves a task file to a `sha256:` ref in the store: inline blobs are stored (and
-    /// modules validated), refs and aliases must exist.
+    /// modules validated), refs and aliases must exist. The blob is pinned into `pins` in the
+    /// same step, so it stays until the task is answered.
     async fn resolve_file(
         &self,
         file: &proto::File,
         what: &str,
         wasm: bool,
+        pins: &mut Pins,
     ) -> Result<proto::File, TaskError> {
         let r = match (&file.blob, file.r#ref.as_deref()) {
             (Some(blob), declared) if !blob.is_empty() => {
@@ -49,10 +52,12 @@ impl AppState {
                 if wasm {
                     validate_wasm(blob)?;
                 }
-                self.store.put(blob.clone()).await?
+                self.store
+                    .put_with(blob.clone(), PutOptions::durable().pinned())
+                    .await?
             }
             (_, Some(name)) if !name.is_empty() => {
-                self.store.resolve(name).await?.ok_or_else(|| {
+                self.store.pin(name).await?.ok_or_else(|| {
                     TaskError::NotFound(format!("{what} {name:?} is not in storage"))
                 })?
             }
@@ -62,6 +67,7 @@ impl AppState {
                 )));
             }
         };
+        pins.push(r.clone());
         let media = if wasm { media::WASM } else { media::ZIP };
         Ok(proto::File {
             r#ref: Some(r.to_string()),
@@ -155,12 +161,13 @@ impl AppState {
         Ok(())
     }
 
-    /// Validates a WASI task and turns it into a job with a deadline.
+    /// Validates a WASI task and turns it into a job with a deadline and the pins of its files
+    /// (hold them until the task is answered).
     pub(crate) async fn prepare_wasip1(
         &self,
         request: task::wasip1::Request,
         requester: &str,
-    ) -> Result<(Job, Instant), TaskError> {
+    ) -> Result<(Job, Instant, Pins), TaskError> {
         let task::wasip1::Request { info, qos, params } = request;
         let mut params =
             params.ok_or_else(|| TaskError::InvalidArgument("task without params".into()))?;
@@ -169,9 +176,13 @@ impl AppState {
             .as_ref()
             .ok_or_else(|| TaskError::InvalidArgument("task without binary".into()))?;
         let binary_name = binary.r#ref.clone().unwrap_or_else(|| "module.wasm".into());
-        params.binary = Some(self.resolve_file(binary, "binary", true).await?);
+        let mut pins = Pins::new(self.store.clone());
+        params.binary = Some(self.resolve_file(binary, "binary", true, &mut pins).await?);
         if let Some(rootfs) = &params.rootfs {
-            params.rootfs = Some(self.resolve_file(rootfs, "rootfs", false).await?);
+            params.rootfs = Some(
+                self.resolve_file(rootfs, "rootfs", false, &mut pins)
+                    .await?,
+            );
         }
         let stdin = params.stdin.as_ref().map_or(0, Bytes::len);
         if stdin > self.config.limits.max_stdin {
@@ -209,7 +220,7 @@ impl AppState {
             immediate,
             trace,
         };
-        Ok((job, deadline))
+        Ok((job, deadline, pins))
     }
 
     /// Validates a Python task; the broker does not look inside beyond sizes and files.
@@ -217,7 +228,7 @@ impl AppState {
         &self,
         request: task::pyodide::Request,
         requester: &str,
-    ) -> Result<(Job, Instant), TaskError> {
+    ) -> Result<(Job, Instant, Pins), TaskError> {
         let task::pyodide::Request { info, qos, params } = request;
         let mut params =
             params.ok_or_else(|| TaskError::InvalidArgument("task without params".into()))?;
@@ -226,8 +237,12 @@ impl AppState {
                 "pyodide task without script or pickle".into(),
             ));
         }
+        let mut pins = Pins::new(self.store.clone());
         if let Some(rootfs) = &params.rootfs {
-            params.rootfs = Some(self.resolve_file(rootfs, "rootfs", false).await?);
+            params.rootfs = Some(
+                self.resolve_file(rootfs, "rootfs", false, &mut pins)
+                    .await?,
+            );
         }
         let stdin = params.stdin.as_ref().map_or(0, Bytes::len);
         if stdin > self.config.limits.max_stdin {
@@ -255,7 +270,7 @@ impl AppState {
             immediate,
             trace,
         };
-        Ok((job, deadline))
+        Ok((job, deadline, pins))
     }
 
     /// Runs a WASI task to its response.
@@ -264,7 +279,9 @@ impl AppState {
         request: task::wasip1::Request,
         requester: &str,
     ) -> Result<task::wasip1::Response, TaskError> {
-        let (job, deadline) = self.prepare_wasip1(request, requester).await?;
+        // The pins hold the task's files until it is answered (or its caller goes away, which
+        // cancels it).
+        let (job, deadline, _pins) = self.prepare_wasip1(request, requester).await?;
         let info = job_info(&job);
         match self.dispatch.run(job, deadline).await? {
             Payload::Wasip1Response(mut response) => {
@@ -284,7 +301,7 @@ impl AppState {
         request: task::pyodide::Request,
         requester: &str,
     ) -> Result<task::pyodide::Response, TaskError> {
-        let (job, deadline) = self.prepare_pyodide(request, requester).await?;
+        let (job, deadline, _pins) = self.prepare_pyodide(request, requester).await?;
         let info = job_info(&job);
         match self.dispatch.run(job, deadline).await? {
             Payload::PyodideResponse(mut response) => {

@@ -9,3 +9,4 @@ mod dispatch;
 mod lifecycle;
 mod native;
 mod routes;
+mod storage;
