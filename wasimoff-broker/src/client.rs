@@ -140,7 +140,10 @@ pub(crate) async fn connect_rpc(
             Err(e) => Err(e),
         },
         "Upload" => match decode::<proto::filesystem::upload::Request>(codec, &body) {
-            Ok(request) => app.upload(request).await.map(|r| encode(codec, &r)),
+            Ok(request) => app
+                .upload(request, app.client_owner(&headers).as_deref())
+                .await
+                .map(|r| encode(codec, &r)),
             Err(e) => Err(e),
         },
         _ => return (StatusCode::NOT_FOUND, "no such procedure\n").into_response(),
@@ -159,6 +162,7 @@ pub(crate) async fn client_socket(
         return e.into_response();
     }
     let requester = requester(addr);
+    let owner = app.client_owner(&headers);
     let max_frame = app.config.limits.max_frame;
     upgrade
         .protocols(Codec::SUBPROTOCOLS)
@@ -179,7 +183,7 @@ pub(crate) async fn client_socket(
                 ..MessengerConfig::default()
             };
             let (messenger, incoming) = Messenger::spawn(transport, config);
-            client_session(app, messenger, incoming, requester).await;
+            client_session(app, messenger, incoming, requester, owner).await;
         })
 }
 
@@ -188,6 +192,8 @@ async fn client_session(
     messenger: Messenger,
     mut incoming: wasimoff_core::messenger::Incoming,
     requester: String,
+    // Who owns the aliases this socket's uploads set.
+    owner: Option<String>,
 ) {
     // Every task of this socket stops when it closes (the dispatcher then cancels them).
     let gone = CancellationToken::new();
@@ -211,6 +217,7 @@ async fn client_session(
         };
         let (payload, responder) = request.into_parts();
         let (app, gone, requester) = (app.clone(), gone.clone(), requester.clone());
+        let owner = owner.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let work = async {
@@ -221,7 +228,9 @@ async fn client_session(
                     Payload::PyodideRequest(r) => {
                         app.run_pyodide(r, &requester).await.map(Payload::from)
                     }
-                    Payload::UploadRequest(r) => app.upload(r).await.map(Payload::from),
+                    Payload::UploadRequest(r) => {
+                        app.upload(r, owner.as_deref()).await.map(Payload::from)
+                    }
                     other => Err(TaskError::InvalidArgument(format!(
                         "the client socket takes task requests and uploads, not {}",
                         other.type_name()

@@ -81,6 +81,10 @@ pub struct Limits {
     /// downloadable by the refs in its answer; they are the first blobs evicted under pressure.
     /// Zero: they are not stored and the answer names no refs.
     pub output_ttl: Duration,
+    /// With client tokens: the most bytes the aliases a token set may hold (the distinct blobs
+    /// they point at, each counted whole). `None`: no quota. Without tokens there are no
+    /// owners and no quotas.
+    pub client_quota: Option<u64>,
 }
 
 impl Default for Limits {
@@ -102,6 +106,7 @@ impl Default for Limits {
             http_timeout: Duration::from_secs(300),
             max_store: Some(4 << 30),
             output_ttl: Duration::from_secs(600),
+            client_quota: Some(1 << 30),
         }
     }
 }
@@ -143,7 +148,8 @@ pub struct BrokerConfig {
     /// `https://*.example.org`). Requests without `Origin`, or from the broker's own host, always
     /// pass. Empty: only those.
     pub allowed_origins: Vec<String>,
-    /// Bearer tokens accepted from clients; empty means clients need none.
+    /// Bearer tokens accepted from clients; empty means clients need none. With tokens, an
+    /// alias belongs to the token that set it (see [`Limits::client_quota`]).
     pub client_tokens: Vec<String>,
     /// Tokens accepted from providers (`Authorization: Bearer` or `?token=`, since browsers
     /// cannot set headers on WebSockets); empty means providers need none.

@@ -250,7 +250,10 @@ impl Broker {
         let limits = &app.config.limits;
         let storage = Router::new()
             .route("/api/storage/upload", post(storage::upload))
-            .route("/api/storage/{name}", get(storage::download))
+            .route(
+                "/api/storage/{name}",
+                get(storage::download).delete(storage::remove_alias),
+            )
             .layer(TimeoutLayer::with_status_code(
                 axum::http::StatusCode::REQUEST_TIMEOUT,
                 limits.http_timeout,

@@ -83,6 +83,9 @@ struct Args {
     /// 0: they are not stored.
     #[arg(long, env = "WASIMOFF_OUTPUT_TTL", default_value_t = Limits::default().output_ttl.as_secs())]
     output_ttl: u64,
+    /// With client tokens: most bytes the aliases of one token may hold. 0: no quota.
+    #[arg(long, env = "WASIMOFF_CLIENT_QUOTA", default_value_t = Limits::default().client_quota.unwrap_or(0))]
+    client_quota: u64,
 }
 
 #[tokio::main]
@@ -112,6 +115,7 @@ async fn main() -> anyhow::Result<()> {
             provider_wait: Duration::from_secs(args.provider_wait),
             max_store: (args.max_store > 0).then_some(args.max_store),
             output_ttl: Duration::from_secs(args.output_ttl),
+            client_quota: (args.client_quota > 0).then_some(args.client_quota),
             ..Limits::default()
         },
         ping: PingConfig {

@@ -316,10 +316,11 @@ impl AppState {
     }
 
     /// Stores an uploaded file (Connect `Upload` and the client socket): wasm is validated,
-    /// `ref` (if given and not a content ref) becomes an alias.
+    /// `ref` (if given and not a content ref) becomes an alias of `owner`.
     pub(crate) async fn upload(
         &self,
         request: proto::filesystem::upload::Request,
+        owner: Option<&str>,
     ) -> Result<proto::filesystem::upload::Response, TaskError> {
         let file = request
             .upload
@@ -327,7 +328,7 @@ impl AppState {
         let blob = file.blob.unwrap_or_default();
         let r = self.store_upload(blob).await?;
         if let Some(alias) = file.r#ref.filter(|a| !a.is_empty() && !Ref::is_ref_like(a)) {
-            self.store.set_alias(&alias, &r).await?;
+            self.set_alias_for(&alias, &r, owner).await?;
         }
         Ok(proto::filesystem::upload::Response {
             r#ref: Some(r.to_string()),
