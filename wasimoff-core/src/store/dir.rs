@@ -444,8 +444,18 @@ impl Store for DirStore {
                         bytes: bytes.into(),
                     }))
                 }
-                // Deleted between resolve and read, or by someone else.
-                Err(e) if not_found(&e) => Ok(None),
+                // Deleted between resolve and read, or by someone else: forget it, so that
+                // `has` agrees and the blob can be stored again.
+                Err(e) if not_found(&e) => {
+                    let _guard = inner.lock();
+                    if !inner.blob_path(&r).exists() {
+                        for name in inner.index().remove(&r).into_iter().flat_map(|(_, n)| n) {
+                            let _ = std::fs::remove_file(inner.alias_path(&name));
+                        }
+                        let _ = std::fs::remove_file(inner.expiry_path(&r));
+                    }
+                    Ok(None)
+                }
                 Err(e) => Err(backend(e)),
             }
         })
@@ -717,6 +727,23 @@ mod tests {
             .await
             .unwrap();
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A blob file removed behind the store's back is forgotten at the next read.
+    #[tokio::test]
+    async fn a_vanished_file_is_forgotten() {
+        let store = temp_store(StoreLimits::default(), Clock::system());
+        let r = store.put(Bytes::from_static(b"gone")).await.unwrap();
+        std::fs::remove_file(store.inner.blob_path(&r)).unwrap();
+        assert!(store.has(r.as_str()).await.unwrap(), "not noticed yet");
+        assert_eq!(store.get(r.as_str()).await.unwrap(), None);
+        assert!(!store.has(r.as_str()).await.unwrap());
+        assert_eq!(store.put(Bytes::from_static(b"gone")).await.unwrap(), r);
+        assert!(
+            store.get(r.as_str()).await.unwrap().is_some(),
+            "stored again"
+        );
+        let _ = std::fs::remove_dir_all(store.root());
     }
 
     /// A lowered limit is applied on open by evicting what nothing holds.
