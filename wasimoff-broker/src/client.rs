@@ -150,7 +150,10 @@ pub(crate) async fn connect_rpc(
             Err(e) => Err(e),
         },
         "Upload" => match decode::<proto::filesystem::upload::Request>(codec, body, max_elements) {
-            Ok(request) => app.upload(request).await.map(|r| encode(codec, &r)),
+            Ok(request) => app
+                .upload(request, app.client_owner(&headers).as_deref())
+                .await
+                .map(|r| encode(codec, &r)),
             Err(e) => Err(e),
         },
         _ => return (StatusCode::NOT_FOUND, "no such procedure\n").into_response(),
@@ -169,6 +172,7 @@ pub(crate) async fn client_socket(
         return e.into_response();
     }
     let requester = requester(addr);
+    let owner = app.client_owner(&headers);
     let max_frame = app.config.limits.max_frame;
     upgrade
         .protocols(Codec::SUBPROTOCOLS)
@@ -194,7 +198,7 @@ pub(crate) async fn client_socket(
                 ..MessengerConfig::default()
             };
             let (messenger, incoming) = Messenger::spawn(transport, config);
-            client_session(app, messenger, incoming, requester).await;
+            client_session(app, messenger, incoming, requester, owner).await;
         })
 }
 
@@ -203,6 +207,8 @@ async fn client_session(
     messenger: Messenger,
     mut incoming: wasimoff_core::messenger::Incoming,
     requester: String,
+    // Who owns the aliases this socket's uploads set.
+    owner: Option<String>,
 ) {
     // Every task of this socket stops when it closes (the dispatcher then cancels them).
     let gone = CancellationToken::new();
@@ -226,6 +232,7 @@ async fn client_session(
         };
         let (payload, responder) = request.into_parts();
         let (app, gone, requester) = (app.clone(), gone.clone(), requester.clone());
+        let owner = owner.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let work = async {
@@ -236,7 +243,9 @@ async fn client_session(
                     Payload::PyodideRequest(r) => {
                         app.run_pyodide(r, &requester).await.map(Payload::from)
                     }
-                    Payload::UploadRequest(r) => app.upload(r).await.map(Payload::from),
+                    Payload::UploadRequest(r) => {
+                        app.upload(r, owner.as_deref()).await.map(Payload::from)
+                    }
                     other => Err(TaskError::InvalidArgument(format!(
                         "the client socket takes task requests and uploads, not {}",
                         other.type_name()
@@ -258,7 +267,8 @@ async fn client_session(
 /// `POST /api/client/run/{wasm}`: run a module with headers for argv and env, the body as stdin.
 /// Answers stdout as the body; `X-Wasimoff-Result`, `X-Wasimoff-Status`, `X-Wasimoff-Provider`
 /// headers; stderr and artifacts, if any, are stored and named by `X-Wasimoff-Stderr` and
-/// `X-Wasimoff-Artifacts` refs (download them from `/api/storage/<ref>`).
+/// `X-Wasimoff-Artifacts` refs (download them from `/api/storage/<ref>` within `output_ttl`:
+/// they are ephemeral blobs).
 pub(crate) async fn exec(
     State(app): State<App>,
     Path(wasm): Path<String>,
@@ -306,12 +316,13 @@ pub(crate) async fn exec(
                 ),
             ] {
                 let Some(blob) = blob else { continue };
-                match app.store.put(blob).await {
-                    Ok(r) => {
+                match app.store_output(blob).await {
+                    Ok(Some(r)) => {
                         if let Ok(v) = HeaderValue::from_str(r.as_str()) {
                             out.headers_mut().insert(name, v);
                         }
                     }
+                    Ok(None) => {}
                     Err(e) => return TaskError::from(e).into_response(),
                 }
             }

@@ -89,6 +89,20 @@ pub struct Limits {
     /// A WebSocket from which nothing (not even a pong to the broker's pings) arrives for this
     /// long is closed; pings go out at a third of it.
     pub socket_idle_timeout: Duration,
+    /// The most bytes the store keeps (`None`: no limit). To fit a new blob it evicts blobs
+    /// nothing holds (no alias, no task queued or running that names it): expired and
+    /// ephemeral ones first, then the least recently used; if that is not enough the upload
+    /// fails with 507. Applies to the stores the broker opens, not to one passed to
+    /// [`BrokerBuilder::store`](crate::BrokerBuilder::store).
+    pub max_store: Option<u64>,
+    /// How long the stderr and artifacts of an exec call (`POST /api/client/run/{wasm}`) stay
+    /// downloadable by the refs in its answer; they are the first blobs evicted under pressure.
+    /// Zero: they are not stored and the answer names no refs.
+    pub output_ttl: Duration,
+    /// With client tokens: the most bytes the aliases a token set may hold (the distinct blobs
+    /// they point at, each counted whole). `None`: no quota. Without tokens there are no
+    /// owners and no quotas.
+    pub client_quota: Option<u64>,
 }
 
 impl Default for Limits {
@@ -114,6 +128,9 @@ impl Default for Limits {
             max_connections: 16_384,
             provider_share: 25,
             socket_idle_timeout: Duration::from_secs(60),
+            max_store: Some(4 << 30),
+            output_ttl: Duration::from_secs(600),
+            client_quota: Some(1 << 30),
         }
     }
 }
@@ -155,7 +172,8 @@ pub struct BrokerConfig {
     /// `https://*.example.org`). Requests without `Origin`, or from the broker's own host, always
     /// pass. Empty: only those.
     pub allowed_origins: Vec<String>,
-    /// Bearer tokens accepted from clients; empty means clients need none.
+    /// Bearer tokens accepted from clients; empty means clients need none. With tokens, an
+    /// alias belongs to the token that set it (see [`Limits::client_quota`]).
     pub client_tokens: Vec<String>,
     /// Tokens accepted from providers (`Authorization: Bearer` or `?token=`, since browsers
     /// cannot set headers on WebSockets); empty means providers need none.

@@ -45,6 +45,16 @@ pub enum TaskError {
     /// Missing or wrong credentials.
     #[error("unauthenticated: {0}")]
     Unauthenticated(String),
+    /// The store cannot take the blob even after evicting everything nothing holds (aliases
+    /// and tasks in flight hold blobs); it may fit once tasks finish.
+    #[error("{0}")]
+    StoreFull(String),
+    /// The credentials do not allow it (an alias of another client token).
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    /// The client token's storage quota would be exceeded.
+    #[error("{0}")]
+    QuotaExceeded(String),
     /// A fault of the broker itself (storage backend).
     #[error("internal error: {0}")]
     Internal(String),
@@ -57,11 +67,15 @@ impl TaskError {
             TaskError::InvalidArgument(_) => "invalid_argument",
             TaskError::NotFound(_) => "not_found",
             TaskError::QueueFull(_) | TaskError::QueueBytesFull { .. } => "resource_exhausted",
-            TaskError::Unavailable(_) | TaskError::ShuttingDown => "unavailable",
+            TaskError::Unavailable(_) | TaskError::ShuttingDown | TaskError::StoreFull(_) => {
+                "unavailable"
+            }
             TaskError::DeadlineExceeded => "deadline_exceeded",
             TaskError::ProviderFailed(_) => "aborted",
             TaskError::Cancelled(_) => "canceled",
             TaskError::Unauthenticated(_) => "unauthenticated",
+            TaskError::PermissionDenied(_) => "permission_denied",
+            TaskError::QuotaExceeded(_) => "resource_exhausted",
             TaskError::Internal(_) => "internal",
         }
     }
@@ -79,6 +93,11 @@ impl TaskError {
             TaskError::ProviderFailed(_) => StatusCode::CONFLICT,
             TaskError::Cancelled(_) => StatusCode::REQUEST_TIMEOUT,
             TaskError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            TaskError::PermissionDenied(_) => StatusCode::FORBIDDEN,
+            // Not 429 (what Connect maps the code to): waiting does not free a quota.
+            TaskError::QuotaExceeded(_) | TaskError::StoreFull(_) => {
+                StatusCode::INSUFFICIENT_STORAGE
+            }
             TaskError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -97,7 +116,17 @@ impl From<wasimoff_core::store::StoreError> for TaskError {
                 TaskError::InvalidArgument(e.to_string())
             }
             S::NotFound(_) => TaskError::NotFound(e.to_string()),
-            S::Full(_) => TaskError::Unavailable(e.to_string()),
+            S::Full(_) => TaskError::StoreFull(e.to_string()),
+            S::Forbidden(m) => TaskError::PermissionDenied(m),
+            S::QuotaExceeded {
+                held,
+                adding,
+                limit,
+            } => TaskError::QuotaExceeded(format!(
+                "storage quota of {limit} bytes per client token (client_quota) exceeded: \
+                 this token's aliases hold {held} bytes and {adding} more do not fit; \
+                 remove (DELETE /api/storage/<alias>) or re-point an alias first"
+            )),
             _ => TaskError::Internal(e.to_string()),
         }
     }

@@ -169,6 +169,7 @@ impl BrokerBuilder {
         let config = self.config;
         let limits = StoreLimits {
             max_blob_size: config.limits.max_upload as u64,
+            max_total_size: config.limits.max_store,
             ..StoreLimits::default()
         };
         let store: Arc<dyn Store> = match (self.store, &config.store) {
@@ -251,7 +252,10 @@ impl Broker {
         let limits = &app.config.limits;
         let storage = Router::new()
             .route("/api/storage/upload", post(storage::upload))
-            .route("/api/storage/{name}", get(storage::download))
+            .route(
+                "/api/storage/{name}",
+                get(storage::download).delete(storage::remove_alias),
+            )
             .layer(TimeoutLayer::with_status_code(
                 axum::http::StatusCode::REQUEST_TIMEOUT,
                 limits.http_timeout,

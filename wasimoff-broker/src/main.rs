@@ -104,6 +104,17 @@ struct Args {
     /// Seconds between provider pings.
     #[arg(long, env = "WASIMOFF_PING_INTERVAL", default_value_t = 5)]
     ping_interval: u64,
+    /// Most bytes the store keeps; to fit new files it evicts those no alias and no queued or
+    /// running task holds (expired exec outputs first, then least recently used). 0: no limit.
+    #[arg(long, env = "WASIMOFF_MAX_STORE", default_value_t = Limits::default().max_store.unwrap_or(0))]
+    max_store: u64,
+    /// Seconds the stderr and artifacts of exec calls stay downloadable by their refs.
+    /// 0: they are not stored.
+    #[arg(long, env = "WASIMOFF_OUTPUT_TTL", default_value_t = Limits::default().output_ttl.as_secs())]
+    output_ttl: u64,
+    /// With client tokens: most bytes the aliases of one token may hold. 0: no quota.
+    #[arg(long, env = "WASIMOFF_CLIENT_QUOTA", default_value_t = Limits::default().client_quota.unwrap_or(0))]
+    client_quota: u64,
 }
 
 #[tokio::main]
@@ -139,6 +150,9 @@ async fn main() -> anyhow::Result<()> {
             max_connections: args.max_connections,
             provider_share: args.provider_share.min(100),
             socket_idle_timeout: Duration::from_secs(args.socket_idle_timeout.max(1)),
+            max_store: (args.max_store > 0).then_some(args.max_store),
+            output_ttl: Duration::from_secs(args.output_ttl),
+            client_quota: (args.client_quota > 0).then_some(args.client_quota),
             ..Limits::default()
         },
         ping: PingConfig {

@@ -6,11 +6,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use wasimoff_core::envelope::Payload;
 use wasimoff_core::proto::{self, task};
-use wasimoff_core::store::{Ref, media};
+use wasimoff_core::store::{PutOptions, Ref, media};
 
 use crate::dispatch::Job;
 use crate::error::TaskError;
 use crate::state::AppState;
+use crate::storage::Pins;
 
 /// What the broker's books cost per task beyond its request: the machine's entry, timers,
 /// queue slots, the waiting client's channel.
@@ -52,12 +53,14 @@ pub(crate) async fn validate_wasm(bytes: &Bytes) -> Result<(), TaskError> {
 
 impl AppState {
     /// Resolves a task file to a `sha256:` ref in the store: inline blobs are stored (and
-    /// modules validated), refs and aliases must exist.
+    /// modules validated), refs and aliases must exist. The blob is pinned into `pins` in the
+    /// same step, so it stays until the task is answered.
     async fn resolve_file(
         &self,
         file: &proto::File,
         what: &str,
         wasm: bool,
+        pins: &mut Pins,
     ) -> Result<proto::File, TaskError> {
         let r = match (&file.blob, file.r#ref.as_deref()) {
             (Some(blob), declared) if !blob.is_empty() => {
@@ -78,10 +81,12 @@ impl AppState {
                 if wasm {
                     validate_wasm(blob).await?;
                 }
-                self.store.put(blob.clone()).await?
+                self.store
+                    .put_with(blob.clone(), PutOptions::durable().pinned())
+                    .await?
             }
             (_, Some(name)) if !name.is_empty() => {
-                self.store.resolve(name).await?.ok_or_else(|| {
+                self.store.pin(name).await?.ok_or_else(|| {
                     TaskError::NotFound(format!("{what} {name:?} is not in storage"))
                 })?
             }
@@ -91,6 +96,7 @@ impl AppState {
                 )));
             }
         };
+        pins.push(r.clone());
         let media = if wasm { media::WASM } else { media::ZIP };
         Ok(proto::File {
             r#ref: Some(r.to_string()),
@@ -207,12 +213,13 @@ impl AppState {
         Ok(())
     }
 
-    /// Validates a WASI task and turns it into a job with a deadline.
+    /// Validates a WASI task and turns it into a job with a deadline and the pins of its files
+    /// (hold them until the task is answered).
     pub(crate) async fn prepare_wasip1(
         &self,
         request: task::wasip1::Request,
         requester: &str,
-    ) -> Result<(Job, Instant), TaskError> {
+    ) -> Result<(Job, Instant, Pins), TaskError> {
         let task::wasip1::Request { info, qos, params } = request;
         let mut params =
             params.ok_or_else(|| TaskError::InvalidArgument("task without params".into()))?;
@@ -226,9 +233,13 @@ impl AppState {
             f.as_ref()
                 .is_some_and(|f| f.blob.as_ref().is_some_and(|b| !b.is_empty()))
         });
-        params.binary = Some(self.resolve_file(binary, "binary", true).await?);
+        let mut pins = Pins::new(self.store.clone());
+        params.binary = Some(self.resolve_file(binary, "binary", true, &mut pins).await?);
         if let Some(rootfs) = &params.rootfs {
-            params.rootfs = Some(self.resolve_file(rootfs, "rootfs", false).await?);
+            params.rootfs = Some(
+                self.resolve_file(rootfs, "rootfs", false, &mut pins)
+                    .await?,
+            );
         }
         if inline {
             own(&mut params.stdin);
@@ -268,7 +279,7 @@ impl AppState {
             trace,
             cost,
         };
-        Ok((job, deadline))
+        Ok((job, deadline, pins))
     }
 
     /// Validates a Python task; the broker does not look inside beyond sizes and files.
@@ -276,7 +287,7 @@ impl AppState {
         &self,
         request: task::pyodide::Request,
         requester: &str,
-    ) -> Result<(Job, Instant), TaskError> {
+    ) -> Result<(Job, Instant, Pins), TaskError> {
         let task::pyodide::Request { info, qos, params } = request;
         let mut params =
             params.ok_or_else(|| TaskError::InvalidArgument("task without params".into()))?;
@@ -286,9 +297,13 @@ impl AppState {
             ));
         }
         self.check_stdin(params.stdin.as_ref())?;
+        let mut pins = Pins::new(self.store.clone());
         if let Some(rootfs) = &params.rootfs {
             let inline = rootfs.blob.as_ref().is_some_and(|b| !b.is_empty());
-            params.rootfs = Some(self.resolve_file(rootfs, "rootfs", false).await?);
+            params.rootfs = Some(
+                self.resolve_file(rootfs, "rootfs", false, &mut pins)
+                    .await?,
+            );
             if inline {
                 own(&mut params.stdin);
                 if let Some(task::pyodide::params::Run::Pickle(pickle)) = params.run.as_mut() {
@@ -322,7 +337,7 @@ impl AppState {
             trace,
             cost,
         };
-        Ok((job, deadline))
+        Ok((job, deadline, pins))
     }
 
     /// Runs a WASI task to its response.
@@ -331,7 +346,9 @@ impl AppState {
         request: task::wasip1::Request,
         requester: &str,
     ) -> Result<task::wasip1::Response, TaskError> {
-        let (job, deadline) = self.prepare_wasip1(request, requester).await?;
+        // The pins hold the task's files until it is answered (or its caller goes away, which
+        // cancels it).
+        let (job, deadline, _pins) = self.prepare_wasip1(request, requester).await?;
         let info = job_info(&job);
         match self.dispatch.run(job, deadline).await? {
             Payload::Wasip1Response(mut response) => {
@@ -351,7 +368,7 @@ impl AppState {
         request: task::pyodide::Request,
         requester: &str,
     ) -> Result<task::pyodide::Response, TaskError> {
-        let (job, deadline) = self.prepare_pyodide(request, requester).await?;
+        let (job, deadline, _pins) = self.prepare_pyodide(request, requester).await?;
         let info = job_info(&job);
         match self.dispatch.run(job, deadline).await? {
             Payload::PyodideResponse(mut response) => {
@@ -366,10 +383,11 @@ impl AppState {
     }
 
     /// Stores an uploaded file (Connect `Upload` and the client socket): wasm is validated,
-    /// `ref` (if given and not a content ref) becomes an alias.
+    /// `ref` (if given and not a content ref) becomes an alias of `owner`.
     pub(crate) async fn upload(
         &self,
         request: proto::filesystem::upload::Request,
+        owner: Option<&str>,
     ) -> Result<proto::filesystem::upload::Response, TaskError> {
         let file = request
             .upload
@@ -377,7 +395,7 @@ impl AppState {
         let blob = file.blob.unwrap_or_default();
         let r = self.store_upload(blob).await?;
         if let Some(alias) = file.r#ref.filter(|a| !a.is_empty() && !Ref::is_ref_like(a)) {
-            self.store.set_alias(&alias, &r).await?;
+            self.set_alias_for(&alias, &r, owner).await?;
         }
         Ok(proto::filesystem::upload::Response {
             r#ref: Some(r.to_string()),

@@ -2,18 +2,33 @@
 //!
 //! A blob is addressed by its [`Ref`], `sha256:<64 lowercase hex>` of its bytes, so storing the
 //! same bytes twice keeps one copy and a ref can be checked by anyone who holds the bytes.
-//! Aliases are human names (`tsp.wasm`) that point at a ref; re-pointing an alias is allowed.
+//! Aliases are human names (`tsp.wasm`) that point at a ref; re-pointing an alias is allowed
+//! (to its owner, if it has one).
+//!
+//! # Lifecycle
+//!
+//! A store with a total limit ([`StoreLimits::max_total_size`]) makes room for a new blob by
+//! evicting blobs nothing holds; an alias or a pin ([`Store::pin`]) holds a blob. Ephemeral
+//! blobs ([`PutOptions::ttl`], e.g. a task's outputs) expire and are evicted first. Aliases may
+//! have owners, and an owner's aliases may be bounded by a quota ([`AliasOptions`]). The rules
+//! are in [`index`], whose [`StoreIndex`] the backends here share.
 //!
 //! Implementations: [`MemoryStore`], and `DirStore` (feature `native`) that persists in a
 //! directory. Every backend runs
 //! the conformance suite in [`conformance`] (feature `conformance`).
 
-use std::{fmt, str::FromStr};
+use std::{fmt, str::FromStr, time::Duration};
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use crate::platform::{MaybeSend, MaybeSync};
+
+mod clock;
+pub use clock::{Clock, ManualClock};
+
+pub mod index;
+pub use index::StoreIndex;
 
 mod memory;
 pub use memory::MemoryStore;
@@ -137,7 +152,9 @@ pub struct Blob {
 pub struct StoreLimits {
     /// The largest blob accepted, in bytes.
     pub max_blob_size: u64,
-    /// The most bytes stored in all (`None`: no limit).
+    /// The most bytes stored in all (`None`: no limit). A put that does not fit evicts blobs
+    /// nothing holds (no alias, no pin): ephemeral ones first, then the least recently used;
+    /// if that is not enough it fails with [`StoreError::Full`] and evicts nothing.
     pub max_total_size: Option<u64>,
     /// The most aliases.
     pub max_aliases: usize,
@@ -174,9 +191,29 @@ pub enum StoreError {
         /// The limit.
         limit: u64,
     },
-    /// Storing the blob would exceed [`StoreLimits::max_total_size`] or the alias limit.
+    /// Storing the blob would exceed [`StoreLimits::max_total_size`] even after evicting
+    /// everything nothing holds, or the alias limit.
     #[error("store is full: {0}")]
     Full(String),
+    /// The alias belongs to another owner.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// The owner's aliases would hold more than its quota ([`AliasOptions::quota`]).
+    #[error(
+        "quota of {limit} bytes exceeded: aliases of this owner hold {held} bytes, \
+         {adding} more do not fit"
+    )]
+    QuotaExceeded {
+        /// Bytes the owner's aliases hold now.
+        held: u64,
+        /// Bytes the new alias would add.
+        adding: u64,
+        /// The quota.
+        limit: u64,
+    },
+    /// The backend does not support the operation.
+    #[error("not supported by this store: {0}")]
+    Unsupported(&'static str),
     /// The backend failed (I/O, database).
     #[error("storage backend failed: {0}")]
     Backend(String),
@@ -202,6 +239,59 @@ pub fn validate_alias(alias: &str) -> Result<(), StoreError> {
         return bad("must not contain slashes or control characters");
     }
     Ok(())
+}
+
+/// How [`Store::put_with`] stores a blob.
+///
+/// ```
+/// use std::time::Duration;
+/// use wasimoff_core::store::PutOptions;
+/// let outputs = PutOptions::ephemeral(Duration::from_secs(600));
+/// assert_eq!(outputs.ttl, Some(Duration::from_secs(600)));
+/// assert!(PutOptions::durable().pinned().pin);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PutOptions {
+    /// Keep the blob only this long (an ephemeral blob): after it, unless something holds it,
+    /// the blob is gone; under pressure it is evicted before durable blobs. `None`: durable.
+    /// Storing bytes that are already stored durably (or aliased) keeps them durable.
+    pub ttl: Option<Duration>,
+    /// Pin the blob in the same step (see [`Store::pin`]), so it cannot be evicted before the
+    /// caller could pin it; release it with [`Store::unpin`].
+    pub pin: bool,
+}
+
+impl PutOptions {
+    /// A durable blob (what [`Store::put`] stores).
+    pub fn durable() -> PutOptions {
+        PutOptions::default()
+    }
+
+    /// An ephemeral blob that lives for `ttl`.
+    pub fn ephemeral(ttl: Duration) -> PutOptions {
+        PutOptions {
+            ttl: Some(ttl),
+            pin: false,
+        }
+    }
+
+    /// Also pin the blob.
+    pub fn pinned(self) -> PutOptions {
+        PutOptions { pin: true, ..self }
+    }
+}
+
+/// Who sets an alias, and what they may hold ([`Store::set_alias_with`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AliasOptions<'a> {
+    /// The owner (an opaque id of 1 to 128 printable ASCII characters): an alias with an owner
+    /// can be re-pointed or removed only by that owner ([`StoreError::Forbidden`]). `None`
+    /// checks nothing and leaves the alias without an owner.
+    pub owner: Option<&'a str>,
+    /// The most bytes the owner's aliases may hold: the distinct blobs they point at, each
+    /// counted whole (other owners of the same bytes pay for them too). A change that would go
+    /// over it (and grow the owner's holding) fails with [`StoreError::QuotaExceeded`].
+    pub quota: Option<u64>,
 }
 
 /// Content-addressed blob storage with aliases.
@@ -237,8 +327,54 @@ pub trait Store: MaybeSend + MaybeSync {
         Ok(self.resolve(name).await?.is_some())
     }
 
+    /// Stores bytes as `options` say (ephemeral, pinned) and returns their ref.
+    ///
+    /// The default stores them durably with [`Store::put`] and pins nothing: right for stores
+    /// that never evict.
+    async fn put_with(&self, bytes: Bytes, options: PutOptions) -> Result<Ref, StoreError> {
+        let _ = options;
+        self.put(bytes).await
+    }
+
+    /// Resolves a ref or an alias and pins the blob in one step: it is neither evicted nor
+    /// expired until as many [`Store::unpin`]s. Pins live in memory only (a restarted process
+    /// holds none). `Ok(None)` if there is no such blob.
+    ///
+    /// The default only resolves: right for stores that never evict.
+    async fn pin(&self, name: &str) -> Result<Option<Ref>, StoreError> {
+        self.resolve(name).await
+    }
+
+    /// Releases one pin taken by [`Store::pin`] or [`PutOptions::pin`].
+    fn unpin(&self, r: &Ref) {
+        let _ = r;
+    }
+
     /// Points an alias at a stored blob (replacing an earlier target).
     async fn set_alias(&self, alias: &str, target: &Ref) -> Result<(), StoreError>;
+
+    /// Points an alias at a stored blob as `options.owner`, within `options.quota`.
+    ///
+    /// The default supports neither owners nor quotas: it answers [`StoreError::Unsupported`]
+    /// when either is given, so a store without them cannot silently let anyone take an alias.
+    async fn set_alias_with(
+        &self,
+        alias: &str,
+        target: &Ref,
+        options: AliasOptions<'_>,
+    ) -> Result<(), StoreError> {
+        if options != AliasOptions::default() {
+            return Err(StoreError::Unsupported("alias owners and quotas"));
+        }
+        self.set_alias(alias, target).await
+    }
+
+    /// Removes an alias (not its blob) if `owner` may: `Ok(false)` if there is none,
+    /// [`StoreError::Forbidden`] if it belongs to another owner. The default is unsupported.
+    async fn remove_alias(&self, alias: &str, owner: Option<&str>) -> Result<bool, StoreError> {
+        let _ = (alias, owner);
+        Err(StoreError::Unsupported("removing aliases"))
+    }
 
     /// Removes a blob and every alias pointing at it; `false` if it was not stored.
     async fn delete(&self, r: &Ref) -> Result<bool, StoreError>;

@@ -38,7 +38,9 @@
 //! evicts the least recently used blobs (with their aliases) first; a blob larger than the
 //! whole budget is [`StoreError::TooLarge`]. At open, files found beyond the budget are evicted
 //! oldest (`lastModified`) first. [`StoreLimits::max_total_size`], if set, stays a hard limit
-//! (`Full`, no eviction) like in every other backend. Recently **read** blobs are kept in a
+//! here (`Full`, no eviction; core's backends evict for it instead, since they have no separate
+//! budget). Pins, ephemeral puts and alias owners take the `Store` trait's defaults: a provider
+//! cache needs none of them. Recently **read** blobs are kept in a
 //! small in-memory LRU ([`BrowserStoreOptions::read_cache_bytes`], default 64 MiB) so tasks
 //! that reuse a module do not reread OPFS; those bytes were verified when they were read.
 //!

@@ -10,3 +10,4 @@ mod hostile;
 mod lifecycle;
 mod native;
 mod routes;
+mod storage;

@@ -48,6 +48,9 @@ pub fn http(handle: &BrokerHandle) -> String {
 pub enum Behaviour {
     /// Answers `ok` with stdout = argv joined by spaces (after arg0) and the stdin appended.
     Echo,
+    /// Like `Echo`, with a stderr unique to the task, padded with dots to at least this many
+    /// bytes.
+    EchoStderr(usize),
     /// Never answers tasks (but answers pings).
     Hold,
     /// Closes its connection when a task arrives.
@@ -221,6 +224,18 @@ pub async fn provider(
                                 result: Some(task::wasip1::response::Result::Ok(echo_output(
                                     &task,
                                 ))),
+                            };
+                            let _ = request.respond(Ok(response.into())).await;
+                        }
+                        Behaviour::EchoStderr(pad) => {
+                            let mut output = echo_output(&task);
+                            let mut stderr = format!("stderr of task {id}");
+                            let dots = pad.saturating_sub(stderr.len());
+                            stderr.extend(std::iter::repeat_n('.', dots));
+                            output.stderr = Some(stderr.into_bytes().into());
+                            let response = task::wasip1::Response {
+                                info: task.info.clone(),
+                                result: Some(task::wasip1::response::Result::Ok(output)),
                             };
                             let _ = request.respond(Ok(response.into())).await;
                         }

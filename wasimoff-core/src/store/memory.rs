@@ -2,62 +2,81 @@
 
 use std::{
     collections::HashMap,
-    sync::{RwLock, RwLockReadGuard, RwLockWriteGuard},
+    sync::{Mutex, MutexGuard},
 };
 
 use bytes::Bytes;
 
-use super::{Blob, Ref, Store, StoreError, StoreLimits, media, validate_alias};
+use super::{
+    AliasOptions, Blob, Clock, PutOptions, Ref, Store, StoreError, StoreIndex, StoreLimits, media,
+};
 
 #[derive(Debug, Default)]
 struct Inner {
-    blobs: HashMap<Ref, Blob>,
-    aliases: HashMap<String, Ref>,
-    total: u64,
+    index: StoreIndex,
+    /// The bytes and media type of every blob in the index.
+    blobs: HashMap<Ref, (Bytes, &'static str)>,
 }
 
-/// Blobs and aliases in memory; lost when the process ends.
+impl Inner {
+    fn forget(&mut self, victims: Vec<(Ref, u64)>) {
+        for (r, _) in victims {
+            self.blobs.remove(&r);
+        }
+    }
+}
+
+/// Blobs and aliases in memory; lost when the process ends. Evicts and expires by the rules of
+/// [`index`](super::index).
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    inner: RwLock<Inner>,
+    inner: Mutex<Inner>,
     limits: StoreLimits,
+    clock: Clock,
 }
 
 impl MemoryStore {
     /// An empty store with the given limits.
     pub fn with_limits(limits: StoreLimits) -> Self {
+        MemoryStore::with_clock(limits, Clock::system())
+    }
+
+    /// An empty store with the given limits, reading time (for recency and expiry) from
+    /// `clock`.
+    pub fn with_clock(limits: StoreLimits, clock: Clock) -> Self {
         MemoryStore {
-            inner: RwLock::default(),
+            inner: Mutex::default(),
             limits,
+            clock,
         }
     }
 
     // Every critical section is a handful of map operations that cannot panic halfway, so a
     // poisoned lock still guards consistent data.
-    fn read(&self) -> RwLockReadGuard<'_, Inner> {
-        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, Inner> {
-        self.inner.write().unwrap_or_else(|p| p.into_inner())
+    fn now(&self) -> u64 {
+        self.clock.now_ms()
     }
 }
 
-impl Inner {
-    fn resolve(&self, name: &str) -> Option<Ref> {
-        let r = if Ref::is_ref_like(name) {
-            name.parse::<Ref>().ok()?
-        } else {
-            self.aliases.get(name)?.clone()
-        };
-        self.blobs.contains_key(&r).then_some(r)
-    }
+/// The expiry of a put made at `now`.
+pub(super) fn expiry(now: u64, options: &PutOptions) -> Option<u64> {
+    options
+        .ttl
+        .map(|ttl| now.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)))
 }
 
 #[cfg_attr(target_arch = "wasm32", async_trait::async_trait(?Send))]
 #[cfg_attr(not(target_arch = "wasm32"), async_trait::async_trait)]
 impl Store for MemoryStore {
     async fn put(&self, bytes: Bytes) -> Result<Ref, StoreError> {
+        self.put_with(bytes, PutOptions::durable()).await
+    }
+
+    async fn put_with(&self, bytes: Bytes, options: PutOptions) -> Result<Ref, StoreError> {
         let size = bytes.len() as u64;
         if size > self.limits.max_blob_size {
             return Err(StoreError::TooLarge {
@@ -67,70 +86,94 @@ impl Store for MemoryStore {
         }
         // Hash outside the lock: it is the expensive part.
         let r = Ref::of(&bytes);
-        let media = media::sniff(&bytes).to_owned();
-        let mut inner = self.write();
-        if inner.blobs.contains_key(&r) {
+        let media = media::sniff(&bytes);
+        let now = self.now();
+        let expires = expiry(now, &options);
+        let mut inner = self.lock();
+        if inner
+            .index
+            .put_existing(&r, now, expires, options.pin)
+            .is_some()
+        {
             return Ok(r);
         }
-        if let Some(max) = self.limits.max_total_size
-            && inner.total + size > max
-        {
-            return Err(StoreError::Full(format!(
-                "{} of {max} bytes used, {size} more do not fit",
-                inner.total
-            )));
+        let expired = inner.index.expire(now);
+        inner.forget(expired);
+        let victims = inner.index.make_room(size, self.limits.max_total_size)?;
+        if !victims.is_empty() {
+            tracing::debug!(count = victims.len(), "evicted blobs to make room");
         }
-        inner.total += size;
-        inner.blobs.insert(
-            r.clone(),
-            Blob {
-                r#ref: r.clone(),
-                media,
-                bytes,
-            },
-        );
+        inner.forget(victims);
+        inner
+            .index
+            .insert(r.clone(), size, now, expires, options.pin);
+        inner.blobs.insert(r.clone(), (bytes, media));
         Ok(r)
     }
 
     async fn get(&self, name: &str) -> Result<Option<Blob>, StoreError> {
-        let inner = self.read();
-        Ok(inner
-            .resolve(name)
-            .and_then(|r| inner.blobs.get(&r).cloned()))
+        let now = self.now();
+        let mut inner = self.lock();
+        let Some(r) = inner.index.resolve(name, now) else {
+            return Ok(None);
+        };
+        inner.index.touch(&r, now);
+        Ok(inner.blobs.get(&r).map(|(bytes, media)| Blob {
+            r#ref: r.clone(),
+            media: (*media).to_owned(),
+            bytes: bytes.clone(),
+        }))
     }
 
     async fn resolve(&self, name: &str) -> Result<Option<Ref>, StoreError> {
-        Ok(self.read().resolve(name))
+        Ok(self.lock().index.resolve(name, self.now()))
+    }
+
+    async fn pin(&self, name: &str) -> Result<Option<Ref>, StoreError> {
+        let now = self.now();
+        Ok(self.lock().index.pin(name, now).map(|(r, _)| r))
+    }
+
+    fn unpin(&self, r: &Ref) {
+        self.lock().index.unpin(r);
     }
 
     async fn set_alias(&self, alias: &str, target: &Ref) -> Result<(), StoreError> {
-        validate_alias(alias)?;
-        let mut inner = self.write();
-        if !inner.blobs.contains_key(target) {
-            return Err(StoreError::NotFound(target.to_string()));
-        }
-        if !inner.aliases.contains_key(alias) && inner.aliases.len() >= self.limits.max_aliases {
-            return Err(StoreError::Full(format!(
-                "{} aliases",
-                self.limits.max_aliases
-            )));
-        }
-        inner.aliases.insert(alias.to_owned(), target.clone());
+        self.set_alias_with(alias, target, AliasOptions::default())
+            .await
+    }
+
+    async fn set_alias_with(
+        &self,
+        alias: &str,
+        target: &Ref,
+        options: AliasOptions<'_>,
+    ) -> Result<(), StoreError> {
+        let now = self.now();
+        self.lock().index.set_alias(
+            alias,
+            target,
+            options.owner,
+            options.quota,
+            self.limits.max_aliases,
+            now,
+        )?;
         Ok(())
     }
 
+    async fn remove_alias(&self, alias: &str, owner: Option<&str>) -> Result<bool, StoreError> {
+        self.lock().index.remove_alias(alias, owner)
+    }
+
     async fn delete(&self, r: &Ref) -> Result<bool, StoreError> {
-        let mut inner = self.write();
-        let Some(blob) = inner.blobs.remove(r) else {
-            return Ok(false);
-        };
-        inner.total -= blob.bytes.len() as u64;
-        inner.aliases.retain(|_, target| target != r);
-        Ok(true)
+        let mut inner = self.lock();
+        let removed = inner.index.remove(r).is_some();
+        inner.blobs.remove(r);
+        Ok(removed)
     }
 
     async fn list(&self) -> Result<Vec<Ref>, StoreError> {
-        Ok(self.read().blobs.keys().cloned().collect())
+        Ok(self.lock().index.refs(self.now()))
     }
 
     fn limits(&self) -> StoreLimits {
@@ -140,5 +183,5 @@ impl Store for MemoryStore {
 
 #[cfg(test)]
 mod tests {
-    crate::store_conformance_tests!(crate::store::MemoryStore::with_limits);
+    crate::store_conformance_tests!(crate::store::MemoryStore::with_clock);
 }
