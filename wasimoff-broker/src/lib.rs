@@ -23,6 +23,7 @@ mod client;
 mod config;
 mod dispatch;
 mod error;
+mod malloc;
 mod metrics;
 mod provider;
 mod server;
@@ -52,6 +53,7 @@ use wasimoff_core::store::{DirStore, MemoryStore, Store, StoreLimits};
 
 pub use config::{BrokerConfig, Limits, PingConfig, SchedulerKind, StoreConfig};
 pub use error::TaskError;
+pub use malloc::release_large_buffers;
 
 #[doc(hidden)]
 pub use dispatch::machine_decision_cost;

@@ -1,0 +1,27 @@
+//! [`release_large_buffers`]: makes glibc's `malloc` give large buffers back to the system
+//! when they are freed.
+
+/// Buffers this large or larger get their own mapping, returned to the system when freed.
+const MMAP_THRESHOLD: i32 = 128 << 10;
+
+/// Makes the process's allocator return every buffer of 128 KiB or more to the system as soon
+/// as it is freed. Call it once, first thing in `main`; the `wasimoff-broker` binary does.
+///
+/// Why: glibc's `malloc` raises its mapping threshold each time it frees a mapped buffer, up to
+/// 32 MiB. After the first large request, later buffers of a few MiB (request bodies being
+/// read, tasks encoded for a provider) come from the per-thread heaps instead, which fragment
+/// and are rarely trimmed: under a flood of 8 MiB tasks the broker's RSS rose ~80-100 MiB
+/// above what the tasks held, and stayed there after they were answered. With a fixed
+/// threshold the peak is the held bytes plus a few MiB, and the RSS goes back down (figures in
+/// docs/benchmarks.md, "Hostile load"). Small allocations, the hot path, are unaffected.
+///
+/// Does nothing with other allocators and C libraries (a `#[global_allocator]`, musl).
+pub fn release_large_buffers() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes a tuning parameter of glibc's allocator; it is thread-safe
+    // and any value of M_MMAP_THRESHOLD up to 32 MiB is valid.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+    }
+}
