@@ -17,7 +17,11 @@
 //! 3. large inputs (a rootfs zip and a module with a big data section): upload, first task
 //!    (fetch + unpack / cold compile), second task (cache hit), broker peak RSS vs file size;
 //! 4. open-loop load with the `load` guest at fixed arrival rates: latency percentiles vs
-//!    offered load, next to the unloaded latency.
+//!    offered load, next to the unloaded latency;
+//! 5. hostile load (issue 13): `hello` throughput with 10 % hostile tasks (sleepers, loops,
+//!    floods) vs without; broker peak RSS under a flood of 8 MiB tasks with no provider, with
+//!    the default byte budget and a small one; one request with 8,000,000 empty arguments;
+//!    `/healthz` latency during two 190 MB uploads vs idle.
 #![allow(
     clippy::print_stdout,
     clippy::unwrap_used,
@@ -41,7 +45,7 @@ use std::{
 
 use bytes::Bytes;
 use futures::StreamExt;
-use wasimoff_broker::{Broker, BrokerConfig, Limits, PingConfig};
+use wasimoff_broker::{Broker, BrokerConfig, Limits, PingConfig, StoreConfig};
 use wasimoff_client::{Client, Task};
 use wasimoff_core::executor::{CancellationToken, ExecTask, Executor, ResolvedFile, Termination};
 use wasimoff_provider::{
@@ -97,13 +101,24 @@ fn met(ok: bool) -> &'static str {
 // ---------------------------------------------------------------------------------------------
 // The broker child process.
 
-fn broker_child() {
+/// The broker child: `--broker [--max-queue-bytes <n>] [--data-dir <dir>] [--malloc-default]`.
+/// Like the `wasimoff-broker` binary it calls `release_large_buffers` first, unless told
+/// `--malloc-default`.
+fn broker_child(args: &[String]) {
+    if !args.iter().any(|a| a == "--malloc-default") {
+        wasimoff_broker::release_large_buffers();
+    }
+    let option = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let config = BrokerConfig {
+        let mut config = BrokerConfig {
             listen: "127.0.0.1:0".parse().expect("address"),
             ping: PingConfig {
                 interval: Duration::from_secs(3600),
@@ -115,6 +130,12 @@ fn broker_child() {
             },
             ..BrokerConfig::default()
         };
+        if let Some(bytes) = option("--max-queue-bytes") {
+            config.limits.max_queue_bytes = bytes.parse().expect("--max-queue-bytes");
+        }
+        if let Some(dir) = option("--data-dir") {
+            config.store = StoreConfig::Dir(dir.into());
+        }
         let handle = Broker::builder()
             .config(config)
             .build()
@@ -153,8 +174,14 @@ struct BrokerProc {
 
 impl BrokerProc {
     fn start() -> BrokerProc {
+        BrokerProc::start_with(&[])
+    }
+
+    /// A broker child with options (see [`broker_child`]).
+    fn start_with(options: &[String]) -> BrokerProc {
         let mut child = Command::new(std::env::current_exe().expect("own path"))
             .arg("--broker")
+            .args(options)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -198,11 +225,18 @@ struct Peer {
 
 impl Peer {
     async fn start(url: &str) -> Peer {
-        let executor = WasmtimeExecutor::new(WasmtimeConfig {
-            workers: WORKERS,
-            ..WasmtimeConfig::default()
-        })
-        .expect("executor");
+        Peer::start_with(
+            url,
+            WasmtimeConfig {
+                workers: WORKERS,
+                ..WasmtimeConfig::default()
+            },
+        )
+        .await
+    }
+
+    async fn start_with(url: &str, config: WasmtimeConfig) -> Peer {
+        let executor = WasmtimeExecutor::new(config).expect("executor");
         let provider = Provider::builder(
             ProviderConfig {
                 name: "bench-provider".into(),
@@ -245,7 +279,7 @@ impl Peer {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--broker") {
-        return broker_child();
+        return broker_child(&args);
     }
     let quick = args.iter().any(|a| a == "--quick");
     let only: Option<u32> = args
@@ -277,6 +311,9 @@ fn main() {
         }
         if want(4) {
             open_loop(quick).await;
+        }
+        if want(5) {
+            hostile(quick).await;
         }
     });
     println!("\ntotal {:.1} s", started.elapsed().as_secs_f64());
@@ -730,6 +767,11 @@ fn leb(mut v: usize, out: &mut Vec<u8>) {
 /// A valid WASI command module of about `size` bytes: an exported memory with one active data
 /// segment of `size` bytes of noise and a `_start` that returns at once.
 fn big_module(size: usize) -> Vec<u8> {
+    big_module_seeded(size, 42)
+}
+
+/// [`big_module`] with noise from this seed, so that two modules differ.
+fn big_module_seeded(size: usize, seed: u64) -> Vec<u8> {
     let mut m = b"\0asm\x01\0\0\0".to_vec();
     let section = |id: u8, body: &[u8], m: &mut Vec<u8>| {
         m.push(id);
@@ -750,7 +792,7 @@ fn big_module(size: usize) -> Vec<u8> {
     section(10, &[1, 2, 0, 0x0b], &mut m); // code: no locals, `end`
     let mut data = vec![1, 0, 0x41, 0, 0x0b]; // one active segment at i32.const 0
     leb(size, &mut data);
-    data.extend_from_slice(&noise(size, 42));
+    data.extend_from_slice(&noise(size, seed));
     section(11, &data, &mut m);
     m
 }
@@ -956,4 +998,563 @@ async fn open_loop(quick: bool) {
     session.close().await;
     peer.stop().await;
     drop(broker);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenario 5: hostile load (issue 13).
+
+const MIB: usize = 1 << 20;
+
+async fn hostile(quick: bool) {
+    println!("\n## 5. hostile load (issue 13)");
+    if std::env::var("SKIP_MIX").is_err() {
+        hostile_mix(quick).await;
+    }
+    stdin_flood(quick).await;
+    socket_buffers().await;
+    huge_args(quick).await;
+    healthz_during_uploads(quick).await;
+}
+
+/// What `hello.wasm <tag>` prints.
+fn hello_output(tag: &str) -> String {
+    format!("Hello, wasimoff! This is the hello guest.\nargs = [\"hello.wasm\", \"{tag}\"]\n")
+}
+
+/// The hostile task number `k`: a sleeper or a loop far past its deadline, or a flood past
+/// the provider's output cap.
+/// Without `sleepers` (the provider cannot stop them), a loop takes the sleeper's turn.
+fn hostile_task(k: usize, deadline: Duration, sleepers: bool) -> Task {
+    match k % 3 {
+        0 if sleepers => Task::wasip1("sleep.wasm").arg("600000").timeout(deadline),
+        0 | 1 => Task::wasip1("loop.wasm").timeout(deadline),
+        _ => Task::wasip1("flood.wasm").arg("4M"),
+    }
+}
+
+/// Whether the native provider stops a guest sleeping in `poll_oneoff` at its time limit: a
+/// provider of its own (its worker may stay taken) runs `sleep 2000` with a 300 ms deadline
+/// (after a first run has compiled the module), then has to report its worker free within a
+/// second of the answer.
+async fn sleepers_stop(url: &str) -> bool {
+    let probe = Peer::start_with(
+        url,
+        WasmtimeConfig {
+            workers: 1,
+            ..WasmtimeConfig::default()
+        },
+    )
+    .await;
+    let client = &probe.client;
+    client
+        .upload(wasimoff_wasi_apps::SLEEP, Some("sleep.wasm"))
+        .await
+        .unwrap();
+    let warm = client.run(Task::wasip1("sleep.wasm").arg("0")).await;
+    assert!(warm.is_ok_and(|o| o.success()));
+    let started = probe.provider.status().tasks_started;
+    let answer = client
+        .run(
+            Task::wasip1("sleep.wasm")
+                .arg("2000")
+                .timeout(Duration::from_millis(300)),
+        )
+        .await;
+    assert!(
+        answer.is_err(),
+        "a 3 s sleep ended within 300 ms: {answer:?}"
+    );
+    assert_eq!(
+        probe.provider.status().tasks_started,
+        started + 1,
+        "the sleeper never started"
+    );
+    let t = Instant::now();
+    let mut free = false;
+    while t.elapsed() < Duration::from_secs(1) {
+        if probe.provider.status().busy == 0 {
+            free = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    probe.stop().await;
+    free
+}
+
+/// How a batch went: its wall time, good tasks right, and every other outcome by kind.
+#[derive(Default)]
+struct Mix {
+    took: Duration,
+    good_ok: usize,
+    outcomes: std::collections::BTreeMap<String, usize>,
+}
+
+impl Mix {
+    fn describe(&self) -> String {
+        self.outcomes
+            .iter()
+            .map(|(k, v)| format!("{v} {k}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// `good` hello tasks (each with its own argument, output checked) and, if `hostile_every` is
+/// set, one hostile task after every `hostile_every - 1` good ones; or only the hostile ones.
+async fn mix_batch(
+    client: &Client,
+    good: usize,
+    hostile_every: Option<usize>,
+    only_hostile: bool,
+    deadline: Duration,
+    sleepers: bool,
+) -> Mix {
+    let every = hostile_every.unwrap_or(usize::MAX);
+    let total = match hostile_every {
+        Some(e) => good * e / (e - 1),
+        None => good,
+    };
+    let is_hostile = move |i: usize| i % every == every - 1;
+    let tasks = (0..total)
+        .filter(move |&i| !only_hostile || is_hostile(i))
+        .map(move |i| {
+            if is_hostile(i) {
+                hostile_task(i / every, deadline, sleepers).reference(format!("h{i}"))
+            } else {
+                Task::wasip1("hello.wasm")
+                    .arg(format!("g{i}"))
+                    .reference(format!("g{i}"))
+            }
+        });
+    let started = Instant::now();
+    let mut results = client.submit_many(tasks, 64);
+    let mut mix = Mix::default();
+    while let Some((_, result)) = results.next().await {
+        let kind = match result {
+            Ok(out) => {
+                let reference = out.reference.clone().unwrap_or_default();
+                if reference.starts_with('g') {
+                    if out.success() && out.stdout_lossy() == hello_output(&reference) {
+                        mix.good_ok += 1;
+                        continue;
+                    }
+                    format!("good task wrong ({})", out.stderr_lossy().trim())
+                } else if out.truncated().is_some() {
+                    "floods cut at the cap".to_owned()
+                } else {
+                    format!("hostile ran to an end (status {})", out.status)
+                }
+            }
+            Err(wasimoff_client::Error::DeadlineExceeded(_)) => "deadline_exceeded".to_owned(),
+            Err(wasimoff_client::Error::Task(m)) if m.contains("deadline") => {
+                "timeout results".to_owned()
+            }
+            Err(e) => format!("error {}", e.code()),
+        };
+        *mix.outcomes.entry(kind).or_default() += 1;
+    }
+    mix.took = started.elapsed();
+    mix
+}
+
+async fn hostile_mix(quick: bool) {
+    let good = if quick { 300 } else { 10_000 };
+    let deadline = Duration::from_millis(10);
+    let broker = BrokerProc::start();
+    let sleepers = sleepers_stop(&broker.url).await;
+    println!(
+        "hello x {good}, submit_many, 64 in flight; hostile: every 10th task (sleep 600 s or \
+         loop, QoS deadline {} ms; or flood 4 MiB against a 1 MiB output cap)",
+        deadline.as_millis()
+    );
+    if !sleepers {
+        println!(
+            "  sleepers left out, loops instead: the provider does not stop a guest sleeping in \
+             poll_oneoff at its time limit (its worker stays taken)"
+        );
+    }
+    let peer = Peer::start_with(
+        &broker.url,
+        WasmtimeConfig {
+            workers: WORKERS,
+            default_max_output: MIB,
+            ..WasmtimeConfig::default()
+        },
+    )
+    .await;
+    let client = peer.client.clone();
+    for (bytes, name) in [
+        (wasimoff_wasi_apps::HELLO, "hello.wasm"),
+        (wasimoff_wasi_apps::SLEEP, "sleep.wasm"),
+        (wasimoff_wasi_apps::LOOP, "loop.wasm"),
+        (wasimoff_wasi_apps::FLOOD, "flood.wasm"),
+    ] {
+        client.upload(bytes, Some(name)).await.unwrap();
+    }
+    // Warm-up: compile every module, open the connections.
+    mix_batch(&client, 200, Some(10), false, deadline, sleepers).await;
+    let alone = mix_batch(&client, good, None, false, deadline, sleepers).await;
+    let hostile_alone = mix_batch(&client, good, Some(10), true, deadline, sleepers).await;
+    let mixed = mix_batch(&client, good, Some(10), false, deadline, sleepers).await;
+    let after = mix_batch(&client, good, None, false, deadline, sleepers).await;
+    let rate = |m: &Mix| m.good_ok as f64 / m.took.as_secs_f64();
+    println!(
+        "  good tasks alone:              {:>7.0} tasks/s ({}/{good} right in {})",
+        rate(&alone),
+        alone.good_ok,
+        us(alone.took)
+    );
+    println!(
+        "  hostile tasks alone:           {:>9} for {} ({})",
+        us(hostile_alone.took),
+        hostile_alone.outcomes.values().sum::<usize>(),
+        hostile_alone.describe()
+    );
+    println!(
+        "  good tasks with 10 % hostile:  {:>7.0} tasks/s ({}/{good} right in {}; hostile: {}) \
+         = {:.2}x alone; mixed time / (good alone + hostile alone) {:.2}",
+        rate(&mixed),
+        mixed.good_ok,
+        us(mixed.took),
+        mixed.describe(),
+        rate(&mixed) / rate(&alone),
+        mixed.took.as_secs_f64() / (alone.took + hostile_alone.took).as_secs_f64()
+    );
+    println!(
+        "  good tasks alone, afterwards:  {:>7.0} tasks/s ({}/{good} right) = {:.2}x before",
+        rate(&after),
+        after.good_ok,
+        rate(&after) / rate(&alone)
+    );
+    for (label, m) in [("alone", &alone), ("mixed", &mixed), ("afterwards", &after)] {
+        if m.good_ok != good {
+            println!(
+                "  PROBLEM: {label}: good tasks not all right: {}",
+                m.describe()
+            );
+        }
+    }
+    peer.stop().await;
+    drop(broker);
+}
+
+/// The broker's `wasimoff_tasks_held_bytes`.
+async fn held_bytes(http: &reqwest::Client, url: &str) -> u64 {
+    let text = http
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("wasimoff_tasks_held_bytes "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// `n` clients at once, each submitting one task with 8 MiB of stdin while no provider is
+/// connected: peak broker RSS with the default byte budget and with 256 MiB; then the clients
+/// leave and the broker should give the memory back.
+async fn stdin_flood(quick: bool) {
+    let n = if quick { 10 } else { 100 };
+    let stdin = 8 * MIB;
+    println!(
+        "{n} clients at once, each one task with {} MiB of stdin, no provider connected \
+         (Connect, protobuf); broker peak RSS over its idle RSS",
+        stdin / MIB
+    );
+    let mut request = Task::wasip1("hello.wasm").arg("flood").into_request();
+    request.params.as_mut().unwrap().stdin = Some(Bytes::from(vec![0x61; stdin]));
+    let body = Bytes::from(prost::Message::encode_to_vec(&request));
+    let cases: &[(Option<usize>, bool)] = if quick {
+        &[(Some(256 * MIB), true), (Some(256 * MIB), false)]
+    } else {
+        &[
+            (None, true),
+            (Some(256 * MIB), true),
+            (None, false),
+            (Some(256 * MIB), false),
+        ]
+    };
+    for &(budget, release) in cases {
+        let mut options = budget
+            .map(|b| vec!["--max-queue-bytes".to_owned(), b.to_string()])
+            .unwrap_or_default();
+        if !release {
+            options.push("--malloc-default".to_owned());
+        }
+        let label = budget.map_or_else(
+            || {
+                format!(
+                    "default budget ({} MiB)",
+                    Limits::default().max_queue_bytes / MIB
+                )
+            },
+            |b| format!("--max-queue-bytes {} MiB", b / MIB),
+        );
+        let label = if release {
+            label
+        } else {
+            format!("{label}, glibc's malloc as it comes")
+        };
+        let budget = budget.unwrap_or(Limits::default().max_queue_bytes);
+        let mut broker = BrokerProc::start_with(&options);
+        let client = Client::new(&broker.url).unwrap();
+        client
+            .upload(wasimoff_wasi_apps::HELLO, Some("hello.wasm"))
+            .await
+            .unwrap();
+        let (rss0, _) = broker.mem();
+        let http = reqwest::Client::new();
+        let answered = Arc::new(AtomicUsize::new(0));
+        let started = Instant::now();
+        let clients: Vec<_> = (0..n)
+            .map(|_| {
+                let request = http
+                    .post(format!(
+                        "{}/api/client/wasimoff.v1.Tasks/RunWasip1",
+                        broker.url
+                    ))
+                    .header("content-type", "application/proto")
+                    .body(body.clone());
+                let answered = answered.clone();
+                tokio::spawn(async move {
+                    let status = request.send().await.map(|r| r.status().as_u16());
+                    answered.fetch_add(1, Ordering::Relaxed);
+                    status
+                })
+            })
+            .collect();
+        // Every request is either queued or answered (429).
+        let mut queued = 0;
+        loop {
+            queued = client.status().await.map_or(queued, |s| s.queued);
+            if queued as usize + answered.load(Ordering::Relaxed) >= n {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(25) {
+                println!("  (gave up waiting: {queued} queued)");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let settled = started.elapsed();
+        let (rss1, hwm) = broker.mem();
+        let held = held_bytes(&http, &broker.url).await;
+        let refused = answered.load(Ordering::Relaxed);
+        // The clients leave.
+        for c in &clients {
+            c.abort();
+        }
+        for c in clients {
+            let _ = c.await;
+        }
+        let left = Instant::now();
+        let mut held_after = held;
+        while held_after > 0 && left.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            held_after = held_bytes(&http, &broker.url).await;
+        }
+        let freed_in = left.elapsed();
+        let (rss2, _) = broker.mem();
+        let peak = hwm.saturating_sub(rss0);
+        println!(
+            "  {label}: {queued} queued ({:.0} MiB held), {refused} refused (429), settled in {}; \
+             peak +{:.0} MiB (target: under budget + 64 MiB: {}), +{:.0} MiB over the held \
+             bytes; RSS with the tasks queued +{:.0} MiB",
+            mib(held),
+            us(settled),
+            mib(peak),
+            met((peak as usize) < budget + 64 * MIB),
+            mib(peak.saturating_sub(held)),
+            mib(rss1.saturating_sub(rss0)),
+        );
+        println!(
+            "    clients left: held bytes {} after {}; RSS +{:.0} MiB over idle",
+            held_after,
+            us(freed_in),
+            mib(rss2.saturating_sub(rss0))
+        );
+        drop(broker);
+    }
+}
+
+/// Large tasks through one provider, one at a time: what the broker still holds once they are
+/// answered (its socket to the provider keeps a write buffer as large as the largest frame).
+async fn socket_buffers() {
+    let mut broker = BrokerProc::start();
+    let peer = Peer::start(&broker.url).await;
+    let client = peer.client.clone();
+    client
+        .upload(wasimoff_wasi_apps::HELLO, Some("hello.wasm"))
+        .await
+        .unwrap();
+    assert!(
+        client
+            .run(Task::wasip1("hello.wasm"))
+            .await
+            .unwrap()
+            .success()
+    );
+    let (rss0, _) = broker.mem();
+    print!("tasks with large stdin through one provider, one at a time; broker RSS once answered:");
+    for stdin in [MIB, 4 * MIB, 8 * MIB, 16 * MIB - 4096] {
+        for _ in 0..3 {
+            let out = client
+                .run(Task::wasip1("hello.wasm").stdin(vec![0x62; stdin]))
+                .await
+                .unwrap();
+            assert!(out.success());
+        }
+        let (rss, _) = broker.mem();
+        print!(
+            " {:.0} MiB -> +{:.1} MiB;",
+            mib(stdin as u64),
+            mib(rss.saturating_sub(rss0))
+        );
+    }
+    println!();
+    peer.stop().await;
+    let (rss, _) = broker.mem();
+    println!(
+        "  after the provider left: +{:.1} MiB",
+        mib(rss.saturating_sub(rss0))
+    );
+    drop(broker);
+}
+
+/// One request with 8,000,000 empty arguments (protobuf and JSON), each on a fresh broker:
+/// refused before decoding, so the broker's peak stays near the body's size.
+async fn huge_args(quick: bool) {
+    let count = if quick { 800_000 } else { 8_000_000 };
+    let mut request = Task::wasip1("hello.wasm").into_request();
+    request.params.as_mut().unwrap().args = vec![String::new(); count];
+    let proto = prost::Message::encode_to_vec(&request);
+    let json = serde_json::to_vec(&request).unwrap();
+    drop(request);
+    println!(
+        "one request with {count} empty arguments (decoded: {:.0} MiB of `String`s), a fresh \
+         broker each",
+        mib((count * std::mem::size_of::<String>()) as u64)
+    );
+    for (codec, content_type, body) in [
+        ("protobuf", "application/proto", proto),
+        ("JSON", "application/json", json),
+    ] {
+        let len = body.len() as u64;
+        let mut broker = BrokerProc::start();
+        let (rss0, _) = broker.mem();
+        let t = Instant::now();
+        let response = reqwest::Client::new()
+            .post(format!(
+                "{}/api/client/wasimoff.v1.Tasks/RunWasip1",
+                broker.url
+            ))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        let took = t.elapsed();
+        let (_, hwm) = broker.mem();
+        let peak = hwm.saturating_sub(rss0);
+        println!(
+            "  {codec:<8} body {:.1} MiB: {status} in {} ({}); broker peak +{:.1} MiB = {:.2}x \
+             the body",
+            mib(len),
+            us(took),
+            text.chars().take(90).collect::<String>().trim(),
+            mib(peak),
+            peak as f64 / len as f64
+        );
+        drop(broker);
+    }
+}
+
+/// `/healthz` one request after another (keep-alive), until `until` is done.
+async fn healthz_while(
+    http: &reqwest::Client,
+    url: &str,
+    mut until: impl FnMut(usize) -> bool,
+) -> Vec<Duration> {
+    let mut lat = Vec::new();
+    while !until(lat.len()) {
+        let t = Instant::now();
+        let response = http.get(format!("{url}/healthz")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.bytes().await.unwrap();
+        lat.push(t.elapsed());
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    lat.sort();
+    lat
+}
+
+/// `/healthz` latency while two large uploads run at once, vs idle; memory and directory
+/// stores.
+async fn healthz_during_uploads(quick: bool) {
+    let size = if quick { 19_000_000 } else { 190_000_000 };
+    println!(
+        "/healthz latency (one request at a time, 2 ms apart) while two {} MB modules upload at \
+         once, vs idle",
+        size / 1_000_000
+    );
+    let modules = [
+        Bytes::from(big_module_seeded(size, 7)),
+        Bytes::from(big_module_seeded(size, 8)),
+    ];
+    for store in ["memory", "directory"] {
+        let dir = tempfile::tempdir().unwrap();
+        let options = match store {
+            "memory" => vec![],
+            _ => vec![
+                "--data-dir".to_owned(),
+                dir.path().to_string_lossy().into_owned(),
+            ],
+        };
+        let mut broker = BrokerProc::start_with(&options);
+        let (rss0, _) = broker.mem();
+        let http = reqwest::Client::new();
+        let idle = healthz_while(&http, &broker.url, |n| n >= 200).await;
+        let started = Instant::now();
+        let uploads: Vec<_> = modules
+            .iter()
+            .map(|m| {
+                let client = Client::new(&broker.url).unwrap();
+                let m = m.clone();
+                tokio::spawn(async move { client.upload(m, None).await.map(|_| ()) })
+            })
+            .collect();
+        let busy = healthz_while(&http, &broker.url, |_| {
+            uploads.iter().all(tokio::task::JoinHandle::is_finished)
+        })
+        .await;
+        let took = started.elapsed();
+        for u in uploads {
+            u.await.unwrap().unwrap();
+        }
+        let (_, hwm) = broker.mem();
+        let max = pct(&busy, 1.0);
+        println!(
+            "  {store:<9} store: idle p50 {} max {}; during the uploads ({} requests, uploads \
+             done in {}) p50 {} p99 {} max {} (target < 50 ms: {}); broker peak RSS +{:.0} MiB = \
+             {:.2}x the two files",
+            us(pct(&idle, 0.5)),
+            us(pct(&idle, 1.0)),
+            busy.len(),
+            us(took),
+            us(pct(&busy, 0.5)),
+            us(pct(&busy, 0.99)),
+            us(max),
+            met(max < Duration::from_millis(50)),
+            mib(hwm.saturating_sub(rss0)),
+            hwm.saturating_sub(rss0) as f64 / (2 * size) as f64
+        );
+        drop(broker);
+    }
 }
