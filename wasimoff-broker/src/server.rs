@@ -19,7 +19,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     task::{Context, Poll},
     time::{Duration, Instant},
@@ -47,11 +47,6 @@ pub(crate) struct ServerConfig {
     pub(crate) header_timeout: Duration,
 }
 
-/// What a connection is used for.
-const UNKNOWN: u8 = 0;
-const CLIENT: u8 = 1;
-const PROVIDER: u8 = 2;
-
 /// One open connection, as the registry sees it.
 #[derive(Debug)]
 struct Conn {
@@ -59,9 +54,10 @@ struct Conn {
     busy: AtomicUsize,
     /// When it last became idle (accepted, or a response finished); for eviction.
     idle_since: Mutex<Instant>,
-    kind: AtomicU8,
     /// Upgraded to a WebSocket: no longer HTTP, never evicted.
     upgraded: AtomicBool,
+    /// Counted in [`Registry::active_clients`].
+    counted: AtomicBool,
     /// Cancelled to evict it.
     evict: CancellationToken,
 }
@@ -79,6 +75,8 @@ struct Registry {
     config: ServerConfig,
     conns: Mutex<HashMap<u64, Arc<Conn>>>,
     next_id: AtomicUsize,
+    /// Client connections with a request in progress or an open socket.
+    active_clients: AtomicUsize,
 }
 
 impl Registry {
@@ -106,8 +104,8 @@ impl Registry {
         let conn = Arc::new(Conn {
             busy: AtomicUsize::new(0),
             idle_since: Mutex::new(Instant::now()),
-            kind: AtomicU8::new(UNKNOWN),
             upgraded: AtomicBool::new(false),
+            counted: AtomicBool::new(false),
             evict: CancellationToken::new(),
         });
         conns.insert(id, conn.clone());
@@ -118,12 +116,29 @@ impl Registry {
         })
     }
 
-    /// Client connections holding a request or a socket.
-    fn active_clients(&self) -> usize {
-        self.lock()
-            .values()
-            .filter(|c| c.kind.load(Ordering::Acquire) == CLIENT && c.active())
-            .count()
+    /// Counts a client connection as active (once), unless the clients' share is used up.
+    fn start_client(&self, conn: &Conn) -> bool {
+        if conn.counted.load(Ordering::Acquire) {
+            return true;
+        }
+        let cap = self.client_cap();
+        let admitted = self
+            .active_clients
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < cap).then_some(n + 1)
+            })
+            .is_ok();
+        if admitted {
+            conn.counted.store(true, Ordering::Release);
+        }
+        admitted
+    }
+
+    /// A connection no longer counts as an active client.
+    fn stop_client(&self, conn: &Conn) {
+        if conn.counted.swap(false, Ordering::AcqRel) {
+            self.active_clients.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 
     fn client_cap(&self) -> usize {
@@ -142,6 +157,7 @@ struct Guard {
 
 impl Drop for Guard {
     fn drop(&mut self) {
+        self.registry.stop_client(&self.conn);
         self.registry.lock().remove(&self.id);
     }
 }
@@ -193,12 +209,17 @@ impl AsyncWrite for Tracked {
 }
 
 /// Marks a request in progress on its connection until dropped.
-struct Busy(Arc<Conn>);
+struct Busy(Arc<Conn>, Arc<Registry>);
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        *self.0.idle_since.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
-        self.0.busy.fetch_sub(1, Ordering::AcqRel);
+        let conn = &self.0;
+        *conn.idle_since.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        conn.busy.fetch_sub(1, Ordering::AcqRel);
+        // An upgraded client socket stays counted until its connection closes.
+        if !conn.upgraded.load(Ordering::Acquire) {
+            self.1.stop_client(conn);
+        }
     }
 }
 
@@ -247,6 +268,7 @@ pub(crate) async fn serve(
         config,
         conns: Mutex::new(HashMap::new()),
         next_id: AtomicUsize::new(0),
+        active_clients: AtomicUsize::new(0),
     });
     let tasks = tokio_util::task::TaskTracker::new();
     loop {
@@ -289,19 +311,15 @@ pub(crate) async fn serve(
         let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
             let (conn, registry, mut router) = (conn.clone(), registry.clone(), router.clone());
             async move {
-                let kind = if req.uri().path() == PROVIDER_PATH {
-                    PROVIDER
-                } else {
-                    CLIENT
-                };
-                conn.kind.store(kind, Ordering::Release);
-                if kind == CLIENT && registry.active_clients() >= registry.client_cap() {
+                // Providers have their share; health checks must work under a client flood.
+                let exempt = matches!(req.uri().path(), PROVIDER_PATH | "/healthz");
+                if !exempt && !registry.start_client(&conn) {
                     return Ok(unavailable(
                         "the broker is at its connection limit for clients; retry later\n",
                     ));
                 }
                 conn.busy.fetch_add(1, Ordering::AcqRel);
-                let busy = Busy(conn.clone());
+                let busy = Busy(conn.clone(), registry.clone());
                 let mut req = req.map(Body::new);
                 req.extensions_mut().insert(ConnectInfo(peer));
                 let response = router.call(req).await;

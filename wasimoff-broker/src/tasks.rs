@@ -186,12 +186,14 @@ impl AppState {
     }
 
     /// Refuses a task whose request would not fit in one provider frame: a provider would
-    /// drop its connection (and every task on it) rather than take it.
-    /// Returns the request's encoded size.
+    /// drop its connection (and every task on it) rather than take it. Providers take frames
+    /// up to the protocol's limit (64 MiB), so a broker configured with larger frames still
+    /// sends no larger task. Returns the request's encoded size.
     fn check_frame(&self, request: &impl prost::Message) -> Result<usize, TaskError> {
         let size = request.encoded_len();
+        let frame = (self.config.limits.max_frame).min(wasimoff_core::transport::DEFAULT_MAX_FRAME);
         // Room for the envelope around it and the broker's own metadata.
-        let limit = self.config.limits.max_frame.saturating_sub(64 << 10);
+        let limit = frame.saturating_sub(64 << 10);
         if size > limit {
             return Err(TaskError::InvalidArgument(format!(
                 "task request of {size} bytes exceeds the provider frame limit of {limit} bytes; \

@@ -12,7 +12,7 @@
 
 use bytes::Bytes;
 use prost::Message as _;
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::proto::{self, envelope::MessageType};
 
@@ -132,10 +132,12 @@ macro_rules! payloads {
                 }
             }
 
-            fn from_json(type_url: &str, fields: Value) -> Result<Payload, PayloadError> {
+            /// Decodes the JSON text of a payload object straight into its message (its
+            /// `@type` key is skipped like any unknown key).
+            fn from_json(type_url: &str, fields: &str) -> Result<Payload, PayloadError> {
                 let name = type_name_of(type_url);
                 Ok(match name {
-                    $( $name => Payload::$variant(serde_json::from_value::<$ty>(fields).map_err(|e| {
+                    $( $name => Payload::$variant(serde_json::from_str::<$ty>(fields).map_err(|e| {
                         PayloadError { type_name: name.to_owned(), reason: e.to_string() }
                     })?), )*
                     _ => Payload::Unknown(UnknownPayload { type_url: type_url.to_owned(), value: Bytes::new() }),
@@ -427,21 +429,35 @@ impl Envelope {
         if elements > crate::bounds::MAX_ELEMENTS {
             return Err(DecodeError::Malformed(too_many_elements(elements)));
         }
-        let mut value: Value =
-            serde_json::from_str(text).map_err(|e| DecodeError::Malformed(e.to_string()))?;
-        let object = value
-            .as_object_mut()
-            .ok_or_else(|| DecodeError::Malformed("an envelope must be a JSON object".into()))?;
-        let payload = object.remove("payload");
-        let head: proto::Envelope =
-            serde_json::from_value(value).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        // The envelope's few keys, each value kept as its raw text: no tree of the payload and
+        // no copy of its strings, which are decoded once, straight into the message.
+        let malformed = |e: serde_json::Error| DecodeError::Malformed(e.to_string());
+        if !text.trim_start().starts_with('{') {
+            return Err(DecodeError::Malformed(
+                "an envelope must be a JSON object".into(),
+            ));
+        }
+        let mut members: std::collections::BTreeMap<String, &RawValue> =
+            serde_json::from_str(text).map_err(malformed)?;
+        let payload = members.remove("payload");
+        let mut head = String::from("{");
+        for (key, value) in &members {
+            if head.len() > 1 {
+                head.push(',');
+            }
+            head.push_str(&serde_json::to_string(key).map_err(malformed)?);
+            head.push(':');
+            head.push_str(value.get());
+        }
+        head.push('}');
+        let head: proto::Envelope = serde_json::from_str(&head).map_err(malformed)?;
         let kind = match head.r#type {
             None => None,
             Some(n) => Some(MessageType::try_from(n).map_err(|_| DecodeError::BadType(n))?),
         };
-        let payload = match payload {
-            None | Some(Value::Null) => None,
-            Some(Value::Object(mut fields)) => {
+        let payload = match payload.map(RawValue::get) {
+            None | Some("null") => None,
+            Some(fields) if fields.starts_with('{') => {
                 let payload_error = |reason: String| DecodeError::Payload {
                     sequence: head.sequence,
                     kind,
@@ -450,19 +466,25 @@ impl Envelope {
                         reason,
                     },
                 };
-                let type_url = match fields.remove("@type") {
-                    Some(Value::String(t)) => t,
+                /// Only the type of a payload; its other keys are skipped unread.
+                #[derive(serde::Deserialize)]
+                struct TypeOf {
+                    #[serde(rename = "@type")]
+                    type_url: Option<String>,
+                }
+                let type_url = match serde_json::from_str::<TypeOf>(fields) {
+                    Ok(TypeOf {
+                        type_url: Some(t), ..
+                    }) => t,
                     _ => return Err(payload_error("payload without a \"@type\" string".into())),
                 };
-                Some(
-                    Payload::from_json(&type_url, Value::Object(fields)).map_err(|source| {
-                        DecodeError::Payload {
-                            sequence: head.sequence,
-                            kind,
-                            source,
-                        }
-                    })?,
-                )
+                Some(Payload::from_json(&type_url, fields).map_err(|source| {
+                    DecodeError::Payload {
+                        sequence: head.sequence,
+                        kind,
+                        source,
+                    }
+                })?)
             }
             Some(_) => {
                 return Err(DecodeError::Malformed(

@@ -50,6 +50,24 @@ where
     wasm_bindgen_futures::spawn_local(future);
 }
 
+/// Runs CPU-heavy work (hashing a large blob) where it does not stall the async workers:
+/// natively on tokio's blocking pool when called inside a runtime, else (and in browsers)
+/// right here.
+pub async fn blocking<T, F>(work: F) -> T
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    #[cfg(not(target_arch = "wasm32"))]
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        return match runtime.spawn_blocking(work).await {
+            Ok(value) => value,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        };
+    }
+    work()
+}
+
 /// Waits for `duration` (tokio's timer natively, so `tokio::time::pause` works in tests).
 pub async fn sleep(duration: Duration) {
     #[cfg(not(target_arch = "wasm32"))]

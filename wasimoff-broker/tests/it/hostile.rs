@@ -210,3 +210,51 @@ async fn requests_that_decode_large_are_refused_before_decoding() {
     healthy_task(&base, "fine").await;
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn clients_cannot_take_the_providers_share_of_connections() {
+    let mut cfg = config();
+    cfg.limits.max_connections = 8;
+    cfg.limits.provider_share = 50;
+    let broker = broker(cfg).await;
+    let base = http(&broker);
+    upload(&base, EMPTY_WASM, Some("empty.wasm")).await;
+    // Four client sockets use the clients' half.
+    let url = format!("{}/api/client/ws", base.replacen("http", "ws", 1));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let transport = WebSocketTransport::connect(&url, &[], 1 << 20)
+            .await
+            .unwrap();
+        clients.push(Messenger::spawn(transport, MessengerConfig::default()));
+    }
+    // Another client request is turned away; health checks and providers are not.
+    let refused = reqwest::get(format!("{base}/api/version")).await.unwrap();
+    assert_eq!(refused.status(), 503);
+    let health = reqwest::get(format!("{base}/healthz")).await.unwrap();
+    assert_eq!(health.status(), 200);
+    let _p = provider(&base, "p", 1, Behaviour::Echo).await;
+    let response = clients[0]
+        .0
+        .call(Payload::Wasip1Request(wasip1("empty.wasm", &["e", "in"])))
+        .await
+        .unwrap();
+    match response {
+        Payload::Wasip1Response(r) => assert_eq!(stdout(&r), "in"),
+        other => panic!("{other:?}"),
+    }
+    // A client socket closes: its place is free again.
+    clients.pop();
+    for attempt in 0.. {
+        let status = reqwest::get(format!("{base}/api/version"))
+            .await
+            .unwrap()
+            .status();
+        if status == 200 {
+            break;
+        }
+        assert!(attempt < 1000, "the closed socket's place never came back");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    broker.shutdown().await;
+}

@@ -84,8 +84,14 @@ impl Store for MemoryStore {
                 limit: self.limits.max_blob_size,
             });
         }
-        // Hash outside the lock: it is the expensive part.
-        let r = Ref::of(&bytes);
+        // Hash outside the lock: it is the expensive part (about 2 ms per MiB, so large blobs
+        // are hashed off the async workers).
+        let r = if bytes.len() > 1 << 20 {
+            let blob = bytes.clone();
+            crate::platform::blocking(move || Ref::of(&blob)).await
+        } else {
+            Ref::of(&bytes)
+        };
         let media = media::sniff(&bytes);
         let now = self.now();
         let expires = expiry(now, &options);
