@@ -16,6 +16,7 @@ use wasimoff_core::executor::truncated_streams;
 use wasimoff_core::messenger::{IncomingMessage, Messenger, MessengerConfig};
 use wasimoff_core::proto::{self, task};
 
+use crate::body::WholeBody;
 use crate::error::TaskError;
 use crate::provider::{refuse_protocol, selected_codec};
 use crate::state::App;
@@ -111,7 +112,7 @@ pub(crate) async fn connect_rpc(
     Path(method): Path<String>,
     addr: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
-    body: Bytes,
+    WholeBody(body): WholeBody,
 ) -> Response {
     if let Err(e) = app.check_client(&headers) {
         return e.into_response();
@@ -274,7 +275,7 @@ pub(crate) async fn exec(
     Path(wasm): Path<String>,
     addr: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
-    body: Bytes,
+    WholeBody(body): WholeBody,
 ) -> Response {
     if let Err(e) = app.check_client(&headers) {
         return e.into_response();

@@ -19,6 +19,7 @@
 //!
 //! or mount [`Broker::router`] inside your own axum application.
 
+mod body;
 mod client;
 mod config;
 mod dispatch;

@@ -14,6 +14,7 @@ use axum::{
 use serde::Deserialize;
 use wasimoff_core::store::{AliasOptions, PutOptions, Ref, Store, StoreError};
 
+use crate::body::WholeBody;
 use crate::error::TaskError;
 use crate::state::{App, AppState, bearer};
 
@@ -135,7 +136,7 @@ pub(crate) async fn upload(
     State(app): State<App>,
     Query(query): Query<UploadQuery>,
     headers: HeaderMap,
-    body: Bytes,
+    WholeBody(body): WholeBody,
 ) -> Response {
     if let Err(e) = app.check_client(&headers) {
         return e.into_response();

@@ -421,7 +421,7 @@ async fn hostile_requests(base: String) {
         400,
         "frame limit",
     );
-    // A body over max_upload: refused once the limit is read (413), not held whole.
+    // A body over max_upload: refused from its Content-Length (413), before it is read.
     let addr = base.trim_start_matches("http://");
     let len = MAX_UPLOAD + 2 * MIB;
     let head = format!(

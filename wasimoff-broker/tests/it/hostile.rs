@@ -258,3 +258,29 @@ async fn clients_cannot_take_the_providers_share_of_connections() {
     }
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_body_declared_over_the_limit_is_refused_before_it_is_read() {
+    let mut cfg = config();
+    cfg.limits.max_upload = 1 << 20;
+    let broker = broker(cfg).await;
+    for path in [
+        "/api/storage/upload",
+        "/api/client/wasimoff.v1.Tasks/RunWasip1",
+        "/api/client/run/x.wasm",
+    ] {
+        // Headers only: the broker must answer from Content-Length, without waiting for bytes
+        // that never come (it would time out with 400 after the header timeout instead).
+        let mut s = TcpStream::connect(broker.local_addr()).await.unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/proto\r\n\
+             Content-Length: {}\r\n\r\n",
+            3 << 20
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        let seen = read_to_close(&mut s).await;
+        let text = String::from_utf8_lossy(&seen);
+        assert!(text.starts_with("HTTP/1.1 413"), "{path}: {text}");
+    }
+    broker.shutdown().await;
+}
