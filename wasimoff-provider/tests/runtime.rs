@@ -890,3 +890,78 @@ async fn hello_runs_on_wasmtime() {
     provider.shutdown(Duration::from_secs(5)).await;
     within("run to end", run).await.unwrap().unwrap();
 }
+
+/// The native provider with one worker and a 1 s task limit: a guest asleep for 1000 s is
+/// stopped by the broker's Cancel while it sleeps and, in another task, by the time limit, and
+/// each time the next task gets the slot.
+#[cfg(feature = "wasmtime")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sleeping_guests_are_stopped_on_wasmtime() {
+    use wasimoff_provider::{WasmtimeConfig, WasmtimeExecutor};
+    let executor = WasmtimeExecutor::new(WasmtimeConfig {
+        workers: 1,
+        ..WasmtimeConfig::default()
+    })
+    .unwrap();
+    let mut waiting = executor.watch_waiting();
+    let (broker_tx, mut brokers) = mpsc::unbounded_channel();
+    let config = ProviderConfig {
+        name: "tester".into(),
+        prefetch: Some(0),
+        max_task_timeout: Duration::from_secs(1),
+        ..ProviderConfig::new("http://broker.invalid")
+    };
+    let provider = Provider::builder(config, Arc::new(executor))
+        .fetcher(Arc::new(FakeFetcher::default()))
+        .connector(PairConnector { brokers: broker_tx })
+        .build()
+        .unwrap();
+    let runner = provider.clone();
+    let run = tokio::spawn(async move { runner.run().await });
+    let broker = Broker::new(within("a connection", brokers.recv()).await.unwrap());
+    let sleeper = |id: &str| {
+        let messenger = broker.messenger.clone();
+        let request = task(
+            id,
+            blob(wasimoff_wasi_apps::SLEEP),
+            &["sleep.wasm", "1000000"],
+        );
+        tokio::spawn(async move { messenger.call(request).await })
+    };
+    let hello_runs = || async {
+        let request = task("hello", blob(wasimoff_wasi_apps::HELLO), &["hello.wasm"]);
+        let out = response(broker.call(request).await.unwrap());
+        assert!(ok_stdout(&out).starts_with("Hello, wasimoff!"));
+    };
+
+    let cancelled = sleeper("cancelled");
+    within("the guest to sleep", waiting.wait_for(|n| *n == 1))
+        .await
+        .unwrap();
+    let cancel = proto::task::Cancel {
+        id: Some("cancelled".into()),
+        reason: Some("client gone".into()),
+    };
+    assert_eq!(broker.call(cancel.clone()).await.unwrap(), cancel.into());
+    let out = response(
+        within("the cancelled task", cancelled)
+            .await
+            .unwrap()
+            .unwrap(),
+    );
+    assert_eq!(error_text(&out), "cancelled");
+    hello_runs().await;
+
+    let timed_out = sleeper("timed-out");
+    let out = response(
+        within("the timed-out task", timed_out)
+            .await
+            .unwrap()
+            .unwrap(),
+    );
+    assert!(error_text(&out).starts_with("deadline exceeded"), "{out:?}");
+    hello_runs().await;
+
+    provider.shutdown(Duration::from_secs(5)).await;
+    within("run to end", run).await.unwrap().unwrap();
+}
