@@ -11,7 +11,7 @@ use std::{
     future::Future,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -122,17 +122,25 @@ impl Executor for FakeExecutor {
     }
 }
 
-/// Serves files from a map and counts fetches.
+/// Serves files from a map and counts fetches. With `hold` set, a fetch reports on `started`
+/// and waits for `release` before it answers.
 #[derive(Default)]
 struct FakeFetcher {
     files: Mutex<HashMap<String, Bytes>>,
     fetches: AtomicUsize,
+    hold: AtomicBool,
+    started: Notify,
+    release: Notify,
 }
 
 #[async_trait::async_trait]
 impl Fetcher for FakeFetcher {
     async fn fetch(&self, name: &str) -> Result<Bytes, FetchError> {
         self.fetches.fetch_add(1, Ordering::SeqCst);
+        if self.hold.load(Ordering::SeqCst) {
+            self.started.notify_one();
+            self.release.notified().await;
+        }
         self.files
             .lock()
             .unwrap()
@@ -821,6 +829,57 @@ async fn concurrent_tasks_fetch_a_missing_file_once() {
         assert_eq!(ok_stdout(&out), "ok");
     }
     assert_eq!(h.fetcher.fetches.load(Ordering::SeqCst), 1);
+    h.provider.shutdown(Duration::from_secs(5)).await;
+}
+
+/// A Cancel that comes while the task's file is still being fetched is answered at once (the
+/// task stops waiting for the file), and another task waiting for the same file still gets it
+/// from the one fetch.
+#[tokio::test]
+async fn cancel_during_a_fetch_is_answered_at_once() {
+    let mut h = Harness::start(Some(2));
+    let mut status = h.provider.watch();
+    let module = Bytes::from_static(b"\0asm fetched slowly");
+    let r = Ref::of(&module);
+    h.fetcher
+        .files
+        .lock()
+        .unwrap()
+        .insert(r.to_string(), module);
+    h.fetcher.hold.store(true, Ordering::SeqCst);
+    let mut broker = h.accept().await;
+    broker.resources(2, 0).await;
+
+    let call = |id: &str, word: &str| {
+        let messenger = broker.messenger.clone();
+        let request = task(id, by_ref(&r), &["a.wasm", "echo", word]);
+        tokio::spawn(async move { messenger.call(request).await })
+    };
+    let first = call("first", "one");
+    within("the fetch to start", h.fetcher.started.notified()).await;
+    let second = call("second", "two");
+    within(
+        "the second task to take its slot",
+        status.wait_for(|s| s.busy == 2),
+    )
+    .await
+    .unwrap();
+
+    // The fetch is still held: the Cancel is answered anyway, and so is the task.
+    let cancel = proto::task::Cancel {
+        id: Some("second".into()),
+        reason: Some("client gone".into()),
+    };
+    assert_eq!(broker.call(cancel.clone()).await.unwrap(), cancel.into());
+    let out = response(within("the cancelled task", second).await.unwrap().unwrap());
+    assert_eq!(error_text(&out), "cancelled");
+    assert_eq!(h.provider.status().busy, 1);
+
+    h.fetcher.release.notify_one();
+    let out = response(within("the first task", first).await.unwrap().unwrap());
+    assert_eq!(ok_stdout(&out), "one");
+    assert_eq!(h.fetcher.fetches.load(Ordering::SeqCst), 1);
+    assert!(h.store.get(r.as_str()).await.unwrap().is_some());
     h.provider.shutdown(Duration::from_secs(5)).await;
 }
 
