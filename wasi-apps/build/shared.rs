@@ -23,7 +23,7 @@ pub(crate) const RUST_GUESTS: &[&str] =
     &["hello", "tsp", "loop", "membomb", "flood", "sleep", "load"];
 
 /// The WAT guests: `guests/wat/<name>.wat` becomes `<name>.wasm`.
-pub(crate) const WAT_GUESTS: &[&str] = &["hello-unstable"];
+pub(crate) const WAT_GUESTS: &[&str] = &["hello-unstable", "poll"];
 
 /// The C guest: `guests/c/hello.c` becomes `hello-c.wasm`.
 pub(crate) const C_GUEST: &str = "hello-c";

@@ -15,6 +15,7 @@
 //! | [`SLEEP`] | sleeps through `poll_oneoff` and prints the measured time |
 //! | [`LOAD`] | iterated SHA-256 with tunable cost, prints a digest |
 //! | [`HELLO_UNSTABLE`] | WAT module printing `hello world` via the legacy `wasi_unstable` |
+//! | [`POLL`] | WAT module waiting in `poll_oneoff`: relative, absolute and realtime clocks, two clocks, a clock with an fd, `wasi_unstable`; reads stdin past its end |
 //! | [`HELLO_C`] | the C hello guest, `None` if it could not be built |
 
 /// `hello`: the reference guest (argv, envs, stdin, exit codes, traps, rootfs, artifacts).
@@ -40,6 +41,11 @@ pub const LOAD: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/load.wasm"));
 
 /// `hello-unstable`: prints `hello world` through `wasi_unstable.fd_write`.
 pub const HELLO_UNSTABLE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/hello-unstable.wasm"));
+
+/// `poll`: `poll <mode> [<ms>]` waits in `poll_oneoff` (modes `rel`, `abs`, `wall`, `two`,
+/// `mixed`, `loop`, `unstable`) and prints `poll: n=<events> u=<userdata> t=<type> e=<errno>`,
+/// or reads stdin to its end twice (`stdin`); see `guests/wat/poll.wat`.
+pub const POLL: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/poll.wasm"));
 
 /// `hello-c`: the C hello guest, if clang could build it on this machine.
 #[cfg(wasimoff_hello_c)]
@@ -75,13 +81,15 @@ pub enum Guest {
     Load,
     /// [`HELLO_UNSTABLE`]
     HelloUnstable,
+    /// [`POLL`]
+    Poll,
     /// [`HELLO_C`]
     HelloC,
 }
 
 impl Guest {
     /// Every guest, including [`Guest::HelloC`] (which may be unavailable).
-    pub const ALL: [Guest; 9] = [
+    pub const ALL: [Guest; 10] = [
         Guest::Hello,
         Guest::Tsp,
         Guest::Loop,
@@ -90,6 +98,7 @@ impl Guest {
         Guest::Sleep,
         Guest::Load,
         Guest::HelloUnstable,
+        Guest::Poll,
         Guest::HelloC,
     ];
 
@@ -105,6 +114,7 @@ impl Guest {
             Guest::Sleep => "sleep",
             Guest::Load => "load",
             Guest::HelloUnstable => "hello-unstable",
+            Guest::Poll => "poll",
             Guest::HelloC => "hello-c",
         }
     }
@@ -130,6 +140,7 @@ impl Guest {
             Guest::Sleep => Some(SLEEP),
             Guest::Load => Some(LOAD),
             Guest::HelloUnstable => Some(HELLO_UNSTABLE),
+            Guest::Poll => Some(POLL),
             Guest::HelloC => HELLO_C,
         }
     }

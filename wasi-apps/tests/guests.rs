@@ -4,7 +4,8 @@
 //! in `examples/tasks/` are checked and run the same way.
 //!
 //! Everything is hermetic: in-memory stdio, temporary directories, no network. Runaway guests
-//! are stopped by fuel, epoch interruption or a memory cap; only `sleep` takes wall-clock time.
+//! are stopped by fuel, epoch interruption or a memory cap; only `sleep` and `poll` take wall-clock
+//! time.
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
@@ -616,6 +617,58 @@ fn sleep_really_sleeps() {
     let out = run(Guest::Sleep, args(&["sleep.wasm", "soon"]));
     assert_eq!(out.code(), 1);
     assert!(out.stderr().starts_with("usage: sleep"));
+}
+
+// ------------------------------------------------------------------------------------------
+// poll (WAT, poll_oneoff in every shape)
+// ------------------------------------------------------------------------------------------
+
+#[test]
+fn poll_waits_on_every_kind_of_clock_and_reports_events() {
+    for (mode, expected) in [
+        ("rel", "poll: n=1 u=1 t=0 e=0\n"),
+        ("abs", "poll: n=1 u=1 t=0 e=0\n"),
+        ("wall", "poll: n=1 u=1 t=0 e=0\n"),
+        ("unstable", "poll: n=1 u=1 t=0 e=0\n"),
+        // The earlier of two clocks fires alone.
+        ("two", "poll: n=1 u=2 t=0 e=0\n"),
+    ] {
+        let out = run(Guest::Poll, args(&["poll.wasm", mode, "30"]));
+        assert_eq!(out.code(), 0, "{mode}: {}", out.stderr());
+        assert_eq!(out.stdout(), expected, "{mode}");
+        assert!(
+            out.elapsed >= Duration::from_millis(25),
+            "{mode}: {:?}",
+            out.elapsed
+        );
+    }
+    // stdin is ready at once: its event comes, the long clock does not.
+    let out = run(Guest::Poll, args(&["poll.wasm", "mixed", "1000000"]));
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+    assert_eq!(out.stdout(), "poll: n=1 u=2 t=1 e=0\n");
+    // stdin ends and stays at its end.
+    let out = run(
+        Guest::Poll,
+        Run {
+            stdin: b"twelve bytes".to_vec(),
+            ..args(&["poll.wasm", "stdin"])
+        },
+    );
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+    assert_eq!(out.stdout(), "stdin: 12 bytes\n");
+    // `loop` polls forever; fuel stops it.
+    let out = run(
+        Guest::Poll,
+        Run {
+            fuel: Some(1_000_000),
+            ..args(&["poll.wasm", "loop", "1000000"])
+        },
+    );
+    assert_eq!(out.trap(), Trap::OutOfFuel);
+    assert_eq!(out.stdout(), "poll: looping\n");
+    let out = run(Guest::Poll, args(&["poll.wasm", "nope"]));
+    assert_eq!(out.code(), 2);
+    assert!(out.stdout().starts_with("usage: poll"), "{}", out.stdout());
 }
 
 // ------------------------------------------------------------------------------------------

@@ -32,8 +32,9 @@ macro_rules! browser_cases {
 }
 
 // Skipped: loop_stopped_at_deadline and loop_cancelled_by_token (a guest spinning without
-// system calls cannot be interrupted on the current thread; the worker pool, tests/pool.rs,
-// passes them by terminating the worker).
+// system calls cannot be interrupted on the current thread), and sleep_cancelled_by_token (a
+// guest asleep in `Atomics.wait` holds the current thread, so the cancel cannot even be sent);
+// the worker pool, tests/pool.rs, passes all three by terminating the worker.
 browser_cases!(
     hello_argv_exactly_as_given,
     hello_envs,
@@ -53,6 +54,10 @@ browser_cases!(
     tsp_solves,
     load_prints_digest,
     sleep_sleeps,
+    poll_answers_clocks_and_fds,
+    stdin_ends_and_never_blocks,
+    sleep_stopped_at_deadline,
+    poll_waits_stopped_at_deadline,
     membomb_capped,
     membomb_report_survives_cap,
     flood_cut_at_output_cap,

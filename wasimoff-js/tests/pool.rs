@@ -1,8 +1,9 @@
 //! The executor conformance suite on [`WorkerPool`], the executor the browser provider really
 //! uses: every task runs in a dedicated worker that the pool starts from this test's own
-//! module. Compared with `tests/browser.rs` (the executor on the current thread), the two cases
+//! module. Compared with `tests/browser.rs` (the executor on the current thread), the three cases
 //! that need a worker to be terminated pass here too: a guest spinning without system calls is
-//! stopped at its deadline and by cancellation. Run: see docs/browser.md.
+//! stopped at its deadline and by cancellation, and a guest asleep in `Atomics.wait` by
+//! cancellation. Run: see docs/browser.md.
 #![cfg(target_arch = "wasm32")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -40,7 +41,7 @@ fn pool(workers: usize) -> WorkerPool {
     })
 }
 
-// All 24 cases of the suite, each in its own test.
+// All 29 cases of the suite, each in its own test.
 wasimoff_provider::executor_conformance_wasm_tests!(pool(2));
 
 /// A terminated worker is replaced: after a cancel, the pool runs tasks on both workers again,

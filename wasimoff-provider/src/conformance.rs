@@ -149,6 +149,11 @@ cases!(
     sleep_sleeps,
     loop_stopped_at_deadline,
     loop_cancelled_by_token,
+    poll_answers_clocks_and_fds,
+    stdin_ends_and_never_blocks,
+    sleep_stopped_at_deadline,
+    sleep_cancelled_by_token,
+    poll_waits_stopped_at_deadline,
     membomb_capped,
     membomb_report_survives_cap,
     flood_cut_at_output_cap,
@@ -513,6 +518,147 @@ pub async fn loop_cancelled_by_token(executor: &dyn Executor) {
         .await
         .expect("runs");
     assert_eq!(out.termination, Termination::Cancelled);
+}
+
+/// How long a check waits for a task that should end at once or at a short deadline before it
+/// says the executor waited for the guest's sleep instead (the sleeps are 1000 s).
+const PROMPTLY: Duration = Duration::from_secs(30);
+
+/// Runs `future`, failing the check if it takes longer than [`PROMPTLY`].
+async fn promptly<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+    match wasimoff_core::platform::timeout(PROMPTLY, future).await {
+        Ok(output) => output,
+        Err(_) => panic!("{what}: still running after {PROMPTLY:?}"),
+    }
+}
+
+/// A `hello` on every slot at once: all of them run, so no slot is still held.
+async fn every_slot_is_free(executor: &dyn Executor) {
+    let runs = (0..executor.concurrency().max(1)).map(|n| async move {
+        let arg = format!("after-{n}");
+        let out = run(executor, task(apps::HELLO, &["hello.wasm", &arg])).await;
+        assert_exit(&out, 0);
+    });
+    promptly(
+        "hello after a sleeping guest",
+        futures::future::join_all(runs),
+    )
+    .await;
+}
+
+/// `poll_oneoff` answers every kind of clock subscription (relative, absolute monotonic,
+/// absolute realtime, the earlier of two, `wasi_unstable`'s layout) when it is due, and an fd
+/// subscription at once, without the long clock next to it.
+pub async fn poll_answers_clocks_and_fds(executor: &dyn Executor) {
+    for (mode, expected) in [
+        ("rel", "poll: n=1 u=1 t=0 e=0\n"),
+        ("abs", "poll: n=1 u=1 t=0 e=0\n"),
+        ("wall", "poll: n=1 u=1 t=0 e=0\n"),
+        ("two", "poll: n=1 u=2 t=0 e=0\n"),
+        ("unstable", "poll: n=1 u=1 t=0 e=0\n"),
+    ] {
+        let started = Instant::now();
+        let out = run(executor, task(apps::POLL, &["poll.wasm", mode, "30"])).await;
+        assert_exit(&out, 0);
+        assert_eq!(text(&out.stdout), expected, "{mode}");
+        assert!(started.elapsed() >= Duration::from_millis(25), "{mode}");
+    }
+    let out = promptly(
+        "a clock of 1000 s next to stdin",
+        run(
+            executor,
+            task(apps::POLL, &["poll.wasm", "mixed", "1000000"]),
+        ),
+    )
+    .await;
+    assert_exit(&out, 0);
+    assert_eq!(text(&out.stdout), "poll: n=1 u=2 t=1 e=0\n");
+}
+
+/// stdin reaches its end and stays there: reading it never waits.
+pub async fn stdin_ends_and_never_blocks(executor: &dyn Executor) {
+    let mut t = task(apps::POLL, &["poll.wasm", "stdin"]);
+    t.stdin = Bytes::from_static(b"twelve bytes");
+    let out = promptly("reading stdin to its end", run(executor, t)).await;
+    assert_exit(&out, 0);
+    assert_eq!(text(&out.stdout), "stdin: 12 bytes\n");
+    let out = promptly(
+        "reading an empty stdin",
+        run(executor, task(apps::POLL, &["poll.wasm", "stdin"])),
+    )
+    .await;
+    assert_exit(&out, 0);
+    assert_eq!(text(&out.stdout), "stdin: 0 bytes\n");
+}
+
+/// A guest asleep (`sleep` for 1000 s, one relative clock in `poll_oneoff`) on every slot is
+/// stopped at its 1 s time limit as `TimedOut`, with its output, and its slot is free again.
+pub async fn sleep_stopped_at_deadline(executor: &dyn Executor) {
+    let limit = Duration::from_secs(1);
+    let runs = (0..executor.concurrency().max(1)).map(|_| async move {
+        let mut t = task(apps::SLEEP, &["sleep.wasm", "1000000"]);
+        t.limits.timeout = Some(limit);
+        run(executor, t).await
+    });
+    let started = Instant::now();
+    let outs = promptly(
+        "guests asleep past their deadline",
+        futures::future::join_all(runs),
+    )
+    .await;
+    for out in outs {
+        assert_eq!(out.termination, Termination::TimedOut(limit), "{out:?}");
+    }
+    assert!(started.elapsed() >= limit);
+    every_slot_is_free(executor).await;
+}
+
+/// Cancelling guests asleep for 1000 s on every slot ends them as `Cancelled` at once, and
+/// their slots are free again. (The cancel comes once the guests had time to fall asleep;
+/// wherever it lands the result is the same. The native tests cancel exactly during the sleep.)
+pub async fn sleep_cancelled_by_token(executor: &dyn Executor) {
+    let token = CancellationToken::new();
+    let runs = (0..executor.concurrency().max(1)).map(|_| {
+        let token = token.clone();
+        async move {
+            let mut t = task(apps::SLEEP, &["sleep.wasm", "1000000"]);
+            t.limits.timeout = Some(Duration::from_secs(3000));
+            match executor.execute(t, token).await {
+                Ok(out) => out,
+                Err(e) => panic!("sleep failed to run: {e}"),
+            }
+        }
+    });
+    let (outs, ()) = promptly(
+        "cancelled guests asleep",
+        futures::future::join(futures::future::join_all(runs), async {
+            wasimoff_core::platform::sleep(Duration::from_millis(300)).await;
+            token.cancel();
+        }),
+    )
+    .await;
+    for out in outs {
+        assert_eq!(out.termination, Termination::Cancelled, "{out:?}");
+    }
+    every_slot_is_free(executor).await;
+}
+
+/// Every other way of waiting in `poll_oneoff` for 1000 s (an absolute monotonic or realtime
+/// clock, two clocks, `wasi_unstable`, and polling a clock with stdin in a loop) is stopped at
+/// the time limit too.
+pub async fn poll_waits_stopped_at_deadline(executor: &dyn Executor) {
+    let limit = Duration::from_millis(500);
+    for mode in ["abs", "wall", "two", "unstable", "loop"] {
+        let mut t = task(apps::POLL, &["poll.wasm", mode, "1000000"]);
+        t.limits.timeout = Some(limit);
+        let out = promptly(mode, run(executor, t)).await;
+        assert_eq!(
+            out.termination,
+            Termination::TimedOut(limit),
+            "{mode}: {out:?}"
+        );
+    }
+    every_slot_is_free(executor).await;
 }
 
 /// Growing memory past the cap ends as `MemoryExceeded(cap)` with the guest's report.

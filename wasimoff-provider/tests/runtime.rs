@@ -11,7 +11,7 @@ use std::{
     future::Future,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -127,17 +127,25 @@ impl Executor for FakeExecutor {
     }
 }
 
-/// Serves files from a map and counts fetches.
+/// Serves files from a map and counts fetches. With `hold` set, a fetch reports on `started`
+/// and waits for `release` before it answers.
 #[derive(Default)]
 struct FakeFetcher {
     files: Mutex<HashMap<String, Bytes>>,
     fetches: AtomicUsize,
+    hold: AtomicBool,
+    started: Notify,
+    release: Notify,
 }
 
 #[async_trait::async_trait]
 impl Fetcher for FakeFetcher {
     async fn fetch(&self, name: &str) -> Result<Bytes, FetchError> {
         self.fetches.fetch_add(1, Ordering::SeqCst);
+        if self.hold.load(Ordering::SeqCst) {
+            self.started.notify_one();
+            self.release.notified().await;
+        }
         self.files
             .lock()
             .unwrap()
@@ -881,6 +889,57 @@ async fn concurrent_tasks_fetch_a_missing_file_once() {
     h.provider.shutdown(Duration::from_secs(5)).await;
 }
 
+/// A Cancel that comes while the task's file is still being fetched is answered at once (the
+/// task stops waiting for the file), and another task waiting for the same file still gets it
+/// from the one fetch.
+#[tokio::test]
+async fn cancel_during_a_fetch_is_answered_at_once() {
+    let mut h = Harness::start(Some(2));
+    let mut status = h.provider.watch();
+    let module = Bytes::from_static(b"\0asm fetched slowly");
+    let r = Ref::of(&module);
+    h.fetcher
+        .files
+        .lock()
+        .unwrap()
+        .insert(r.to_string(), module);
+    h.fetcher.hold.store(true, Ordering::SeqCst);
+    let mut broker = h.accept().await;
+    broker.resources(2, 0).await;
+
+    let call = |id: &str, word: &str| {
+        let messenger = broker.messenger.clone();
+        let request = task(id, by_ref(&r), &["a.wasm", "echo", word]);
+        tokio::spawn(async move { messenger.call(request).await })
+    };
+    let first = call("first", "one");
+    within("the fetch to start", h.fetcher.started.notified()).await;
+    let second = call("second", "two");
+    within(
+        "the second task to take its slot",
+        status.wait_for(|s| s.busy == 2),
+    )
+    .await
+    .unwrap();
+
+    // The fetch is still held: the Cancel is answered anyway, and so is the task.
+    let cancel = proto::task::Cancel {
+        id: Some("second".into()),
+        reason: Some("client gone".into()),
+    };
+    assert_eq!(broker.call(cancel.clone()).await.unwrap(), cancel.into());
+    let out = response(within("the cancelled task", second).await.unwrap().unwrap());
+    assert_eq!(error_text(&out), "cancelled");
+    assert_eq!(h.provider.status().busy, 1);
+
+    h.fetcher.release.notify_one();
+    let out = response(within("the first task", first).await.unwrap().unwrap());
+    assert_eq!(ok_stdout(&out), "one");
+    assert_eq!(h.fetcher.fetches.load(Ordering::SeqCst), 1);
+    assert!(h.store.get(r.as_str()).await.unwrap().is_some());
+    h.provider.shutdown(Duration::from_secs(5)).await;
+}
+
 /// By default a provider offers one task slot per worker more than its executor runs: the
 /// extra tasks wait in the executor, so the next task is at hand when a worker finishes.
 #[tokio::test]
@@ -944,6 +1003,81 @@ async fn hello_runs_on_wasmtime() {
     let stdout = ok_stdout(&out);
     assert!(stdout.starts_with("Hello, wasimoff!"), "{stdout}");
     assert!(matches!(out.result, Some(wasip1::response::Result::Ok(ref o)) if o.status == Some(0)));
+    provider.shutdown(Duration::from_secs(5)).await;
+    within("run to end", run).await.unwrap().unwrap();
+}
+
+/// The native provider with one worker and a 1 s task limit: a guest asleep for 1000 s is
+/// stopped by the broker's Cancel while it sleeps and, in another task, by the time limit, and
+/// each time the next task gets the slot.
+#[cfg(feature = "wasmtime")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sleeping_guests_are_stopped_on_wasmtime() {
+    use wasimoff_provider::{WasmtimeConfig, WasmtimeExecutor};
+    let executor = WasmtimeExecutor::new(WasmtimeConfig {
+        workers: 1,
+        ..WasmtimeConfig::default()
+    })
+    .unwrap();
+    let mut waiting = executor.watch_waiting();
+    let (broker_tx, mut brokers) = mpsc::unbounded_channel();
+    let config = ProviderConfig {
+        name: "tester".into(),
+        prefetch: Some(0),
+        max_task_timeout: Duration::from_secs(1),
+        ..ProviderConfig::new("http://broker.invalid")
+    };
+    let provider = Provider::builder(config, Arc::new(executor))
+        .fetcher(Arc::new(FakeFetcher::default()))
+        .connector(PairConnector { brokers: broker_tx })
+        .build()
+        .unwrap();
+    let runner = provider.clone();
+    let run = tokio::spawn(async move { runner.run().await });
+    let broker = Broker::new(within("a connection", brokers.recv()).await.unwrap());
+    let sleeper = |id: &str| {
+        let messenger = broker.messenger.clone();
+        let request = task(
+            id,
+            blob(wasimoff_wasi_apps::SLEEP),
+            &["sleep.wasm", "1000000"],
+        );
+        tokio::spawn(async move { messenger.call(request).await })
+    };
+    let hello_runs = || async {
+        let request = task("hello", blob(wasimoff_wasi_apps::HELLO), &["hello.wasm"]);
+        let out = response(broker.call(request).await.unwrap());
+        assert!(ok_stdout(&out).starts_with("Hello, wasimoff!"));
+    };
+
+    let cancelled = sleeper("cancelled");
+    within("the guest to sleep", waiting.wait_for(|n| *n == 1))
+        .await
+        .unwrap();
+    let cancel = proto::task::Cancel {
+        id: Some("cancelled".into()),
+        reason: Some("client gone".into()),
+    };
+    assert_eq!(broker.call(cancel.clone()).await.unwrap(), cancel.into());
+    let out = response(
+        within("the cancelled task", cancelled)
+            .await
+            .unwrap()
+            .unwrap(),
+    );
+    assert_eq!(error_text(&out), "cancelled");
+    hello_runs().await;
+
+    let timed_out = sleeper("timed-out");
+    let out = response(
+        within("the timed-out task", timed_out)
+            .await
+            .unwrap()
+            .unwrap(),
+    );
+    assert!(error_text(&out).starts_with("deadline exceeded"), "{out:?}");
+    hello_runs().await;
+
     provider.shutdown(Duration::from_secs(5)).await;
     within("run to end", run).await.unwrap().unwrap();
 }

@@ -9,6 +9,10 @@
 //!   or unfetchable file, a passed deadline, an [`ExecError`](wasimoff_core::executor::ExecError),
 //!   a trap, a timeout or a cancellation. These are deterministic or final.
 //!
+//! A cancel ends the task whatever it is doing: while its files are being fetched it stops
+//! waiting for them at once (a fetch other tasks wait for goes on), and an executing guest is
+//! stopped by the executor.
+//!
 //! The response's `info` is the request's with `provider` set to this provider's name; when
 //! `info.trace` is present, ProviderTaskReceived, ProviderWorkerExecute, ProviderWorkerDone,
 //! ProviderTransmitResult (and ProviderError on failure) are appended with wall-clock nanos;
@@ -24,7 +28,7 @@ use wasimoff_core::{
         self,
         task::{Metadata, QoS, TraceEvent, trace_event::EventType, wasip1},
     },
-    remote::{Refusal, TIMED_OUT},
+    remote::{CANCELLED, Refusal, TIMED_OUT},
     wkt::Timestamp,
 };
 
@@ -153,15 +157,25 @@ async fn execute(
     let inner = &session.inner;
     let params = params.ok_or("task without params")?;
     let binary = params.binary.ok_or("task without params.binary")?;
-    let binary = resolve(session, &binary, "binary").await?;
-    let rootfs = match params.rootfs {
-        Some(file)
-            if file.r#ref.as_deref().is_some_and(|r| !r.is_empty()) || file.blob.is_some() =>
-        {
-            Some(resolve(session, &file, "rootfs").await?)
-        }
-        _ => None,
+    let rootfs = params
+        .rootfs
+        .filter(|file| file.r#ref.as_deref().is_some_and(|r| !r.is_empty()) || file.blob.is_some());
+    // Fetching may take long: a cancel answers the task as cancelled at once, just as the
+    // executor does for a cancelled guest.
+    let files = token
+        .run_until_cancelled(async {
+            let binary = resolve(session, &binary, "binary").await?;
+            let rootfs = match &rootfs {
+                Some(file) => Some(resolve(session, file, "rootfs").await?),
+                None => None,
+            };
+            Ok::<_, String>((binary, rootfs))
+        })
+        .await;
+    let Some(files) = files else {
+        return Ok(wasip1::response::Result::Error(CANCELLED.to_owned()));
     };
+    let (binary, rootfs) = files?;
     let timeout = task_timeout(qos.and_then(|q| q.deadline), inner.config.max_task_timeout)?;
     let task = ExecTask {
         id: id.to_owned(),

@@ -32,6 +32,9 @@ pub struct ExecutorStats {
     pub disk_hits: u64,
     /// Tasks that were run (instantiated), whatever their result.
     pub tasks: u64,
+    /// Guests waiting in `poll_oneoff` right now (e.g. asleep); see
+    /// [`WasmtimeExecutor::watch_waiting`](super::WasmtimeExecutor::watch_waiting).
+    pub waiting: u64,
 }
 
 /// A compiled module ready to instantiate.
@@ -85,13 +88,14 @@ impl ModuleCache {
         })
     }
 
-    /// The counters so far (`tasks` is left 0 for the executor to fill in).
+    /// The counters so far (`tasks` and `waiting` are left 0 for the executor to fill in).
     pub(crate) fn stats(&self) -> ExecutorStats {
         ExecutorStats {
             compiles: self.counters.compiles.load(Ordering::Relaxed),
             memory_hits: self.counters.memory_hits.load(Ordering::Relaxed),
             disk_hits: self.counters.disk_hits.load(Ordering::Relaxed),
             tasks: 0,
+            waiting: 0,
         }
     }
 

@@ -5,7 +5,9 @@
 //! Epoch interruption is always on: a background thread increments the engine's epoch every
 //! [`WasmtimeConfig::epoch_tick`], and every task's store gets a deadline of one tick with a
 //! callback that checks the task's wall-clock deadline and cancellation token, so a spinning
-//! guest is stopped within about one tick. Fuel metering is compiled in only when configured.
+//! guest is stopped within about one tick. A guest waiting in `poll_oneoff` is stopped by the
+//! linker's own `poll_oneoff` ([`super::poll`]), which waits on the same [`TaskGuard`]. Fuel
+//! metering is compiled in only when configured.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +22,7 @@ use wasmtime::{
 use wasmtime_wasi::p1::WasiP1Ctx;
 
 use super::WasmtimeConfig;
+use super::guard::TaskGuard;
 
 /// Most table elements a guest may grow a table to (function tables of real programs are far
 /// smaller; this only stops a guest from exhausting host memory through tables).
@@ -31,6 +34,8 @@ pub(crate) struct Host {
     pub(crate) wasi: WasiP1Ctx,
     /// The memory limiter.
     pub(crate) limiter: Limiter,
+    /// When the task must stop, for host calls that wait.
+    pub(crate) guard: TaskGuard,
 }
 
 /// Caps linear memory growth and records whether it ever refused growth, so that a guest that
@@ -157,6 +162,8 @@ impl EngineHandle {
             .map_err(|e| ExecError::Host(format!("linking wasi_snapshot_preview1: {e:#}")))?;
         wasmtime_wasi::p0::add_to_linker_sync(&mut linker, |host: &mut Host| &mut host.wasi)
             .map_err(|e| ExecError::Host(format!("linking wasi_unstable: {e:#}")))?;
+        super::poll::add_to_linker(&mut linker)
+            .map_err(|e| ExecError::Host(format!("linking poll_oneoff: {e:#}")))?;
 
         let ticker = Ticker::start(engine.clone(), config.epoch_tick)?;
         Ok(EngineHandle {

@@ -3,7 +3,8 @@
 //! and its limits, and runs on a blocking thread; a semaphore bounds how many run at once.
 //!
 //! How a run ends is classified from wasmtime's error: `proc_exit` ([`I32Exit`]) is an exit,
-//! the epoch callback's [`Interrupt`] is a timeout or cancellation, [`Trap::OutOfFuel`] is
+//! the [`Interrupt`] of the task's guard (from the epoch callback or a waiting `poll_oneoff`)
+//! is a timeout or cancellation, [`Trap::OutOfFuel`] is
 //! fuel exhaustion, a trap after the limiter refused `memory.grow` is a memory overrun, and
 //! anything else a trap with wasmtime's message.
 
@@ -12,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use wasimoff_core::executor::{
     CancellationToken, ExecError, ExecOutput, ExecTask, Executor, Termination,
 };
@@ -23,17 +24,9 @@ use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 use super::WasmtimeConfig;
 use super::cache::{Compiled, ExecutorStats, ModuleCache};
 use super::engine::{EngineHandle, Host, Limiter};
+use super::guard::{Interrupt, TaskGuard};
 use super::output::CappedOutput;
 use super::rootfs::{self, DirPool};
-
-/// Why the epoch callback stopped a guest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-enum Interrupt {
-    #[error("the task ran past its deadline")]
-    TimedOut,
-    #[error("the task was cancelled")]
-    Cancelled,
-}
 
 /// Runs WASI preview 1 tasks on wasmtime; cheap to clone (all clones share engine, caches and
 /// worker slots).
@@ -61,6 +54,8 @@ struct Inner {
     cache: ModuleCache,
     slots: Arc<Semaphore>,
     tasks: AtomicU64,
+    /// Guests waiting in `poll_oneoff` now (kept by their [`TaskGuard`]s).
+    waiting: Arc<watch::Sender<u64>>,
     dirs: DirPool,
     /// A runtime for WASI host calls when a task runs outside any tokio runtime
     /// ([`WasmtimeExecutor::execute_blocking`] from a plain thread).
@@ -94,6 +89,7 @@ impl WasmtimeExecutor {
                 cache,
                 slots: Arc::new(Semaphore::new(workers)),
                 tasks: AtomicU64::new(0),
+                waiting: Arc::new(watch::Sender::new(0)),
                 dirs: DirPool::new(config.work_dir.clone(), workers),
                 fallback_runtime: OnceLock::new(),
                 config,
@@ -110,8 +106,16 @@ impl WasmtimeExecutor {
     pub fn stats(&self) -> ExecutorStats {
         ExecutorStats {
             tasks: self.inner.tasks.load(Ordering::Relaxed),
+            waiting: *self.inner.waiting.borrow(),
             ..self.inner.cache.stats()
         }
+    }
+
+    /// The number of guests waiting in `poll_oneoff` (asleep, typically), updated as they
+    /// start and stop waiting: shows which slots sleeping guests hold, and lets a caller act
+    /// once a guest sleeps (the tests cancel a sleeping guest this way).
+    pub fn watch_waiting(&self) -> watch::Receiver<u64> {
+        self.inner.waiting.subscribe()
     }
 
     /// Compiles (or loads from a cache) a module ahead of its first task, e.g. to warm up.
@@ -281,11 +285,14 @@ impl Inner {
         wasi.preopened_dir(root, ".", FsPerms::ReadWrite)
             .map_err(|e| host("preopening the task directory", e))?;
 
+        let deadline = timeout.and_then(|timeout| Instant::now().checked_add(timeout));
+        let guard = TaskGuard::new(deadline, cancel.clone(), self.waiting.clone());
         let mut store = Store::new(
             &self.engine.engine,
             Host {
                 wasi: wasi.build_p1(),
                 limiter: Limiter::new(max_memory),
+                guard: guard.clone(),
             },
         );
         store.limiter(|host| &mut host.limiter);
@@ -294,17 +301,10 @@ impl Inner {
                 .set_fuel(fuel.unwrap_or(u64::MAX))
                 .map_err(|e| host("setting fuel", e))?;
         }
-        let deadline = timeout.and_then(|timeout| Instant::now().checked_add(timeout));
-        let watch = cancel.clone();
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
-            if watch.is_cancelled() {
-                Err(Interrupt::Cancelled.into())
-            } else if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
-                Err(Interrupt::TimedOut.into())
-            } else {
-                Ok(UpdateDeadline::Continue(1))
-            }
+            guard.check()?;
+            Ok(UpdateDeadline::Continue(1))
         });
 
         self.tasks.fetch_add(1, Ordering::Relaxed);

@@ -1,8 +1,10 @@
 //! Integration tests of the native provider: the executor conformance suite on
-//! `WasmtimeExecutor` (`conformance`) and the wasmtime-specific behaviour (`wasmtime`: caches,
-//! fuel, limits from the executor configuration, rootfs limits).
+//! `WasmtimeExecutor` (`conformance`), the wasmtime-specific behaviour (`wasmtime`: caches,
+//! fuel, limits from the executor configuration, rootfs limits) and guests stopped while they
+//! wait in `poll_oneoff` (`waiting`).
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 mod conformance;
+mod waiting;
 mod wasmtime;
