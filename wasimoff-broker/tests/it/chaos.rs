@@ -26,7 +26,7 @@ use wasimoff_core::envelope::Payload;
 use wasimoff_core::messenger::{Messenger, MessengerConfig};
 use wasimoff_core::proto::task;
 use wasimoff_core::transport::WebSocketTransport;
-use wasimoff_provider::runtime::{Provider, ProviderConfig};
+use wasimoff_provider::runtime::{Provider, ProviderConfig, TaskEvent};
 use wasimoff_provider::{WasmtimeConfig, WasmtimeExecutor};
 
 use crate::support::{Behaviour, in_ms, provider, run_proto, wait_for_queued, wasip1};
@@ -53,13 +53,6 @@ const BIG_STDIN: usize = 8 * MIB;
 const OUTPUT_CAP: usize = MIB;
 /// The bound on the whole test.
 const OUTER: Duration = Duration::from_secs(55);
-/// Whether sleeping guests are in the mix.
-///
-/// TODO(h-guest): turn on once a guest blocked in a host call (`poll_oneoff`) stops at its time
-/// limit and on Cancel. Until then a sleeper keeps its provider worker for its whole sleep:
-/// tasks queued behind it on that provider wait until their deadline, and the check that the
-/// healthy provider's workers come free never passes.
-const SLEEPERS: bool = false;
 
 /// What `hello.wasm <tag>` prints.
 fn hello_output(tag: &str) -> String {
@@ -141,6 +134,8 @@ impl Drop for BrokerChild {
 /// shutting the runtime down drops its connection at once, with tasks on it.
 struct RealProvider {
     provider: Provider,
+    /// Its task events from before it connected.
+    events: tokio::sync::broadcast::Receiver<TaskEvent>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -166,12 +161,36 @@ impl RealProvider {
         )
         .build()
         .unwrap();
+        let events = provider.task_events();
         let runner = provider.clone();
         runtime.spawn(async move { runner.run().await });
         RealProvider {
             provider,
+            events,
             runtime: Some(runtime),
         }
+    }
+
+    /// Ids of the tasks that ran `binary` here: (started, finished).
+    fn ran(&mut self, binary: &str) -> (Vec<String>, Vec<String>) {
+        let (mut started, mut finished) = (Vec::new(), Vec::new());
+        loop {
+            match self.events.try_recv() {
+                Ok(TaskEvent::Started { id, args })
+                    if args.first().map(String::as_str) == Some(binary) =>
+                {
+                    started.push(id)
+                }
+                Ok(TaskEvent::Finished { id, .. }) => finished.push(id),
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(n)) => {
+                    panic!("missed {n} task events")
+                }
+                Err(_) => break,
+            }
+        }
+        finished.retain(|id| started.contains(id));
+        (started, finished)
     }
 
     /// Waits until the provider's status satisfies `ready`.
@@ -624,7 +643,7 @@ async fn chaos(base: &str) {
     dier.arrivals.recv().await.expect("the dier got a task");
 
     // 3. Real providers: one stays up, one is killed once it has started a few tasks.
-    let healthy = RealProvider::start(base, "healthy");
+    let mut healthy = RealProvider::start(base, "healthy");
     let mut victim = RealProvider::start(base, "victim");
 
     let killer = async {
@@ -664,18 +683,14 @@ async fn chaos(base: &str) {
             ("flood", wasip1("flood.wasm", &["flood.wasm", "16M"])),
             ("flood", wasip1("flood.wasm", &["flood.wasm", "16M"])),
         ];
-        let answers: Vec<_> = stream::iter(
-            guests
-                .into_iter()
-                .filter(|(what, _)| *what != "sleeper" || SLEEPERS),
-        )
-        .map(|(what, request)| {
-            let base = base.clone();
-            async move { (what, run_proto(&base, &request).await) }
-        })
-        .buffer_unordered(9)
-        .collect()
-        .await;
+        let answers: Vec<_> = stream::iter(guests)
+            .map(|(what, request)| {
+                let base = base.clone();
+                async move { (what, run_proto(&base, &request).await) }
+            })
+            .buffer_unordered(9)
+            .collect()
+            .await;
         let mut floods_ok = 0;
         for (what, (status, response)) in answers {
             if what == "flood" {
@@ -724,6 +739,15 @@ async fn chaos(base: &str) {
     // The sleepers and loops let go of the healthy provider's workers (a guest blocked in a
     // host call must stop at its time limit).
     healthy.wait(|s| s.busy == 0).await;
+    let (started, mut finished) = healthy.ran("sleep.wasm");
+    assert!(
+        !started.is_empty(),
+        "no sleeper ran on the healthy provider"
+    );
+    finished.sort();
+    let mut started = started;
+    started.sort();
+    assert_eq!(finished, started, "sleepers that never ended");
 
     // Every answered task gave its bytes back, and the broker counted each good answer once.
     let text = metrics(base).await;
