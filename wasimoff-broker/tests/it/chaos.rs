@@ -34,13 +34,13 @@ use crate::support::{Behaviour, in_ms, provider, run_proto, wait_for_queued, was
 const MIB: usize = 1 << 20;
 /// The broker's byte budget (`--max-queue-bytes`).
 const BUDGET: usize = 64 * MIB;
-/// What the broker may use beyond the budget (measured in a debug build: peaks of 116-137 MiB
-/// in all; 139-164 MiB without `release_large_buffers`): the process itself (~16 MiB idle), request bodies being read (one hostile request at a
-/// time here, up to [`MAX_UPLOAD`], plus two 8 MiB tasks), and, most of it, the copies of tasks
-/// on their way to providers: a task sent is encoded once more and copied again into the
-/// socket's write buffer (tungstenite), 16 MiB more per 8 MiB task until written, and that
-/// buffer keeps its size afterwards. 64 MiB is not enough for this (docs/benchmarks.md,
-/// "Hostile load").
+/// What the broker may use beyond the budget (measured in a debug build: peaks of 123-137 MiB
+/// in all; 144-151 MiB without `release_large_buffers`): the process itself (~16 MiB idle),
+/// request bodies being read (one hostile request at a time here, up to [`MAX_UPLOAD`], plus two
+/// 8 MiB tasks), and, most of it, the copies of tasks on their way to providers: a task sent is
+/// encoded once more and copied again into the socket's write buffer (tungstenite), 16 MiB more
+/// per 8 MiB task until written, and that buffer keeps its size afterwards. 64 MiB is not
+/// enough for this (docs/benchmarks.md, "Hostile load").
 const BASE_RSS: usize = 96 * MIB;
 /// The provider frame limit (`--max-frame`), and so the largest task request.
 const MAX_FRAME: usize = 12 * MIB;
