@@ -7,7 +7,6 @@ use axum::{
     http::{StatusCode, header},
     response::{IntoResponse, Response},
 };
-use bytes::BytesMut;
 use http_body::Body as _;
 use http_body_util::BodyExt as _;
 
@@ -43,15 +42,24 @@ impl<S: Send + Sync> FromRequest<S> for WholeBody {
             )
                 .into_response());
         }
-        let capacity = declared.min(room).unwrap_or(0);
-        let mut bytes = BytesMut::with_capacity(usize::try_from(capacity).unwrap_or(0));
+        // Reserved, not yet touched: the pages are taken as the bytes arrive. Fallible, so that
+        // a declared size the system will not grant is a 503, not an abort.
+        let capacity = usize::try_from(declared.min(room).unwrap_or(0)).unwrap_or(usize::MAX);
+        let mut bytes = Vec::new();
+        if bytes.try_reserve_exact(capacity).is_err() {
+            return Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("cannot take a request body of {capacity} bytes now\n"),
+            )
+                .into_response());
+        }
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(rejection)?;
             if let Ok(data) = frame.into_data() {
                 bytes.extend_from_slice(&data);
             }
         }
-        Ok(WholeBody(bytes.freeze()))
+        Ok(WholeBody(Bytes::from(bytes)))
     }
 }
 
