@@ -217,6 +217,7 @@ impl BrokerBuilder {
             boot_id: boot.iter().map(|b| format!("{b:02x}")).collect(),
             task_counter: AtomicU64::new(1),
             provider_counter: AtomicU64::new(1),
+            reading: std::sync::atomic::AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
         };
         Ok(Broker {

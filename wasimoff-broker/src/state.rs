@@ -1,6 +1,9 @@
 //! The state every route shares, and the checks several routes need (tokens, origins).
 
-use std::sync::{Arc, atomic::AtomicU64};
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, AtomicUsize},
+};
 
 use axum::http::{HeaderMap, header};
 use tokio_util::sync::CancellationToken;
@@ -21,6 +24,8 @@ pub(crate) struct AppState {
     pub(crate) boot_id: String,
     pub(crate) task_counter: AtomicU64,
     pub(crate) provider_counter: AtomicU64,
+    /// Bytes of task bodies being read now (see [`crate::body::WholeBody`]).
+    pub(crate) reading: AtomicUsize,
     /// Cancelled when the broker shuts down: sockets close, new work is refused.
     pub(crate) shutdown: CancellationToken,
 }

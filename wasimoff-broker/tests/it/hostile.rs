@@ -148,6 +148,10 @@ async fn the_byte_budget_refuses_with_429_and_frees_on_answers() {
         r.params.as_mut().unwrap().stdin = Some(vec![byte; n].into());
         r
     };
+    // Larger than max_stdin: never.
+    let (status, body) = run_proto(&base, &with_stdin(3 << 20, b'e')).await;
+    assert_eq!(status, 400);
+    assert!(body.unwrap_err().contains("max_stdin"));
     // Three tasks of 1 MiB each wait for a provider.
     let mut waiting = Vec::new();
     for byte in [b'a', b'b', b'c'] {
@@ -159,10 +163,18 @@ async fn the_byte_budget_refuses_with_429_and_frees_on_answers() {
     let (status, body) = run_proto(&base, &with_stdin(1 << 20, b'd')).await;
     assert_eq!(status, 429);
     assert!(body.unwrap_err().contains("max_queue_bytes"));
-    // Larger than max_stdin: never.
-    let (status, body) = run_proto(&base, &with_stdin(3 << 20, b'e')).await;
-    assert_eq!(status, 400);
-    assert!(body.unwrap_err().contains("max_stdin"));
+    // A fifth is refused before its body is read: only its headers are sent.
+    let mut s = TcpStream::connect(broker.local_addr()).await.unwrap();
+    s.write_all(
+        b"POST /api/client/wasimoff.v1.Tasks/RunWasip1 HTTP/1.1\r\nHost: x\r\n\
+          Content-Type: application/proto\r\nContent-Length: 1048576\r\n\
+          Expect: 100-continue\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 429");
     // A provider comes; every waiting task gets its own stdin back.
     let _p = provider(&base, "p", 2, Behaviour::Echo).await;
     for (task, byte) in waiting.into_iter().zip([b'a', b'b', b'c']) {
@@ -282,5 +294,37 @@ async fn a_body_declared_over_the_limit_is_refused_before_it_is_read() {
         let text = String::from_utf8_lossy(&seen);
         assert!(text.starts_with("HTTP/1.1 413"), "{path}: {text}");
     }
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn unauthenticated_bodies_are_not_read() {
+    let mut cfg = config();
+    cfg.client_tokens = vec!["secret".into()];
+    let broker = broker(cfg).await;
+    for path in [
+        "/api/storage/upload",
+        "/api/client/run/empty.wasm",
+        "/api/client/wasimoff.v1.Tasks/Upload",
+    ] {
+        let mut s = TcpStream::connect(broker.local_addr()).await.unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/proto\r\n\
+             Content-Length: 200000000\r\nExpect: 100-continue\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        // Answered at once, without a byte of the body.
+        let mut status = [0u8; 12];
+        s.read_exact(&mut status).await.unwrap();
+        assert_eq!(&status, b"HTTP/1.1 401", "{path}");
+    }
+    let ok = reqwest::Client::new()
+        .post(format!("{}/api/storage/upload", http(&broker)))
+        .bearer_auth("secret")
+        .body(EMPTY_WASM)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
     broker.shutdown().await;
 }
