@@ -268,8 +268,9 @@ fn refused(what: &str, (status, body): (u16, String), expected: u16, needle: &st
     );
 }
 
-/// Like [`refused`], for a request of several MiB: while the budget is full it may instead be
-/// refused from its `Content-Length` before it is read (429 naming `max_queue_bytes`).
+/// Like [`refused`], for a request sent while the budget may be full: it may instead be refused
+/// from its `Content-Length` before it is read (429 naming `max_queue_bytes`), which a client
+/// retries later and then gets its own answer.
 fn refused_large(what: &str, (status, body): (u16, String), expected: u16, needle: &str) {
     if status == 429 {
         return refused(what, (status, body), 429, "max_queue_bytes");
@@ -404,7 +405,7 @@ async fn hostile_requests(base: String) {
     };
     // Over max_args (65,536): refused after counting, before anything is held.
     let r = empty_args(65_537);
-    refused(
+    refused_large(
         "65,537 args",
         post_raw(&base, "application/proto", r.encode_to_vec()).await,
         400,
@@ -412,13 +413,13 @@ async fn hostile_requests(base: String) {
     );
     // Far more list elements than max_args allows: refused before decoding, proto and JSON.
     let r = empty_args(300_000);
-    refused(
+    refused_large(
         "300,000 args (proto)",
         post_raw(&base, "application/proto", r.encode_to_vec()).await,
         400,
         "list elements",
     );
-    refused(
+    refused_large(
         "300,000 args (JSON)",
         post_raw(&base, "application/json", serde_json::to_vec(&r).unwrap()).await,
         400,
@@ -465,13 +466,13 @@ async fn hostile_requests(base: String) {
     let garbage: Vec<u8> = (0..4096u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
-    refused(
+    refused_large(
         "garbage protobuf",
         post_raw(&base, "application/proto", garbage.clone()).await,
         400,
         "bad message",
     );
-    refused(
+    refused_large(
         "garbage JSON",
         post_raw(
             &base,
@@ -482,7 +483,7 @@ async fn hostile_requests(base: String) {
         400,
         "JSON",
     );
-    refused(
+    refused_large(
         "JSON of the wrong shape",
         post_raw(
             &base,
@@ -493,7 +494,7 @@ async fn hostile_requests(base: String) {
         400,
         "JSON",
     );
-    refused(
+    refused_large(
         "no content type",
         post_raw(&base, "text/plain", garbage).await,
         415,
@@ -501,14 +502,14 @@ async fn hostile_requests(base: String) {
     );
     // A module nobody uploaded, and a deadline already gone.
     let (status, response) = run_proto(&base, &wasip1("nothing.wasm", &["x"])).await;
-    refused(
+    refused_large(
         "unknown module",
         (status, response.unwrap_err()),
         404,
         "not_found",
     );
     let (status, response) = run_proto(&base, &with_deadline(hello("late"), -1_000)).await;
-    refused(
+    refused_large(
         "past deadline",
         (status, response.unwrap_err()),
         504,
