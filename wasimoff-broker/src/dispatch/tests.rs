@@ -79,6 +79,17 @@ impl Harness {
     }
 
     fn submit_job(&mut self, id: &str, deadline: Duration, immediate: bool) -> Vec<Did> {
+        self.submit_costly(id, deadline, immediate, 1)
+    }
+
+    /// Submits a task that holds `cost` bytes of the budget.
+    fn submit_costly(
+        &mut self,
+        id: &str,
+        deadline: Duration,
+        immediate: bool,
+        cost: usize,
+    ) -> Vec<Did> {
         let job = Job {
             id: id.into(),
             payload: Box::new(Payload::Wasip1Request(Default::default())),
@@ -86,7 +97,7 @@ impl Harness {
             priority: false,
             immediate,
             trace: false,
-            cost: 1,
+            cost,
         };
         let deadline = self.now + deadline;
         self.input(Input::Submit { job, deadline })
@@ -549,17 +560,7 @@ fn the_byte_budget_refuses_until_a_task_is_answered() {
         ..config()
     });
     let costly = |h: &mut Harness, id: &str, cost: usize, immediate: bool| {
-        let job = Job {
-            id: id.into(),
-            payload: Box::new(Payload::Wasip1Request(Default::default())),
-            binary: None,
-            priority: false,
-            immediate,
-            trace: false,
-            cost,
-        };
-        let deadline = h.now + S(30);
-        h.input(Input::Submit { job, deadline })
+        h.submit_costly(id, S(30), immediate, cost)
     };
     assert_eq!(costly(&mut h, "a", 600, false), []);
     // Over the budget with what is held: retry later; immediate tasks count too.
