@@ -101,6 +101,9 @@ struct Args {
     /// it is closed.
     #[arg(long, env = "WASIMOFF_SOCKET_IDLE_TIMEOUT", default_value_t = 60)]
     socket_idle_timeout: u64,
+    /// Log format: `text` (coloured only on a terminal) or `json` (one object per line).
+    #[arg(long, env = "WASIMOFF_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
     /// Seconds between provider pings.
     #[arg(long, env = "WASIMOFF_PING_INTERVAL", default_value_t = 5)]
     ping_interval: u64,
@@ -117,15 +120,45 @@ struct Args {
     client_quota: u64,
 }
 
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines, coloured only on a terminal.
+    Text,
+    /// One JSON object per line (for log collectors).
+    Json,
+}
+
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => logs.json().init(),
+        LogFormat::Text => logs.with_ansi(std::io::stdout().is_terminal()).init(),
+    }
+}
+
+/// Ctrl-C, or SIGTERM (what docker, systemd and Kubernetes send to stop a service).
+async fn stop_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            signal = tokio::signal::ctrl_c() => signal,
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     wasimoff_broker::release_large_buffers();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
     let args = Args::parse();
+    init_logging(args.log_format);
     let config = BrokerConfig {
         listen: args.listen,
         store: if args.memory {
@@ -172,7 +205,7 @@ async fn main() -> anyhow::Result<()> {
         .spawn()
         .await?;
     tracing::info!("broker ready on http://{}", handle.local_addr());
-    tokio::signal::ctrl_c().await?;
+    stop_signal().await?;
     tracing::info!("shutting down");
     handle.shutdown().await;
     Ok(())

@@ -1,6 +1,6 @@
 //! `wasimoff-provider`: the native provider. Parses its configuration (flags or `WASIMOFF_*`
-//! environment variables), runs tasks on [`WasmtimeExecutor`], and drains on Ctrl-C (a second
-//! Ctrl-C exits at once). All behaviour lives in the library's [`runtime`] module.
+//! environment variables), runs tasks on [`WasmtimeExecutor`], and drains on Ctrl-C or SIGTERM
+//! (a second one exits at once). All behaviour lives in the library's [`runtime`] module.
 
 use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
@@ -44,19 +44,52 @@ struct Args {
     /// Seconds running tasks get to finish on shutdown before they are cancelled.
     #[arg(long, env = "WASIMOFF_DRAIN_GRACE", default_value_t = 30)]
     drain_grace: u64,
+    /// Log format: `text` (coloured only on a terminal) or `json` (one object per line).
+    #[arg(long, env = "WASIMOFF_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
     /// The longest a task may run, in seconds.
     #[arg(long, env = "WASIMOFF_MAX_TASK_SECONDS", default_value_t = 600)]
     max_task_seconds: u64,
 }
 
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines, coloured only on a terminal.
+    Text,
+    /// One JSON object per line (for log collectors).
+    Json,
+}
+
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => logs.json().init(),
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+}
+
+/// Ctrl-C, or SIGTERM (what docker, systemd and Kubernetes send to stop a service).
+async fn stop_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            signal = tokio::signal::ctrl_c() => signal,
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await
+}
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let args = Args::parse();
+    init_logging(args.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -116,12 +149,12 @@ async fn run(args: Args) -> Result<(), String> {
     let mut running = tokio::spawn(async move { runner.run().await });
     tokio::select! {
         result = &mut running => return finished(result),
-        signal = tokio::signal::ctrl_c() => signal.map_err(|e| e.to_string())?,
+        signal = stop_signal() => signal.map_err(|e| e.to_string())?,
     }
-    tracing::info!("shutting down (Ctrl-C again to exit at once)");
+    tracing::info!("shutting down (Ctrl-C or SIGTERM again to exit at once)");
     tokio::select! {
         () = provider.shutdown_default() => {}
-        _ = tokio::signal::ctrl_c() => return Err("interrupted during shutdown".into()),
+        _ = stop_signal() => return Err("interrupted during shutdown".into()),
     }
     finished(running.await)
 }

@@ -772,3 +772,37 @@ async fn chaos(base: &str) {
     drop(refuser);
     drop(dier);
 }
+
+/// SIGTERM (what docker, systemd and Kubernetes send) shuts the broker down gracefully: a
+/// client waiting for its task gets a clear `unavailable: broker is shutting down`, not an empty
+/// reply, and the process exits with success.
+#[cfg(unix)]
+#[tokio::test]
+async fn sigterm_answers_waiting_clients_and_exits_cleanly() {
+    let mut broker = BrokerChild::start(&["--provider-wait".into(), "600".into()]);
+    let base = broker.url.clone();
+    let upload = reqwest::Client::new()
+        .post(format!("{base}/api/storage/upload?name=empty.wasm"))
+        .body(&b"\0asm\x01\0\0\0"[..])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(upload.status(), 200);
+    // A task waits for a provider that never comes.
+    let url = base.clone();
+    let waiting = tokio::spawn(async move { run_proto(&url, &wasip1("empty.wasm", &["e"])).await });
+    wait_for_queued(&base, 1).await;
+    let kill = Command::new("kill")
+        .args(["-TERM", &broker.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let (status, response) = tokio::time::timeout(OUTER, waiting).await.unwrap().unwrap();
+    assert_eq!(status, 503);
+    assert!(response.unwrap_err().contains("shutting down"));
+    let exit = tokio::task::spawn_blocking(move || broker.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "{exit:?}");
+}
