@@ -140,20 +140,6 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// Ctrl-C, or SIGTERM (what docker, systemd and Kubernetes send to stop a service).
-async fn stop_signal() -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            signal = tokio::signal::ctrl_c() => signal,
-            _ = term.recv() => Ok(()),
-        }
-    }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     wasimoff_broker::release_large_buffers();
@@ -205,7 +191,7 @@ async fn main() -> anyhow::Result<()> {
         .spawn()
         .await?;
     tracing::info!("broker ready on http://{}", handle.local_addr());
-    stop_signal().await?;
+    wasimoff_core::platform::stop_signal().await?;
     tracing::info!("shutting down");
     handle.shutdown().await;
     Ok(())

@@ -68,6 +68,23 @@ where
     work()
 }
 
+/// Waits for Ctrl-C, or SIGTERM (what docker, systemd and Kubernetes send to stop a service):
+/// the signal the native binaries shut down gracefully on.
+#[cfg(all(feature = "native", not(target_arch = "wasm32")))]
+pub async fn stop_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        tokio::select! {
+            signal = tokio::signal::ctrl_c() => signal,
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await
+}
+
 /// Waits for `duration` (tokio's timer natively, so `tokio::time::pause` works in tests).
 pub async fn sleep(duration: Duration) {
     #[cfg(not(target_arch = "wasm32"))]

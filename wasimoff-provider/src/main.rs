@@ -73,20 +73,6 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// Ctrl-C, or SIGTERM (what docker, systemd and Kubernetes send to stop a service).
-async fn stop_signal() -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            signal = tokio::signal::ctrl_c() => signal,
-            _ = term.recv() => Ok(()),
-        }
-    }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await
-}
-
 fn main() -> ExitCode {
     let args = Args::parse();
     init_logging(args.log_format);
@@ -149,12 +135,12 @@ async fn run(args: Args) -> Result<(), String> {
     let mut running = tokio::spawn(async move { runner.run().await });
     tokio::select! {
         result = &mut running => return finished(result),
-        signal = stop_signal() => signal.map_err(|e| e.to_string())?,
+        signal = wasimoff_core::platform::stop_signal() => signal.map_err(|e| e.to_string())?,
     }
     tracing::info!("shutting down (Ctrl-C or SIGTERM again to exit at once)");
     tokio::select! {
         () = provider.shutdown_default() => {}
-        _ = stop_signal() => return Err("interrupted during shutdown".into()),
+        _ = wasimoff_core::platform::stop_signal() => return Err("interrupted during shutdown".into()),
     }
     finished(running.await)
 }
