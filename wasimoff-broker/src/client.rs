@@ -114,9 +114,7 @@ pub(crate) async fn connect_rpc(
     headers: HeaderMap,
     WholeBody(body): WholeBody,
 ) -> Response {
-    if let Err(e) = app.check_client(&headers) {
-        return e.into_response();
-    }
+    // `WholeBody` has checked the client's token before reading the body.
     let Some(codec) = connect_codec(&headers) else {
         let mut response = (
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -277,9 +275,7 @@ pub(crate) async fn exec(
     headers: HeaderMap,
     WholeBody(body): WholeBody,
 ) -> Response {
-    if let Err(e) = app.check_client(&headers) {
-        return e.into_response();
-    }
+    // `WholeBody` has checked the client's token before reading the body.
     let request = match exec_request(&wasm, &headers, body) {
         Ok(r) => r,
         Err(e) => return e.into_response(),

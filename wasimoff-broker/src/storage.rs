@@ -138,9 +138,7 @@ pub(crate) async fn upload(
     headers: HeaderMap,
     WholeBody(body): WholeBody,
 ) -> Response {
-    if let Err(e) = app.check_client(&headers) {
-        return e.into_response();
-    }
+    // `WholeBody` has checked the client's token before reading the body.
     let r = match app.store_upload(body).await {
         Ok(r) => r,
         Err(TaskError::InvalidArgument(m)) if m.starts_with("uploads must be") => {
