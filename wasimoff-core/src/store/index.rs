@@ -479,6 +479,15 @@ impl StoreIndex {
             entry.last_used = entry.last_used.max(now);
             entry.seq = seq;
         }
+        self.link(alias, target, owner);
+        Ok(AliasChange {
+            previous,
+            made_durable,
+        })
+    }
+
+    /// Records `alias -> target` for `owner` (the target's alias count is the caller's).
+    fn link(&mut self, alias: &str, target: &Ref, owner: Option<&str>) {
         if let Some(owner) = owner {
             *self
                 .held
@@ -495,10 +504,6 @@ impl StoreIndex {
             },
         );
         self.rekey(target);
-        Ok(AliasChange {
-            previous,
-            made_durable,
-        })
     }
 
     /// Adds an alias found in a persistent backend at open; ignored if its target is not in
@@ -512,22 +517,7 @@ impl StoreIndex {
             entry.aliases += 1;
             entry.expires = None;
         }
-        if let Some(owner) = owner {
-            *self
-                .held
-                .entry(owner.to_owned())
-                .or_default()
-                .entry(target.clone())
-                .or_default() += 1;
-        }
-        self.aliases.insert(
-            alias.to_owned(),
-            Alias {
-                target: target.clone(),
-                owner: owner.map(str::to_owned),
-            },
-        );
-        self.rekey(target);
+        self.link(alias, target, owner);
         true
     }
 
