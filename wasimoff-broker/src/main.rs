@@ -140,6 +140,38 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// One line an operator checks first: where files live, who may connect, what `/` serves.
+fn log_configuration(config: &BrokerConfig) {
+    let store = match &config.store {
+        StoreConfig::Memory => "memory (lost on restart)".to_owned(),
+        StoreConfig::Dir(dir) => std::path::absolute(dir)
+            .unwrap_or_else(|_| dir.clone())
+            .display()
+            .to_string(),
+    };
+    let auth = |tokens: &[String]| match tokens.len() {
+        0 => "off (anyone may connect)".to_owned(),
+        n => format!("on ({n} token{})", if n == 1 { "" } else { "s" }),
+    };
+    let origins = match config.allowed_origins.as_slice() {
+        [] => "the broker's own host only".to_owned(),
+        list => list.join(", "),
+    };
+    let page = config
+        .static_dir
+        .as_ref()
+        .map_or_else(|| "none".to_owned(), |dir| dir.display().to_string());
+    tracing::info!(
+        listen = %config.listen,
+        store = %store,
+        client_auth = %auth(&config.client_tokens),
+        provider_auth = %auth(&config.provider_tokens),
+        allowed_origins = %origins,
+        static_dir = %page,
+        "starting broker"
+    );
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     wasimoff_broker::release_large_buffers();
@@ -184,6 +216,7 @@ async fn main() -> anyhow::Result<()> {
         client_tokens: args.client_tokens,
         provider_tokens: args.provider_tokens,
     };
+    log_configuration(&config);
     let handle = Broker::builder()
         .config(config)
         .build()
