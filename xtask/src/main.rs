@@ -34,7 +34,11 @@ enum Command {
         fuzz_seconds: u64,
     },
     /// Runs the main job: the demo.
-    Demo,
+    Demo {
+        /// Builds the demo without optimisations (CI reuses the test build this way).
+        #[arg(long)]
+        dev: bool,
+    },
     /// Builds all guest programs (release, wasm32-wasip1) into a directory.
     Guests {
         /// Where to put the modules (default: target/wasi-apps).
@@ -71,7 +75,7 @@ fn main() -> Result<()> {
     }
     match command {
         Command::Ci { fuzz_seconds } => ci(fuzz_seconds),
-        Command::Demo => demo(),
+        Command::Demo { dev } => demo(dev),
         Command::Guests { out } => guests::build_guests(out.as_deref()).map(drop),
         Command::Fuzz { seconds } => fuzz(seconds),
         Command::Bench { quick } => bench(quick),
@@ -188,6 +192,8 @@ fn ci(fuzz_seconds: u64) -> Result<()> {
         fuzz(fuzz_seconds)?;
     }
     bench(true)?;
+    // Last: it takes the wasm target away for a moment.
+    demo_without_wasm_targets()?;
     println!("\nxtask ci: all steps passed");
     Ok(())
 }
@@ -228,15 +234,39 @@ fn browser_tests() -> Result<()> {
         ]))
 }
 
-fn demo() -> Result<()> {
+fn demo(dev: bool) -> Result<()> {
+    let profile = if dev { "dev" } else { "release" };
     Step::new("demo").run(cargo(&[
         "run",
-        "--release",
+        "--profile",
+        profile,
         "-p",
         "wasimoff-examples",
         "--bin",
         "demo",
     ]))
+}
+
+/// Proves the README's first command on a toolchain that lacks the wasm target: removes
+/// `wasm32-wasip1`, runs `cargo xtask demo` as a user would, and checks that the target is
+/// back. (The guests in the target directory are already built; what this checks is that
+/// the command installs what it needs before building anything.)
+fn demo_without_wasm_targets() -> Result<()> {
+    let mut remove = std::process::Command::new("rustup");
+    remove.args(["target", "remove", "wasm32-wasip1"]);
+    Step::new("rustup target remove wasm32-wasip1").run(remove)?;
+    Step::new("cargo xtask demo (toolchain without wasm32-wasip1)")
+        .run(cargo(&["xtask", "demo", "--dev"]))?;
+    let installed = std::process::Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()?;
+    if !String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|l| l.trim() == "wasm32-wasip1")
+    {
+        anyhow::bail!("`cargo xtask demo` ran without installing wasm32-wasip1");
+    }
+    Ok(())
 }
 
 fn fuzz(seconds: u64) -> Result<()> {
