@@ -72,6 +72,9 @@ fn main() -> Result<()> {
     // wasm32-wasip1); install what that needs first, as `ci` always did.
     if !matches!(command, Command::Web { .. }) {
         tools::ensure_rustup_targets(&["wasm32-wasip1"])?;
+        // The C guest needs clang for wasm32 with wasi-libc (skipped, with a note, when these
+        // cannot be installed: the other guests still build).
+        tools::ensure_apt(C_GUEST_PACKAGES)?;
     }
     match command {
         Command::Ci { fuzz_seconds } => ci(fuzz_seconds),
@@ -118,7 +121,8 @@ fn bench(quick: bool) -> Result<()> {
         Step::new(&format!("bench {krate} {name}")).run(cargo(&args))?;
     }
     // The browser provider against the native one: the page needs the package (quick runs
-    // reuse the unoptimised build of the tests).
+    // reuse the unoptimised build of the tests) and Chromium.
+    tools::ensure_apt(BROWSER_PACKAGES)?;
     let web = web::build(quick)?;
     let mut args = vec!["bench", "-p", "wasimoff-examples", "--bench", "browser"];
     if quick {
@@ -131,7 +135,6 @@ fn bench(quick: bool) -> Result<()> {
 
 fn ci(fuzz_seconds: u64) -> Result<()> {
     tools::ensure_rustup_targets(&["wasm32-unknown-unknown", "wasm32-wasip1"])?;
-    tools::ensure_apt(C_GUEST_PACKAGES)?;
     let guests = root().join("wasi-apps/guests/Cargo.toml");
     let guests = guests.to_str().unwrap_or("wasi-apps/guests/Cargo.toml");
 
