@@ -78,17 +78,7 @@ impl ConnectError {
                 ConnectError::NoSubprotocol(None)
             }
             tungstenite::Error::Http(response) => {
-                let body = response
-                    .body()
-                    .as_deref()
-                    .map(|b| {
-                        String::from_utf8_lossy(b)
-                            .trim()
-                            .chars()
-                            .take(200)
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let body = response.body().as_deref().map(refusal).unwrap_or_default();
                 ConnectError::Rejected {
                     status: response.status().as_u16(),
                     body,
@@ -112,6 +102,20 @@ impl ConnectError {
             other => ConnectError::Handshake(other),
         }
     }
+}
+
+/// What a refused upgrade's body says: the `message` of a Connect-style JSON error (what the
+/// broker sends), else the start of the text.
+fn refusal(body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Refusal {
+        message: String,
+    }
+    let text = match serde_json::from_slice::<Refusal>(body) {
+        Ok(refusal) => refusal.message,
+        Err(_) => String::from_utf8_lossy(body).into_owned(),
+    };
+    text.trim().chars().take(200).collect()
 }
 
 fn body_suffix(body: &str) -> String {
