@@ -303,3 +303,25 @@ fn a_provider_stops_on_a_wrong_token_path_or_certificate_instead_of_retrying() {
         "{text}"
     );
 }
+
+/// A self-signed certificate made as a CA (what `openssl req -x509` makes by default) is
+/// refused as a server's own: the advice says how to make one that works.
+#[test]
+fn a_ca_certificate_as_the_brokers_own_gets_its_own_advice() {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let cert = params.self_signed(&key).unwrap();
+    let env = Env::start(BrokerConfig {
+        tls: Some(TlsConfig::pem(cert.pem(), key.serialize_pem())),
+        ..crate::support::config(10)
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ca.pem");
+    std::fs::write(&file, cert.pem()).unwrap();
+    fails_once(
+        env.cli()
+            .args(["--ca-cert", file.to_str().unwrap(), "status"]),
+        &["CaUsedAsEndEntity", "CA:FALSE"],
+    );
+}

@@ -110,6 +110,7 @@ impl ConnectError {
             return None;
         }
         Some(match self.kind {
+            ConnectFailure::Tls if self.message.contains("CaUsedAsEndEntity") => CA_AS_SERVER,
             ConnectFailure::Status(401) => {
                 "check --token (WASIMOFF_TOKEN): it must be one of the broker's --provider-tokens"
             }
@@ -140,6 +141,13 @@ impl ConnectError {
         })
     }
 }
+
+/// The advice for a self-signed certificate made as a CA (`openssl req -x509` does that by
+/// default), which webpki refuses as a server's own certificate.
+pub(crate) const CA_AS_SERVER: &str = "the broker's certificate is a CA certificate \
+    (basicConstraints CA:TRUE), which is refused as a server's own: make it with CA:FALSE \
+    (openssl req -x509 ... -addext basicConstraints=critical,CA:FALSE), or sign a server \
+    certificate with that CA and keep the CA for --ca-cert";
 
 /// Opens connections to the broker; called again for every reconnect.
 #[cfg_attr(target_arch = "wasm32", async_trait::async_trait(?Send))]
@@ -297,6 +305,11 @@ mod tests {
         assert!(advice(ConnectFailure::Status(401)).contains("--token"));
         assert!(advice(ConnectFailure::Status(404)).contains("--broker"));
         assert!(advice(ConnectFailure::Tls).contains("--ca-cert"));
+        let ca = ConnectError::new(
+            ConnectFailure::Tls,
+            "invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))",
+        );
+        assert!(ca.advice().unwrap_or_default().contains("CA:FALSE"));
     }
 
     #[cfg(not(target_arch = "wasm32"))]

@@ -131,6 +131,13 @@ pub(crate) fn advice(e: &Error, setup: &Setup) -> Option<String> {
         Error::Tls(text) if text.contains("lacks") => {
             "rebuild wasimoff with its default `rustls` feature, or use http://".to_owned()
         }
+        Error::Tls(text) if text.contains("CaUsedAsEndEntity") => {
+            "the broker's certificate is a CA certificate (basicConstraints CA:TRUE), which is \
+             refused as a server's own: make it with CA:FALSE (openssl req -x509 ... -addext \
+             basicConstraints=critical,CA:FALSE), or sign a server certificate with that CA and \
+             pass the CA with --ca-cert"
+                .to_owned()
+        }
         Error::Tls(_) => {
             let trust = match &setup.ca_cert {
                 Some(file) => format!(
