@@ -2,6 +2,8 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
+use crate::TlsConfig;
+
 /// Where uploaded modules and zips are kept.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum StoreConfig {
@@ -78,6 +80,9 @@ pub struct Limits {
     /// Time a connection has to send a request's headers, from connecting or from its previous
     /// response; also the grace before [`Limits::min_body_rate`] applies.
     pub header_timeout: Duration,
+    /// With [`BrokerConfig::tls`]: time a new connection has to complete its TLS handshake
+    /// (before its header timeout starts); a connection that has not is closed.
+    pub tls_handshake_timeout: Duration,
     /// The slowest a request body may arrive on average after the grace, in bytes per second
     /// (0: no minimum).
     pub min_body_rate: u64,
@@ -124,6 +129,7 @@ impl Default for Limits {
             socket_queue: 256,
             http_timeout: Duration::from_secs(300),
             header_timeout: Duration::from_secs(10),
+            tls_handshake_timeout: Duration::from_secs(10),
             min_body_rate: 16 << 10,
             max_connections: 16_384,
             provider_share: 25,
@@ -178,6 +184,10 @@ pub struct BrokerConfig {
     /// Tokens accepted from providers (`Authorization: Bearer` or `?token=`, since browsers
     /// cannot set headers on WebSockets); empty means providers need none.
     pub provider_tokens: Vec<String>,
+    /// TLS for [`Broker::spawn`](crate::Broker::spawn): `https://` and `wss://` on the listen
+    /// address instead of `http://` and `ws://`. `None`: plain HTTP (TLS terminated elsewhere,
+    /// or a broker on loopback).
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for BrokerConfig {
@@ -192,6 +202,7 @@ impl Default for BrokerConfig {
             allowed_origins: Vec::new(),
             client_tokens: Vec::new(),
             provider_tokens: Vec::new(),
+            tls: None,
         }
     }
 }

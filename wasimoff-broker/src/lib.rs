@@ -17,7 +17,8 @@
 //! # Ok(()) }
 //! ```
 //!
-//! or mount [`Broker::router`] inside your own axum application.
+//! or mount [`Broker::router`] inside your own axum application. With
+//! [`BrokerBuilder::tls`] the broker's own server speaks `https://` and `wss://` (rustls).
 
 mod body;
 mod client;
@@ -31,6 +32,7 @@ mod server;
 mod state;
 mod storage;
 mod tasks;
+mod tls;
 mod ws;
 
 use std::{
@@ -55,6 +57,9 @@ use wasimoff_core::store::{DirStore, MemoryStore, Store, StoreLimits};
 pub use config::{BrokerConfig, Limits, PingConfig, SchedulerKind, StoreConfig};
 pub use error::TaskError;
 pub use malloc::release_large_buffers;
+/// The rustls the broker is built with, for [`TlsConfig::Rustls`].
+pub use rustls;
+pub use tls::TlsConfig;
 
 #[doc(hidden)]
 pub use dispatch::machine_decision_cost;
@@ -76,6 +81,9 @@ pub enum BrokerError {
         /// What the OS said.
         source: std::io::Error,
     },
+    /// The TLS certificate or key cannot be used (unreadable, not PEM, not matching).
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// Builds a [`Broker`] from a [`BrokerConfig`]; every setter has a field of the same name.
@@ -167,9 +175,21 @@ impl BrokerBuilder {
         self
     }
 
-    /// Opens the store and starts the dispatcher (on the current tokio runtime).
+    /// Serves `https://` and `wss://` from [`Broker::spawn`] (see [`TlsConfig`]).
+    pub fn tls(mut self, tls: impl Into<TlsConfig>) -> Self {
+        self.config.tls = Some(tls.into());
+        self
+    }
+
+    /// Checks the TLS certificate and key, opens the store and starts the dispatcher (on the
+    /// current tokio runtime).
     pub async fn build(self) -> Result<Broker, BrokerError> {
         let config = self.config;
+        // First: a certificate that cannot work must stop the broker before anything starts.
+        let tls = match &config.tls {
+            Some(tls) => Some(tls.server_config().await?),
+            None => None,
+        };
         let limits = StoreLimits {
             max_blob_size: config.limits.max_upload as u64,
             max_total_size: config.limits.max_store,
@@ -222,6 +242,7 @@ impl BrokerBuilder {
         };
         Ok(Broker {
             app: Arc::new(state),
+            tls,
         })
     }
 }
@@ -230,6 +251,8 @@ impl BrokerBuilder {
 #[derive(Debug, Clone)]
 pub struct Broker {
     app: App,
+    /// The checked [`BrokerConfig::tls`].
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Broker {
@@ -315,6 +338,8 @@ impl Broker {
             max_connections: limits.max_connections,
             provider_share: limits.provider_share,
             header_timeout: limits.header_timeout,
+            tls: self.tls.clone(),
+            tls_handshake_timeout: limits.tls_handshake_timeout,
         };
         let server = tokio::spawn(server::serve(
             listener,
@@ -322,7 +347,8 @@ impl Broker {
             config,
             self.app.shutdown.clone(),
         ));
-        tracing::info!(%local_addr, "broker listening");
+        let tls = if self.tls.is_some() { "on" } else { "off" };
+        tracing::info!(%local_addr, tls, "broker listening");
         Ok(BrokerHandle {
             broker: self,
             local_addr,
@@ -348,6 +374,17 @@ impl BrokerHandle {
     /// The broker behind this handle.
     pub fn broker(&self) -> &Broker {
         &self.broker
+    }
+
+    /// The broker's base URL: `https://<address>` with TLS, else `http://<address>` (an
+    /// unspecified listen address such as `0.0.0.0` is given as it is).
+    pub fn url(&self) -> String {
+        let scheme = if self.broker.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.local_addr)
     }
 
     /// Stops accepting connections, fails queued and running tasks with "broker is shutting

@@ -3,7 +3,9 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Parser;
-use wasimoff_broker::{Broker, BrokerConfig, Limits, PingConfig, SchedulerKind, StoreConfig};
+use wasimoff_broker::{
+    Broker, BrokerConfig, Limits, PingConfig, SchedulerKind, StoreConfig, TlsConfig,
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -14,6 +16,26 @@ struct Args {
     /// Address to listen on.
     #[arg(long, env = "WASIMOFF_LISTEN", default_value = "127.0.0.1:4080")]
     listen: SocketAddr,
+    /// Serve https:// and wss:// with this certificate chain (PEM, the broker's certificate
+    /// first); needs --tls-key.
+    #[arg(
+        long,
+        env = "WASIMOFF_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long,
+        env = "WASIMOFF_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+    /// Seconds a new connection has to complete its TLS handshake.
+    #[arg(long, env = "WASIMOFF_TLS_HANDSHAKE_TIMEOUT", default_value_t = 10)]
+    tls_handshake_timeout: u64,
     /// Directory for uploaded files (persistent); `--memory` keeps them in memory instead.
     #[arg(long, env = "WASIMOFF_DATA_DIR", default_value = "wasimoff-data")]
     data_dir: PathBuf,
@@ -198,6 +220,7 @@ async fn main() -> anyhow::Result<()> {
             attempt_grace: Duration::from_secs(args.attempt_grace),
             provider_wait: Duration::from_secs(args.provider_wait),
             header_timeout: Duration::from_secs(args.header_timeout.max(1)),
+            tls_handshake_timeout: Duration::from_secs(args.tls_handshake_timeout.max(1)),
             min_body_rate: args.min_body_rate,
             max_connections: args.max_connections,
             provider_share: args.provider_share.min(100),
@@ -215,6 +238,10 @@ async fn main() -> anyhow::Result<()> {
         allowed_origins: args.allowed_origins,
         client_tokens: args.client_tokens,
         provider_tokens: args.provider_tokens,
+        tls: match (args.tls_cert, args.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsConfig::files(cert, key)),
+            _ => None,
+        },
     };
     log_configuration(&config);
     let handle = Broker::builder()
@@ -223,7 +250,7 @@ async fn main() -> anyhow::Result<()> {
         .await?
         .spawn()
         .await?;
-    tracing::info!("broker ready on http://{}", handle.local_addr());
+    tracing::info!("broker ready on {}", handle.url());
     wasimoff_core::platform::stop_signal().await?;
     tracing::info!("shutting down");
     handle.shutdown().await;

@@ -11,6 +11,11 @@
 //!   `max_connections - max_connections * provider_share / 100` connections; beyond that they
 //!   get 503, so a flood of clients cannot lock volunteers out.
 //!
+//! - **TLS** (with [`crate::TlsConfig`]): each connection's handshake runs in its own task
+//!   once the connection is admitted, bounded by `tls_handshake_timeout` (the header timeout
+//!   starts after it); a connection still in its handshake is idle, so it is the first evicted
+//!   at the cap. A plain HTTP request on the TLS port is answered 400, saying to use https://.
+//!
 //! The minimum body rate ([`min_rate`]) and the WebSocket keepalive ([`crate::ws`]) are part
 //! of the router and the sockets, so they also hold when the router is mounted elsewhere.
 
@@ -45,6 +50,9 @@ pub(crate) struct ServerConfig {
     pub(crate) max_connections: usize,
     pub(crate) provider_share: usize,
     pub(crate) header_timeout: Duration,
+    /// TLS for every connection, if set.
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
+    pub(crate) tls_handshake_timeout: Duration,
 }
 
 /// One open connection, as the registry sees it.
@@ -208,6 +216,137 @@ impl AsyncWrite for Tracked {
     }
 }
 
+/// A connection's byte stream: TCP, or TLS over it.
+enum Io {
+    Plain(Tracked),
+    Tls(Box<tokio_rustls::server::TlsStream<Tracked>>),
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(io) => Pin::new(io).poll_read(cx, buf),
+            Io::Tls(io) => Pin::new(io.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(io) => Pin::new(io).poll_write(cx, buf),
+            Io::Tls(io) => Pin::new(io.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(io) => Pin::new(io).poll_flush(cx),
+            Io::Tls(io) => Pin::new(io.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(io) => Pin::new(io).poll_shutdown(cx),
+            Io::Tls(io) => Pin::new(io.as_mut()).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+            Io::Tls(io) => Pin::new(io.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Io::Plain(io) => io.is_write_vectored(),
+            Io::Tls(io) => io.is_write_vectored(),
+        }
+    }
+}
+
+/// What a plain HTTP request on the TLS port is told (a client given http:// for an https://
+/// broker), instead of a handshake failure it would only see as a closed connection.
+const PLAIN_HTTP_ON_TLS: &str =
+    "this broker speaks TLS on this port: use https:// (or wss://) URLs\n";
+
+/// Answers a plain HTTP request 400 with [`PLAIN_HTTP_ON_TLS`]: reads its head, answers, and
+/// reads on a little until the client closes (closing with unread bytes would reset the
+/// connection and lose the answer). The caller bounds the time.
+async fn refuse_plain_http(tcp: &mut tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 << 10 {
+        match tcp.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let answer = format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\
+         connection: close\r\n\r\n{PLAIN_HTTP_ON_TLS}",
+        PLAIN_HTTP_ON_TLS.len()
+    );
+    if tcp.write_all(answer.as_bytes()).await.is_err() || tcp.shutdown().await.is_err() {
+        return;
+    }
+    let mut drained = 0;
+    while drained < 64 << 10 {
+        match tcp.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => drained += n,
+        }
+    }
+}
+
+/// Runs a new connection's TLS handshake within `limit`. `None`: it failed, timed out, or was
+/// plain HTTP (answered with [`PLAIN_HTTP_ON_TLS`]).
+async fn handshake(
+    acceptor: tokio_rustls::TlsAcceptor,
+    mut tcp: Tracked,
+    limit: Duration,
+) -> Option<tokio_rustls::server::TlsStream<Tracked>> {
+    let attempt = async {
+        let mut first = [0u8; 1];
+        // A TLS connection starts with a handshake record (22); HTTP with a method's letters.
+        if matches!(tcp.io.peek(&mut first).await, Ok(1) if first[0].is_ascii_uppercase()) {
+            refuse_plain_http(&mut tcp.io).await;
+            return None;
+        }
+        match acceptor.accept(tcp).await {
+            Ok(tls) => Some(tls),
+            Err(e) => {
+                // Often a client that does not trust the certificate: its own error says so.
+                tracing::debug!("TLS handshake failed: {e}");
+                None
+            }
+        }
+    };
+    match tokio::time::timeout(limit, attempt).await {
+        Ok(tls) => tls,
+        Err(_) => {
+            tracing::debug!("TLS handshake not completed within {limit:?}: connection closed");
+            None
+        }
+    }
+}
+
 /// Marks a request in progress on its connection until dropped.
 struct Busy(Arc<Conn>, Arc<Registry>);
 
@@ -264,6 +403,8 @@ pub(crate) async fn serve(
     }
     config.max_connections = config.max_connections.max(1);
     let header_timeout = config.header_timeout;
+    let handshake_timeout = config.tls_handshake_timeout;
+    let acceptor = config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     let registry = Arc::new(Registry {
         config,
         conns: Mutex::new(HashMap::new()),
@@ -293,15 +434,30 @@ pub(crate) async fn serve(
             .header_read_timeout(header_timeout)
             .keep_alive(true);
         let Some(guard) = registry.admit() else {
-            // Every connection is busy: answer this one 503 and close it.
+            // Every connection is busy: answer this one 503 and close it, all within 5 s.
             let service = hyper::service::service_fn(|_req| async {
                 Ok::<_, std::convert::Infallible>(unavailable(
                     "the broker is at its connection limit; retry later\n",
                 ))
             });
-            let connection = http.serve_connection(TokioIo::new(tcp), service);
+            let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                let _ = tokio::time::timeout(Duration::from_secs(5), connection).await;
+                let answer = async {
+                    let io = match acceptor {
+                        Some(acceptor) => match acceptor.accept(tcp).await {
+                            Ok(tls) => Io503::Tls(Box::new(tls)),
+                            Err(_) => return,
+                        },
+                        None => Io503::Plain(tcp),
+                    };
+                    let _ = match io {
+                        Io503::Plain(tcp) => {
+                            http.serve_connection(TokioIo::new(tcp), service).await
+                        }
+                        Io503::Tls(tls) => http.serve_connection(TokioIo::new(tls), service).await,
+                    };
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(5), answer).await;
             });
             continue;
         };
@@ -337,11 +493,25 @@ pub(crate) async fn serve(
             io: tcp,
             _guard: guard,
         };
-        let connection = http
-            .serve_connection(TokioIo::new(tracked), service)
-            .with_upgrades();
         let stop = stop.clone();
+        let acceptor = acceptor.clone();
         tasks.spawn(async move {
+            let io = match acceptor {
+                None => Io::Plain(tracked),
+                // The handshake is the connection's, not the loop's: a client that never
+                // finishes it holds only its own (evictable, time-limited) slot.
+                Some(acceptor) => tokio::select! {
+                    tls = handshake(acceptor, tracked, handshake_timeout) => match tls {
+                        Some(tls) => Io::Tls(Box::new(tls)),
+                        None => return,
+                    },
+                    () = evict.cancelled() => return,
+                    () = stop.cancelled() => return,
+                },
+            };
+            let connection = http
+                .serve_connection(TokioIo::new(io), service)
+                .with_upgrades();
             let mut connection = std::pin::pin!(connection);
             tokio::select! {
                 result = connection.as_mut() => {
@@ -366,6 +536,12 @@ pub(crate) async fn serve(
     {
         tracing::debug!("connections still open after 10 s; closing them");
     }
+}
+
+/// The stream of a connection refused at the cap.
+enum Io503 {
+    Plain(tokio::net::TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>),
 }
 
 /// The minimum rate of request bodies: after a grace period, a body must have arrived at

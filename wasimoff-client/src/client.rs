@@ -149,6 +149,9 @@ pub struct ClientBuilder {
     http: Option<reqwest::Client>,
     #[cfg(not(target_arch = "wasm32"))]
     task_timeout: Duration,
+    /// PEM text of CA certificates trusted besides the webpki roots.
+    #[cfg(all(feature = "rustls", not(target_arch = "wasm32")))]
+    ca_pem: Vec<u8>,
 }
 
 impl ClientBuilder {
@@ -165,9 +168,32 @@ impl ClientBuilder {
         self
     }
 
-    /// Uses a `reqwest::Client` of your own (proxies, TLS roots, timeouts).
+    /// Uses a `reqwest::Client` of your own (proxies, TLS roots, timeouts) for HTTP requests;
+    /// [`add_root_certificate`](Self::add_root_certificate) then only applies to the
+    /// WebSocket of [`Client::session`].
     pub fn http_client(mut self, http: reqwest::Client) -> Self {
         self.http = Some(http);
+        self
+    }
+
+    /// Also trusts the CA certificates of this PEM text (one or more), for `https://` and the
+    /// `wss://` of [`Client::session`] alike: for a broker with a self-signed certificate or
+    /// one from a private CA. The webpki (Mozilla) roots stay trusted. A PEM text without a
+    /// certificate makes [`build`](Self::build) fail. Native targets with the `rustls` feature
+    /// (on by default); in browsers the browser decides whom to trust.
+    ///
+    /// ```no_run
+    /// # fn demo() -> Result<(), wasimoff_client::Error> {
+    /// let pem = std::fs::read("broker-ca.pem").map_err(|e| wasimoff_client::Error::Local(e.to_string()))?;
+    /// let client = wasimoff_client::Client::builder("https://broker.internal:4080")
+    ///     .add_root_certificate(pem)
+    ///     .build()?;
+    /// # let _ = client; Ok(()) }
+    /// ```
+    #[cfg(all(feature = "rustls", not(target_arch = "wasm32")))]
+    pub fn add_root_certificate(mut self, pem: impl AsRef<[u8]>) -> Self {
+        self.ca_pem.extend_from_slice(pem.as_ref());
+        self.ca_pem.push(b'\n');
         self
     }
 
@@ -189,16 +215,46 @@ impl ClientBuilder {
                 "invalid broker URL {text:?}: use http:// or https://"
             )));
         }
+        #[cfg(all(feature = "rustls", not(target_arch = "wasm32")))]
+        let tls = {
+            let pem = (!self.ca_pem.is_empty()).then_some(self.ca_pem.as_slice());
+            wasimoff_core::tls::client_config_from_pem(pem)
+                .map_err(|e| Error::Local(format!("invalid CA certificate: {e}")))?
+        };
+        let http = match self.http {
+            Some(http) => http,
+            None => {
+                let builder = reqwest::Client::builder();
+                // https:// trusts what wss:// trusts: one rustls config for both.
+                #[cfg(all(feature = "rustls", not(target_arch = "wasm32")))]
+                let builder = builder.use_preconfigured_tls(rustls::ClientConfig::clone(&tls));
+                #[cfg(not(any(feature = "rustls", target_arch = "wasm32")))]
+                if url.scheme() == "https" {
+                    return Err(Error::Tls(format!(
+                        "{text} needs TLS support, which this build lacks (the `rustls` \
+                         feature of wasimoff-client)"
+                    )));
+                }
+                builder
+                    .build()
+                    .map_err(|e| Error::Local(format!("cannot create the HTTP client: {e}")))?
+            }
+        };
         Ok(Client {
             base: text.to_owned(),
             token: self.token,
             retry: self.retry,
-            http: self.http.unwrap_or_default(),
+            http,
             #[cfg(not(target_arch = "wasm32"))]
             task_timeout: self.task_timeout,
+            #[cfg(all(feature = "rustls", not(target_arch = "wasm32")))]
+            tls,
         })
     }
 }
+
+#[cfg(all(feature = "rustls", not(target_arch = "wasm32")))]
+use wasimoff_core::tls::rustls;
 
 /// A client of one broker: upload files, run tasks, query the broker's status.
 ///
@@ -223,6 +279,9 @@ pub struct Client {
     http: reqwest::Client,
     #[cfg(not(target_arch = "wasm32"))]
     pub(crate) task_timeout: Duration,
+    /// What `wss://` trusts (and `https://`, unless the caller brought an HTTP client).
+    #[cfg(all(feature = "rustls", not(target_arch = "wasm32")))]
+    pub(crate) tls: std::sync::Arc<rustls::ClientConfig>,
 }
 
 impl Client {
@@ -256,6 +315,8 @@ impl Client {
             http: None,
             #[cfg(not(target_arch = "wasm32"))]
             task_timeout: Duration::from_secs(3600),
+            #[cfg(all(feature = "rustls", not(target_arch = "wasm32")))]
+            ca_pem: Vec::new(),
         }
     }
 
@@ -299,6 +360,7 @@ impl Client {
         }
         let response = request.body(bytes).send().await?;
         let status = response.status();
+        let url = response.url().clone();
         let header = response
             .headers()
             .get("x-wasimoff-ref")
@@ -306,7 +368,7 @@ impl Client {
             .map(str::to_owned);
         let body = response.text().await?;
         if !status.is_success() {
-            return Err(http_error(status, None, body.trim()));
+            return Err(api_error(status, &url, body.trim()));
         }
         let text = header.unwrap_or_else(|| body.trim().to_owned());
         text.parse::<Ref>()
@@ -382,6 +444,7 @@ impl Client {
             .send()
             .await?;
         let status = response.status();
+        let url = response.url().clone();
         let retry_after = response
             .headers()
             .get(header::RETRY_AFTER)
@@ -393,7 +456,7 @@ impl Client {
             return wasip1::Response::decode(body)
                 .map_err(|e| Error::InvalidResponse(format!("cannot decode the response: {e}")));
         }
-        Err(connect_error(status, retry_after, &body))
+        Err(connect_error(status, retry_after, &body, &url))
     }
 
     /// Uploads a file over Connect RPC (`Upload`) instead of the storage route.
@@ -415,9 +478,10 @@ impl Client {
             .send()
             .await?;
         let status = response.status();
+        let url = response.url().clone();
         let body = response.bytes().await?;
         if !status.is_success() {
-            return Err(connect_error(status, None, &body));
+            return Err(connect_error(status, None, &body, &url));
         }
         let response = proto::filesystem::upload::Response::decode(body)
             .map_err(|e| Error::InvalidResponse(format!("cannot decode the response: {e}")))?;
@@ -440,11 +504,12 @@ impl Client {
             .send()
             .await?;
         let status = response.status();
+        let url = response.url().clone();
         let body = response.bytes().await?;
         if !status.is_success() {
-            return Err(http_error(
+            return Err(api_error(
                 status,
-                None,
+                &url,
                 String::from_utf8_lossy(&body).trim(),
             ));
         }
@@ -459,17 +524,24 @@ impl Client {
             .send()
             .await?;
         let status = response.status();
+        let url = response.url().clone();
         if status.is_success() {
             Ok(())
         } else {
             let body = response.text().await.unwrap_or_default();
-            Err(http_error(status, None, body.trim()))
+            Err(api_error(status, &url, body.trim()))
         }
     }
 }
 
 /// The error for a failed Connect call: the `{"code", "message"}` body, or the HTTP status.
-fn connect_error(status: StatusCode, retry_after: Option<Duration>, body: &[u8]) -> Error {
+/// A 404 without a Connect body means the route itself is missing: no broker API at `url`.
+fn connect_error(
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    body: &[u8],
+    url: &reqwest::Url,
+) -> Error {
     #[derive(Deserialize)]
     struct ConnectError {
         code: String,
@@ -478,8 +550,25 @@ fn connect_error(status: StatusCode, retry_after: Option<Duration>, body: &[u8])
     }
     match serde_json::from_slice::<ConnectError>(body) {
         Ok(e) => Error::from_code(&e.code, e.message, retry_after),
+        Err(_) if status == StatusCode::NOT_FOUND => endpoint_not_found(url),
         Err(_) => http_error(status, retry_after, String::from_utf8_lossy(body).trim()),
     }
+}
+
+/// The error of a route every broker has (upload, status, health): 404 means the URL is not a
+/// broker's (wrong host, port or path prefix), not that something is missing in its storage.
+fn api_error(status: StatusCode, url: &reqwest::Url, message: &str) -> Error {
+    if status == StatusCode::NOT_FOUND {
+        endpoint_not_found(url)
+    } else {
+        http_error(status, None, message)
+    }
+}
+
+fn endpoint_not_found(url: &reqwest::Url) -> Error {
+    let mut url = url.clone();
+    url.set_query(None);
+    Error::EndpointNotFound(format!("{url} answered 404 Not Found"))
 }
 
 /// The error for a non-Connect HTTP failure, by status.

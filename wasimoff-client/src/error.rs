@@ -66,6 +66,17 @@ pub enum Error {
     /// The broker could not be reached, or the connection broke.
     #[error("transport error: {0}")]
     Transport(String),
+    /// TLS failed: the broker's certificate is not trusted (a self-signed or private CA
+    /// certificate needs [`ClientBuilder::add_root_certificate`](crate::ClientBuilder)), is
+    /// not valid for the URL's host name, or expired; the server does not speak TLS on that
+    /// port; or this build has no TLS support. Retrying does not help.
+    #[error("TLS failed: {0}")]
+    Tls(String),
+    /// The broker URL answered 404 for a route every broker has (the Connect procedures,
+    /// uploads, the client socket, status): the URL's host, port or path prefix is not a
+    /// broker's. Retrying does not help.
+    #[error("no wasimoff broker API at this URL: {0}")]
+    EndpointNotFound(String),
     /// The broker answered something this client does not understand.
     #[error("invalid response: {0}")]
     InvalidResponse(String),
@@ -126,7 +137,8 @@ impl Error {
     }
 
     /// The Connect-style code of this error (`resource_exhausted`, `invalid_argument`, ...;
-    /// `task_failed`, `transport`, `invalid_response` and `local` for the client's own kinds).
+    /// `task_failed`, `transport`, `tls`, `endpoint_not_found`, `invalid_response` and `local`
+    /// for the client's own kinds).
     pub fn code(&self) -> &str {
         match self {
             Error::QueueFull { .. } => "resource_exhausted",
@@ -139,9 +151,30 @@ impl Error {
             Error::Task(_) => "task_failed",
             Error::Broker { code, .. } => code,
             Error::Transport(_) => "transport",
+            Error::Tls(_) => "tls",
+            Error::EndpointNotFound(_) => "endpoint_not_found",
             Error::InvalidResponse(_) => "invalid_response",
             Error::Local(_) => "local",
         }
+    }
+
+    /// Whether the client's setup is wrong rather than this request or the broker's load: TLS
+    /// failed ([`Error::Tls`]), the URL has no broker API ([`Error::EndpointNotFound`]), or
+    /// the token was refused ([`Error::Unauthenticated`], 401 and 403). Every request fails
+    /// the same way until the URL, the token or the trusted certificates are fixed, so these
+    /// are never worth retrying.
+    ///
+    /// ```
+    /// use wasimoff_client::Error;
+    /// assert!(Error::Tls("invalid peer certificate: UnknownIssuer".into()).is_permanent());
+    /// assert!(Error::from_code("unauthenticated", "missing or wrong token", None).is_permanent());
+    /// assert!(!Error::Transport("connection refused".into()).is_permanent());
+    /// ```
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            Error::Tls(_) | Error::EndpointNotFound(_) | Error::Unauthenticated(_)
+        )
     }
 
     /// Whether the broker's queue was full ([`Error::QueueFull`]).
@@ -161,6 +194,13 @@ impl Error {
 
 impl From<reqwest::Error> for Error {
     fn from(e: reqwest::Error) -> Self {
+        #[cfg(all(feature = "rustls", not(target_arch = "wasm32")))]
+        if let Some(tls) = wasimoff_core::tls::find_rustls_error(&e) {
+            return Error::Tls(match e.url() {
+                Some(url) => format!("{}://{}: {tls}", url.scheme(), authority(url)),
+                None => tls.to_string(),
+            });
+        }
         // The full chain: reqwest's own message is often just "error sending request".
         let mut text = e.to_string();
         let mut source = std::error::Error::source(&e);
@@ -170,6 +210,16 @@ impl From<reqwest::Error> for Error {
             source = s.source();
         }
         Error::Transport(text)
+    }
+}
+
+/// `host[:port]` of a URL.
+#[cfg(all(feature = "rustls", not(target_arch = "wasm32")))]
+fn authority(url: &reqwest::Url) -> String {
+    match (url.host_str(), url.port()) {
+        (Some(host), Some(port)) => format!("{host}:{port}"),
+        (Some(host), None) => host.to_owned(),
+        _ => String::new(),
     }
 }
 

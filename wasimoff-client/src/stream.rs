@@ -10,7 +10,7 @@ use wasimoff_core::envelope::Payload;
 use wasimoff_core::messenger::{CallError, Messenger, MessengerConfig};
 use wasimoff_core::proto;
 use wasimoff_core::store::Ref;
-use wasimoff_core::transport::{CloseReason, DEFAULT_MAX_FRAME, WebSocketTransport};
+use wasimoff_core::transport::{CloseReason, ConnectError, DEFAULT_MAX_FRAME, WebSocketTransport};
 
 use crate::client::{Client, RetryPolicy};
 use crate::error::{Error, Result};
@@ -62,16 +62,17 @@ impl Client {
         if let Some(auth) = &auth {
             headers.push(("authorization", auth.as_str()));
         }
-        let transport = WebSocketTransport::connect(&url, &headers, DEFAULT_MAX_FRAME)
-            .await
-            .map_err(|e| {
-                let text = e.to_string();
-                if text.contains("401") {
-                    Error::Unauthenticated(text)
-                } else {
-                    Error::Transport(format!("cannot open {url}: {text}"))
-                }
-            })?;
+        #[cfg(feature = "rustls")]
+        let connected = WebSocketTransport::connect_with_tls(
+            &url,
+            &headers,
+            DEFAULT_MAX_FRAME,
+            self.tls.clone(),
+        )
+        .await;
+        #[cfg(not(feature = "rustls"))]
+        let connected = WebSocketTransport::connect(&url, &headers, DEFAULT_MAX_FRAME).await;
+        let transport = connected.map_err(|e| socket_error(&url, e))?;
         let config = MessengerConfig {
             request_timeout: self.task_timeout,
             ..MessengerConfig::default()
@@ -129,17 +130,9 @@ impl Client {
         S: Stream<Item = Task> + Send + 'static,
     {
         let client = self.clone();
-        let limit = max_in_flight.max(1);
         stream::once(async move {
             match client.session().await {
-                Ok(session) => tasks
-                    .enumerate()
-                    .map(move |(index, task)| {
-                        let session = session.clone();
-                        async move { (index, session.run(task).await) }
-                    })
-                    .buffer_unordered(limit)
-                    .boxed(),
+                Ok(session) => session.submit_stream(tasks, max_in_flight),
                 Err(error) => tasks
                     .enumerate()
                     .map(move |(index, _)| (index, Err(error.clone())))
@@ -148,6 +141,23 @@ impl Client {
         })
         .flatten()
         .boxed()
+    }
+}
+
+/// The error for a client socket that could not be opened.
+fn socket_error(url: &str, e: ConnectError) -> Error {
+    match &e {
+        ConnectError::Rejected {
+            status: 401 | 403, ..
+        } => Error::Unauthenticated(e.to_string()),
+        ConnectError::Rejected { status: 404, .. } => {
+            Error::EndpointNotFound(format!("{url} answered 404 Not Found"))
+        }
+        ConnectError::Rejected {
+            status: 429 | 503, ..
+        } => Error::Unavailable(e.to_string()),
+        ConnectError::Tls(_) | ConnectError::TlsUnsupported => Error::Tls(format!("{url}: {e}")),
+        _ => Error::Transport(format!("cannot open {url}: {e}")),
     }
 }
 
@@ -173,6 +183,41 @@ impl Session {
             })
             .await?;
         Output::from_response(response)
+    }
+
+    /// Runs many tasks on this connection like [`Client::submit_many`]: at most
+    /// `max_in_flight` at a time, `(index, result)` pairs in completion order. Open the
+    /// session first to learn at once whether the broker can be reached at all.
+    pub fn submit_many<I>(
+        &self,
+        tasks: I,
+        max_in_flight: usize,
+    ) -> BoxStream<'static, (usize, Result<Output>)>
+    where
+        I: IntoIterator<Item = Task>,
+        I::IntoIter: Send + 'static,
+    {
+        self.submit_stream(stream::iter(tasks), max_in_flight)
+    }
+
+    /// Like [`Session::submit_many`], for an asynchronous stream of tasks.
+    pub fn submit_stream<S>(
+        &self,
+        tasks: S,
+        max_in_flight: usize,
+    ) -> BoxStream<'static, (usize, Result<Output>)>
+    where
+        S: Stream<Item = Task> + Send + 'static,
+    {
+        let session = self.clone();
+        tasks
+            .enumerate()
+            .map(move |(index, task)| {
+                let session = session.clone();
+                async move { (index, session.run(task).await) }
+            })
+            .buffer_unordered(max_in_flight.max(1))
+            .boxed()
     }
 
     /// Uploads a file on this connection (`Filesystem.Upload`), optionally under an alias.

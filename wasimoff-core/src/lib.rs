@@ -8,6 +8,8 @@
 //! - [`remote`]: typed reasons for the error texts peers send (refusals, task failures).
 //! - [`executor`], [`scheduler`], [`store`]: the traits that providers and brokers implement.
 //! - [`platform`]: spawning, sleeping and `Send` bounds that differ between native and wasm32.
+//! - `tls` (feature `rustls`, native only): the rustls client config native peers trust a
+//!   broker with (webpki roots plus optional CA certificates, the ring provider).
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
 pub mod bounds;
@@ -19,5 +21,7 @@ pub mod proto;
 pub mod remote;
 pub mod scheduler;
 pub mod store;
+#[cfg(all(feature = "rustls", not(target_arch = "wasm32")))]
+pub mod tls;
 pub mod transport;
 pub mod wkt;

@@ -48,7 +48,7 @@ impl Connector for WebSysConnector {
         }
         WebSysTransport::connect(&url, request.max_frame)
             .await
-            .map_err(|e| ConnectError(e.to_string()))
+            .map_err(|e| ConnectError::transient(e.to_string()))
     }
 }
 

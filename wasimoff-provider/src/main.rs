@@ -1,6 +1,10 @@
 //! `wasimoff-provider`: the native provider. Parses its configuration (flags or `WASIMOFF_*`
 //! environment variables), runs tasks on [`WasmtimeExecutor`], and drains on Ctrl-C or SIGTERM
 //! (a second one exits at once). All behaviour lives in the library's [`runtime`] module.
+//!
+//! Exit codes: 0 after a shutdown; 78 (`EX_CONFIG`) when the configuration is unusable or the
+//! broker refuses the provider in a way retrying cannot fix (token refused, no provider socket
+//! at the URL, untrusted TLS certificate), with a message saying what to check; 1 otherwise.
 
 use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
@@ -9,7 +13,7 @@ use tracing_subscriber::EnvFilter;
 use wasimoff_core::store::{DirStore, MemoryStore, Store, StoreLimits};
 use wasimoff_provider::{
     WasmtimeConfig, WasmtimeExecutor,
-    runtime::{self, Provider, ProviderConfig},
+    runtime::{self, ConfigError, Provider, ProviderConfig},
 };
 
 /// Offer this machine's CPU to a wasimoff broker: run the WebAssembly tasks it sends.
@@ -41,6 +45,10 @@ struct Args {
     /// A provider token for brokers that require one.
     #[arg(long, env = "WASIMOFF_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Also trust the CA certificate(s) in this PEM file for wss:// and https://: for a broker
+    /// with a self-signed certificate or one from a private CA (public CAs are always trusted).
+    #[arg(long, env = "WASIMOFF_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
     /// Seconds running tasks get to finish on shutdown before they are cancelled.
     #[arg(long, env = "WASIMOFF_DRAIN_GRACE", default_value_t = 30)]
     drain_grace: u64,
@@ -91,14 +99,57 @@ fn main() -> ExitCode {
     runtime.shutdown_timeout(Duration::from_secs(1));
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e}");
-            ExitCode::FAILURE
+        Err(Failure { message, config }) => {
+            tracing::error!("{message}");
+            if config {
+                ExitCode::from(EX_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
 
-async fn run(args: Args) -> Result<(), String> {
+/// The exit code for a configuration the provider cannot work with (`sysexits.h`).
+const EX_CONFIG: u8 = 78;
+
+/// Why the provider ended: the message to log, and whether the configuration is to blame
+/// (the exit code tells supervisors not to restart it unchanged).
+struct Failure {
+    message: String,
+    config: bool,
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Failure {
+            message,
+            config: false,
+        }
+    }
+}
+
+impl From<runtime::ProviderError> for Failure {
+    fn from(e: runtime::ProviderError) -> Self {
+        let config = matches!(
+            e,
+            runtime::ProviderError::Refused { .. } | runtime::ProviderError::Config(_)
+        );
+        Failure {
+            message: e.to_string(),
+            config,
+        }
+    }
+}
+
+fn config_error(message: String) -> Failure {
+    Failure {
+        message,
+        config: true,
+    }
+}
+
+async fn run(args: Args) -> Result<(), Failure> {
     let wasmtime = WasmtimeConfig {
         workers: args.workers.unwrap_or(0),
         cache_dir: args.cache_dir.as_ref().map(|d| d.join("compiled")),
@@ -113,8 +164,16 @@ async fn run(args: Args) -> Result<(), String> {
         ),
         None => Arc::new(MemoryStore::default()),
     };
+    let ca_cert_pem =
+        match &args.ca_cert {
+            Some(file) => Some(std::fs::read(file).map_err(|e| {
+                config_error(format!("cannot read --ca-cert {}: {e}", file.display()))
+            })?),
+            None => None,
+        };
     let config = ProviderConfig {
         name: args.name.unwrap_or_else(default_name),
+        ca_cert_pem,
         prefetch: args.prefetch,
         token: args.token.filter(|t| !t.is_empty()),
         drain_grace: Duration::from_secs(args.drain_grace),
@@ -124,7 +183,12 @@ async fn run(args: Args) -> Result<(), String> {
     let provider = Provider::builder(config, Arc::new(executor))
         .store(store)
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| match (&e, &args.ca_cert) {
+            (runtime::ProviderError::Config(ConfigError::CaCert(_)), Some(file)) => {
+                config_error(format!("--ca-cert {}: {e}", file.display()))
+            }
+            _ => Failure::from(e),
+        })?;
     tracing::info!(
         url = provider.url(),
         slots = provider.status().concurrency,
@@ -140,17 +204,19 @@ async fn run(args: Args) -> Result<(), String> {
     tracing::info!("shutting down (Ctrl-C or SIGTERM again to exit at once)");
     tokio::select! {
         () = provider.shutdown_default() => {}
-        _ = wasimoff_core::platform::stop_signal() => return Err("interrupted during shutdown".into()),
+        _ = wasimoff_core::platform::stop_signal() => {
+            return Err(String::from("interrupted during shutdown").into());
+        }
     }
     finished(running.await)
 }
 
 fn finished(
     result: Result<Result<(), runtime::ProviderError>, tokio::task::JoinError>,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     match result {
-        Ok(result) => result.map_err(|e| e.to_string()),
-        Err(e) => Err(format!("provider task failed: {e}")),
+        Ok(result) => result.map_err(Failure::from),
+        Err(e) => Err(format!("provider task failed: {e}").into()),
     }
 }
 

@@ -36,7 +36,7 @@ use wasimoff_core::{
     },
 };
 use wasimoff_provider::runtime::{
-    ConnectError, ConnectRequest, ConnectionState, Connector, FetchError, Fetcher,
+    ConnectError, ConnectFailure, ConnectRequest, ConnectionState, Connector, FetchError, Fetcher,
     PYODIDE_UNSUPPORTED, Provider, ProviderConfig,
 };
 
@@ -67,7 +67,7 @@ impl Connector for PairConnector {
         let (provider, broker) = MemoryTransport::pair(Codec::Protobuf);
         self.brokers
             .send(broker)
-            .map_err(|_| ConnectError("test is over".into()))?;
+            .map_err(|_| ConnectError::transient("test is over"))?;
         Ok(provider)
     }
 }
@@ -962,6 +962,80 @@ async fn prefetch_defaults_to_one_task_per_worker() {
             tasks: Some(0)
         })
     );
+}
+
+/// Fails every connect with the next of its scripted errors, counting the attempts.
+struct FailingConnector {
+    errors: Mutex<Vec<ConnectError>>,
+    attempts: Arc<AtomicUsize>,
+}
+
+#[async_trait::async_trait]
+impl Connector for FailingConnector {
+    type Transport = MemoryTransport;
+    async fn connect(&self, _: &ConnectRequest) -> Result<MemoryTransport, ConnectError> {
+        self.attempts.fetch_add(1, Ordering::SeqCst);
+        let mut errors = self.errors.lock().unwrap();
+        Err(if errors.len() > 1 {
+            errors.remove(0)
+        } else {
+            errors[0].clone()
+        })
+    }
+}
+
+/// Transient failures (refused, 503) are retried with backoff; the first permanent one (401)
+/// ends `run` with `Refused`, which carries the advice, after exactly one attempt of its own.
+#[tokio::test]
+async fn permanent_connect_errors_end_the_run_and_transient_ones_are_retried() {
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let connector = FailingConnector {
+        errors: Mutex::new(vec![
+            ConnectError::transient("connection refused"),
+            ConnectError::new(ConnectFailure::Status(503), "HTTP 503"),
+            ConnectError::new(
+                ConnectFailure::Status(401),
+                "HTTP 401 (missing or wrong token)",
+            ),
+        ]),
+        attempts: attempts.clone(),
+    };
+    let (started, _) = mpsc::unbounded_channel();
+    let (stopping, _) = mpsc::unbounded_channel();
+    let executor = FakeExecutor {
+        started,
+        stopping,
+        release: Arc::default(),
+    };
+    let config = ProviderConfig {
+        name: "tester".into(),
+        token: Some("wrong".into()),
+        reconnect_min: Duration::from_millis(1),
+        reconnect_max: Duration::from_millis(2),
+        ..ProviderConfig::new("http://broker.invalid:4080")
+    };
+    let provider = Provider::builder(config, Arc::new(executor))
+        .fetcher(Arc::new(FakeFetcher::default()))
+        .connector(connector)
+        .build()
+        .unwrap();
+    let err = within("run to give up", provider.run()).await.unwrap_err();
+    assert_eq!(attempts.load(Ordering::SeqCst), 3);
+    let text = err.to_string();
+    match err {
+        wasimoff_provider::runtime::ProviderError::Refused { url, error } => {
+            assert_eq!(url, "ws://broker.invalid:4080/api/provider/ws");
+            assert_eq!(error.kind, ConnectFailure::Status(401));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        text.contains("HTTP 401") && text.contains("--token"),
+        "{text}"
+    );
+    assert_eq!(provider.status().state, ConnectionState::Stopped);
+    // A stopped provider's shutdown returns at once.
+    within("shutdown", provider.shutdown(Duration::from_secs(1))).await;
 }
 
 // ---------------------------------------------------------------------------------------------

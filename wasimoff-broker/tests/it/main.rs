@@ -13,3 +13,4 @@ mod lifecycle;
 mod native;
 mod routes;
 mod storage;
+mod tls;

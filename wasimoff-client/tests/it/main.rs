@@ -9,4 +9,5 @@ mod cli;
 mod curl;
 mod library;
 mod queue;
+mod tls;
 mod truncation;

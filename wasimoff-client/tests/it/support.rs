@@ -57,8 +57,7 @@ impl Env {
                     .spawn()
                     .await
                     .unwrap();
-                tx.send((format!("http://{}", broker.local_addr()), handle))
-                    .unwrap();
+                tx.send((broker.url(), handle)).unwrap();
                 // Serve until the test process exits.
                 std::future::pending::<()>().await;
                 drop(broker);
@@ -147,6 +146,7 @@ impl Env {
         command
             .env("WASIMOFF_BROKER", &self.url)
             .env_remove("WASIMOFF_TOKEN")
+            .env_remove("WASIMOFF_CA_CERT")
             .stdin(Stdio::null());
         command
     }

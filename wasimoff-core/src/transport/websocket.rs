@@ -2,7 +2,13 @@
 //!
 //! Works over any byte stream (a `TcpStream` for clients, an upgraded connection for servers).
 //! [`WebSocketTransport::connect`] dials a broker, offering both subprotocols, and insists that
-//! the server picks one, as browsers do.
+//! the server picks one, as browsers do. With the `rustls` feature it speaks `wss://` too,
+//! trusting the webpki roots ([`WebSocketTransport::connect_with_tls`] takes a config of your
+//! own, e.g. from [`crate::tls::client_config`] with a private CA).
+//!
+//! [`ConnectError`] tells the failures apart that callers treat differently: the server refused
+//! the upgrade with an HTTP status, TLS failed (untrusted certificate, not a TLS server) or is
+//! not compiled in, or the connection itself failed.
 
 use futures::{
     SinkExt, StreamExt,
@@ -31,12 +37,93 @@ pub enum ConnectError {
     /// The URL or a header is not valid.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
-    /// The handshake or the connection failed.
+    /// The connection failed or broke during the handshake (refused, reset, DNS, timeout...).
     #[error("cannot connect: {0}")]
     Handshake(#[from] tungstenite::Error),
+    /// The server answered the upgrade request with an HTTP status other than 101.
+    #[error("the server refused the WebSocket: HTTP {status}{}", body_suffix(.body))]
+    Rejected {
+        /// The HTTP status (401, 403, 404, 503, ...).
+        status: u16,
+        /// The start of the answer's body, if it had one (what the server said).
+        body: String,
+    },
+    /// The TLS handshake failed: the server's certificate is not trusted or not valid for the
+    /// host name, or the server does not speak TLS on this port.
+    #[error("TLS handshake failed: {0}")]
+    Tls(String),
+    /// A `wss://` URL, but this build has no TLS support (wasimoff-core's `rustls` feature).
+    #[error("wss:// needs TLS support, which this build lacks (the `rustls` feature)")]
+    TlsUnsupported,
     /// The server did not select one of the wasimoff subprotocols.
     #[error("the server selected no wasimoff subprotocol (got {0:?})")]
     NoSubprotocol(Option<String>),
+}
+
+impl ConnectError {
+    /// The HTTP status of a [`ConnectError::Rejected`] upgrade.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ConnectError::Rejected { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// Sorts a tungstenite error into the variants callers act on.
+    fn from_tungstenite(e: tungstenite::Error) -> Self {
+        use tungstenite::error::{ProtocolError, UrlError};
+        match e {
+            // tungstenite itself refuses a handshake that selects none of the offered protocols.
+            tungstenite::Error::Protocol(ProtocolError::SecWebSocketSubProtocolError(_)) => {
+                ConnectError::NoSubprotocol(None)
+            }
+            tungstenite::Error::Http(response) => {
+                let body = response.body().as_deref().map(refusal).unwrap_or_default();
+                ConnectError::Rejected {
+                    status: response.status().as_u16(),
+                    body,
+                }
+            }
+            tungstenite::Error::Url(UrlError::TlsFeatureNotEnabled) => ConnectError::TlsUnsupported,
+            tungstenite::Error::Url(
+                e @ (UrlError::NoHostName
+                | UrlError::EmptyHostName
+                | UrlError::UnsupportedUrlScheme
+                | UrlError::NoPathOrQuery),
+            ) => ConnectError::InvalidRequest(e.to_string()),
+            tungstenite::Error::Tls(e) => ConnectError::Tls(e.to_string()),
+            #[cfg(feature = "rustls")]
+            tungstenite::Error::Io(io) if crate::tls::find_rustls_error(&io).is_some() => {
+                let text = crate::tls::find_rustls_error(&io)
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                ConnectError::Tls(text)
+            }
+            other => ConnectError::Handshake(other),
+        }
+    }
+}
+
+/// What a refused upgrade's body says: the `message` of a Connect-style JSON error (what the
+/// broker sends), else the start of the text.
+fn refusal(body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Refusal {
+        message: String,
+    }
+    let text = match serde_json::from_slice::<Refusal>(body) {
+        Ok(refusal) => refusal.message,
+        Err(_) => String::from_utf8_lossy(body).into_owned(),
+    };
+    text.trim().chars().take(200).collect()
+}
+
+fn body_suffix(body: &str) -> String {
+    if body.is_empty() {
+        String::new()
+    } else {
+        format!(" ({body})")
+    }
 }
 
 /// The read chunk of a connection (larger frames are still read whole, in more steps).
@@ -75,12 +162,34 @@ where
 }
 
 impl WebSocketTransport<MaybeTlsStream<tokio::net::TcpStream>> {
-    /// Connects to a `ws://` URL, offering both subprotocols (protobuf first), with the given
-    /// extra headers (e.g. `User-Agent`, `Authorization`).
+    /// Connects to a `ws://` URL (or `wss://` with the `rustls` feature, trusting the webpki
+    /// roots), offering both subprotocols (protobuf first), with the given extra headers (e.g.
+    /// `User-Agent`, `Authorization`).
     pub async fn connect(
         url: &str,
         headers: &[(&str, &str)],
         max_frame: usize,
+    ) -> Result<Self, ConnectError> {
+        Self::dial(url, headers, max_frame, Tls::Default).await
+    }
+
+    /// Like [`WebSocketTransport::connect`], with this TLS config for `wss://` URLs (see
+    /// [`crate::tls`]); `ws://` URLs ignore it.
+    #[cfg(feature = "rustls")]
+    pub async fn connect_with_tls(
+        url: &str,
+        headers: &[(&str, &str)],
+        max_frame: usize,
+        tls: std::sync::Arc<rustls::ClientConfig>,
+    ) -> Result<Self, ConnectError> {
+        Self::dial(url, headers, max_frame, Tls::Config(tls)).await
+    }
+
+    async fn dial(
+        url: &str,
+        headers: &[(&str, &str)],
+        max_frame: usize,
+        tls: Tls,
     ) -> Result<Self, ConnectError> {
         let mut request = url
             .into_client_request()
@@ -102,16 +211,16 @@ impl WebSocketTransport<MaybeTlsStream<tokio::net::TcpStream>> {
             .read_buffer_size(READ_BUFFER)
             .max_message_size(Some(max_frame))
             .max_frame_size(Some(max_frame));
-        let (ws, response) =
-            tokio_tungstenite::connect_async_with_config(request, Some(config), true)
-                .await
-                .map_err(|e| match e {
-                    // tungstenite itself refuses a handshake that selects none of the offered protocols.
-                    tungstenite::Error::Protocol(
-                        tungstenite::error::ProtocolError::SecWebSocketSubProtocolError(_),
-                    ) => ConnectError::NoSubprotocol(None),
-                    other => ConnectError::Handshake(other),
-                })?;
+        let secure = request.uri().scheme_str() == Some("wss");
+        // Fail before dialling: the server would only see a connection that says nothing.
+        #[cfg(not(feature = "rustls"))]
+        if secure {
+            return Err(ConnectError::TlsUnsupported);
+        }
+        let (ws, response) = tls
+            .handshake(request, config, secure)
+            .await
+            .map_err(ConnectError::from_tungstenite)?;
         let selected = response
             .headers()
             .get(header::SEC_WEBSOCKET_PROTOCOL)
@@ -126,6 +235,50 @@ impl WebSocketTransport<MaybeTlsStream<tokio::net::TcpStream>> {
             codec,
             max_frame,
         })
+    }
+}
+
+/// Which TLS config a `wss://` connect uses.
+enum Tls {
+    /// The webpki roots (with the `rustls` feature), else none: `wss://` fails.
+    Default,
+    /// A caller's config.
+    #[cfg(feature = "rustls")]
+    Config(std::sync::Arc<rustls::ClientConfig>),
+}
+
+type Handshake = (
+    WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>,
+    tungstenite::handshake::client::Response,
+);
+
+impl Tls {
+    async fn handshake(
+        self,
+        request: tungstenite::handshake::client::Request,
+        config: WebSocketConfig,
+        secure: bool,
+    ) -> Result<Handshake, tungstenite::Error> {
+        #[cfg(feature = "rustls")]
+        {
+            let connector = match self {
+                Tls::Config(tls) => Some(tokio_tungstenite::Connector::Rustls(tls)),
+                // Building the default config costs a copy of the roots: only for wss://.
+                Tls::Default if secure => {
+                    let tls = crate::tls::default_client_config()
+                        .map_err(|e| tungstenite::Error::Io(std::io::Error::other(e)))?;
+                    Some(tokio_tungstenite::Connector::Rustls(tls))
+                }
+                Tls::Default => None,
+            };
+            tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, connector)
+                .await
+        }
+        #[cfg(not(feature = "rustls"))]
+        {
+            let (Tls::Default, _secure) = (self, secure);
+            tokio_tungstenite::connect_async_with_config(request, Some(config), true).await
+        }
     }
 }
 

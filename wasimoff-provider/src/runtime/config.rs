@@ -45,6 +45,10 @@ pub struct ProviderConfig {
     pub max_frame: usize,
     /// A provider token, sent as `Authorization: Bearer` natively.
     pub token: Option<String>,
+    /// PEM text of CA certificates (one or more) to trust for `wss://` and `https://` besides
+    /// the webpki roots: for a broker with a self-signed certificate or one from a private CA.
+    /// Native providers with the `rustls` feature; browsers trust what the browser trusts.
+    pub ca_cert_pem: Option<Vec<u8>>,
     /// The longest a task may run; a QoS deadline can only shorten it.
     pub max_task_timeout: Duration,
     /// The largest file fetched from the broker's storage.
@@ -67,6 +71,7 @@ impl Default for ProviderConfig {
             cancel_wait: Duration::from_secs(10),
             max_frame: DEFAULT_MAX_FRAME,
             token: None,
+            ca_cert_pem: None,
             max_task_timeout: Duration::from_secs(600),
             max_fetch_size: 256 << 20,
             messenger: MessengerConfig::default(),
@@ -89,6 +94,15 @@ pub enum ConfigError {
     /// The scheme is none of http, https, ws, wss.
     #[error("unsupported scheme {0:?} in the broker URL (use http, https, ws or wss)")]
     UnsupportedScheme(String),
+    /// [`ProviderConfig::ca_cert_pem`] holds no usable certificate.
+    #[error("invalid CA certificate: {0}")]
+    CaCert(String),
+    /// An `https`/`wss` broker, but this build has no TLS support (the `rustls` feature).
+    #[error(
+        "the broker URL {0:?} needs TLS, which this build lacks (the `rustls` feature of \
+         wasimoff-provider)"
+    )]
+    TlsUnsupported(String),
 }
 
 impl ProviderConfig {

@@ -66,12 +66,23 @@ impl HttpFetcher {
         let client = builder
             .build()
             .map_err(|e| FetchError::Http(e.to_string()))?;
-        Ok(HttpFetcher {
+        Ok(HttpFetcher::with_client(base, client, token, max_size))
+    }
+
+    /// Like [`HttpFetcher::new`], over a `reqwest::Client` of your own (its TLS roots, user
+    /// agent, proxies, timeouts).
+    pub fn with_client(
+        base: Url,
+        client: reqwest::Client,
+        token: Option<String>,
+        max_size: u64,
+    ) -> Self {
+        HttpFetcher {
             client,
             base,
             token,
             max_size,
-        })
+        }
     }
 
     /// The URL a name is fetched from: the name is appended to the base path as one segment

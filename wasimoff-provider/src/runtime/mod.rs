@@ -7,7 +7,7 @@
 //! [`Store`](wasimoff_core::store::Store), runs `Task.Wasip1` requests on the executor up to its
 //! concurrency (fetching missing files through a [`Fetcher`] and checking their hashes),
 //! cancels tasks on `Task.Cancel` (answering once they have stopped), reconnects with backoff
-//! and drains on shutdown. Its state is observable as a [`ProviderStatus`] watch channel.
+//! (or stops, when the [`ConnectError`] is one retrying cannot fix) and drains on shutdown. Its state is observable as a [`ProviderStatus`] watch channel.
 //!
 //! One concept per file: [`config`] (settings and URLs), `status` (the status and slot count),
 //! `connector`, `fetch`, `files` (resolving a task's files), `backoff`, `handler` (requests),
@@ -26,7 +26,7 @@ mod task;
 pub use config::{ConfigError, ProviderConfig};
 #[cfg(not(target_arch = "wasm32"))]
 pub use connector::WebSocketConnector;
-pub use connector::{ConnectError, ConnectRequest, Connector};
+pub use connector::{ConnectError, ConnectFailure, ConnectRequest, Connector};
 pub use fetch::{FetchError, Fetcher, HttpFetcher};
 pub use files::FileError;
 pub use handler::PYODIDE_UNSUPPORTED;

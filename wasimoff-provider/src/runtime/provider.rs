@@ -32,7 +32,7 @@ use wasimoff_core::{
 use super::{
     backoff::Backoff,
     config::{ConfigError, ProviderConfig},
-    connector::{ConnectRequest, Connection, Connector, DynConnector},
+    connector::{ConnectError, ConnectRequest, Connection, Connector, DynConnector},
     fetch::{FetchError, Fetcher, HttpFetcher},
     files::Files,
     handler,
@@ -58,6 +58,20 @@ pub enum ProviderError {
     /// [`Provider::run`] is already running (or has finished).
     #[error("the provider is already running")]
     AlreadyRunning,
+    /// The broker cannot be reached in a way that retrying cannot fix (a
+    /// [permanent](ConnectError::is_permanent) [`ConnectError`]: a refused token, no provider
+    /// socket at the URL, an untrusted certificate), so [`Provider::run`] gave up.
+    #[error(
+        "cannot connect to the broker at {url}: {}; not retrying: {}",
+        .error.message,
+        .error.advice().unwrap_or("check the broker URL")
+    )]
+    Refused {
+        /// The provider socket URL, without its query.
+        url: String,
+        /// Why.
+        error: ConnectError,
+    },
 }
 
 /// The state shared by a provider's handle, its connection loop and its tasks.
@@ -222,19 +236,41 @@ impl ProviderBuilder {
     pub fn build(self) -> Result<Provider, ProviderError> {
         let config = self.config;
         let url = config.ws_url()?;
+        #[cfg(all(feature = "rustls", not(target_arch = "wasm32")))]
+        let tls = wasimoff_core::tls::client_config_from_pem(config.ca_cert_pem.as_deref())
+            .map_err(|e| ConfigError::CaCert(e.to_string()))?;
+        #[cfg(all(not(feature = "rustls"), not(target_arch = "wasm32")))]
+        if url.scheme() == "wss" && (self.connector.is_none() || self.fetcher.is_none()) {
+            return Err(ConfigError::TlsUnsupported(config.broker.clone()).into());
+        }
         let fetcher = match self.fetcher {
             Some(fetcher) => fetcher,
-            None => Arc::new(HttpFetcher::new(
-                config.storage_url()?,
-                &config.user_agent,
-                config.token.clone(),
-                config.max_fetch_size,
-            )?),
+            None => {
+                let storage = config.storage_url()?;
+                let (token, max_size) = (config.token.clone(), config.max_fetch_size);
+                // File fetches trust what the socket trusts.
+                #[cfg(all(feature = "rustls", not(target_arch = "wasm32")))]
+                let fetcher = {
+                    let client = reqwest::Client::builder()
+                        .user_agent(&config.user_agent)
+                        .use_preconfigured_tls(wasimoff_core::tls::rustls::ClientConfig::clone(
+                            &tls,
+                        ))
+                        .build()
+                        .map_err(|e| FetchError::Http(e.to_string()))?;
+                    HttpFetcher::with_client(storage, client, token, max_size)
+                };
+                #[cfg(not(all(feature = "rustls", not(target_arch = "wasm32"))))]
+                let fetcher = HttpFetcher::new(storage, &config.user_agent, token, max_size)?;
+                Arc::new(fetcher)
+            }
         };
         let connector = match self.connector {
             Some(connector) => connector,
-            #[cfg(not(target_arch = "wasm32"))]
-            None => Arc::new(super::WebSocketConnector),
+            #[cfg(all(feature = "rustls", not(target_arch = "wasm32")))]
+            None => Arc::new(super::WebSocketConnector::with_tls(tls)),
+            #[cfg(all(not(feature = "rustls"), not(target_arch = "wasm32")))]
+            None => Arc::new(super::WebSocketConnector::new()),
             #[cfg(target_arch = "wasm32")]
             None => return Err(ProviderError::NoConnector),
         };
@@ -316,13 +352,16 @@ impl Provider {
     }
 
     /// Connects and serves the broker, reconnecting as needed, until [`Provider::shutdown`].
-    /// May be called once.
+    /// May be called once. Ends with [`ProviderError::Refused`] when a connect fails in a way
+    /// retrying cannot fix ([`ConnectError::is_permanent`]); other failures are retried with
+    /// jittered backoff.
     pub async fn run(&self) -> Result<(), ProviderError> {
         let inner = &self.inner;
         if inner.started.swap(true, Ordering::SeqCst) {
             return Err(ProviderError::AlreadyRunning);
         }
         let mut backoff = Backoff::new(inner.config.reconnect_min, inner.config.reconnect_max);
+        let mut refused = None;
         while !inner.stop.is_cancelled() {
             inner
                 .slots
@@ -337,6 +376,10 @@ impl Provider {
                     backoff.reset();
                     tracing::info!(url = %inner.request.url, "connected to the broker");
                     session(inner, connection).await
+                }
+                Err(e) if e.is_permanent() => {
+                    refused = Some(e);
+                    break;
                 }
                 Err(e) => e.to_string(),
             };
@@ -354,9 +397,18 @@ impl Provider {
             }
         }
         inner.slots.update(|s| s.state = ConnectionState::Stopped);
-        tracing::info!("provider stopped");
         inner.stopped.cancel();
-        Ok(())
+        match refused {
+            Some(error) => {
+                let mut url = inner.request.url.clone();
+                url.truncate(url.find('?').unwrap_or(url.len()));
+                Err(ProviderError::Refused { url, error })
+            }
+            None => {
+                tracing::info!("provider stopped");
+                Ok(())
+            }
+        }
     }
 
     /// Shuts down gracefully: takes no new tasks (reports concurrency 0), lets running tasks

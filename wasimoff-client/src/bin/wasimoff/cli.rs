@@ -26,6 +26,10 @@ pub(crate) mod exit {
     pub(crate) const OUTPUT_TRUNCATED: u8 = 74;
     /// The broker's queue is full: try again later (or pass `--retry`). `EX_TEMPFAIL`.
     pub(crate) const QUEUE_FULL: u8 = 75;
+    /// The setup is wrong and retrying cannot help: TLS failed (untrusted certificate, no TLS
+    /// on that port), the token was refused (401, 403), or the URL has no broker API (404).
+    /// `EX_CONFIG`. The message on stderr says what to check.
+    pub(crate) const CONFIG: u8 = 78;
     /// `run`: the task did not finish normally (trap, resource limit, provider failure,
     /// deadline); the error is printed on stderr. 128 + SIGABRT, as `wasmtime run` on a trap.
     pub(crate) const TASK_FAILED: u8 = 134;
@@ -41,6 +45,10 @@ pub(crate) struct Cli {
     /// A client token, for brokers that require one.
     #[arg(long, global = true, env = "WASIMOFF_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Also trust the CA certificate(s) in this PEM file for https:// and wss://: for a broker
+    /// with a self-signed certificate or one from a private CA (public CAs are always trusted).
+    #[arg(long, global = true, env = "WASIMOFF_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<std::path::PathBuf>,
     /// Retry with backoff when the broker's queue is full (HTTP 429), instead of failing.
     #[arg(long, global = true)]
     retry: bool,
@@ -81,6 +89,11 @@ enum Command {
 
 pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
+    let setup = Setup {
+        broker: cli.broker.clone(),
+        token: cli.token.as_deref().is_some_and(|t| !t.is_empty()),
+        ca_cert: cli.ca_cert.clone(),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -94,15 +107,73 @@ pub(crate) fn main() -> ExitCode {
     match runtime.block_on(dispatch(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("wasimoff: {e}");
+            match advice(&e, &setup) {
+                Some(advice) => eprintln!("wasimoff: {e}; {advice}"),
+                None => eprintln!("wasimoff: {e}"),
+            }
             ExitCode::from(error_code(&e))
         }
     }
 }
 
+/// What the command line said about reaching the broker, for the advice on setup errors.
+#[derive(Debug)]
+pub(crate) struct Setup {
+    broker: String,
+    token: bool,
+    ca_cert: Option<std::path::PathBuf>,
+}
+
+/// What to check after a [permanent](Error::is_permanent) error: the flags involved.
+pub(crate) fn advice(e: &Error, setup: &Setup) -> Option<String> {
+    let broker = &setup.broker;
+    Some(match e {
+        Error::Tls(text) if text.contains("lacks") => {
+            "rebuild wasimoff with its default `rustls` feature, or use http://".to_owned()
+        }
+        Error::Tls(text) if text.contains("CaUsedAsEndEntity") => {
+            "the broker's certificate is a CA certificate (basicConstraints CA:TRUE), which is \
+             refused as a server's own: make it with CA:FALSE (openssl req -x509 ... -addext \
+             basicConstraints=critical,CA:FALSE), or sign a server certificate with that CA and \
+             pass the CA with --ca-cert"
+                .to_owned()
+        }
+        Error::Tls(_) => {
+            let trust = match &setup.ca_cert {
+                Some(file) => format!(
+                    "check that --ca-cert {} holds the CA that signed the broker's certificate \
+                     (or that certificate itself, if it is self-signed)",
+                    file.display()
+                ),
+                None => "if the broker's certificate is self-signed or from a private CA, pass \
+                         that certificate with --ca-cert FILE (or WASIMOFF_CA_CERT)"
+                    .to_owned(),
+            };
+            format!(
+                "{trust}; also check that the host in --broker {broker} is a name the \
+                 certificate is valid for, and that the broker serves TLS on that port"
+            )
+        }
+        Error::Unauthenticated(_) if setup.token => {
+            "check --token (or WASIMOFF_TOKEN): it must be one of the broker's client tokens \
+             (a 403 on an alias: the alias belongs to another token)"
+                .to_owned()
+        }
+        Error::Unauthenticated(_) => {
+            "the broker requires a client token: pass --token TOKEN (or WASIMOFF_TOKEN)".to_owned()
+        }
+        Error::EndpointNotFound(_) => format!(
+            "check --broker {broker} (or WASIMOFF_BROKER): the scheme, host and port of the \
+             broker, plus the path prefix if it is mounted under one"
+        ),
+        _ => return None,
+    })
+}
+
 /// The exit code for an error that stops the command.
 pub(crate) fn error_code(e: &Error) -> u8 {
     match e {
+        e if e.is_permanent() => exit::CONFIG,
         Error::QueueFull { .. } => exit::QUEUE_FULL,
         Error::BadRequest(_) => exit::USAGE,
         Error::Task(_) | Error::ProviderFailed(_) | Error::DeadlineExceeded(_) => exit::TASK_FAILED,
@@ -137,7 +208,17 @@ fn client(cli: &Cli) -> Result<Client, Error> {
     if cli.retry {
         builder = builder.retry(RetryPolicy::queue_full());
     }
-    builder.build()
+    if let Some(file) = &cli.ca_cert {
+        let pem = std::fs::read(file)
+            .map_err(|e| Error::Local(format!("cannot read --ca-cert {}: {e}", file.display())))?;
+        builder = builder.add_root_certificate(pem);
+    }
+    builder.build().map_err(|e| match (&cli.ca_cert, e) {
+        (Some(file), Error::Local(text)) if text.starts_with("invalid CA certificate") => {
+            Error::Local(format!("--ca-cert {}: {text}", file.display()))
+        }
+        (_, e) => e,
+    })
 }
 
 async fn dispatch(cli: Cli) -> Result<u8, Error> {
@@ -157,6 +238,11 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
 
 async fn status(client: &Client, json: bool) -> Result<u8, Error> {
     let health = client.health().await;
+    if let Err(e) = &health
+        && e.is_permanent()
+    {
+        return Err(e.clone());
+    }
     let status = client.status().await?;
     if json {
         let value = serde_json::json!({

@@ -12,7 +12,7 @@ use base64::Engine as _;
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Value, json};
-use wasimoff_client::{Client, Error, Output, Task};
+use wasimoff_client::{Client, Error, Output, Session, Task};
 
 use super::exit;
 
@@ -249,7 +249,7 @@ impl Tally {
 }
 
 async fn run_all<I>(
-    client: &Client,
+    session: &Session,
     tasks: I,
     total: usize,
     concurrency: usize,
@@ -261,7 +261,7 @@ where
     I: IntoIterator<Item = Task>,
     I::IntoIter: Send + 'static,
 {
-    let mut results = client.submit_many(tasks, concurrency);
+    let mut results = session.submit_many(tasks, concurrency);
     let mut tally = Tally {
         allow_truncated,
         ..Tally::default()
@@ -310,8 +310,10 @@ pub(crate) async fn task(
     }
     let total = tasks.len();
     let started = Instant::now();
+    // One connection for all tasks: a broker that cannot be reached fails the command once.
+    let session = client.session().await?;
     let tally = run_all(
-        client,
+        &session,
         tasks,
         total,
         args.concurrency,
@@ -338,9 +340,10 @@ pub(crate) async fn batch(
         (Some(file), _) => {
             let tasks = tasks_of(file)?;
             let total = tasks.len();
+            let session = client.session().await?;
             let bar = progress_bar(total, show);
             let tally = run_all(
-                client,
+                &session,
                 tasks,
                 total,
                 args.concurrency,
@@ -371,9 +374,10 @@ pub(crate) async fn batch(
                 // Substitution only changes strings, so the template's check still holds.
                 Task::from_json_value(value).unwrap_or_else(|_| Task::wasip1("invalid-template"))
             });
+            let session = client.session().await?;
             let bar = progress_bar(total, show);
             let tally = run_all(
-                client,
+                &session,
                 tasks,
                 total,
                 args.concurrency,

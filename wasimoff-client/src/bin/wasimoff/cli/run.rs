@@ -109,7 +109,8 @@ pub(crate) async fn run(
 
     let output = match client.run(task).await {
         Ok(output) => output,
-        Err(e) if args.json => {
+        // Setup errors are not the task's: they go to stderr with their advice.
+        Err(e) if args.json && !e.is_permanent() => {
             println!("{}", super::batch::error_json(None, &e));
             return Ok(super::error_code(&e));
         }
