@@ -82,10 +82,9 @@ fn main() -> Result<()> {
 /// The crates (with their feature flags) that must build for `wasm32-unknown-unknown`.
 const WASM32_CHECKS: &[(&str, &[&str])] = &[
     ("wasimoff-core", &["--features", "web"]),
-    (
-        "wasimoff-provider",
-        &["--no-default-features", "--features", "conformance"],
-    ),
+    ("wasimoff-provider", &["--no-default-features"]),
+    // The executor conformance suite, which the browser tests run (it is linted natively too).
+    ("wasimoff-wasi-apps", &["--features", "conformance"]),
     ("wasimoff-js", &["--all-targets"]),
     ("wasimoff-client", &[]),
 ];
