@@ -58,6 +58,12 @@ pub use malloc::release_large_buffers;
 
 #[doc(hidden)]
 pub use dispatch::machine_decision_cost;
+
+/// The README's example, compiled (and run where it needs no broker) as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 use dispatch::{Dispatch, DispatchConfig};
 use state::{App, AppState};
 

@@ -8,7 +8,7 @@
 //! - [`remote`]: typed reasons for the error texts peers send (refusals, task failures).
 //! - [`executor`], [`scheduler`], [`store`]: the traits that providers and brokers implement.
 //! - [`platform`]: spawning, sleeping and `Send` bounds that differ between native and wasm32.
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod bounds;
 pub mod envelope;
@@ -21,3 +21,8 @@ pub mod scheduler;
 pub mod store;
 pub mod transport;
 pub mod wkt;
+
+/// The README's example, compiled (and run where it needs no broker) as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

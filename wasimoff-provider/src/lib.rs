@@ -15,3 +15,8 @@ pub use crate::wasmtime::{ExecutorStats, WasmtimeConfig, WasmtimeExecutor};
 
 // The provider runtime: broker connection, requests, tasks, reconnects and drain (all targets).
 pub mod runtime;
+
+/// The README's example, compiled (and run where it needs no broker) as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
