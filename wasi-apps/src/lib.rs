@@ -17,6 +17,12 @@
 //! | [`HELLO_UNSTABLE`] | WAT module printing `hello world` via the legacy `wasi_unstable` |
 //! | [`POLL`] | WAT module waiting in `poll_oneoff`: relative, absolute and realtime clocks, two clocks, a clock with an fd, `wasi_unstable`; reads stdin past its end |
 //! | [`HELLO_C`] | the C hello guest, `None` if it could not be built |
+//!
+//! With the feature `conformance`, the `conformance` module is the executor conformance suite
+//! over these guests that every `wasimoff_core::executor::Executor` runs.
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
 
 /// `hello`: the reference guest (argv, envs, stdin, exit codes, traps, rootfs, artifacts).
 pub const HELLO: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/hello.wasm"));

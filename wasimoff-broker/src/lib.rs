@@ -63,6 +63,12 @@ pub use tls::TlsConfig;
 
 #[doc(hidden)]
 pub use dispatch::machine_decision_cost;
+
+/// The README's example, compiled (and run where it needs no broker) as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 use dispatch::{Dispatch, DispatchConfig};
 use state::{App, AppState};
 

@@ -26,7 +26,7 @@
 //! println!("exit {}: {}", output.status, output.stdout_lossy());
 //! # Ok(()) }
 //! ```
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod client;
 mod error;
@@ -43,7 +43,7 @@ pub use task::{Output, Source, Task};
 /// The wasimoff protocol types (`wasimoff_core::proto`) and store refs, re-exported.
 pub use wasimoff_core::{proto, store::Ref};
 
-/// The README's usage examples, compiled (and run where they need no broker) as doc tests.
+/// The README's example, compiled (and run where it needs no broker) as a doc test.
 #[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
+#[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

@@ -10,7 +10,7 @@
 //! - [`platform`]: spawning, sleeping and `Send` bounds that differ between native and wasm32.
 //! - `tls` (feature `rustls`, native only): the rustls client config native peers trust a
 //!   broker with (webpki roots plus optional CA certificates, the ring provider).
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod bounds;
 pub mod envelope;
@@ -25,3 +25,8 @@ pub mod store;
 pub mod tls;
 pub mod transport;
 pub mod wkt;
+
+/// The README's example, compiled (and run where it needs no broker) as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

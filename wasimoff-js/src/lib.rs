@@ -30,3 +30,8 @@ pub mod pool;
 pub mod store;
 #[cfg(target_arch = "wasm32")]
 pub mod worker;
+
+/// The README, checked as a doc test (its examples are JavaScript and shell).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -1,4 +1,4 @@
-//! The executor conformance suite (`wasimoff_provider::conformance`, the same cases the native
+//! The executor conformance suite (`wasimoff_wasi_apps::conformance`, the same cases the native
 //! executor runs) on [`BrowserExecutor`] in headless Chromium, inside a dedicated worker so that
 //! `Atomics.wait` sleeps. Run: see docs/browser.md.
 #![cfg(target_arch = "wasm32")]
@@ -14,7 +14,7 @@ use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_dedicated_worker);
 
-use wasimoff_provider::conformance;
+use wasimoff_wasi_apps::conformance;
 
 fn executor() -> BrowserExecutor {
     BrowserExecutor::new(BrowserConfig::default()).expect("executor")

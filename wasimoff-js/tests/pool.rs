@@ -17,7 +17,7 @@ use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_dedicated_worker);
 
-use wasimoff_provider::conformance;
+use wasimoff_wasi_apps::conformance;
 
 /// The test runner serves this test's JS glue at `/wasm-bindgen-test.js`; the pool's workers
 /// import it and start `workerMain` from it.
@@ -42,7 +42,7 @@ fn pool(workers: usize) -> WorkerPool {
 }
 
 // All 29 cases of the suite, each in its own test.
-wasimoff_provider::executor_conformance_wasm_tests!(pool(2));
+wasimoff_wasi_apps::executor_conformance_wasm_tests!(pool(2));
 
 /// A terminated worker is replaced: after a cancel, the pool runs tasks on both workers again,
 /// and its counters say what happened.

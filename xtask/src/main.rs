@@ -26,8 +26,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Runs the full test suite: fmt, clippy (native and wasm32), tests, doc tests, rustdoc,
-    /// and a short fuzz run.
+    /// Runs the full test suite: fmt, clippy (native and wasm32), tests, doc tests, packaging
+    /// of the published crates, rustdoc, and a short fuzz run.
     Ci {
         /// Seconds of fuzzing (0 skips it).
         #[arg(long, default_value_t = 30)]
@@ -89,12 +89,27 @@ fn main() -> Result<()> {
 /// The crates (with their feature flags) that must build for `wasm32-unknown-unknown`.
 const WASM32_CHECKS: &[(&str, &[&str])] = &[
     ("wasimoff-core", &["--features", "web"]),
-    (
-        "wasimoff-provider",
-        &["--no-default-features", "--features", "conformance"],
-    ),
+    ("wasimoff-provider", &["--no-default-features"]),
+    // The executor conformance suite, which the browser tests run (it is linted natively too).
+    ("wasimoff-wasi-apps", &["--features", "conformance"]),
     ("wasimoff-js", &["--all-targets"]),
     ("wasimoff-client", &[]),
+];
+
+/// The workspace members that are never published (`publish = false`); `cargo package`
+/// leaves them out. Every other member must package and build from its packaged sources.
+const UNPUBLISHED: &[&str] = &["wasimoff-examples", "wasimoff-wasi-apps", "xtask"];
+
+/// The workspace's `[profile.dev]` (root Cargo.toml), given again on the command line: a
+/// packaged crate is built as a workspace of its own, which sees no root profiles, and with
+/// the default profile it would rebuild every dependency instead of reusing the test build's.
+const DEV_PROFILE: &[&str] = &[
+    "--config",
+    "profile.dev.debug=\"line-tables-only\"",
+    "--config",
+    "profile.dev.package.\"*\".debug=false",
+    "--config",
+    "profile.dev.package.\"*\".opt-level=1",
 ];
 
 /// Debian packages for the C guest (clang for wasm32 with wasi-libc).
@@ -182,6 +197,7 @@ fn ci(fuzz_seconds: u64) -> Result<()> {
         "warnings",
     ]))?;
     Step::new("tests").run(cargo(&["test", "--workspace", "--all-features"]))?;
+    package()?;
     browser_tests()?;
     Step::new("rustdoc")
         .env("RUSTDOCFLAGS", "-D warnings")
@@ -199,6 +215,19 @@ fn ci(fuzz_seconds: u64) -> Result<()> {
     demo_without_wasm_targets()?;
     println!("\nxtask ci: all steps passed");
     Ok(())
+}
+
+/// Packages every published crate and builds each from its packaged sources, as crates.io
+/// would (workspace siblings resolve to the packages made in the same run). Dependencies are
+/// shared with the other steps' builds where their features agree.
+fn package() -> Result<()> {
+    // --allow-dirty: `cargo xtask ci` runs on work in progress too.
+    let mut args = vec!["package", "--workspace", "--allow-dirty"];
+    for krate in UNPUBLISHED {
+        args.extend(["--exclude", krate]);
+    }
+    args.extend(DEV_PROFILE);
+    Step::new("package (cargo package, verified)").run(cargo(&args))
 }
 
 /// The browser crate's tests in headless Chromium (wasm-bindgen-test in a dedicated worker),

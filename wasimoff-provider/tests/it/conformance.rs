@@ -2,6 +2,6 @@
 
 use wasimoff_provider::{WasmtimeConfig, WasmtimeExecutor};
 
-wasimoff_provider::executor_conformance_tests!(
+wasimoff_wasi_apps::executor_conformance_tests!(
     WasmtimeExecutor::new(WasmtimeConfig::default()).unwrap()
 );

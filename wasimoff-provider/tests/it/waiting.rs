@@ -6,9 +6,9 @@
 use std::time::{Duration, Instant};
 
 use wasimoff_core::executor::{CancellationToken, ExecTask, Executor, Termination};
-use wasimoff_provider::conformance::{assert_exit, run, task};
 use wasimoff_provider::{WasmtimeConfig, WasmtimeExecutor};
 use wasimoff_wasi_apps as apps;
+use wasimoff_wasi_apps::conformance::{assert_exit, run, task};
 
 /// Far more than any stop may take here, far less than the guests' sleeps (1000 s).
 const GENEROUS: Duration = Duration::from_secs(30);

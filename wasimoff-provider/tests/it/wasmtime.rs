@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use wasimoff_core::executor::{CancellationToken, ExecError, Executor, ResolvedFile, Termination};
-use wasimoff_provider::conformance::{GREETING, assert_exit, run, task, zip_of};
 use wasimoff_provider::{WasmtimeConfig, WasmtimeExecutor};
 use wasimoff_wasi_apps as apps;
+use wasimoff_wasi_apps::conformance::{GREETING, assert_exit, run, task, zip_of};
 
 fn executor(config: WasmtimeConfig) -> WasmtimeExecutor {
     WasmtimeExecutor::new(config).unwrap()

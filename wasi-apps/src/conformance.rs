@@ -1,6 +1,6 @@
-//! The executor conformance suite: one async check per behaviour that every
-//! [`Executor`] must show, run over the guests of `wasimoff-wasi-apps` (every guest appears in
-//! at least one check).
+//! The executor conformance suite (feature `conformance`): one async check per behaviour that
+//! every [`Executor`] must show, run over the guests of this crate (every guest appears in at
+//! least one check).
 //!
 //! The checks only use the [`Executor`] trait and per-task [`ExecLimits`](wasimoff_core::executor::ExecLimits), so the native
 //! `WasmtimeExecutor` and the browser's executor run the same cases. Each check panics with a
@@ -16,8 +16,9 @@ use wasimoff_core::executor::{
     CancellationToken, ExecError, ExecOutput, ExecTask, Executor, ResolvedFile, Termination,
 };
 use wasimoff_core::platform::{BoxFuture, Instant};
-use wasimoff_wasi_apps as apps;
 use zip::write::SimpleFileOptions;
+
+use crate as apps;
 
 /// The first line the `hello` guest prints.
 pub const GREETING: &str = "Hello, wasimoff! This is the hello guest.";
