@@ -11,5 +11,6 @@ mod dispatch;
 mod hostile;
 mod lifecycle;
 mod native;
+mod page;
 mod routes;
 mod storage;
