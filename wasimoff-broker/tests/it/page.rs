@@ -1,6 +1,7 @@
 //! The static files at `/` (the volunteer page): precompressed `.br`/`.gz` siblings, compression
 //! on the fly for files without one, content types, `Vary`, the isolation headers; the API
-//! routes are never compressed.
+//! routes are never compressed. With the feature `embedded-page`: the page built into the
+//! binary, served when no static directory is given.
 
 use std::io::{Read, Write};
 
@@ -281,5 +282,72 @@ async fn api_responses_are_never_compressed() {
     // Meanwhile the page is compressed.
     let index = get(&format!("{base}/"), Some(ACCEPT)).await;
     assert_eq!(index.encoding(), "br");
+    broker.shutdown().await;
+}
+
+/// The page built into the binary (feature `embedded-page`) is served at `/` when no static
+/// directory is given, precompressed like one; a static directory still wins.
+#[cfg(feature = "embedded-page")]
+#[tokio::test]
+async fn embedded_page_is_served_without_a_static_dir() {
+    // build.rs checked this directory and embedded what it holds.
+    let dir = std::path::Path::new(env!("WASIMOFF_EMBEDDED_PAGE"));
+    let embedded = broker(config()).await;
+    let base = http(&embedded);
+
+    let index = get(&format!("{base}/"), None).await;
+    assert_page_headers(&index);
+    assert!(index.header("content-type").starts_with("text/html"));
+    assert_eq!(index.body, std::fs::read(dir.join("index.html")).unwrap());
+    assert!(String::from_utf8_lossy(&index.body).contains("app.js"));
+
+    let url = format!("{base}/pkg/wasimoff_bg.wasm");
+    let module = std::fs::read(dir.join("pkg/wasimoff_bg.wasm")).unwrap();
+    let plain = get(&url, None).await;
+    assert_page_headers(&plain);
+    assert_eq!(plain.header("content-type"), "application/wasm");
+    assert_eq!(plain.encoding(), "");
+    assert!(plain.body == module, "the embedded module is the built one");
+    assert!(!plain.header("etag").is_empty());
+    for (accept, encoding, sibling) in [("br, gzip", "br", "br"), ("gzip", "gzip", "gz")] {
+        let got = get(&url, Some(accept)).await;
+        assert_page_headers(&got);
+        assert_eq!(got.header("content-type"), "application/wasm");
+        assert_eq!(got.encoding(), encoding);
+        assert!(got.decoded() == module, "{encoding} decodes to the module");
+        // `cargo xtask web` writes the siblings: they are sent as they are.
+        let sibling = dir.join(format!("pkg/wasimoff_bg.wasm.{sibling}"));
+        assert!(
+            got.body == std::fs::read(&sibling).unwrap(),
+            "{} is sent",
+            sibling.display()
+        );
+    }
+    let js = get(&format!("{base}/pkg/wasimoff.js"), Some("br")).await;
+    assert_eq!(js.header("content-type"), "text/javascript");
+    assert!(js.decoded() == std::fs::read(dir.join("pkg/wasimoff.js")).unwrap());
+    assert_eq!(get(&format!("{base}/pkg"), None).await.status, 307);
+    assert_eq!(get(&format!("{base}/missing.js"), None).await.status, 404);
+    assert_eq!(get(&format!("{base}/pkg/"), None).await.status, 404);
+    assert_eq!(
+        get(&format!("{base}/%2e%2e/Cargo.toml"), None).await.status,
+        404
+    );
+    assert_eq!(get(&format!("{base}/healthz"), None).await.body, b"OK\n");
+    embedded.shutdown().await;
+
+    // With a static directory, that directory is the page.
+    let page = page_dir();
+    let broker = broker(wasimoff_broker::BrokerConfig {
+        static_dir: Some(page.path().to_path_buf()),
+        ..config()
+    })
+    .await;
+    let index = get(&format!("{}/", http(&broker)), None).await;
+    assert!(
+        String::from_utf8(index.body)
+            .unwrap()
+            .contains("a test page")
+    );
     broker.shutdown().await;
 }
