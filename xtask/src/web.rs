@@ -260,7 +260,19 @@ fn optimise(wasm: &Path) -> Result<()> {
             .arg(&optimised);
         command
     })?;
-    std::fs::rename(&optimised, wasm)?;
+    let original = std::fs::read(wasm)?;
+    let mut output = std::fs::read(&optimised)?;
+    std::fs::remove_file(&optimised)?;
+    let fixed = fix_table_exports(&original, &mut output)?;
+    if fixed > 0 {
+        println!(
+            "wasm-opt pointed {fixed} table export(s) at the wrong table (a binaryen bug): fixed"
+        );
+    }
+    wasmparser::Validator::new()
+        .validate_all(&output)
+        .context("the optimised module does not validate")?;
+    std::fs::write(wasm, &output)?;
     let after = std::fs::metadata(wasm)?.len();
     println!(
         "wasm-opt: {before} -> {after} bytes ({:.1} %) in {:.1} s",
@@ -268,6 +280,113 @@ fn optimise(wasm: &Path) -> Result<()> {
         start.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// The element types of a module's tables (imported ones first, as indexed) and the byte range
+/// of its export section's contents.
+fn tables_and_exports(module: &[u8]) -> Result<(Vec<wasmparser::RefType>, std::ops::Range<usize>)> {
+    let mut tables = Vec::new();
+    let mut exports = 0..0;
+    for payload in wasmparser::Parser::new(0).parse_all(module) {
+        match payload? {
+            wasmparser::Payload::ImportSection(reader) => {
+                for import in reader.into_imports() {
+                    if let wasmparser::TypeRef::Table(table) = import?.ty {
+                        tables.push(table.element_type);
+                    }
+                }
+            }
+            wasmparser::Payload::TableSection(reader) => {
+                for table in reader {
+                    tables.push(table?.ty.element_type);
+                }
+            }
+            wasmparser::Payload::ExportSection(reader) => exports = reader.range(),
+            _ => {}
+        }
+    }
+    Ok((tables, exports))
+}
+
+/// An unsigned LEB128 at `at`: (value, length in bytes).
+fn read_leb(bytes: &[u8], at: usize) -> Result<(u32, usize)> {
+    let mut value: u64 = 0;
+    for (i, byte) in bytes.iter().skip(at).take(5).enumerate() {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Ok((u32::try_from(value)?, i + 1));
+        }
+    }
+    bail!("bad LEB128 at byte {at}")
+}
+
+/// The table exports of an export section's contents: (name, position and length of the
+/// index's LEB128, index).
+fn table_exports(
+    module: &[u8],
+    section: std::ops::Range<usize>,
+) -> Result<Vec<(String, usize, usize, u32)>> {
+    let mut found = Vec::new();
+    let (count, len) = read_leb(module, section.start)?;
+    let mut at = section.start + len;
+    for _ in 0..count {
+        let (name_len, len) = read_leb(module, at)?;
+        let name = module
+            .get(at + len..at + len + name_len as usize)
+            .context("export name out of bounds")?;
+        at += len + name_len as usize;
+        let kind = *module.get(at).context("export kind out of bounds")?;
+        let (index, len) = read_leb(module, at + 1)?;
+        if kind == 1 {
+            found.push((
+                String::from_utf8_lossy(name).into_owned(),
+                at + 1,
+                len,
+                index,
+            ));
+        }
+        at += 1 + len;
+    }
+    Ok(found)
+}
+
+/// binaryen 108 (Debian bookworm's) writes every table export as table 0. wasm-bindgen
+/// exports its `externref` table (`__wbindgen_externrefs`, table 1 after the function table),
+/// so the optimised package would fail in `__wbindgen_init_externref_table`. Points each
+/// table export of `optimised` back at the one table with the element type it had in
+/// `original`, in place (the index's LEB128 keeps its length); returns how many were wrong.
+fn fix_table_exports(original: &[u8], optimised: &mut [u8]) -> Result<usize> {
+    let (before_tables, before_exports) = tables_and_exports(original)?;
+    let (after_tables, after_exports) = tables_and_exports(optimised)?;
+    let before: Vec<_> = table_exports(original, before_exports)?;
+    let mut fixed = 0;
+    for (name, at, len, index) in table_exports(optimised, after_exports)? {
+        let Some((_, _, _, was)) = before.iter().find(|(n, ..)| *n == name) else {
+            bail!("wasm-opt added the table export {name}");
+        };
+        let wanted = before_tables[*was as usize];
+        if after_tables.get(index as usize) == Some(&wanted) {
+            continue;
+        }
+        let candidates: Vec<usize> = (0..after_tables.len())
+            .filter(|&i| after_tables[i] == wanted)
+            .collect();
+        let [right] = candidates.as_slice() else {
+            bail!("cannot tell which table the export {name} should be ({candidates:?})");
+        };
+        // A padded LEB128 of the same length.
+        let mut value = u32::try_from(*right)?;
+        for (i, byte) in optimised[at..at + len].iter_mut().enumerate() {
+            let more = if i + 1 < len { 0x80 } else { 0 };
+            *byte = u8::try_from(value & 0x7f)? | more;
+            value >>= 7;
+        }
+        if value != 0 {
+            bail!("table index {right} does not fit the export's {len} byte(s)");
+        }
+        fixed += 1;
+    }
+    Ok(fixed)
 }
 
 /// Packs the package with `npm pack` into `<target>/npm/` (offline: it has no dependencies),
@@ -472,4 +591,45 @@ pub(crate) fn build(dev: bool) -> Result<PathBuf> {
         web.display()
     );
     Ok(web)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// A function table and an exported `externref` table, as wasm-bindgen leaves them.
+    const MODULE: &str = r#"(module
+        (table $functions 2 2 funcref)
+        (table $externrefs 4 externref)
+        (func $f)
+        (elem (table $functions) (i32.const 0) func $f)
+        (export "f" (func $f))
+        (export "__wbindgen_externrefs" (table $externrefs)))"#;
+
+    fn exported_table(module: &[u8]) -> u32 {
+        let (_, exports) = tables_and_exports(module).unwrap();
+        let exports = table_exports(module, exports).unwrap();
+        assert_eq!(exports.len(), 1);
+        exports[0].3
+    }
+
+    #[test]
+    fn a_table_export_binaryen_moved_to_table_0_is_moved_back() {
+        let original = wat::parse_str(MODULE).unwrap();
+        assert_eq!(exported_table(&original), 1);
+        // What binaryen 108 writes: the same module with the export at table 0.
+        let mut broken = original.clone();
+        let (_, exports) = tables_and_exports(&broken).unwrap();
+        let (_, at, _, _) = table_exports(&broken, exports).unwrap()[0].clone();
+        broken[at] = 0;
+        assert_eq!(exported_table(&broken), 0);
+        assert_eq!(fix_table_exports(&original, &mut broken).unwrap(), 1);
+        assert_eq!(broken, original);
+        // A right module stays as it is.
+        let mut right = original.clone();
+        assert_eq!(fix_table_exports(&original, &mut right).unwrap(), 0);
+        assert_eq!(right, original);
+    }
 }
