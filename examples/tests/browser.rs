@@ -7,11 +7,16 @@
 //! `node:worker_threads`): it joins with 2 workers, runs a mixed batch, a cancelled task frees
 //! its worker, and SIGTERM drains a running task and exits 0.
 //!
+//! What is tested is what would be published: every test installs the npm package with
+//! `npm install` from the tarball `cargo xtask web` packed (`<target>/npm/wasimoff-*.tgz`) and
+//! gives the pages that copy as their `pkg/`; the Node.js tests import it from there (one by the
+//! package's name, as an npm user would).
+//!
 //! Needs the page built by `cargo xtask web` (`WASIMOFF_WEB_DIR` points at it; `cargo xtask ci`
-//! builds it and sets it) and `/usr/bin/chromedriver` + `/usr/bin/chromium` (the Node.js test:
-//! `node` 20.10+ on `PATH`). Without them a test says so and passes vacuously; `cargo xtask ci`
-//! always provides them. Set `WASIMOFF_SCREENSHOT=<path>` to keep a screenshot of the page at
-//! work.
+//! builds it and sets it), `npm`, and `/usr/bin/chromedriver` + `/usr/bin/chromium` (the Node.js
+//! tests: `node` 20.10+ on `PATH`). Without them a test says so and passes vacuously;
+//! `cargo xtask ci` always provides them. Set `WASIMOFF_SCREENSHOT=<path>` to keep a screenshot
+//! of the page at work.
 
 #![allow(clippy::print_stderr, reason = "the test reports what it skips")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -19,7 +24,7 @@
 use std::{
     collections::HashSet,
     io::{Read, Write},
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -147,6 +152,96 @@ fn web_dir() -> Option<PathBuf> {
     Some(web_dir)
 }
 
+/// The npm package as a user gets it: installed by npm from the tarball `cargo xtask web`
+/// packed next to the page (`<target>/npm/`). Removed on drop.
+struct Installed {
+    /// The npm prefix: `node_modules/wasimoff` in it.
+    dir: tempfile::TempDir,
+}
+
+impl Installed {
+    /// `npm install`s the single tarball in `<web_dir>/../npm`; `None` (skip) without npm.
+    fn from_tarball(web_dir: &Path) -> Option<Installed> {
+        if std::process::Command::new("npm")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            eprintln!("skipping: `npm` is not on PATH");
+            return None;
+        }
+        let packed = web_dir.with_file_name("npm");
+        let tarballs: Vec<PathBuf> = std::fs::read_dir(&packed)
+            .unwrap_or_else(|e| panic!("{}: {e} (run `cargo xtask web`)", packed.display()))
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.extension().is_some_and(|e| e == "tgz"))
+            .collect();
+        let [tarball] = tarballs.as_slice() else {
+            panic!(
+                "{} should hold exactly one tarball, not {tarballs:?} (run `cargo xtask web`)",
+                packed.display()
+            );
+        };
+        let dir = tempfile::tempdir().unwrap();
+        // No dependencies: nothing to fetch.
+        let status = std::process::Command::new("npm")
+            .args([
+                "install",
+                "--offline",
+                "--no-audit",
+                "--no-fund",
+                "--no-save",
+            ])
+            .args(["--loglevel", "error", "--prefix"])
+            .arg(dir.path())
+            .arg(tarball)
+            .status()
+            .unwrap();
+        assert!(status.success(), "npm install {} failed", tarball.display());
+        let installed = Installed { dir };
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(installed.pkg().join("package.json")).unwrap())
+                .unwrap();
+        assert_eq!(manifest["name"], "wasimoff");
+        assert_eq!(manifest["version"], env!("CARGO_PKG_VERSION"));
+        for field in ["main", "types"] {
+            let file = manifest[field].as_str().unwrap();
+            assert!(installed.pkg().join(file).is_file(), "{field}: {file}");
+        }
+        Some(installed)
+    }
+
+    /// `node_modules/wasimoff`.
+    fn pkg(&self) -> PathBuf {
+        self.dir.path().join("node_modules/wasimoff")
+    }
+
+    /// A copy of `site` (a page `cargo xtask web` assembled) with this package as its `pkg/`.
+    fn page(&self, site: &Path) -> tempfile::TempDir {
+        let page = tempfile::tempdir().unwrap();
+        copy_tree(site, page.path(), &|path| path == site.join("pkg"));
+        copy_tree(&self.pkg(), &page.path().join("pkg"), &|_| false);
+        page
+    }
+}
+
+/// Copies the files under `from` into `to`, but not those `skip` names.
+fn copy_tree(from: &Path, to: &Path, skip: &dyn Fn(&Path) -> bool) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let (source, dest) = (entry.path(), to.join(entry.file_name()));
+        if skip(&source) {
+            continue;
+        }
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&source, &dest, skip);
+        } else {
+            std::fs::copy(&source, &dest).unwrap();
+        }
+    }
+}
+
 /// Runs `tasks` over one client socket and checks each result with `check`.
 async fn run_batch(client: &Client, tasks: Vec<Task>, check: impl Fn(usize, &Output)) {
     let total = tasks.len();
@@ -178,6 +273,9 @@ fn sleepers(client: &Client, n: usize, ms: u64) -> tokio::task::JoinHandle<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_provider_end_to_end() {
     let Some(web_dir) = web_dir() else { return };
+    let Some(installed) = Installed::from_tarball(&web_dir) else {
+        return;
+    };
     let chrome = match Chrome::start().await {
         Ok(chrome) => chrome,
         Err(why) => {
@@ -186,7 +284,8 @@ async fn browser_provider_end_to_end() {
         }
     };
     let webdriver = &chrome.webdriver;
-    let broker = chrome::broker(web_dir).await;
+    let page = installed.page(&web_dir);
+    let broker = chrome::broker(page.path().to_path_buf()).await;
     let base = format!("http://{}", broker.local_addr());
     let client = Client::new(base.clone()).unwrap();
 
@@ -383,7 +482,10 @@ async fn node_provider_end_to_end() {
     if !node_usable() {
         return;
     }
-    let pkg = web_dir.join("pkg");
+    let Some(installed) = Installed::from_tarball(&web_dir) else {
+        return;
+    };
+    let pkg = installed.pkg();
     let broker = chrome::broker(web_dir).await;
     let base = format!("http://{}", broker.local_addr());
     let client = Client::new(base.clone()).unwrap();
@@ -524,6 +626,10 @@ async fn web_demo_runs_hello() {
         "{} has no hello.wasm",
         demo.display()
     );
+    let Some(installed) = Installed::from_tarball(&web_dir) else {
+        return;
+    };
+    let demo = installed.page(&demo);
     let chrome = match Chrome::start().await {
         Ok(chrome) => chrome,
         Err(why) => {
@@ -532,7 +638,7 @@ async fn web_demo_runs_hello() {
         }
     };
     // Any static server will do; the broker's sends the isolation headers.
-    let server = chrome::broker(demo).await;
+    let server = chrome::broker(demo.path().to_path_buf()).await;
     let webdriver = &chrome.webdriver;
     webdriver
         .goto(&format!("http://{}/", server.local_addr()))
@@ -576,4 +682,63 @@ async fn web_demo_runs_hello() {
     );
     chrome.webdriver.clone().close().await.unwrap();
     server.shutdown().await;
+}
+
+/// The installed package as an npm user's Node.js program sees it: imported by its name
+/// (`main`/`exports`), the module found by `import.meta.resolve("wasimoff/wasimoff_bg.wasm")`
+/// as the README shows, and a guest run with `Executor` in a worker thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn npm_package_imports_by_name_in_node() {
+    let Some(web_dir) = web_dir() else { return };
+    if !node_usable() {
+        return;
+    }
+    let Some(installed) = Installed::from_tarball(&web_dir) else {
+        return;
+    };
+    let dir = installed.dir.path();
+    std::fs::write(dir.join("hello.wasm"), wasimoff_wasi_apps::HELLO).unwrap();
+    std::fs::write(
+        dir.join("check.mjs"),
+        r#"import { readFile } from "node:fs/promises";
+import init, { Executor } from "wasimoff";
+await init({ module_or_path: await readFile(new URL(import.meta.resolve("wasimoff/wasimoff_bg.wasm"))) });
+const manifest = JSON.parse(await readFile(new URL(import.meta.resolve("wasimoff/package.json"))));
+const executor = new Executor({ workers: 1 });
+const r = await executor.run({
+  binary: await readFile(new URL("./hello.wasm", import.meta.url)),
+  args: ["hello.wasm", "from-node", "stdin"],
+  stdin: "node stdin",
+  timeoutMs: 30000,
+});
+console.log(JSON.stringify({ version: manifest.version, status: r.status, error: r.error, stdout: r.stdoutText }));
+process.exit(0);
+"#,
+    )
+    .unwrap();
+    let output = tokio::time::timeout(
+        PATIENCE,
+        tokio::process::Command::new("node")
+            .arg(dir.join("check.mjs"))
+            .current_dir(dir)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("node finishes")
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let result: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(result["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(result["status"], 0, "{result}");
+    let guest = result["stdout"].as_str().unwrap();
+    assert!(
+        guest.contains("\"from-node\"") && guest.contains("node stdin"),
+        "{result}"
+    );
 }

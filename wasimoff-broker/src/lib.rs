@@ -27,6 +27,7 @@ mod dispatch;
 mod error;
 mod malloc;
 mod metrics;
+mod page;
 mod provider;
 mod server;
 mod state;
@@ -50,7 +51,7 @@ use axum::{
     routing::{get, post},
 };
 use tokio_util::sync::CancellationToken;
-use tower_http::{cors::CorsLayer, services::ServeDir, timeout::TimeoutLayer};
+use tower_http::{cors::CorsLayer, timeout::TimeoutLayer};
 use wasimoff_core::scheduler::{LocalityScheduler, RoundRobinScheduler, Scheduler};
 use wasimoff_core::store::{DirStore, MemoryStore, Store, StoreLimits};
 
@@ -323,8 +324,8 @@ impl Broker {
                     .allow_headers(tower_http::cors::Any)
                     .expose_headers(tower_http::cors::Any),
             );
-        let router = match &app.config.static_dir {
-            Some(dir) => api.fallback_service(static_files(dir)),
+        let router = match page::service(app.config.static_dir.as_deref()) {
+            Some(page) => api.fallback_service(page),
             None => api,
         };
         router.with_state(app)
@@ -448,21 +449,4 @@ async fn metrics(State(app): State<App>, headers: HeaderMap) -> Response {
         app.metrics.encode(),
     )
         .into_response()
-}
-
-/// The static files (the volunteer page), cross-origin isolated: with
-/// `Cross-Origin-Opener-Policy: same-origin` and `Cross-Origin-Embedder-Policy: require-corp`
-/// the page gets `SharedArrayBuffer`, so its workers can sleep in `Atomics.wait` instead of
-/// spinning while a guest waits in `poll_oneoff`.
-fn static_files(dir: &std::path::Path) -> axum::routing::MethodRouter {
-    use tower_http::set_header::SetResponseHeaderLayer;
-    axum::routing::get_service(ServeDir::new(dir))
-        .layer::<_, std::convert::Infallible>(SetResponseHeaderLayer::overriding(
-            axum::http::HeaderName::from_static("cross-origin-opener-policy"),
-            HeaderValue::from_static("same-origin"),
-        ))
-        .layer::<_, std::convert::Infallible>(SetResponseHeaderLayer::overriding(
-            axum::http::HeaderName::from_static("cross-origin-embedder-policy"),
-            HeaderValue::from_static("require-corp"),
-        ))
 }

@@ -51,8 +51,10 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
-    /// Builds the npm package (wasm-pack), the volunteer page (`<target>/web`, what the broker
-    /// serves at `/`) and the web demo (`<target>/web-demo`).
+    /// Builds the npm package (wasm-pack, then wasm-opt for release builds) and packs it
+    /// (`<target>/npm/wasimoff-<version>.tgz`), the volunteer page (`<target>/web`, what the
+    /// broker serves at `/`) and the web demo (`<target>/web-demo`), with precompressed
+    /// `.br`/`.gz` siblings.
     Web {
         /// Builds the package without optimisations (quick to build, slow to run).
         #[arg(long)]
@@ -167,6 +169,11 @@ fn ci(fuzz_seconds: u64) -> Result<()> {
         "wasimoff-core/fuzz/Cargo.toml",
         "--check",
     ]))?;
+    // The npm package and the pages (unoptimised: quick to build) come first: `--all-features`
+    // turns on the broker's `embedded-page`, which builds `<target>/web` into the broker, so
+    // clippy, the tests and rustdoc need it. It is also the wasm32 build and link check of the
+    // browser crates.
+    let web = web::build(true)?;
     Step::new("clippy").run(cargo(&[
         "clippy",
         "--workspace",
@@ -198,7 +205,7 @@ fn ci(fuzz_seconds: u64) -> Result<()> {
     ]))?;
     Step::new("tests").run(cargo(&["test", "--workspace", "--all-features"]))?;
     package()?;
-    browser_tests()?;
+    browser_tests(&web)?;
     Step::new("rustdoc")
         .env("RUSTDOCFLAGS", "-D warnings")
         .run(cargo(&[
@@ -231,12 +238,9 @@ fn package() -> Result<()> {
 }
 
 /// The browser crate's tests in headless Chromium (wasm-bindgen-test in a dedicated worker),
-/// then the volunteer page end to end.
-fn browser_tests() -> Result<()> {
+/// then the volunteer page (built by `web::build` into `web`) end to end.
+fn browser_tests(web: &std::path::Path) -> Result<()> {
     tools::ensure_apt(BROWSER_PACKAGES)?;
-    // The npm package (unoptimised: quick to build) is built even without a browser: it is
-    // the wasm32 build and link check of the browser crates.
-    let web = web::build(true)?;
     if !std::path::Path::new("/usr/bin/chromedriver").exists() {
         println!("note: skipping the browser tests: /usr/bin/chromedriver is missing");
         return Ok(());
@@ -254,7 +258,8 @@ fn browser_tests() -> Result<()> {
             "--target",
             "wasm32-unknown-unknown",
         ]))?;
-    // The volunteer page, the Node provider and the web demo end to end.
+    // The volunteer page, the Node provider and the web demo end to end, with the package
+    // installed from the tarball.
     Step::new("browser end-to-end tests (page, Node, web demo)")
         .env("WASIMOFF_WEB_DIR", web.to_str().unwrap_or_default())
         .run(cargo(&[

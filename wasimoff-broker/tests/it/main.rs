@@ -11,6 +11,7 @@ mod dispatch;
 mod hostile;
 mod lifecycle;
 mod native;
+mod page;
 mod routes;
 mod storage;
 mod tls;
