@@ -7,11 +7,12 @@
 //! the build context under `<target>/image/context`:
 //!
 //! ```text
-//! broker.Containerfile, provider.Containerfile   from examples/deploy/
-//! bin/wasimoff-broker, bin/wasimoff-provider     static binaries (checked: no interpreter, no DT_NEEDED)
-//! www/                                           the volunteer page (`cargo xtask web`)
-//! data/, cache/                                  empty mount points, owned by the image's user
-//! provider-fs/tmp/                               an empty directory of mode 1777 (the provider's /tmp)
+//! broker.Containerfile, provider.Containerfile  from examples/deploy/
+//! bin/wasimoff-broker, bin/wasimoff-provider    static binaries (checked: no loader, no shared
+//!                                               library, no crate that reads system CA files)
+//! www/                                          the volunteer page (`cargo xtask web`)
+//! data/, cache/                                 empty mount points, owned by the image's user
+//! provider-fs/tmp/                              empty, mode 1777 (the provider's /tmp)
 //! ```
 //!
 //! Engines: podman (preferred) or docker, whichever works (`<engine> info`); as root on Debian
@@ -341,6 +342,7 @@ fn build(debug: bool, engine: &Engine) -> Result<Images> {
     Step::new(&format!("static binaries ({MUSL}, {profile})")).run(tools::cargo(&args))?;
     let binaries_took = started.elapsed();
     let bin_dir = crate::web::target_dir().join(MUSL).join(profile);
+    check_no_system_roots(&args)?;
 
     let started = Instant::now();
     let web = crate::web::build(debug)?;
@@ -358,7 +360,6 @@ fn build(debug: bool, engine: &Engine) -> Result<Images> {
     for name in ["wasimoff-broker", "wasimoff-provider"] {
         let binary = bin_dir.join(name);
         check_static(&binary)?;
-        check_no_system_roots(&binary)?;
         copy_file(&binary, &context.join("bin").join(name))?;
     }
     copy_tree(&web, &context.join("www"))?;
@@ -479,19 +480,53 @@ fn elf_dynamic_needs(elf: &[u8]) -> Result<Vec<String>> {
     Ok(needs)
 }
 
-/// Fails if the binary names the system's CA certificate files: the images have none, so TLS
-/// must use roots compiled into the binary (webpki roots).
-fn check_no_system_roots(path: &Path) -> Result<()> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    for needle in [&b"/etc/ssl/certs"[..], b"ca-certificates.crt"] {
-        ensure!(
-            !bytes.windows(needle.len()).any(|w| w == needle),
-            "{} refers to {}: it looks for the system's CA certificates, which the image does \
-             not have (use compiled-in webpki roots)",
-            path.display(),
-            String::from_utf8_lossy(needle)
-        );
-    }
+/// Crates that make a binary read the system's CA certificates (`/etc/ssl/...`), which the
+/// images do not have.
+const SYSTEM_ROOTS_CRATES: &[&str] = &[
+    "rustls-native-certs",
+    "openssl-probe",
+    "openssl-sys",
+    "native-tls",
+];
+
+/// Fails if the binaries of the build (`cargo_args`: its packages, target and profile) depend
+/// on a crate that loads the system's CA certificates: TLS in the images must use roots
+/// compiled into the binary (webpki roots).
+fn check_no_system_roots(cargo_args: &[&str]) -> Result<()> {
+    let mut args = vec![
+        "tree", "--edges", "normal", "--prefix", "none", "--format", "{p}",
+    ];
+    // The build's packages, target and features; `tree` has no `--bins` and no `--release`.
+    args.extend(
+        cargo_args
+            .iter()
+            .filter(|a| !matches!(**a, "build" | "--bins" | "--release")),
+    );
+    let output = tools::cargo(&args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .context("cannot run cargo tree")?;
+    ensure!(
+        output.status.success(),
+        "cargo tree failed ({})",
+        output.status
+    );
+    let tree = String::from_utf8_lossy(&output.stdout);
+    let found: Vec<&str> = SYSTEM_ROOTS_CRATES
+        .iter()
+        .copied()
+        .filter(|krate| {
+            tree.lines()
+                .any(|l| l.split_whitespace().next() == Some(krate))
+        })
+        .collect();
+    ensure!(
+        found.is_empty(),
+        "the static binaries depend on {}, which read the system's CA certificates: the images \
+         have none (use compiled-in webpki roots)",
+        found.join(", ")
+    );
     Ok(())
 }
 
