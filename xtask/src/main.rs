@@ -4,9 +4,11 @@
 //! - `demo`: the main job.
 //! - `guests`: builds the guest programs into `target/wasi-apps`.
 //! - `fuzz`: runs the envelope decoder fuzz target for a while.
+//! - `image`: container images of the broker and the provider (and their test).
 #![allow(clippy::print_stdout)] // a command-line tool talks on stdout
 
 mod guests;
+mod image;
 mod tools;
 mod web;
 
@@ -60,6 +62,21 @@ enum Command {
         #[arg(long)]
         dev: bool,
     },
+    /// Builds the container images `wasimoff-broker` (with the volunteer page) and
+    /// `wasimoff-provider` from static (musl) binaries, with podman or docker
+    /// (`examples/deploy/`, docs/deploy.md).
+    Image {
+        /// Debug builds of the binaries and the page (quick to build, for tests).
+        #[arg(long)]
+        debug: bool,
+        /// The container engine (default: podman if it works, else docker).
+        #[arg(long, value_enum)]
+        engine: Option<image::EngineKind>,
+        /// Runs the images afterwards: broker and provider containers, a task through them, a
+        /// graceful stop, and the compose file with podman-compose.
+        #[arg(long)]
+        test: bool,
+    },
     /// Fuzzes the envelope decoder, seeded with the golden vectors.
     Fuzz {
         /// How long to run, in seconds.
@@ -85,6 +102,15 @@ fn main() -> Result<()> {
         Command::Fuzz { seconds } => fuzz(seconds),
         Command::Bench { quick } => bench(quick),
         Command::Web { dev } => web::build(dev).map(drop),
+        Command::Image {
+            debug,
+            engine,
+            test,
+        } => image::run(&image::Options {
+            debug,
+            engine,
+            test,
+        }),
     }
 }
 
@@ -206,6 +232,12 @@ fn ci(fuzz_seconds: u64) -> Result<()> {
     Step::new("tests").run(cargo(&["test", "--workspace", "--all-features"]))?;
     package()?;
     browser_tests(&web)?;
+    // The container images from debug builds, run end to end (skipped without an engine).
+    image::run(&image::Options {
+        debug: true,
+        engine: None,
+        test: true,
+    })?;
     Step::new("rustdoc")
         .env("RUSTDOCFLAGS", "-D warnings")
         .run(cargo(&[
