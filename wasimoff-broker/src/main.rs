@@ -162,6 +162,16 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// The tokens given, without empty ones: `WASIMOFF_CLIENT_TOKENS=` (set but empty, as compose
+/// files and unit templates often leave it) means no tokens, not "the empty token".
+fn tokens(given: Vec<String>) -> Vec<String> {
+    given
+        .into_iter()
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
 /// One line an operator checks first: where files live, who may connect, what `/` serves.
 fn log_configuration(config: &BrokerConfig) {
     let store = match &config.store {
@@ -236,8 +246,8 @@ async fn main() -> anyhow::Result<()> {
         },
         static_dir: args.static_dir,
         allowed_origins: args.allowed_origins,
-        client_tokens: args.client_tokens,
-        provider_tokens: args.provider_tokens,
+        client_tokens: tokens(args.client_tokens),
+        provider_tokens: tokens(args.provider_tokens),
         tls: match (args.tls_cert, args.tls_key) {
             (Some(cert), Some(key)) => Some(TlsConfig::files(cert, key)),
             _ => None,

@@ -2,6 +2,7 @@
 //! when they are freed.
 
 /// Buffers this large or larger get their own mapping, returned to the system when freed.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 const MMAP_THRESHOLD: i32 = 128 << 10;
 
 /// Makes the process's allocator return every buffer of 128 KiB or more to the system as soon
