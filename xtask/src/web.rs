@@ -51,6 +51,10 @@ const PACKAGE_FILES: &[&str] = &[
     "wasimoff.d.ts",
     "wasimoff_bg.wasm",
     "snippets/**/*.js",
+    // The licence texts (wasm-pack copies the crate's; npm itself only adds files named
+    // exactly LICENSE/LICENCE).
+    "LICENSE-MIT",
+    "LICENSE-APACHE",
 ];
 
 /// The extensions of the files a browser fetches, which get precompressed siblings.
