@@ -217,6 +217,13 @@ impl Engine {
             .with_context(|| format!("unexpected image size {size:?}"))
     }
 
+    /// The id of an image, if there is one of that name.
+    fn image_id(&self, image: &str) -> Option<String> {
+        self.output(&["image", "inspect", "--format", "{{.Id}}", image])
+            .ok()
+            .filter(|id| !id.is_empty())
+    }
+
     /// Whether a container is running.
     fn running(&self, container: &str) -> bool {
         self.output(&["inspect", "--format", "{{.State.Running}}", container])
@@ -378,8 +385,9 @@ fn build(debug: bool, engine: &Engine) -> Result<Images> {
         let tagged = format!("{name}:{version}");
         let latest = format!("{name}:latest");
         let version_arg = format!("VERSION={version}");
+        let previous = engine.image_id(&tagged);
         let started = Instant::now();
-        let build = engine.command([
+        let mut build = engine.command([
             "build".as_ref(),
             "--file".as_ref(),
             containerfile.as_os_str(),
@@ -389,10 +397,22 @@ fn build(debug: bool, engine: &Engine) -> Result<Images> {
             latest.as_ref(),
             "--build-arg".as_ref(),
             version_arg.as_ref(),
-            context.as_os_str(),
         ]);
+        if engine.kind == EngineKind::Podman {
+            // No image per instruction: every build copies new binaries, so cached layers
+            // would only pile up.
+            build.arg("--layers=false");
+        }
+        build.arg(&context);
         Step::new(&format!("image {tagged}")).run(build)?;
-        built.push((tagged, started.elapsed()));
+        built.push((tagged.clone(), started.elapsed()));
+        // The image these tags named before is left without a name: remove it (unless a
+        // container still uses it), so that rebuilding does not fill the disk.
+        if let Some(previous) = previous
+            && engine.image_id(&tagged).is_some_and(|id| id != previous)
+        {
+            let _ = engine.output(&["image", "rm", &previous]);
+        }
     }
 
     println!("\n{profile} images ({}):", engine.describe());
