@@ -169,6 +169,19 @@ async fn static_files_are_sent_precompressed_or_compressed_on_the_fly() {
         assert_eq!(gz.decoded(), module);
     }
 
+    // A cache that holds the brotli copy revalidates it.
+    let etag = br.header("etag").to_owned();
+    assert!(!etag.is_empty());
+    let client = reqwest::Client::new();
+    let cached = client
+        .get(&url)
+        .header("accept-encoding", "br")
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cached.status(), 304);
+
     // No Accept-Encoding, or only identity: the file itself.
     for accept in [None, Some("identity")] {
         let plain = get(&url, accept).await;
@@ -308,7 +321,15 @@ async fn embedded_page_is_served_without_a_static_dir() {
     assert_eq!(plain.header("content-type"), "application/wasm");
     assert_eq!(plain.encoding(), "");
     assert!(plain.body == module, "the embedded module is the built one");
-    assert!(!plain.header("etag").is_empty());
+    let etag = plain.header("etag");
+    assert!(!etag.is_empty());
+    let cached = reqwest::Client::new()
+        .get(&url)
+        .header("if-none-match", etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cached.status(), 304, "revalidated by its ETag");
     for (accept, encoding, sibling) in [("br, gzip", "br", "br"), ("gzip", "gzip", "gz")] {
         let got = get(&url, Some(accept)).await;
         assert_page_headers(&got);
