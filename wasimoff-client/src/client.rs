@@ -535,7 +535,9 @@ impl Client {
 }
 
 /// The error for a failed Connect call: the `{"code", "message"}` body, or the HTTP status.
-/// A 404 without a Connect body means the route itself is missing: no broker API at `url`.
+/// A 404 or 405 without a Connect body means the route itself is missing: no broker API at
+/// `url` (a server of static files, e.g. a broker's page under a wrong prefix, answers a POST
+/// with 405).
 fn connect_error(
     status: StatusCode,
     retry_after: Option<Duration>,
@@ -550,25 +552,31 @@ fn connect_error(
     }
     match serde_json::from_slice::<ConnectError>(body) {
         Ok(e) => Error::from_code(&e.code, e.message, retry_after),
-        Err(_) if status == StatusCode::NOT_FOUND => endpoint_not_found(url),
+        Err(_) if no_route(status) => endpoint_not_found(url, status),
         Err(_) => http_error(status, retry_after, String::from_utf8_lossy(body).trim()),
     }
 }
 
-/// The error of a route every broker has (upload, status, health): 404 means the URL is not a
-/// broker's (wrong host, port or path prefix), not that something is missing in its storage.
+/// The error of a route every broker has (upload, status, health): 404 (or 405) means the URL
+/// is not a broker's (wrong host, port or path prefix), not that something is missing in its
+/// storage.
 fn api_error(status: StatusCode, url: &reqwest::Url, message: &str) -> Error {
-    if status == StatusCode::NOT_FOUND {
-        endpoint_not_found(url)
+    if no_route(status) {
+        endpoint_not_found(url, status)
     } else {
         http_error(status, None, message)
     }
 }
 
-fn endpoint_not_found(url: &reqwest::Url) -> Error {
+/// Statuses that say the route does not exist at this URL.
+fn no_route(status: StatusCode) -> bool {
+    status == StatusCode::NOT_FOUND || status == StatusCode::METHOD_NOT_ALLOWED
+}
+
+fn endpoint_not_found(url: &reqwest::Url, status: StatusCode) -> Error {
     let mut url = url.clone();
     url.set_query(None);
-    Error::EndpointNotFound(format!("{url} answered 404 Not Found"))
+    Error::EndpointNotFound(format!("{url} answered {status}"))
 }
 
 /// The error for a non-Connect HTTP failure, by status.

@@ -150,9 +150,10 @@ fn socket_error(url: &str, e: ConnectError) -> Error {
         ConnectError::Rejected {
             status: 401 | 403, ..
         } => Error::Unauthenticated(e.to_string()),
-        ConnectError::Rejected { status: 404, .. } => {
-            Error::EndpointNotFound(format!("{url} answered 404 Not Found"))
-        }
+        ConnectError::Rejected {
+            status: status @ (404 | 405),
+            ..
+        } => Error::EndpointNotFound(format!("{url} answered {status}")),
         ConnectError::Rejected {
             status: 429 | 503, ..
         } => Error::Unavailable(e.to_string()),

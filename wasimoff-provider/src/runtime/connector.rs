@@ -118,7 +118,7 @@ impl ConnectError {
                 "the broker forbids this provider: check --token (WASIMOFF_TOKEN) against the \
                  broker's --provider-tokens"
             }
-            ConnectFailure::Status(404) => {
+            ConnectFailure::Status(404 | 405) => {
                 "there is no provider socket at this URL: check --broker (WASIMOFF_BROKER): the \
                  scheme, host and port of the broker, plus the path prefix if it is mounted \
                  under one"
