@@ -38,7 +38,7 @@ use std::{
 
 use anyhow::{Context, Result, bail, ensure};
 
-use crate::tools::{self, Step, root};
+use crate::tools::{self, Step, copy_tree, root};
 
 /// The static target of the binaries in the images.
 const MUSL: &str = "x86_64-unknown-linux-musl";
@@ -557,21 +557,6 @@ fn copy_file(from: &Path, to: &Path) -> Result<()> {
     }
     std::fs::copy(from, to)
         .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
-    Ok(())
-}
-
-/// Copies the files of `from` (recursively) into `to`.
-fn copy_tree(from: &Path, to: &Path) -> Result<()> {
-    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
-    for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
-        let entry = entry?;
-        let (source, dest) = (entry.path(), to.join(entry.file_name()));
-        if entry.file_type()?.is_dir() {
-            copy_tree(&source, &dest)?;
-        } else {
-            copy_file(&source, &dest)?;
-        }
-    }
     Ok(())
 }
 

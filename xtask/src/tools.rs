@@ -208,3 +208,19 @@ pub(crate) fn ensure_wasm_bindgen_cli(version: &str) -> Result<()> {
         "--force",
     ]))
 }
+
+/// Copies the files of `from` (recursively) into `to`.
+pub(crate) fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+    for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
+        let entry = entry?;
+        let (source, dest) = (entry.path(), to.join(entry.file_name()));
+        if entry.file_type()?.is_dir() {
+            copy_tree(&source, &dest)?;
+        } else {
+            std::fs::copy(&source, &dest)
+                .with_context(|| format!("copying {} to {}", source.display(), dest.display()))?;
+        }
+    }
+    Ok(())
+}

@@ -26,7 +26,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::tools::{self, Step, root};
+use crate::tools::{self, Step, copy_tree, root};
 
 /// The wasm-pack release the build is tested with (installed with `--locked`).
 const WASM_PACK_VERSION: &str = "0.15.1";
@@ -88,22 +88,6 @@ fn ensure_wasm_pack() -> Result<()> {
         "--locked",
         "--force",
     ]))
-}
-
-/// Copies the files of `from` (recursively) into `to`.
-fn copy_tree(from: &Path, to: &Path) -> Result<()> {
-    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
-    for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
-        let entry = entry?;
-        let (source, dest) = (entry.path(), to.join(entry.file_name()));
-        if entry.file_type()?.is_dir() {
-            copy_tree(&source, &dest)?;
-        } else {
-            std::fs::copy(&source, &dest)
-                .with_context(|| format!("copying {} to {}", source.display(), dest.display()))?;
-        }
-    }
-    Ok(())
 }
 
 /// Every file under `dir`, recursively.
