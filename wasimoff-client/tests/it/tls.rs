@@ -247,7 +247,11 @@ fn a_wrong_token_or_path_fails_the_cli_at_once_with_advice() {
     for args in [vec!["status"], vec!["run", "hello.wasm"]] {
         fails_once(
             tls.cli(true).args(["--broker", &wrong_path]).args(&args),
-            &["404", "not-the-prefix", "--broker"],
+            &[
+                "no wasimoff broker API at this URL",
+                "not-the-prefix",
+                "--broker",
+            ],
         );
     }
     // http:// to the TLS port: the broker says to use https://.
