@@ -83,6 +83,8 @@ pub(crate) struct Options {
     pub(crate) engine: Option<EngineKind>,
     /// Run the images after building them.
     pub(crate) test: bool,
+    /// The volunteer page, if it is built already (with the same profile); `None`: build it.
+    pub(crate) web: Option<PathBuf>,
 }
 
 /// `cargo xtask image`: builds the images and, with `--test`, tests them.
@@ -97,7 +99,7 @@ pub(crate) fn run(options: &Options) -> Result<()> {
         bail!("cannot build the images: {note}");
     };
     let started = Instant::now();
-    let images = build(options.debug, &engine)?;
+    let images = build(options.debug, options.web.as_deref(), &engine)?;
     println!("\nimages built in {:.1}s", started.elapsed().as_secs_f64());
     if options.test {
         let started = Instant::now();
@@ -325,8 +327,9 @@ struct Images {
     context: PathBuf,
 }
 
-/// Builds the static binaries and the page, assembles the context and builds both images.
-fn build(debug: bool, engine: &Engine) -> Result<Images> {
+/// Builds the static binaries and the page (unless `web` is the page built already), assembles
+/// the context and builds both images.
+fn build(debug: bool, web: Option<&Path>, engine: &Engine) -> Result<Images> {
     tools::ensure_rustup_targets(&[MUSL])?;
     // musl-gcc, for dependencies that compile C.
     tools::ensure_apt(&["musl-tools"])?;
@@ -352,7 +355,7 @@ fn build(debug: bool, engine: &Engine) -> Result<Images> {
     check_no_system_roots(&args)?;
 
     let started = Instant::now();
-    let web = crate::web::build(debug)?;
+    let web = web.map_or_else(|| crate::web::build(debug), |web| Ok(web.to_path_buf()))?;
     let page_took = started.elapsed();
 
     let context = crate::web::target_dir().join("image/context");

@@ -12,7 +12,7 @@ mod image;
 mod tools;
 mod web;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -100,7 +100,7 @@ fn main() -> Result<()> {
         Command::Demo { dev } => demo(dev),
         Command::Guests { out } => guests::build_guests(out.as_deref()).map(drop),
         Command::Fuzz { seconds } => fuzz(seconds),
-        Command::Bench { quick } => bench(quick),
+        Command::Bench { quick } => bench(quick, None),
         Command::Web { dev } => web::build(dev).map(drop),
         Command::Image {
             debug,
@@ -110,6 +110,7 @@ fn main() -> Result<()> {
             debug,
             engine,
             test,
+            web: None,
         }),
     }
 }
@@ -153,7 +154,8 @@ const BENCHES: &[(&str, &str)] = &[
     ("wasimoff-client", "e2e"),
 ];
 
-fn bench(quick: bool) -> Result<()> {
+/// Runs the benchmarks; `web` is the volunteer page if it is built already (else it is built).
+fn bench(quick: bool, web: Option<&Path>) -> Result<()> {
     for (krate, name) in BENCHES {
         let mut args = vec!["bench", "-p", krate, "--bench", name];
         if quick {
@@ -166,7 +168,7 @@ fn bench(quick: bool) -> Result<()> {
     // The browser provider against the native one: the page needs the package (quick runs
     // reuse the unoptimised build of the tests) and Chromium.
     tools::ensure_apt(BROWSER_PACKAGES)?;
-    let web = web::build(quick)?;
+    let web = web.map_or_else(|| web::build(quick), |web| Ok(web.to_path_buf()))?;
     let mut args = vec!["bench", "-p", "wasimoff-examples", "--bench", "browser"];
     if quick {
         args.extend(["--profile", "dev", "--", "--quick"]);
@@ -237,6 +239,8 @@ fn ci(fuzz_seconds: u64) -> Result<()> {
         debug: true,
         engine: None,
         test: true,
+        // The page built above, with the same (debug) profile.
+        web: Some(web.clone()),
     })?;
     Step::new("rustdoc")
         .env("RUSTDOCFLAGS", "-D warnings")
@@ -249,7 +253,7 @@ fn ci(fuzz_seconds: u64) -> Result<()> {
     if fuzz_seconds > 0 {
         fuzz(fuzz_seconds)?;
     }
-    bench(true)?;
+    bench(true, Some(&web))?;
     // Last: it takes the wasm target away for a moment.
     demo_without_wasm_targets()?;
     println!("\nxtask ci: all steps passed");
@@ -271,9 +275,9 @@ fn package() -> Result<()> {
 
 /// The browser crate's tests in headless Chromium (wasm-bindgen-test in a dedicated worker),
 /// then the volunteer page (built by `web::build` into `web`) end to end.
-fn browser_tests(web: &std::path::Path) -> Result<()> {
+fn browser_tests(web: &Path) -> Result<()> {
     tools::ensure_apt(BROWSER_PACKAGES)?;
-    if !std::path::Path::new("/usr/bin/chromedriver").exists() {
+    if !Path::new("/usr/bin/chromedriver").exists() {
         println!("note: skipping the browser tests: /usr/bin/chromedriver is missing");
         return Ok(());
     }
