@@ -270,11 +270,14 @@ fn optimise(wasm: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The element types of a module's tables (imported ones first, as indexed) and the byte range
-/// of its export section's contents.
-fn tables_and_exports(module: &[u8]) -> Result<(Vec<wasmparser::RefType>, std::ops::Range<usize>)> {
+/// A table export: its name, the position and length of its index's LEB128, and the index.
+type TableExport = (String, usize, usize, u32);
+
+/// The element types of a module's tables (imported ones first, as indexed) and its table
+/// exports.
+fn tables_and_exports(module: &[u8]) -> Result<(Vec<wasmparser::RefType>, Vec<TableExport>)> {
     let mut tables = Vec::new();
-    let mut exports = 0..0;
+    let mut exports = Vec::new();
     for payload in wasmparser::Parser::new(0).parse_all(module) {
         match payload? {
             wasmparser::Payload::ImportSection(reader) => {
@@ -289,53 +292,30 @@ fn tables_and_exports(module: &[u8]) -> Result<(Vec<wasmparser::RefType>, std::o
                     tables.push(table?.ty.element_type);
                 }
             }
-            wasmparser::Payload::ExportSection(reader) => exports = reader.range(),
+            wasmparser::Payload::ExportSection(reader) => {
+                for export in reader.into_iter_with_offsets() {
+                    let (offset, export) = export?;
+                    if export.kind != wasmparser::ExternalKind::Table {
+                        continue;
+                    }
+                    // Read the export again for where its index is (wasmparser gives only
+                    // its value): name, kind, then the index's LEB128.
+                    let mut reader = wasmparser::BinaryReader::new(
+                        module.get(offset..).context("export out of bounds")?,
+                        offset,
+                    );
+                    reader.read_string()?;
+                    reader.read_u8()?;
+                    let at = reader.original_position();
+                    let index = reader.read_var_u32()?;
+                    let len = reader.original_position() - at;
+                    exports.push((export.name.to_owned(), at, len, index));
+                }
+            }
             _ => {}
         }
     }
     Ok((tables, exports))
-}
-
-/// An unsigned LEB128 at `at`: (value, length in bytes).
-fn read_leb(bytes: &[u8], at: usize) -> Result<(u32, usize)> {
-    let mut value: u64 = 0;
-    for (i, byte) in bytes.iter().skip(at).take(5).enumerate() {
-        value |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Ok((u32::try_from(value)?, i + 1));
-        }
-    }
-    bail!("bad LEB128 at byte {at}")
-}
-
-/// The table exports of an export section's contents: (name, position and length of the
-/// index's LEB128, index).
-fn table_exports(
-    module: &[u8],
-    section: std::ops::Range<usize>,
-) -> Result<Vec<(String, usize, usize, u32)>> {
-    let mut found = Vec::new();
-    let (count, len) = read_leb(module, section.start)?;
-    let mut at = section.start + len;
-    for _ in 0..count {
-        let (name_len, len) = read_leb(module, at)?;
-        let name = module
-            .get(at + len..at + len + name_len as usize)
-            .context("export name out of bounds")?;
-        at += len + name_len as usize;
-        let kind = *module.get(at).context("export kind out of bounds")?;
-        let (index, len) = read_leb(module, at + 1)?;
-        if kind == 1 {
-            found.push((
-                String::from_utf8_lossy(name).into_owned(),
-                at + 1,
-                len,
-                index,
-            ));
-        }
-        at += 1 + len;
-    }
-    Ok(found)
 }
 
 /// binaryen 108 (Debian bookworm's) writes every table export as table 0. wasm-bindgen
@@ -344,11 +324,10 @@ fn table_exports(
 /// table export of `optimised` back at the one table with the element type it had in
 /// `original`, in place (the index's LEB128 keeps its length); returns how many were wrong.
 fn fix_table_exports(original: &[u8], optimised: &mut [u8]) -> Result<usize> {
-    let (before_tables, before_exports) = tables_and_exports(original)?;
-    let (after_tables, after_exports) = tables_and_exports(optimised)?;
-    let before: Vec<_> = table_exports(original, before_exports)?;
+    let (before_tables, before) = tables_and_exports(original)?;
+    let (after_tables, after) = tables_and_exports(optimised)?;
     let mut fixed = 0;
-    for (name, at, len, index) in table_exports(optimised, after_exports)? {
+    for (name, at, len, index) in after {
         let Some((_, _, _, was)) = before.iter().find(|(n, ..)| *n == name) else {
             bail!("wasm-opt added the table export {name}");
         };
@@ -598,7 +577,6 @@ mod tests {
 
     fn exported_table(module: &[u8]) -> u32 {
         let (_, exports) = tables_and_exports(module).unwrap();
-        let exports = table_exports(module, exports).unwrap();
         assert_eq!(exports.len(), 1);
         exports[0].3
     }
@@ -610,7 +588,7 @@ mod tests {
         // What binaryen 108 writes: the same module with the export at table 0.
         let mut broken = original.clone();
         let (_, exports) = tables_and_exports(&broken).unwrap();
-        let (_, at, _, _) = table_exports(&broken, exports).unwrap()[0].clone();
+        let (_, at, _, _) = exports[0].clone();
         broken[at] = 0;
         assert_eq!(exported_table(&broken), 0);
         assert_eq!(fix_table_exports(&original, &mut broken).unwrap(), 1);
