@@ -458,46 +458,29 @@ fn check_static(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// What an ELF64 little-endian executable needs at run time: its interpreter (`PT_INTERP`) and
-/// its libraries (`DT_NEEDED`, as string table offsets).
+/// What an ELF64 executable needs at run time: its interpreter (`PT_INTERP`) and its libraries
+/// (`DT_NEEDED`, not named: their names are string table offsets).
 fn elf_dynamic_needs(elf: &[u8]) -> Result<Vec<String>> {
-    fn field<const N: usize>(elf: &[u8], at: usize) -> Result<[u8; N]> {
-        elf.get(at..at + N)
-            .and_then(|b| b.try_into().ok())
-            .context("truncated ELF file")
-    }
-    let u16_at = |at| field(elf, at).map(|b| usize::from(u16::from_le_bytes(b)));
-    let u32_at = |at| field(elf, at).map(u32::from_le_bytes);
-    let u64_at = |at| field(elf, at).map(u64::from_le_bytes);
-    let usize_at = |at| -> Result<usize> { Ok(usize::try_from(u64_at(at)?)?) };
-    ensure!(
-        elf.starts_with(b"\x7fELF\x02\x01"),
-        "not a little-endian ELF64 file"
-    );
-    let (phoff, phentsize, phnum) = (usize_at(0x20)?, u16_at(0x36)?, u16_at(0x38)?);
+    use object::elf;
+    use object::read::elf::{Dyn as _, ElfFile64, ProgramHeader as _};
+
+    let file = ElfFile64::<object::Endianness>::parse(elf).context("not an ELF64 file")?;
+    let endian = file.endian();
     let mut needs = Vec::new();
-    for header in (0..phnum).map(|i| phoff + i * phentsize) {
-        let (offset, size) = (usize_at(header + 8)?, usize_at(header + 32)?);
-        match u32_at(header)? {
-            // PT_INTERP: the path of the dynamic loader.
-            3 => {
-                let interp = elf
-                    .get(offset..offset + size)
-                    .context("truncated ELF file")?;
-                let interp = String::from_utf8_lossy(interp);
-                needs.push(format!("the loader {}", interp.trim_end_matches('\0')));
-            }
-            // PT_DYNAMIC: (tag, value) pairs up to DT_NULL (0); DT_NEEDED (1) names a library.
-            2 => {
-                for entry in (offset..offset + size).step_by(16) {
-                    match u64_at(entry)? {
-                        0 => break,
-                        1 => needs.push("a shared library (DT_NEEDED)".to_owned()),
-                        _ => {}
-                    }
+    for header in file.elf_program_headers() {
+        // PT_INTERP: the path of the dynamic loader.
+        if let Some(interp) = header.interpreter(endian, elf)? {
+            needs.push(format!("the loader {}", String::from_utf8_lossy(interp)));
+        }
+        // PT_DYNAMIC: (tag, value) pairs up to DT_NULL; DT_NEEDED names a library.
+        if let Some(dynamic) = header.dynamic(endian, elf)? {
+            for entry in dynamic {
+                match entry.tag(endian) {
+                    elf::DT_NULL => break,
+                    elf::DT_NEEDED => needs.push("a shared library (DT_NEEDED)".to_owned()),
+                    _ => {}
                 }
             }
-            _ => {}
         }
     }
     Ok(needs)
