@@ -121,8 +121,10 @@ struct Engine {
     kind: EngineKind,
     /// `podman --runtime runc` where runc is installed.
     runc: bool,
-    /// `--ulimit` arguments for `run` and `create`.
-    ulimits: Vec<String>,
+    /// The containers' open-file limit (soft and hard).
+    nofile: u64,
+    /// The containers' process limit (soft and hard).
+    nproc: u64,
 }
 
 impl Engine {
@@ -154,10 +156,12 @@ impl Engine {
                 EngineKind::Podman
             }
         };
+        let (nofile, nproc) = hard_limits();
         let engine = Engine {
             kind,
             runc: kind == EngineKind::Podman && find_program("runc").is_some(),
-            ulimits: ulimit_args(),
+            nofile,
+            nproc,
         };
         println!("container engine: {}", engine.describe());
         Ok(Some(engine))
@@ -169,6 +173,17 @@ impl Engine {
             text.push_str(" --runtime runc");
         }
         text
+    }
+
+    /// `--ulimit nofile=N:N --ulimit nproc=M:M`, for `run` and `create`: podman asks for more
+    /// open files than the host allows unless told.
+    fn ulimit_args(&self) -> [String; 4] {
+        [
+            "--ulimit".into(),
+            format!("nofile={0}:{0}", self.nofile),
+            "--ulimit".into(),
+            format!("nproc={0}:{0}", self.nproc),
+        ]
     }
 
     /// `<engine> <args>`.
@@ -206,8 +221,9 @@ impl Engine {
 
     /// `<engine> run -d --name <name> <ulimits> <args>`.
     fn run_detached(&self, name: &str, args: &[&str]) -> Result<()> {
+        let ulimits = self.ulimit_args();
         let mut all = vec!["run", "-d", "--name", name];
-        all.extend(self.ulimits.iter().map(String::as_str));
+        all.extend(ulimits.iter().map(String::as_str));
         all.extend(args);
         self.output(&all).map(drop)
     }
@@ -293,9 +309,8 @@ fn find_program(program: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// `--ulimit nofile=N:N --ulimit nproc=M:M` with this process's hard limits (capped): podman
-/// asks for more open files than the host allows unless told.
-fn ulimit_args() -> Vec<String> {
+/// This process's hard limits of open files and of processes (capped), for the containers.
+fn hard_limits() -> (u64, u64) {
     let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
     let hard = |name: &str, fallback: u64, cap: u64| {
         limits
@@ -305,14 +320,10 @@ fn ulimit_args() -> Vec<String> {
             .map_or(fallback, |v| v.parse().unwrap_or(cap))
             .min(cap)
     };
-    let nofile = hard("Max open files", 1024, 65536);
-    let nproc = hard("Max processes", 4096, 32768);
-    vec![
-        "--ulimit".into(),
-        format!("nofile={nofile}:{nofile}"),
-        "--ulimit".into(),
-        format!("nproc={nproc}:{nproc}"),
-    ]
+    (
+        hard("Max open files", 1024, 65536),
+        hard("Max processes", 4096, 32768),
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -748,8 +759,9 @@ fn test_containers(
         (&images.broker, "wasimoff-broker"),
         (&images.provider, "wasimoff-provider"),
     ] {
+        let ulimits = engine.ulimit_args();
         let mut args = vec!["run", "--rm"];
-        args.extend(engine.ulimits.iter().map(String::as_str));
+        args.extend(ulimits.iter().map(String::as_str));
         args.extend([image.as_str(), "--version"]);
         let version = engine.output(&args)?;
         ensure!(
@@ -1035,17 +1047,9 @@ impl Compose<'_> {
             .env("WASIMOFF_TAG", env!("CARGO_PKG_VERSION"))
             .env("WASIMOFF_PORT", self.port.to_string())
             .env_remove("WASIMOFF_CLIENT_TOKENS")
-            .env_remove("WASIMOFF_PROVIDER_TOKENS");
-        // The containers' open-file limit: the one the engine is given elsewhere.
-        if let Some(nofile) = self
-            .engine
-            .ulimits
-            .iter()
-            .find_map(|u| u.strip_prefix("nofile="))
-            .and_then(|n| n.split(':').next())
-        {
-            command.env("WASIMOFF_NOFILE", nofile);
-        }
+            .env_remove("WASIMOFF_PROVIDER_TOKENS")
+            // The containers' open-file limit: the one the engine is given elsewhere.
+            .env("WASIMOFF_NOFILE", self.engine.nofile.to_string());
         command
     }
 
