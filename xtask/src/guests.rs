@@ -96,6 +96,14 @@ pub(crate) fn build_guests(out_dir: Option<&Path>) -> Result<Vec<PathBuf>> {
     Ok(written)
 }
 
+/// Builds all guests (as `build_guests(None)`) and returns the `hello` guest's module.
+pub(crate) fn hello() -> Result<PathBuf> {
+    build_guests(None)?
+        .into_iter()
+        .find(|p| p.file_name().is_some_and(|n| n == "hello.wasm"))
+        .context("the hello guest was not built")
+}
+
 /// Prints the built modules, their sizes and checksums.
 #[allow(clippy::print_stdout)] // the listing is this command's output
 fn report(out_dir: &Path, modules: &[(String, Vec<u8>)]) {

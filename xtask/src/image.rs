@@ -640,13 +640,9 @@ fn test(engine: &Engine, images: &Images) -> Result<()> {
         "--bin",
         "wasimoff",
     ]))?;
-    let guests = crate::guests::build_guests(None)?;
     let host = HostTools {
         cli: crate::web::target_dir().join("debug/wasimoff"),
-        hello: guests
-            .into_iter()
-            .find(|p| p.file_name().is_some_and(|n| n == "hello.wasm"))
-            .context("the hello guest was not built")?,
+        hello: crate::guests::hello()?,
         rootfs: root().join("examples/tasks/hello-rootfs.zip"),
     };
 

@@ -536,11 +536,7 @@ pub(crate) fn build(dev: bool) -> Result<PathBuf> {
             .with_context(|| format!("emptying {}", demo_pkg.display()))?;
     }
     copy_tree(&root().join("examples/web-demo"), &demo)?;
-    let guests = crate::guests::build_guests(None)?;
-    let hello = guests
-        .iter()
-        .find(|p| p.file_name().is_some_and(|n| n == "hello.wasm"))
-        .context("the hello guest was not built")?;
+    let hello = crate::guests::hello()?;
     std::fs::copy(hello, demo.join("hello.wasm")).context("copying hello.wasm")?;
     precompress(&demo, dev)?;
     // The package with its siblings, compressed once.
