@@ -13,28 +13,17 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow};
 use sha2::{Digest, Sha256};
 
-/// The workspace root (this crate lives in `<root>/xtask`).
-fn workspace_root() -> PathBuf {
-    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest_dir.parent().unwrap_or(manifest_dir).to_path_buf()
-}
-
-/// `$CARGO_TARGET_DIR/wasi-apps`, else `<root>/target/wasi-apps`: the nested cargo's target
-/// directory, which is also where `wasi-apps/build.rs` builds by default.
-fn guests_target_dir(root: &Path) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| root.join("target"), PathBuf::from)
-        .join("wasi-apps")
-}
+use crate::tools::{root, target_dir};
 
 /// Builds all guests into `out_dir` (default: `target/wasi-apps` of the workspace) as
 /// `<name>.wasm`, each with a `<name>.wasm.sha256`, plus a `SHA256SUMS` for all of them
 /// (`sha256sum -c SHA256SUMS` checks them). The C guest `hello-c` is skipped with a note when
 /// no suitable clang is found. Prints the files on stdout and returns their paths.
 pub(crate) fn build_guests(out_dir: Option<&Path>) -> Result<Vec<PathBuf>> {
-    let root = workspace_root();
-    let guests_dir = root.join("wasi-apps").join("guests");
-    let target_dir = guests_target_dir(&root);
+    let guests_dir = root().join("wasi-apps").join("guests");
+    // `<target>/wasi-apps`: the nested cargo's target directory, which is also where
+    // `wasi-apps/build.rs` builds by default.
+    let target_dir = target_dir().join("wasi-apps");
     let out_dir = out_dir.map_or_else(|| target_dir.clone(), Path::to_path_buf);
     std::fs::create_dir_all(&out_dir)
         .with_context(|| format!("creating output directory {}", out_dir.display()))?;

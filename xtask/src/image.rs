@@ -38,7 +38,7 @@ use std::{
 
 use anyhow::{Context, Result, bail, ensure};
 
-use crate::tools::{self, Step, copy_tree, root};
+use crate::tools::{self, Step, copy_file, copy_tree, root, target_dir};
 
 /// The static target of the binaries in the images.
 const MUSL: &str = "x86_64-unknown-linux-musl";
@@ -362,14 +362,14 @@ fn build(debug: bool, web: Option<&Path>, engine: &Engine) -> Result<Images> {
     let started = Instant::now();
     Step::new(&format!("static binaries ({MUSL}, {profile})")).run(tools::cargo(&args))?;
     let binaries_took = started.elapsed();
-    let bin_dir = crate::web::target_dir().join(MUSL).join(profile);
+    let bin_dir = target_dir().join(MUSL).join(profile);
     check_no_system_roots(&args)?;
 
     let started = Instant::now();
     let web = web.map_or_else(|| crate::web::build(debug), |web| Ok(web.to_path_buf()))?;
     let page_took = started.elapsed();
 
-    let context = crate::web::target_dir().join("image/context");
+    let context = target_dir().join("image/context");
     if context.exists() {
         std::fs::remove_dir_all(&context)
             .with_context(|| format!("removing {}", context.display()))?;
@@ -547,16 +547,6 @@ fn check_no_system_roots(cargo_args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-fn copy_file(from: &Path, to: &Path) -> Result<()> {
-    if let Some(parent) = to.parent() {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
-    }
-    std::fs::copy(from, to)
-        .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
-    Ok(())
-}
-
 #[cfg(unix)]
 fn set_mode(path: &Path, mode: u32) -> Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
@@ -641,7 +631,7 @@ fn test(engine: &Engine, images: &Images) -> Result<()> {
         "wasimoff",
     ]))?;
     let host = HostTools {
-        cli: crate::web::target_dir().join("debug/wasimoff"),
+        cli: target_dir().join("debug/wasimoff"),
         hello: crate::guests::hello()?,
         rootfs: root().join("examples/tasks/hello-rootfs.zip"),
     };
@@ -684,7 +674,7 @@ fn verify_units(bin_dir: &Path) -> Result<()> {
         println!("note: not checking the systemd units: /lib/systemd/system is missing");
         return Ok(());
     }
-    let unit_root = crate::web::target_dir().join("image/unit-root");
+    let unit_root = target_dir().join("image/unit-root");
     if unit_root.exists() {
         std::fs::remove_dir_all(&unit_root)
             .with_context(|| format!("removing {}", unit_root.display()))?;

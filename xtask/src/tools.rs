@@ -15,6 +15,11 @@ pub(crate) fn root() -> PathBuf {
     manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
+/// The cargo target directory: `$CARGO_TARGET_DIR`, else `<root>/target`.
+pub(crate) fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from)
+}
+
 /// A `cargo` command run from the workspace root, with the cargo that runs us.
 pub(crate) fn cargo(args: &[&str]) -> Command {
     let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
@@ -108,9 +113,7 @@ pub(crate) fn ensure_cargo_tool(krate: &str, sub: &str) -> Result<()> {
 /// A fuzz corpus seeded with the envelopes of the golden vectors (`../shared/vectors`), in the
 /// target directory so nothing derived from them is committed.
 pub(crate) fn fuzz_corpus() -> Result<PathBuf> {
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
-    let corpus = target.join("fuzz-corpus/envelope_decode");
+    let corpus = target_dir().join("fuzz-corpus/envelope_decode");
     std::fs::create_dir_all(&corpus)?;
     let vectors = root().join("../shared/vectors/wire-vectors.json");
     let Ok(text) = std::fs::read_to_string(&vectors) else {
@@ -218,9 +221,33 @@ pub(crate) fn copy_tree(from: &Path, to: &Path) -> Result<()> {
         if entry.file_type()?.is_dir() {
             copy_tree(&source, &dest)?;
         } else {
-            std::fs::copy(&source, &dest)
-                .with_context(|| format!("copying {} to {}", source.display(), dest.display()))?;
+            copy_file(&source, &dest)?;
         }
     }
     Ok(())
+}
+
+/// Copies the file `from` to `to`, creating `to`'s directory if needed.
+pub(crate) fn copy_file(from: &Path, to: &Path) -> Result<()> {
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    std::fs::copy(from, to)
+        .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+    Ok(())
+}
+
+/// Every file under `dir`, recursively.
+pub(crate) fn files_under(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            files.extend(files_under(&entry.path())?);
+        } else {
+            files.push(entry.path());
+        }
+    }
+    Ok(files)
 }

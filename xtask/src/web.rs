@@ -26,7 +26,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::tools::{self, Step, copy_tree, root};
+use crate::tools::{self, Step, copy_tree, files_under, root, target_dir};
 
 /// The wasm-pack release the build is tested with (installed with `--locked`).
 const WASM_PACK_VERSION: &str = "0.15.1";
@@ -60,11 +60,6 @@ const PACKAGE_FILES: &[&str] = &[
 /// The extensions of the files a browser fetches, which get precompressed siblings.
 const COMPRESSIBLE: &[&str] = &["html", "js", "mjs", "css", "wasm", "json", "svg", "txt"];
 
-/// The cargo target directory.
-pub(crate) fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from)
-}
-
 /// Where the volunteer page is assembled.
 pub(crate) fn web_dir() -> PathBuf {
     target_dir().join("web")
@@ -88,20 +83,6 @@ fn ensure_wasm_pack() -> Result<()> {
         "--locked",
         "--force",
     ]))
-}
-
-/// Every file under `dir`, recursively.
-fn files_under(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-        let entry = entry?;
-        if entry.file_type()?.is_dir() {
-            files.extend(files_under(&entry.path())?);
-        } else {
-            files.push(entry.path());
-        }
-    }
-    Ok(files)
 }
 
 /// The files of `pkg` that `PACKAGE_FILES` names (relative paths).
