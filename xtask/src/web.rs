@@ -212,7 +212,8 @@ fn optimise(wasm: &Path) -> Result<()> {
         );
         return Ok(());
     };
-    let before = std::fs::metadata(wasm)?.len();
+    let original = std::fs::read(wasm)?;
+    let before = original.len();
     let optimised = wasm.with_extension("opt.wasm");
     let start = Instant::now();
     Step::new(&format!(
@@ -229,7 +230,6 @@ fn optimise(wasm: &Path) -> Result<()> {
             .arg(&optimised);
         command
     })?;
-    let original = std::fs::read(wasm)?;
     let mut output = std::fs::read(&optimised)?;
     std::fs::remove_file(&optimised)?;
     let fixed = fix_table_exports(&original, &mut output)?;
@@ -242,7 +242,7 @@ fn optimise(wasm: &Path) -> Result<()> {
         .validate_all(&output)
         .context("the optimised module does not validate")?;
     std::fs::write(wasm, &output)?;
-    let after = std::fs::metadata(wasm)?.len();
+    let after = output.len();
     println!(
         "wasm-opt: {before} -> {after} bytes ({:.1} %) in {:.1} s",
         after as f64 * 100.0 / before as f64,
