@@ -69,14 +69,14 @@ pub fn certificates_from_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>,
 
 /// A client config trusting the webpki roots and `extra_roots`.
 pub fn client_config(
-    extra_roots: &[CertificateDer<'static>],
+    extra_roots: impl IntoIterator<Item = CertificateDer<'static>>,
 ) -> Result<Arc<ClientConfig>, TlsError> {
     let mut roots = RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
     for certificate in extra_roots {
         roots
-            .add(certificate.clone())
+            .add(certificate)
             .map_err(|e| TlsError::BadRoot(e.to_string()))?;
     }
     let config = ClientConfig::builder_with_provider(crypto_provider())
@@ -92,7 +92,7 @@ pub fn default_client_config() -> Result<Arc<ClientConfig>, TlsError> {
     if let Some(config) = DEFAULT.get() {
         return Ok(config.clone());
     }
-    let config = client_config(&[])?;
+    let config = client_config([])?;
     Ok(DEFAULT.get_or_init(|| config).clone())
 }
 
@@ -100,7 +100,7 @@ pub fn default_client_config() -> Result<Arc<ClientConfig>, TlsError> {
 /// [default](default_client_config) without one.
 pub fn client_config_from_pem(ca_pem: Option<&[u8]>) -> Result<Arc<ClientConfig>, TlsError> {
     match ca_pem {
-        Some(pem) => client_config(&certificates_from_pem(pem)?),
+        Some(pem) => client_config(certificates_from_pem(pem)?),
         None => default_client_config(),
     }
 }

@@ -39,7 +39,7 @@ pub enum ConnectError {
     InvalidRequest(String),
     /// The connection failed or broke during the handshake (refused, reset, DNS, timeout...).
     #[error("cannot connect: {0}")]
-    Handshake(#[from] tungstenite::Error),
+    Handshake(#[source] tungstenite::Error),
     /// The server answered the upgrade request with an HTTP status other than 101.
     #[error("the server refused the WebSocket: HTTP {status}{}", body_suffix(.body))]
     Rejected {
@@ -68,9 +68,11 @@ impl ConnectError {
             _ => None,
         }
     }
+}
 
+impl From<tungstenite::Error> for ConnectError {
     /// Sorts a tungstenite error into the variants callers act on.
-    fn from_tungstenite(e: tungstenite::Error) -> Self {
+    fn from(e: tungstenite::Error) -> Self {
         use tungstenite::error::{ProtocolError, UrlError};
         match e {
             // tungstenite itself refuses a handshake that selects none of the offered protocols.
@@ -84,7 +86,6 @@ impl ConnectError {
                     body,
                 }
             }
-            tungstenite::Error::Url(UrlError::TlsFeatureNotEnabled) => ConnectError::TlsUnsupported,
             tungstenite::Error::Url(
                 e @ (UrlError::NoHostName
                 | UrlError::EmptyHostName
@@ -93,12 +94,10 @@ impl ConnectError {
             ) => ConnectError::InvalidRequest(e.to_string()),
             tungstenite::Error::Tls(e) => ConnectError::Tls(e.to_string()),
             #[cfg(feature = "rustls")]
-            tungstenite::Error::Io(io) if crate::tls::find_rustls_error(&io).is_some() => {
-                let text = crate::tls::find_rustls_error(&io)
-                    .map(ToString::to_string)
-                    .unwrap_or_default();
-                ConnectError::Tls(text)
-            }
+            tungstenite::Error::Io(io) => match crate::tls::find_rustls_error(&io) {
+                Some(tls) => ConnectError::Tls(tls.to_string()),
+                None => ConnectError::Handshake(tungstenite::Error::Io(io)),
+            },
             other => ConnectError::Handshake(other),
         }
     }
@@ -170,7 +169,7 @@ impl WebSocketTransport<MaybeTlsStream<tokio::net::TcpStream>> {
         headers: &[(&str, &str)],
         max_frame: usize,
     ) -> Result<Self, ConnectError> {
-        Self::dial(url, headers, max_frame, Tls::Default).await
+        Self::dial(url, headers, max_frame, None).await
     }
 
     /// Like [`WebSocketTransport::connect`], with this TLS config for `wss://` URLs (see
@@ -182,14 +181,15 @@ impl WebSocketTransport<MaybeTlsStream<tokio::net::TcpStream>> {
         max_frame: usize,
         tls: std::sync::Arc<rustls::ClientConfig>,
     ) -> Result<Self, ConnectError> {
-        Self::dial(url, headers, max_frame, Tls::Config(tls)).await
+        Self::dial(url, headers, max_frame, Some(tls)).await
     }
 
     async fn dial(
         url: &str,
         headers: &[(&str, &str)],
         max_frame: usize,
-        tls: Tls,
+        #[cfg(feature = "rustls")] tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+        #[cfg(not(feature = "rustls"))] _tls: Option<std::convert::Infallible>,
     ) -> Result<Self, ConnectError> {
         let mut request = url
             .into_client_request()
@@ -217,10 +217,24 @@ impl WebSocketTransport<MaybeTlsStream<tokio::net::TcpStream>> {
         if secure {
             return Err(ConnectError::TlsUnsupported);
         }
-        let (ws, response) = tls
-            .handshake(request, config, secure)
-            .await
-            .map_err(ConnectError::from_tungstenite)?;
+        #[cfg(feature = "rustls")]
+        let (ws, response) = {
+            // The process-wide default config (webpki roots) only where TLS is spoken.
+            let tls = match tls {
+                Some(tls) => Some(tls),
+                None if secure => Some(
+                    crate::tls::default_client_config()
+                        .map_err(|e| ConnectError::Tls(e.to_string()))?,
+                ),
+                None => None,
+            };
+            let connector = tls.map(tokio_tungstenite::Connector::Rustls);
+            tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, connector)
+                .await?
+        };
+        #[cfg(not(feature = "rustls"))]
+        let (ws, response) =
+            tokio_tungstenite::connect_async_with_config(request, Some(config), true).await?;
         let selected = response
             .headers()
             .get(header::SEC_WEBSOCKET_PROTOCOL)
@@ -235,50 +249,6 @@ impl WebSocketTransport<MaybeTlsStream<tokio::net::TcpStream>> {
             codec,
             max_frame,
         })
-    }
-}
-
-/// Which TLS config a `wss://` connect uses.
-enum Tls {
-    /// The webpki roots (with the `rustls` feature), else none: `wss://` fails.
-    Default,
-    /// A caller's config.
-    #[cfg(feature = "rustls")]
-    Config(std::sync::Arc<rustls::ClientConfig>),
-}
-
-type Handshake = (
-    WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>,
-    tungstenite::handshake::client::Response,
-);
-
-impl Tls {
-    async fn handshake(
-        self,
-        request: tungstenite::handshake::client::Request,
-        config: WebSocketConfig,
-        secure: bool,
-    ) -> Result<Handshake, tungstenite::Error> {
-        #[cfg(feature = "rustls")]
-        {
-            let connector = match self {
-                Tls::Config(tls) => Some(tokio_tungstenite::Connector::Rustls(tls)),
-                // Building the default config costs a copy of the roots: only for wss://.
-                Tls::Default if secure => {
-                    let tls = crate::tls::default_client_config()
-                        .map_err(|e| tungstenite::Error::Io(std::io::Error::other(e)))?;
-                    Some(tokio_tungstenite::Connector::Rustls(tls))
-                }
-                Tls::Default => None,
-            };
-            tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, connector)
-                .await
-        }
-        #[cfg(not(feature = "rustls"))]
-        {
-            let (Tls::Default, _secure) = (self, secure);
-            tokio_tungstenite::connect_async_with_config(request, Some(config), true).await
-        }
     }
 }
 
