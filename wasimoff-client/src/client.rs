@@ -552,7 +552,7 @@ fn connect_error(
     }
     match serde_json::from_slice::<ConnectError>(body) {
         Ok(e) => Error::from_code(&e.code, e.message, retry_after),
-        Err(_) if no_route(status) => endpoint_not_found(url, status),
+        Err(_) if no_route(status) => endpoint_not_found(without_query(url), status),
         Err(_) => http_error(status, retry_after, String::from_utf8_lossy(body).trim()),
     }
 }
@@ -562,7 +562,7 @@ fn connect_error(
 /// storage.
 fn api_error(status: StatusCode, url: &reqwest::Url, message: &str) -> Error {
     if no_route(status) {
-        endpoint_not_found(url, status)
+        endpoint_not_found(without_query(url), status)
     } else {
         http_error(status, None, message)
     }
@@ -573,10 +573,20 @@ fn no_route(status: StatusCode) -> bool {
     status == StatusCode::NOT_FOUND || status == StatusCode::METHOD_NOT_ALLOWED
 }
 
-fn endpoint_not_found(url: &reqwest::Url, status: StatusCode) -> Error {
+/// There is no broker API at `url`: it answered `status` (404, or 405 from static files) on a
+/// route every broker has.
+pub(crate) fn endpoint_not_found(
+    url: impl std::fmt::Display,
+    status: impl std::fmt::Display,
+) -> Error {
+    Error::EndpointNotFound(format!("{url} answered {status}"))
+}
+
+/// `url` without its query (which may carry a token).
+fn without_query(url: &reqwest::Url) -> reqwest::Url {
     let mut url = url.clone();
     url.set_query(None);
-    Error::EndpointNotFound(format!("{url} answered {status}"))
+    url
 }
 
 /// The error for a non-Connect HTTP failure, by status.

@@ -153,7 +153,7 @@ fn socket_error(url: &str, e: ConnectError) -> Error {
         ConnectError::Rejected {
             status: status @ (404 | 405),
             ..
-        } => Error::EndpointNotFound(format!("{url} answered {status}")),
+        } => crate::client::endpoint_not_found(url, status),
         ConnectError::Rejected {
             status: 429 | 503, ..
         } => Error::Unavailable(e.to_string()),
