@@ -38,7 +38,7 @@ use axum::{
 };
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio_util::sync::CancellationToken;
+use tokio_util::{either::Either, sync::CancellationToken};
 use tower::Service as _;
 
 /// The path of the provider socket: requests to it use the providers' share.
@@ -217,68 +217,7 @@ impl AsyncWrite for Tracked {
 }
 
 /// A connection's byte stream: TCP, or TLS over it.
-enum Io {
-    Plain(Tracked),
-    Tls(Box<tokio_rustls::server::TlsStream<Tracked>>),
-}
-
-impl AsyncRead for Io {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Io::Plain(io) => Pin::new(io).poll_read(cx, buf),
-            Io::Tls(io) => Pin::new(io.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Io {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Io::Plain(io) => Pin::new(io).poll_write(cx, buf),
-            Io::Tls(io) => Pin::new(io.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Io::Plain(io) => Pin::new(io).poll_flush(cx),
-            Io::Tls(io) => Pin::new(io.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Io::Plain(io) => Pin::new(io).poll_shutdown(cx),
-            Io::Tls(io) => Pin::new(io.as_mut()).poll_shutdown(cx),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Io::Plain(io) => Pin::new(io).poll_write_vectored(cx, bufs),
-            Io::Tls(io) => Pin::new(io.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Io::Plain(io) => io.is_write_vectored(),
-            Io::Tls(io) => io.is_write_vectored(),
-        }
-    }
-}
+type Io = Either<Tracked, Box<tokio_rustls::server::TlsStream<Tracked>>>;
 
 /// What a plain HTTP request on the TLS port is told (a client given http:// for an https://
 /// broker), instead of a handshake failure it would only see as a closed connection.
@@ -445,17 +384,12 @@ pub(crate) async fn serve(
                 let answer = async {
                     let io = match acceptor {
                         Some(acceptor) => match acceptor.accept(tcp).await {
-                            Ok(tls) => Io503::Tls(Box::new(tls)),
+                            Ok(tls) => Either::Right(Box::new(tls)),
                             Err(_) => return,
                         },
-                        None => Io503::Plain(tcp),
+                        None => Either::Left(tcp),
                     };
-                    let _ = match io {
-                        Io503::Plain(tcp) => {
-                            http.serve_connection(TokioIo::new(tcp), service).await
-                        }
-                        Io503::Tls(tls) => http.serve_connection(TokioIo::new(tls), service).await,
-                    };
+                    let _ = http.serve_connection(TokioIo::new(io), service).await;
                 };
                 let _ = tokio::time::timeout(Duration::from_secs(5), answer).await;
             });
@@ -497,12 +431,12 @@ pub(crate) async fn serve(
         let acceptor = acceptor.clone();
         tasks.spawn(async move {
             let io = match acceptor {
-                None => Io::Plain(tracked),
+                None => Io::Left(tracked),
                 // The handshake is the connection's, not the loop's: a client that never
                 // finishes it holds only its own (evictable, time-limited) slot.
                 Some(acceptor) => tokio::select! {
                     tls = handshake(acceptor, tracked, handshake_timeout) => match tls {
-                        Some(tls) => Io::Tls(Box::new(tls)),
+                        Some(tls) => Io::Right(Box::new(tls)),
                         None => return,
                     },
                     () = evict.cancelled() => return,
@@ -536,12 +470,6 @@ pub(crate) async fn serve(
     {
         tracing::debug!("connections still open after 10 s; closing them");
     }
-}
-
-/// The stream of a connection refused at the cap.
-enum Io503 {
-    Plain(tokio::net::TcpStream),
-    Tls(Box<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>),
 }
 
 /// The minimum rate of request bodies: after a grace period, a body must have arrived at
