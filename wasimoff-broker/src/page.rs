@@ -68,10 +68,12 @@ fn serve<B: Backend>(
 mod embedded {
     use std::{
         borrow::Cow,
+        collections::HashSet,
         future::{Ready, ready},
         io::{self, Cursor, SeekFrom},
         path::{Component, Path, PathBuf},
         pin::Pin,
+        sync::LazyLock,
         task::{Context, Poll},
         time::{Duration, SystemTime},
     };
@@ -169,26 +171,28 @@ mod embedded {
         io::Error::from(io::ErrorKind::NotFound)
     }
 
-    fn lookup(path: &Path) -> io::Result<(Entry, Option<Cow<'static, [u8]>>)> {
-        let key = key(path).ok_or_else(not_found)?;
-        if let Some(file) = Page::get(&key) {
-            let entry = Entry {
-                dir: false,
-                len: file.data.len() as u64,
-                modified: file.metadata.last_modified(),
-            };
-            return Ok((entry, Some(file.data)));
+    /// Every directory of the page (`""`, `pkg`, `pkg/snippets`, ...), gathered once: a miss
+    /// (every `.br` sibling a browser asks for first) then costs one hash lookup, not a scan.
+    static DIRS: LazyLock<HashSet<String>> = LazyLock::new(|| {
+        let mut dirs = HashSet::from([String::new()]);
+        for name in Page::iter() {
+            let mut name: &str = &name;
+            while let Some((dir, _)) = name.rsplit_once('/') {
+                dirs.insert(dir.to_owned());
+                name = dir;
+            }
         }
-        let prefix = format!("{key}/");
-        if key.is_empty() || Page::iter().any(|name| name.starts_with(&prefix)) {
-            let entry = Entry {
-                dir: true,
-                len: 0,
-                modified: None,
-            };
-            return Ok((entry, None));
-        }
-        Err(not_found())
+        dirs
+    });
+
+    fn file(key: &str) -> Option<(Entry, Cow<'static, [u8]>)> {
+        let file = Page::get(key)?;
+        let entry = Entry {
+            dir: false,
+            len: file.data.len() as u64,
+            modified: file.metadata.last_modified(),
+        };
+        Some((entry, file.data))
     }
 
     impl Backend for EmbeddedPage {
@@ -198,17 +202,28 @@ mod embedded {
         type MetadataFuture = Ready<io::Result<Entry>>;
 
         fn open(&self, path: PathBuf) -> Self::OpenFuture {
-            ready(lookup(&path).and_then(|(entry, bytes)| {
-                let bytes = bytes.ok_or_else(not_found)?;
-                Ok(Opened {
+            let opened = key(&path)
+                .and_then(|key| file(&key))
+                .map(|(entry, bytes)| Opened {
                     bytes: Cursor::new(bytes),
                     entry,
-                })
-            }))
+                });
+            ready(opened.ok_or_else(not_found))
         }
 
         fn metadata(&self, path: PathBuf) -> Self::MetadataFuture {
-            ready(lookup(&path).map(|(entry, _)| entry))
+            let Some(key) = key(&path) else {
+                return ready(Err(not_found()));
+            };
+            let entry = match file(&key) {
+                Some((entry, _)) => Some(entry),
+                None => DIRS.contains(&key).then_some(Entry {
+                    dir: true,
+                    len: 0,
+                    modified: None,
+                }),
+            };
+            ready(entry.ok_or_else(not_found))
         }
     }
 }
