@@ -62,6 +62,10 @@ pub use malloc::release_large_buffers;
 pub use rustls;
 pub use tls::TlsConfig;
 
+/// Whether this build serves the volunteer page built into it at `/` when
+/// [`BrokerConfig::static_dir`] is `None` (feature `embedded-page`).
+pub const EMBEDDED_PAGE: bool = cfg!(feature = "embedded-page");
+
 #[doc(hidden)]
 pub use dispatch::machine_decision_cost;
 

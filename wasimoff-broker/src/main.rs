@@ -189,10 +189,11 @@ fn log_configuration(config: &BrokerConfig) {
         [] => "the broker's own host only".to_owned(),
         list => list.join(", "),
     };
-    let page = config
-        .static_dir
-        .as_ref()
-        .map_or_else(|| "none".to_owned(), |dir| dir.display().to_string());
+    let page = match &config.static_dir {
+        Some(dir) => dir.display().to_string(),
+        None if wasimoff_broker::EMBEDDED_PAGE => "none (the built-in page is served)".to_owned(),
+        None => "none".to_owned(),
+    };
     tracing::info!(
         listen = %config.listen,
         store = %store,

@@ -5,7 +5,7 @@
 //! The handshake runs in the server loop ([`crate::server`]), per connection and bounded by
 //! [`Limits::tls_handshake_timeout`](crate::Limits::tls_handshake_timeout).
 
-use std::{path::PathBuf, sync::Arc};
+use std::{borrow::Cow, path::PathBuf, sync::Arc};
 
 use rustls::{
     ServerConfig,
@@ -76,14 +76,14 @@ impl TlsConfig {
         let (cert, key, cert_name, key_name) = match self {
             TlsConfig::Rustls(config) => return Ok(config.clone()),
             TlsConfig::Files { cert, key } => (
-                read(cert, "certificate").await?,
-                read(key, "private key").await?,
+                Cow::Owned(read(cert, "certificate").await?),
+                Cow::Owned(read(key, "private key").await?),
                 format!("the certificate file {}", cert.display()),
                 format!("the key file {}", key.display()),
             ),
             TlsConfig::Pem { cert, key } => (
-                cert.clone(),
-                key.clone(),
+                Cow::Borrowed(cert.as_slice()),
+                Cow::Borrowed(key.as_slice()),
                 "the certificate PEM".to_owned(),
                 "the key PEM".to_owned(),
             ),
@@ -174,32 +174,19 @@ mod tests {
         (key.cert.pem(), key.signing_key.serialize_pem())
     }
 
-    fn error(config: TlsConfig) -> String {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime
-            .block_on(config.server_config())
-            .unwrap_err()
-            .to_string()
+    async fn error(config: TlsConfig) -> String {
+        config.server_config().await.unwrap_err().to_string()
     }
 
-    #[test]
-    fn a_certificate_and_its_key_make_a_config() {
+    #[tokio::test]
+    async fn a_certificate_and_its_key_make_a_config() {
         let (cert, key) = self_signed();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let config = runtime
-            .block_on(TlsConfig::pem(cert, key).server_config())
-            .unwrap();
+        let config = TlsConfig::pem(cert, key).server_config().await.unwrap();
         assert_eq!(config.alpn_protocols, vec![b"http/1.1".to_vec()]);
     }
 
-    #[test]
-    fn bad_files_are_named_with_what_is_wrong() {
+    #[tokio::test]
+    async fn bad_files_are_named_with_what_is_wrong() {
         let dir = tempfile::tempdir().unwrap();
         let (cert, key) = self_signed();
         let (other_cert, _) = self_signed();
@@ -211,22 +198,22 @@ mod tests {
         let (cert_file, key_file) = (write("cert.pem", &cert), write("key.pem", &key));
 
         let missing = dir.path().join("missing.pem");
-        let e = error(TlsConfig::files(&missing, &key_file));
+        let e = error(TlsConfig::files(&missing, &key_file)).await;
         assert!(
             e.contains("cannot read the TLS certificate") && e.contains("missing.pem"),
             "{e}"
         );
 
-        let e = error(TlsConfig::files(write("garbage.pem", "hello"), &key_file));
+        let e = error(TlsConfig::files(write("garbage.pem", "hello"), &key_file)).await;
         assert!(e.contains("garbage.pem holds no certificate"), "{e}");
 
         // The key and the certificate swapped.
-        let e = error(TlsConfig::files(&key_file, &cert_file));
+        let e = error(TlsConfig::files(&key_file, &cert_file)).await;
         assert!(e.contains("holds no certificate"), "{e}");
-        let e = error(TlsConfig::files(&cert_file, &cert_file));
+        let e = error(TlsConfig::files(&cert_file, &cert_file)).await;
         assert!(e.contains("no usable private key"), "{e}");
 
-        let e = error(TlsConfig::files(write("other.pem", &other_cert), &key_file));
+        let e = error(TlsConfig::files(write("other.pem", &other_cert), &key_file)).await;
         assert!(e.contains("cannot be used together"), "{e}");
     }
 

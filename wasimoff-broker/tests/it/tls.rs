@@ -1,7 +1,7 @@
 //! The broker's own TLS (`BrokerConfig::tls`): https:// with a self-signed certificate, a
 //! stalled handshake dropped after its timeout (in paused time) without holding up anyone
-//! else and evicted at the connection cap, plain HTTP on the TLS port told to use https://, and unusable certificates refused
-//! when the broker is built.
+//! else and evicted at the connection cap, plain HTTP on the TLS port told to use https://,
+//! and unusable certificates refused when the broker is built.
 
 use std::time::Duration;
 
@@ -20,14 +20,7 @@ async fn tls_broker(cert: &str, key: &str, limits: Limits) -> BrokerHandle {
         tls: Some(TlsConfig::pem(cert, key)),
         ..super::support::config()
     };
-    Broker::builder()
-        .config(config)
-        .build()
-        .await
-        .unwrap()
-        .spawn()
-        .await
-        .unwrap()
+    super::support::broker(config).await
 }
 
 fn https_client(cert: &str) -> reqwest::Client {
