@@ -340,12 +340,19 @@ pub async fn artifacts_without_rootfs(executor: &dyn Executor) {
     );
 }
 
-/// An artifact the guest did not create is `MissingArtifact(path)`.
+/// An artifact the guest did not create fails the task with `MissingArtifact(path)` in
+/// [`ExecOutput::error`], and the guest's output is kept.
 pub async fn missing_artifact_is_an_error(executor: &dyn Executor) {
     let mut t = task(apps::HELLO, &["hello.wasm"]);
     t.artifacts = vec!["nope.txt".into()];
-    let result = executor.execute(t, CancellationToken::new()).await;
-    assert_eq!(result, Err(ExecError::MissingArtifact("nope.txt".into())));
+    let out = run(executor, t).await;
+    assert_exit(&out, 0);
+    assert_eq!(
+        out.error,
+        Some(ExecError::MissingArtifact("nope.txt".into()))
+    );
+    assert!(!out.stdout.is_empty(), "the output is kept: {out:?}");
+    assert_eq!(out.artifacts, None);
 }
 
 /// Artifact paths may not leave the root.
@@ -353,11 +360,16 @@ pub async fn artifact_path_escaping_root_is_rejected(executor: &dyn Executor) {
     for path in ["../etc/passwd", "a/../../b"] {
         let mut t = task(apps::HELLO, &["hello.wasm"]);
         t.artifacts = vec![path.into()];
+        // Refused before the run, or after it (then with the output kept).
         let result = executor.execute(t, CancellationToken::new()).await;
+        let error = match &result {
+            Ok(out) => out.error.as_ref(),
+            Err(e) => Some(e),
+        };
         assert!(
             matches!(
-                result,
-                Err(ExecError::InvalidTask(_) | ExecError::MissingArtifact(_))
+                error,
+                Some(ExecError::InvalidTask(_) | ExecError::MissingArtifact(_))
             ),
             "{path}: {result:?}"
         );

@@ -262,6 +262,7 @@ fn emulate(base: &str, n: u64) {
                                     ..Default::default()
                                 },
                             )),
+                            error_output: None,
                         }
                         .into(),
                         Payload::Cancel(c) => c.clone().into(),

@@ -267,7 +267,9 @@ async fn client_session(
 /// Answers stdout as the body; `X-Wasimoff-Result`, `X-Wasimoff-Status`, `X-Wasimoff-Provider`
 /// headers; stderr and artifacts, if any, are stored and named by `X-Wasimoff-Stderr` and
 /// `X-Wasimoff-Artifacts` refs (download them from `/api/storage/<ref>` within `output_ttl`:
-/// they are ephemeral blobs).
+/// they are ephemeral blobs). A task that failed (`X-Wasimoff-Result: Error`) answers the
+/// error text as the body, and what the guest wrote before it failed as `X-Wasimoff-Stdout`
+/// and `X-Wasimoff-Stderr` refs.
 pub(crate) async fn exec(
     State(app): State<App>,
     Path(wasm): Path<String>,
@@ -289,6 +291,7 @@ pub(crate) async fn exec(
         .as_ref()
         .and_then(|i| i.provider.clone())
         .unwrap_or_default();
+    let error_output = response.error_output;
     let mut out = match response.result {
         Some(task::wasip1::response::Result::Ok(output)) => {
             let mut out = output.stdout.unwrap_or_default().into_response();
@@ -329,6 +332,23 @@ pub(crate) async fn exec(
             let mut out = format!("{error}\n").into_response();
             out.headers_mut()
                 .insert("x-wasimoff-result", HeaderValue::from_static("Error"));
+            // What the guest wrote before it failed, stored like a result's stderr.
+            let kept = error_output.unwrap_or_default();
+            for (name, blob) in [
+                ("x-wasimoff-stdout", kept.stdout.filter(|s| !s.is_empty())),
+                ("x-wasimoff-stderr", kept.stderr.filter(|s| !s.is_empty())),
+            ] {
+                let Some(blob) = blob else { continue };
+                match app.store_output(blob).await {
+                    Ok(Some(r)) => {
+                        if let Ok(v) = HeaderValue::from_str(r.as_str()) {
+                            out.headers_mut().insert(name, v);
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => return TaskError::from(e).into_response(),
+                }
+            }
             out
         }
         None => TaskError::ProviderFailed("empty result".into()).into_response(),

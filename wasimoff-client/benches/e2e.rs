@@ -1147,7 +1147,9 @@ async fn mix_batch(
                 }
             }
             Err(wasimoff_client::Error::DeadlineExceeded(_)) => "deadline_exceeded".to_owned(),
-            Err(wasimoff_client::Error::Task(m)) if m.contains("deadline") => {
+            Err(wasimoff_client::Error::Task(failure))
+                if failure.kind == wasimoff_client::FailureKind::Timeout =>
+            {
                 "timeout results".to_owned()
             }
             Err(e) => format!("error {}", e.code()),

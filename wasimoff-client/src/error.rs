@@ -50,10 +50,11 @@ pub enum Error {
     /// Missing or wrong token (`unauthenticated`, HTTP 401).
     #[error("unauthenticated: {0}")]
     Unauthenticated(String),
-    /// The task ran but did not finish normally: a trap, a resource limit, or a module that
-    /// could not be instantiated. The text is the provider's description.
+    /// The task ran but did not finish normally: a trap, a resource limit, a missing
+    /// artifact, or a module that could not be instantiated. It holds the provider's
+    /// description, the [kind](FailureKind) and whatever the guest wrote before it failed.
     #[error("task failed: {0}")]
-    Task(String),
+    Task(Box<TaskFailure>),
     /// Any other error the broker reported, with its Connect code (`internal`, `canceled`, ...)
     /// or, for non-Connect answers, the HTTP status as text.
     #[error("broker error ({code}): {message}")]
@@ -84,6 +85,72 @@ pub enum Error {
     #[error("{0}")]
     Local(String),
 }
+
+/// Why a task that ran did not finish normally, with what it wrote ([`Error::Task`]).
+///
+/// ```
+/// use wasimoff_client::{FailureKind, Output, TaskFailure};
+/// let failure = TaskFailure::new("trapped: unreachable; stderr: oops", Output::default());
+/// assert_eq!(failure.kind, FailureKind::Trap);
+/// assert_eq!(failure.to_string(), "trapped: unreachable; stderr: oops");
+/// // Without the stderr the provider also sent, the tail stays part of the reason.
+/// assert_eq!(failure.reason(), "trapped: unreachable; stderr: oops");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TaskFailure {
+    /// The provider's description, as sent (`result.error`): for a guest that wrote to
+    /// stderr it ends with `; stderr: ` and the last KiB of it.
+    pub message: String,
+    /// What kind of failure this is, from the description.
+    pub kind: FailureKind,
+    /// What the guest wrote before it failed: stdout, stderr (and whether the provider cut
+    /// them), the task id and provider. The streams are empty when the guest wrote nothing,
+    /// or when the provider does not send them (providers of the original system); `status`
+    /// is only meaningful for a guest that exited and then missed an artifact.
+    pub output: crate::Output,
+}
+
+impl TaskFailure {
+    /// A failure with this description and output; the kind comes from the description.
+    pub fn new(message: impl Into<String>, output: crate::Output) -> Self {
+        let message = message.into();
+        TaskFailure {
+            kind: FailureKind::classify(&message),
+            message,
+            output,
+        }
+    }
+
+    /// The description without the tail of stderr when [`output`](TaskFailure::output) holds
+    /// stderr itself (so that printing both does not repeat it).
+    ///
+    /// ```
+    /// use wasimoff_client::{Output, TaskFailure};
+    /// let mut output = Output::default();
+    /// output.stderr = "oops\n".into();
+    /// let failure = TaskFailure::new("trapped: unreachable; stderr: oops", output);
+    /// assert_eq!(failure.reason(), "trapped: unreachable");
+    /// ```
+    pub fn reason(&self) -> &str {
+        match self
+            .message
+            .split_once(wasimoff_core::executor::STDERR_TAIL)
+        {
+            Some((reason, _)) if !self.output.stderr.is_empty() => reason,
+            _ => &self.message,
+        }
+    }
+}
+
+impl std::fmt::Display for TaskFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// The kind of a task's failure: trap, memory, time limit, ... (see [`TaskFailure::kind`]).
+pub use wasimoff_core::remote::FailureKind;
 
 impl Error {
     /// The error for a Connect code and message (as in a Connect error body or a client

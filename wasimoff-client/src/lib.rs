@@ -7,8 +7,9 @@
 //! - [`Client::submit_many`] / [`Session`] (native targets): many tasks in flight over one
 //!   client WebSocket, results yielded as they complete, with a bound on tasks in flight.
 //! - [`Error`]: typed errors that tell "queue full, retry later" from "bad request", "not
-//!   found", "deadline", "unavailable", "provider failed", "unauthenticated", a failed task and
-//!   transport failures; [`RetryPolicy`] retries on a full queue when asked to.
+//!   found", "deadline", "unavailable", "provider failed", "unauthenticated", a failed task
+//!   ([`TaskFailure`]: its kind and the output the guest wrote before it failed) and transport
+//!   failures; [`RetryPolicy`] retries on a full queue when asked to.
 //!
 //! The library builds for `wasm32-unknown-unknown` too (over the browser's `fetch`), without
 //! the WebSocket API. The `wasimoff` command-line tool lives in this crate behind the default
@@ -35,7 +36,7 @@ mod stream;
 mod task;
 
 pub use client::{Client, ClientBuilder, DEFAULT_BROKER, RetryPolicy, Status};
-pub use error::{Error, Result};
+pub use error::{Error, FailureKind, Result, TaskFailure};
 #[cfg(not(target_arch = "wasm32"))]
 pub use stream::Session;
 pub use task::{Output, Source, Task};

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use wasimoff_core::proto::{self, task::wasip1};
 use wasimoff_core::wkt::Timestamp;
 
-use crate::error::Error;
+use crate::error::{Error, TaskFailure};
 
 /// A file a task uses (its module or its rootfs zip): a name the broker knows, or the bytes.
 ///
@@ -321,8 +321,9 @@ impl From<wasip1::Request> for Task {
 
 /// What a task produced: its exit status, output streams, the artifacts zip, and where it ran.
 ///
-/// A guest that exits non-zero is still an `Output` (check [`status`](Output::status)); a trap
-/// or limit is [`Error::Task`].
+/// A guest that exits non-zero is still an `Output` (check [`status`](Output::status)); a trap,
+/// limit or missing artifact is [`Error::Task`], whose [`TaskFailure`] holds the output the
+/// guest wrote before it failed.
 ///
 /// A provider keeps at most its output cap (16 MiB by default) of each stream; a guest that
 /// wrote more still ends normally, with the first bytes kept and
@@ -358,35 +359,46 @@ pub struct Output {
 
 impl Output {
     /// Interprets a `wasimoff.v1.Task.Wasip1.Response`: `ok` becomes an `Output`, `error`
-    /// becomes [`Error::Task`].
+    /// becomes [`Error::Task`] with the output the guest wrote before it failed
+    /// (`error_output`, sent by our providers).
     ///
     /// ```
-    /// use wasimoff_client::{Error, Output};
+    /// use wasimoff_client::{Error, FailureKind, Output};
     /// use wasimoff_core::proto::task::wasip1;
     /// let response = wasip1::Response {
     ///     info: None,
-    ///     result: Some(wasip1::response::Result::Error("trap: unreachable".into())),
+    ///     result: Some(wasip1::response::Result::Error("trapped: unreachable".into())),
+    ///     error_output: Some(wasip1::Output {
+    ///         stdout: Some("half a line".into()),
+    ///         ..Default::default()
+    ///     }),
     /// };
-    /// assert_eq!(Output::from_response(response), Err(Error::Task("trap: unreachable".into())));
+    /// let Err(Error::Task(failure)) = Output::from_response(response) else { panic!() };
+    /// assert_eq!(failure.kind, FailureKind::Trap);
+    /// assert_eq!(failure.output.stdout_lossy(), "half a line");
     /// ```
     pub fn from_response(response: wasip1::Response) -> Result<Output, Error> {
         let info = response.info.unwrap_or_default();
+        let output = |output: wasip1::Output, info: proto::task::Metadata| Output {
+            status: output.status.unwrap_or(0),
+            stdout: output.stdout.unwrap_or_default(),
+            stderr: output.stderr.unwrap_or_default(),
+            stdout_truncated: output.stdout_truncated.unwrap_or(false),
+            stderr_truncated: output.stderr_truncated.unwrap_or(false),
+            artifacts: output
+                .artifacts
+                .and_then(|a| a.blob)
+                .filter(|b| !b.is_empty()),
+            id: info.id,
+            provider: info.provider,
+            reference: info.reference,
+        };
         match response.result {
-            Some(wasip1::response::Result::Ok(output)) => Ok(Output {
-                status: output.status.unwrap_or(0),
-                stdout: output.stdout.unwrap_or_default(),
-                stderr: output.stderr.unwrap_or_default(),
-                stdout_truncated: output.stdout_truncated.unwrap_or(false),
-                stderr_truncated: output.stderr_truncated.unwrap_or(false),
-                artifacts: output
-                    .artifacts
-                    .and_then(|a| a.blob)
-                    .filter(|b| !b.is_empty()),
-                id: info.id,
-                provider: info.provider,
-                reference: info.reference,
-            }),
-            Some(wasip1::response::Result::Error(error)) => Err(Error::Task(error)),
+            Some(wasip1::response::Result::Ok(ok)) => Ok(output(ok, info)),
+            Some(wasip1::response::Result::Error(error)) => {
+                let kept = output(response.error_output.unwrap_or_default(), info);
+                Err(Error::Task(Box::new(TaskFailure::new(error, kept))))
+            }
             None => Err(Error::InvalidResponse(
                 "a task response without result".into(),
             )),
@@ -413,6 +425,7 @@ impl Output {
     ///         stdout_truncated: Some(true),
     ///         ..Default::default()
     ///     })),
+    ///     error_output: None,
     /// };
     /// let output = Output::from_response(response).unwrap();
     /// assert!(output.success() && output.stdout_truncated && !output.stderr_truncated);

@@ -189,6 +189,7 @@ mod tests {
                 ..Default::default()
             }),
             result: None,
+            error_output: None,
         };
         let bytes = response.encode_to_vec();
         assert_eq!(

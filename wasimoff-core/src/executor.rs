@@ -5,7 +5,9 @@
 //!
 //! A guest that exits non-zero, traps or runs past a limit is a *result*
 //! ([`Termination`]), with whatever stdout and stderr it produced; an [`ExecError`] means the
-//! task could not run at all (bad module, bad rootfs, missing artifact, host failure).
+//! task could not run at all (bad module, bad rootfs, host failure). A guest that ran but
+//! whose artifacts cannot be returned (missing, too large) is an [`ExecOutput`] with its
+//! [`error`](ExecOutput::error) set, so that its output is kept.
 //!
 //! Implementations: `WasmtimeExecutor` (native provider) and the browser's worker executor.
 
@@ -122,29 +124,87 @@ pub struct ExecOutput {
     pub stderr_truncated: bool,
     /// The requested artifacts as a zip, if any were requested.
     pub artifacts: Option<Bytes>,
+    /// The guest exited, but its result cannot be returned: a requested artifact is missing
+    /// ([`ExecError::MissingArtifact`]) or the artifacts are too large
+    /// ([`ExecError::ArtifactsTooLarge`]). The task fails with this error and keeps its
+    /// stdout and stderr; [`artifacts`](ExecOutput::artifacts) is then `None`.
+    pub error: Option<ExecError>,
 }
 
 impl ExecOutput {
-    /// The wire response for this output: `ok` with the status for an exit, `error` otherwise
-    /// (a trap still carries its output in the error text's context for humans).
+    /// The wire result for this output, and what goes into `Response.error_output`:
+    /// - an exit with no [`error`](ExecOutput::error) is `ok` with the status (the second
+    ///   part is `None`);
+    /// - anything else is `error` with a one-line description (which ends with the tail of
+    ///   stderr, for peers that only read the text), and the guest's stdout and stderr as the
+    ///   error output, unless it wrote nothing.
     ///
-    /// `stdout_truncated` / `stderr_truncated` are set only when true: an output that was not
-    /// cut encodes exactly as the original peers' (see docs/protocol.md).
-    pub fn into_wasip1_result(self) -> wasip1::response::Result {
-        match self.termination {
-            Termination::Exited(status) => wasip1::response::Result::Ok(wasip1::Output {
-                status: Some(status),
-                stdout: Some(self.stdout),
-                stderr: Some(self.stderr),
-                artifacts: self.artifacts.map(|zip| crate::proto::File {
-                    r#ref: None,
-                    media: Some(crate::store::media::ZIP.into()),
-                    blob: Some(zip),
-                }),
-                stdout_truncated: self.stdout_truncated.then_some(true),
-                stderr_truncated: self.stderr_truncated.then_some(true),
-            }),
-            other => wasip1::response::Result::Error(describe_failure(&other, &self.stderr)),
+    /// `stdout_truncated` / `stderr_truncated` are set only when true, and the error output
+    /// only when there is some: such messages encode exactly as the original peers' (see
+    /// docs/protocol.md).
+    ///
+    /// ```
+    /// use wasimoff_core::executor::{ExecOutput, Termination};
+    /// use wasimoff_core::proto::task::wasip1::response::Result;
+    /// let output = ExecOutput {
+    ///     termination: Termination::Trapped("unreachable".into()),
+    ///     stdout: "half a line".into(),
+    ///     stderr: "oops\n".into(),
+    ///     stdout_truncated: false,
+    ///     stderr_truncated: false,
+    ///     artifacts: None,
+    ///     error: None,
+    /// };
+    /// let (result, kept) = output.into_wasip1_parts();
+    /// assert_eq!(result, Result::Error("trapped: unreachable; stderr: oops".into()));
+    /// assert_eq!(kept.unwrap().stdout.as_deref(), Some(&b"half a line"[..]));
+    /// ```
+    pub fn into_wasip1_parts(self) -> (wasip1::response::Result, Option<wasip1::Output>) {
+        let text = match (&self.termination, &self.error) {
+            (Termination::Exited(status), None) => {
+                let output = wasip1::Output {
+                    status: Some(*status),
+                    stdout: Some(self.stdout),
+                    stderr: Some(self.stderr),
+                    artifacts: self.artifacts.map(|zip| crate::proto::File {
+                        r#ref: None,
+                        media: Some(crate::store::media::ZIP.into()),
+                        blob: Some(zip),
+                    }),
+                    stdout_truncated: self.stdout_truncated.then_some(true),
+                    stderr_truncated: self.stderr_truncated.then_some(true),
+                };
+                return (wasip1::response::Result::Ok(output), None);
+            }
+            (_, Some(error)) => with_stderr_tail(error.to_string(), &self.stderr),
+            (termination, None) => describe_failure(termination, &self.stderr),
+        };
+        let kept = (!self.stdout.is_empty() || !self.stderr.is_empty()).then(|| wasip1::Output {
+            status: match self.termination {
+                Termination::Exited(status) => Some(status),
+                _ => None,
+            },
+            stdout: Some(self.stdout),
+            stderr: Some(self.stderr),
+            artifacts: None,
+            stdout_truncated: self.stdout_truncated.then_some(true),
+            stderr_truncated: self.stderr_truncated.then_some(true),
+        });
+        (wasip1::response::Result::Error(text), kept)
+    }
+
+    /// The wire response for this output with `info`: [`into_wasip1_parts`] put together.
+    ///
+    /// [`into_wasip1_parts`]: ExecOutput::into_wasip1_parts
+    pub fn into_wasip1_response(
+        self,
+        info: Option<crate::proto::task::Metadata>,
+    ) -> wasip1::Response {
+        let (result, error_output) = self.into_wasip1_parts();
+        wasip1::Response {
+            info,
+            result: Some(result),
+            error_output,
         }
     }
 }
@@ -178,12 +238,20 @@ fn describe_failure(termination: &Termination, stderr: &[u8]) -> String {
         Termination::FuelExhausted(fuel) => format!("{FUEL_EXHAUSTED} {fuel} exhausted"),
         Termination::Cancelled => CANCELLED.to_owned(),
     };
+    with_stderr_tail(what, stderr)
+}
+
+/// Separates the description of a failure from the tail of stderr appended to it.
+pub const STDERR_TAIL: &str = "; stderr: ";
+
+/// `what`, followed by the last KiB of stderr (trimmed) after [`STDERR_TAIL`] if there is any.
+fn with_stderr_tail(what: String, stderr: &[u8]) -> String {
     let tail = String::from_utf8_lossy(&stderr[stderr.len().saturating_sub(1024)..]);
     let tail = tail.trim();
     if tail.is_empty() {
         what
     } else {
-        format!("{what}; stderr: {tail}")
+        format!("{what}{STDERR_TAIL}{tail}")
     }
 }
 
@@ -232,6 +300,7 @@ pub enum ExecError {
 ///             stdout_truncated: false,
 ///             stderr_truncated: false,
 ///             artifacts: None,
+///             error: None,
 ///         })
 ///     }
 ///     fn concurrency(&self) -> usize { 1 }

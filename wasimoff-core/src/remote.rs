@@ -378,8 +378,9 @@ mod tests {
             stdout_truncated: false,
             stderr_truncated: false,
             artifacts: None,
+            error: None,
         };
-        match output.into_wasip1_result() {
+        match output.into_wasip1_parts().0 {
             wasip1::response::Result::Error(e) => e,
             wasip1::response::Result::Ok(o) => panic!("expected an error, got {o:?}"),
         }

@@ -161,24 +161,26 @@ impl BrowserExecutor {
             }
             RunEnd::Trapped(message) => Termination::Trapped(message),
         };
-        let artifacts = if task.artifacts.is_empty() {
-            None
+        let (artifacts, error) = if task.artifacts.is_empty() {
+            (None, None)
         } else {
             let zip = ctx
                 .fs
                 .collect_artifacts(&task.artifacts, self.config.max_artifacts_bytes);
             match (&termination, zip) {
-                (Termination::Exited(0), Ok(zip)) => Some(Bytes::from(zip)),
-                (Termination::Exited(0), Err(e)) => {
-                    return Err(match e {
+                (Termination::Exited(0), Ok(zip)) => (Some(Bytes::from(zip)), None),
+                // A missing or oversized artifact fails the task, which keeps its output.
+                (Termination::Exited(0), Err(e)) => (
+                    None,
+                    Some(match e {
                         ArtifactError::InvalidPath(m) => ExecError::InvalidTask(m),
                         ArtifactError::Missing(p) => ExecError::MissingArtifact(p),
                         ArtifactError::TooLarge(m) => ExecError::ArtifactsTooLarge(m),
                         ArtifactError::Host(m) => ExecError::Host(m),
-                    });
-                }
-                (Termination::Exited(_), zip) => zip.ok().map(Bytes::from),
-                _ => None,
+                    }),
+                ),
+                (Termination::Exited(_), zip) => (zip.ok().map(Bytes::from), None),
+                _ => (None, None),
             }
         };
         Ok(ExecOutput {
@@ -188,6 +190,7 @@ impl BrowserExecutor {
             stdout_truncated: ctx.stdout.truncated,
             stderr_truncated: ctx.stderr.truncated,
             artifacts,
+            error,
         })
     }
 }
@@ -251,6 +254,7 @@ pub(crate) fn cancelled() -> ExecOutput {
         stdout_truncated: false,
         stderr_truncated: false,
         artifacts: None,
+        error: None,
     }
 }
 

@@ -248,23 +248,46 @@ pub(crate) fn encode_result(seq: u32, result: &Result<ExecOutput, ExecError>) ->
                 transfer.push(&array.buffer());
                 set(&message, "artifacts", array);
             }
+            // The guest ran, but its result could not be collected (artifacts).
+            if let Some(error) = &output.error {
+                let (name, text) = error_parts(error);
+                set(&message, "outputError", name);
+                set(&message, "outputErrorMessage", text.as_str());
+            }
         }
         Err(error) => {
             set(&message, "kind", "failed");
-            let (name, text) = match error {
-                ExecError::InvalidModule(m) => ("InvalidModule", m),
-                ExecError::InvalidRootfs(m) => ("InvalidRootfs", m),
-                ExecError::MissingArtifact(m) => ("MissingArtifact", m),
-                ExecError::ArtifactsTooLarge(m) => ("ArtifactsTooLarge", m),
-                ExecError::InvalidTask(m) => ("InvalidTask", m),
-                ExecError::Host(m) => ("Host", m),
-                other => ("Host", &other.to_string()),
-            };
+            let (name, text) = error_parts(error);
             set(&message, "error", name);
             set(&message, "message", text.as_str());
         }
     }
     (message, transfer)
+}
+
+/// An [`ExecError`] as its variant's name and its text, for the messages between threads.
+fn error_parts(error: &ExecError) -> (&'static str, String) {
+    match error {
+        ExecError::InvalidModule(m) => ("InvalidModule", m.clone()),
+        ExecError::InvalidRootfs(m) => ("InvalidRootfs", m.clone()),
+        ExecError::MissingArtifact(m) => ("MissingArtifact", m.clone()),
+        ExecError::ArtifactsTooLarge(m) => ("ArtifactsTooLarge", m.clone()),
+        ExecError::InvalidTask(m) => ("InvalidTask", m.clone()),
+        ExecError::Host(m) => ("Host", m.clone()),
+        other => ("Host", other.to_string()),
+    }
+}
+
+/// The [`ExecError`] of [`error_parts`]; unknown names are host errors.
+fn error_from_parts(name: Option<&str>, text: String) -> ExecError {
+    match name {
+        Some("InvalidModule") => ExecError::InvalidModule(text),
+        Some("InvalidRootfs") => ExecError::InvalidRootfs(text),
+        Some("MissingArtifact") => ExecError::MissingArtifact(text),
+        Some("ArtifactsTooLarge") => ExecError::ArtifactsTooLarge(text),
+        Some("InvalidTask") => ExecError::InvalidTask(text),
+        _ => ExecError::Host(text),
+    }
 }
 
 /// The answer to a task whose module this worker no longer holds.
@@ -283,14 +306,10 @@ pub(crate) fn decode_result(message: &JsValue, timeout: Duration) -> Result<Exec
     match get_string(message, "kind").as_deref() {
         Some("done") => {}
         Some("failed") => {
-            return Err(match get_string(message, "error").as_deref() {
-                Some("InvalidModule") => ExecError::InvalidModule(text),
-                Some("InvalidRootfs") => ExecError::InvalidRootfs(text),
-                Some("MissingArtifact") => ExecError::MissingArtifact(text),
-                Some("ArtifactsTooLarge") => ExecError::ArtifactsTooLarge(text),
-                Some("InvalidTask") => ExecError::InvalidTask(text),
-                _ => ExecError::Host(text),
-            });
+            return Err(error_from_parts(
+                get_string(message, "error").as_deref(),
+                text,
+            ));
         }
         other => {
             return Err(ExecError::Host(format!(
@@ -314,5 +333,9 @@ pub(crate) fn decode_result(message: &JsValue, timeout: Duration) -> Result<Exec
         stdout_truncated: get(message, "stdoutTruncated").is_truthy(),
         stderr_truncated: get(message, "stderrTruncated").is_truthy(),
         artifacts: get_bytes(message, "artifacts").map(Bytes::from),
+        error: get_string(message, "outputError").map(|name| {
+            let text = get_string(message, "outputErrorMessage").unwrap_or_default();
+            error_from_parts(Some(&name), text)
+        }),
     })
 }

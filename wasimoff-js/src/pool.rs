@@ -529,6 +529,7 @@ fn timed_out(timeout: Duration, mirror: Option<&OutputMirror>) -> ExecOutput {
         stdout_truncated,
         stderr_truncated,
         artifacts: None,
+        error: None,
     }
 }
 

@@ -97,6 +97,7 @@ impl Executor for FakeExecutor {
             stdout_truncated: false,
             stderr_truncated: false,
             artifacts: None,
+            error: None,
         };
         match task.args.get(1).map(String::as_str) {
             Some("echo") => Ok(output(Termination::Exited(0), task.args[2..].join(" "))),

@@ -191,6 +191,7 @@ fn response(id: &str, result: wasip1::response::Result) -> Payload {
             ..Default::default()
         }),
         result: Some(result),
+        error_output: None,
     })
 }
 
@@ -202,8 +203,10 @@ fn output(termination: &Termination) -> wasip1::response::Result {
         stdout_truncated: false,
         stderr_truncated: false,
         artifacts: None,
+        error: None,
     }
-    .into_wasip1_result()
+    .into_wasip1_parts()
+    .0
 }
 
 impl Sim {

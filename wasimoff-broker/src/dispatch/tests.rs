@@ -46,11 +46,9 @@ fn result(termination: Termination) -> Payload {
         stdout_truncated: false,
         stderr_truncated: false,
         artifacts: None,
+        error: None,
     };
-    Payload::Wasip1Response(wasip1::Response {
-        info: None,
-        result: Some(output.into_wasip1_result()),
-    })
+    Payload::Wasip1Response(output.into_wasip1_response(None))
 }
 
 impl Harness {

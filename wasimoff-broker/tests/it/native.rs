@@ -97,10 +97,38 @@ async fn real_guests_run_end_to_end() {
         other => panic!("{other:?}"),
     }
     let (_, response) = run_proto(&base, &wasip1("hello.wasm", &["hello.wasm", "trap"])).await;
-    match response.unwrap().result {
+    let response = response.unwrap();
+    match &response.result {
         Some(task::wasip1::response::Result::Error(e)) => assert!(e.contains("trap"), "{e}"),
         other => panic!("{other:?}"),
     }
+    // ... and keeps what the guest wrote before it, passed through by the broker.
+    let kept = response.error_output.expect("error_output");
+    assert!(String::from_utf8_lossy(kept.stdout()).contains("Hello, wasimoff!"));
+    assert!(String::from_utf8_lossy(kept.stderr()).contains("trap requested"));
+
+    // The exec route names the failed task's streams by their refs.
+    let answer = client
+        .post(format!("{base}/api/client/run/hello.wasm"))
+        .header("x-args", "trap")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.headers()["x-wasimoff-result"], "Error");
+    let refs: Vec<String> = ["x-wasimoff-stdout", "x-wasimoff-stderr"]
+        .iter()
+        .map(|h| answer.headers()[*h].to_str().unwrap().to_owned())
+        .collect();
+    assert!(answer.text().await.unwrap().starts_with("trapped"));
+    let stdout = client
+        .get(format!("{base}/api/storage/{}", refs[0]))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(stdout.contains("Hello, wasimoff!"), "{stdout}");
 
     // The exec route with the real guest.
     let answer = client

@@ -224,6 +224,7 @@ pub async fn provider(
                                 result: Some(task::wasip1::response::Result::Ok(echo_output(
                                     &task,
                                 ))),
+                                error_output: None,
                             };
                             let _ = request.respond(Ok(response.into())).await;
                         }
@@ -236,6 +237,7 @@ pub async fn provider(
                             let response = task::wasip1::Response {
                                 info: task.info.clone(),
                                 result: Some(task::wasip1::response::Result::Ok(output)),
+                                error_output: None,
                             };
                             let _ = request.respond(Ok(response.into())).await;
                         }
@@ -251,6 +253,7 @@ pub async fn provider(
                             let response = task::wasip1::Response {
                                 info: task.info.clone(),
                                 result: Some(task::wasip1::response::Result::Error(error.into())),
+                                error_output: None,
                             };
                             let _ = request.respond(Ok(response.into())).await;
                         }

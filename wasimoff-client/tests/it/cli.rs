@@ -115,14 +115,35 @@ fn run_propagates_the_exit_code() {
 }
 
 #[test]
-fn a_trap_is_reported_with_its_own_exit_code() {
+fn a_trap_is_reported_with_its_own_exit_code_after_the_output() {
     let env = shared();
     let out = run(env.cli().args(["run", "hello.wasm", "--", "trap"]));
     assert_eq!(out.status.code(), Some(134), "{}", text(&out.stderr));
+    // Like `wasmtime run`: what the guest wrote, then why it failed.
+    let stdout = text(&out.stdout);
+    assert!(stdout.starts_with("Hello, wasimoff!"), "{stdout}");
+    let stderr = text(&out.stderr);
+    let panic = stderr.find("trap requested").expect("the guest's stderr");
+    let reason = stderr
+        .find("wasimoff: task failed: trapped")
+        .expect("the reason");
+    assert!(panic < reason, "{stderr}");
+    assert_eq!(stderr.matches("trap requested").count(), 1, "{stderr}");
+    // As a JSON line: the kind and the output too.
+    let out = run(env
+        .cli()
+        .args(["run", "--json", "hello.wasm", "--", "trap"]));
+    assert_eq!(out.status.code(), Some(134), "{}", text(&out.stderr));
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(line["code"], "task_failed", "{line}");
+    assert_eq!(line["kind"], "trap", "{line}");
     assert!(
-        text(&out.stderr).contains("task failed"),
-        "{}",
-        text(&out.stderr)
+        line["stdout"].as_str().unwrap().starts_with("Hello"),
+        "{line}"
+    );
+    assert!(
+        line["stderr"].as_str().unwrap().contains("trap requested"),
+        "{line}"
     );
 }
 

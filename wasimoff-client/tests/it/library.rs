@@ -1,7 +1,7 @@
 //! The library against the shared broker: Connect runs, the stream API, typed errors.
 
 use futures::StreamExt;
-use wasimoff_client::{Error, Task};
+use wasimoff_client::{Error, FailureKind, Task};
 
 use crate::support::shared;
 
@@ -49,7 +49,22 @@ fn inline_modules_and_typed_errors() {
             .stdout_lossy()
             .contains(r#"args = ["task.wasm", "inline"]"#)
     );
-    assert!(matches!(results.1, Err(Error::Task(_))), "{:?}", results.1);
+    // A trap keeps what the guest wrote before it: stdout, and stderr (the panic message).
+    let Err(Error::Task(trap)) = &results.1 else {
+        panic!("{:?}", results.1)
+    };
+    assert_eq!(trap.kind, FailureKind::Trap, "{trap:?}");
+    assert!(
+        trap.output.stdout_lossy().contains("Hello, wasimoff!"),
+        "{trap:?}"
+    );
+    assert!(
+        trap.output.stderr_lossy().contains("trap requested"),
+        "{trap:?}"
+    );
+    assert!(trap.reason().starts_with("trapped"), "{trap:?}");
+    assert!(!trap.reason().contains("trap requested"), "{trap:?}");
+    assert_eq!(trap.output.provider.as_deref(), Some("native-1"));
     assert!(
         matches!(results.2, Err(Error::NotFound(_))),
         "{:?}",
@@ -136,4 +151,33 @@ fn session_uploads_and_status() {
     assert_eq!(r, wasimoff_core::store::Ref::of(wasimoff_wasi_apps::HELLO));
     assert!(output.stdout_lossy().contains("via-session"));
     assert_eq!(status.providers, 1);
+}
+
+#[test]
+fn a_missing_artifact_fails_the_task_and_keeps_its_output() {
+    let env = shared();
+    let client = env.client();
+    let result = env.block_on(async move {
+        client
+            .run(
+                Task::wasip1("hello.wasm")
+                    .arg("kept")
+                    .artifacts(["nope.txt"]),
+            )
+            .await
+    });
+    let Err(Error::Task(failure)) = &result else {
+        panic!("{result:?}")
+    };
+    assert_eq!(failure.kind, FailureKind::Other, "{failure:?}");
+    assert!(
+        failure.message.starts_with("artifact not found: nope.txt"),
+        "{failure:?}"
+    );
+    assert!(
+        failure.output.stdout_lossy().contains(r#""kept""#),
+        "{failure:?}"
+    );
+    assert_eq!(failure.output.status, 0);
+    assert_eq!(failure.output.artifacts, None);
 }

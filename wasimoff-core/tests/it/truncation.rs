@@ -22,6 +22,7 @@ fn output(stdout_truncated: bool, stderr_truncated: bool) -> ExecOutput {
         stdout_truncated,
         stderr_truncated,
         artifacts: None,
+        error: None,
     }
 }
 
@@ -31,7 +32,8 @@ fn response(output: ExecOutput) -> wasip1::Response {
             id: Some("1".into()),
             ..Default::default()
         }),
-        result: Some(output.into_wasip1_result()),
+        result: Some(output.into_wasip1_parts().0),
+        error_output: None,
     }
 }
 

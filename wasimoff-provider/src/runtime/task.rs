@@ -21,7 +21,7 @@
 use std::time::Duration;
 
 use wasimoff_core::{
-    executor::{CancellationToken, ExecLimits, ExecTask, truncated_streams},
+    executor::{CancellationToken, ExecLimits, ExecOutput, ExecTask, truncated_streams},
     messenger::Responder,
     platform,
     proto::{
@@ -93,13 +93,14 @@ pub(crate) async fn run_wasip1(session: Session, request: wasip1::Request, respo
             args,
         });
     }
-    let result = match execute(&session, &id, request.qos, request.params, token, &mut info).await {
-        Ok(result) => result,
-        Err(error) => {
-            trace(&mut info, EventType::ProviderError, Some(error.clone()));
-            wasip1::response::Result::Error(error)
-        }
-    };
+    let (result, error_output) =
+        match execute(&session, &id, request.qos, request.params, token, &mut info).await {
+            Ok(parts) => parts,
+            Err(error) => {
+                trace(&mut info, EventType::ProviderError, Some(error.clone()));
+                (wasip1::response::Result::Error(error), None)
+            }
+        };
     let (status, error) = match &result {
         wasip1::response::Result::Error(e) => {
             tracing::debug!(task = %id, "task failed: {e}");
@@ -123,6 +124,7 @@ pub(crate) async fn run_wasip1(session: Session, request: wasip1::Request, respo
     let mut response = wasip1::Response {
         info: Some(info),
         result: Some(result),
+        error_output,
     };
     // A result larger than a frame would make the broker drop this connection (and every
     // other task on it): answer with an error instead. 64 KiB is left for the envelope.
@@ -134,6 +136,7 @@ pub(crate) async fn run_wasip1(session: Session, request: wasip1::Request, respo
         );
         tracing::debug!(task = %id, "{error}");
         response.result = Some(wasip1::response::Result::Error(error));
+        response.error_output = None;
     }
     if let Err(e) = responder.respond(Ok(response.into())).await {
         tracing::debug!(task = %id, "result not delivered: {e}");
@@ -145,7 +148,8 @@ pub(crate) async fn run_wasip1(session: Session, request: wasip1::Request, respo
     drop(registration);
 }
 
-/// Everything between taking the slot and the response; `Err` becomes `result.error`.
+/// Everything between taking the slot and the response: the result and, for a failure, the
+/// guest's output (`Response.error_output`); `Err` becomes `result.error`.
 async fn execute(
     session: &Session,
     id: &str,
@@ -153,7 +157,7 @@ async fn execute(
     params: Option<wasip1::Params>,
     token: CancellationToken,
     info: &mut Metadata,
-) -> Result<wasip1::response::Result, String> {
+) -> Result<(wasip1::response::Result, Option<wasip1::Output>), String> {
     let inner = &session.inner;
     let params = params.ok_or("task without params")?;
     let binary = params.binary.ok_or("task without params.binary")?;
@@ -173,7 +177,7 @@ async fn execute(
         })
         .await;
     let Some(files) = files else {
-        return Ok(wasip1::response::Result::Error(CANCELLED.to_owned()));
+        return Ok((wasip1::response::Result::Error(CANCELLED.to_owned()), None));
     };
     let (binary, rootfs) = files?;
     let timeout = task_timeout(qos.and_then(|q| q.deadline), inner.config.max_task_timeout)?;
@@ -204,7 +208,7 @@ async fn execute(
     }
     trace(info, EventType::ProviderWorkerDone, cut);
     output
-        .map(|out| out.into_wasip1_result())
+        .map(ExecOutput::into_wasip1_parts)
         .map_err(|e| e.to_string())
 }
 

@@ -197,6 +197,7 @@ fn cancelled_before_start() -> ExecOutput {
         stdout_truncated: false,
         stderr_truncated: false,
         artifacts: None,
+        error: None,
     }
 }
 
@@ -333,18 +334,21 @@ impl Inner {
         };
         let (stdout, stdout_truncated) = stdout.take();
         let (stderr, stderr_truncated) = stderr.take();
-        let artifacts = match termination {
-            _ if task.artifacts.is_empty() => None,
-            Termination::Exited(0) => Some(rootfs::collect_artifacts(
-                root,
-                &task.artifacts,
-                config.max_artifacts_bytes,
-            )?),
-            // After a failure, artifacts are best effort: what exists may help debugging.
-            Termination::Exited(_) => {
-                rootfs::collect_artifacts(root, &task.artifacts, config.max_artifacts_bytes).ok()
+        let (artifacts, error) = match termination {
+            _ if task.artifacts.is_empty() => (None, None),
+            // A missing or oversized artifact fails the task, which keeps its output.
+            Termination::Exited(0) => {
+                match rootfs::collect_artifacts(root, &task.artifacts, config.max_artifacts_bytes) {
+                    Ok(zip) => (Some(zip), None),
+                    Err(e) => (None, Some(e)),
+                }
             }
-            _ => None,
+            // After a failure, artifacts are best effort: what exists may help debugging.
+            Termination::Exited(_) => (
+                rootfs::collect_artifacts(root, &task.artifacts, config.max_artifacts_bytes).ok(),
+                None,
+            ),
+            _ => (None, None),
         };
         Ok(ExecOutput {
             termination,
@@ -353,6 +357,7 @@ impl Inner {
             stdout_truncated,
             stderr_truncated,
             artifacts,
+            error,
         })
     }
 }

@@ -188,11 +188,12 @@ async fn artifacts_over_the_limit_are_an_error() {
     });
     let mut t = task(apps::HELLO, &["hello.wasm", "file:big.txt"]);
     t.artifacts = vec!["big.txt".into()];
-    let result = exec.execute(t, CancellationToken::new()).await;
+    let out = exec.execute(t, CancellationToken::new()).await.unwrap();
     assert!(
-        matches!(result, Err(ExecError::ArtifactsTooLarge(_))),
-        "{result:?}"
+        matches!(out.error, Some(ExecError::ArtifactsTooLarge(_))),
+        "{out:?}"
     );
+    assert_eq!(out.artifacts, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -218,11 +219,11 @@ async fn task_directories_are_removed() {
     );
     let mut missing = task(apps::HELLO, &["hello.wasm"]);
     missing.artifacts = vec!["nope".into()];
-    assert!(
-        exec.execute(missing, CancellationToken::new())
-            .await
-            .is_err()
-    );
+    let out = exec
+        .execute(missing, CancellationToken::new())
+        .await
+        .unwrap();
+    assert!(matches!(out.error, Some(ExecError::MissingArtifact(_))));
     // Empty directories are kept for reuse (at most one per worker), used ones are removed.
     let left: Vec<_> = std::fs::read_dir(work.path()).unwrap().collect();
     assert!(left.len() <= exec.concurrency());

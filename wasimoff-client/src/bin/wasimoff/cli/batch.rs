@@ -165,9 +165,21 @@ fn output_json_with(index: Option<usize>, output: &Output, artifacts: bool) -> V
     value
 }
 
-/// One result line for a task that did not produce an output.
+/// One result line for a task that did not produce an output. A task that ran and failed
+/// also has its `kind` (`trap`, `timeout`, `memory`, ...) and whatever it wrote (`stdout`,
+/// `stderr`, the truncation flags, `id`, `provider`, `reference`).
 pub(crate) fn error_json(index: Option<usize>, error: &Error) -> Value {
     let mut value = json!({ "index": index, "error": error.to_string(), "code": error.code() });
+    if let (Error::Task(failure), Some(map)) = (error, value.as_object_mut()) {
+        map.insert("kind".into(), failure.kind.as_str().into());
+        if let Value::Object(output) = output_json_with(None, &failure.output, false) {
+            for (key, field) in output {
+                if key != "status" {
+                    map.insert(key, field);
+                }
+            }
+        }
+    }
     if index.is_none()
         && let Some(map) = value.as_object_mut()
     {

@@ -114,15 +114,21 @@ pub(crate) async fn run(
             println!("{}", super::batch::error_json(None, &e));
             return Ok(super::error_code(&e));
         }
+        // Like `wasmtime run`: what the guest wrote, then why it failed.
+        Err(Error::Task(failure)) => {
+            pass_on(&failure.output);
+            if let Some(warning) = super::truncation_warning(&failure.output) {
+                eprintln!("{warning}");
+            }
+            eprintln!("wasimoff: task failed: {}", failure.reason());
+            return Ok(exit::TASK_FAILED);
+        }
         Err(e) => return Err(e),
     };
     if args.json {
         println!("{}", super::batch::output_json(None, &output));
     } else {
-        // Errors writing our own stdout/stderr (a closed pipe) are not worth failing over.
-        let _ = std::io::stdout().write_all(&output.stdout);
-        let _ = std::io::stdout().flush();
-        let _ = std::io::stderr().write_all(&output.stderr);
+        pass_on(&output);
     }
     match (&output.artifacts, &args.out) {
         (Some(zip), Some(dir)) => {
@@ -153,4 +159,12 @@ pub(crate) async fn run(
     }
     // Exit statuses outside 0..=255 (negative, huge) are reported as a failure.
     Ok(u8::try_from(output.status).unwrap_or(exit::FAILURE))
+}
+
+/// Writes the guest's stdout and stderr to ours. Errors writing them (a closed pipe) are not
+/// worth failing over.
+fn pass_on(output: &wasimoff_client::Output) {
+    let _ = std::io::stdout().write_all(&output.stdout);
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().write_all(&output.stderr);
 }
