@@ -46,6 +46,35 @@ fn a_batch_of_1000_tasks_from_a_template_yields_every_result_once() {
             && stderr.contains("0 failed"),
         "{stderr}"
     );
+    // `--progress` with stderr on a pipe: plain lines, one per tenth of the tasks at least.
+    for done in (100..=1000).step_by(100) {
+        assert!(
+            stderr.contains(&format!("wasimoff: {done}/1000 results (0 failed)")),
+            "{stderr}"
+        );
+    }
+    assert!(!stderr.contains("has no {}"), "{stderr}");
+}
+
+#[test]
+fn a_template_without_a_placeholder_is_warned_about() {
+    let env = shared();
+    let out = run(env.cli().args([
+        "batch",
+        "--template",
+        crate::support::root()
+            .join("examples/tasks/hello-exit.json")
+            .to_str()
+            .unwrap(),
+        "--range",
+        "3",
+    ]));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("has no {} or {i} in its strings, so every task of the range is the same"),
+        "{stderr}"
+    );
+    assert_eq!(json_lines(&out.stdout).len(), 3);
 }
 
 #[test]

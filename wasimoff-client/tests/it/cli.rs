@@ -351,3 +351,131 @@ fn the_broker_url_comes_from_the_flag_before_the_environment() {
         .args(["status", "--broker", &env.url]));
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+/// `wasimoff run` takes its arguments as `wasmtime run` does: no `--` needed after the module,
+/// flags before the first argument are wasimoff's, and everything after it is the task's.
+#[test]
+fn run_takes_args_without_a_double_dash() {
+    let env = shared();
+    let out = run(env.cli().args(["run", "hello.wasm", "a", "b"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(r#"args = ["hello.wasm", "a", "b"]"#),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = run(env.cli().args([
+        "run",
+        "hello.wasm",
+        "--env",
+        "K=v",
+        "print_envs",
+        "--not-ours",
+        "-x",
+    ]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(r#"args = ["hello.wasm", "print_envs", "--not-ours", "-x"]"#),
+        "{stdout}"
+    );
+    assert!(stdout.contains("env K=v"), "{stdout}");
+}
+
+/// Piped stdin is the task's without `--stdin -`, and `--env KEY` passes our own value on.
+#[test]
+fn run_passes_piped_stdin_and_inherited_env() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let env = shared();
+    let mut child = env
+        .cli()
+        .args([
+            "run",
+            "hello.wasm",
+            "--env",
+            "WASIMOFF_TEST_GREETING",
+            "stdin",
+            "print_envs",
+        ])
+        .env("WASIMOFF_TEST_GREETING", "from the shell")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"piped in\n").unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("piped in\n"), "{stdout}");
+    assert!(
+        stdout.contains("env WASIMOFF_TEST_GREETING=from the shell"),
+        "{stdout}"
+    );
+    // A name that is not set here is an error, not an empty value.
+    let out = run(env
+        .cli()
+        .args(["run", "hello.wasm", "--env", "WASIMOFF_TEST_UNSET", "x"])
+        .env_remove("WASIMOFF_TEST_UNSET"));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("WASIMOFF_TEST_UNSET is not set"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// A mistyped path is "no such file", not "not in storage"; a bare name that is neither here
+/// nor stored says both.
+#[test]
+fn run_tells_a_missing_file_from_a_missing_stored_module() {
+    let env = shared();
+    let out = run(env.cli().args(["run", "./no/such/module.wasm", "x"]));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("module ./no/such/module.wasm: no such file or directory"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(env
+        .cli()
+        .args(["run", "hello.wasm", "--rootfs", "./mydir", "x"]));
+    assert!(
+        text(&out.stderr).contains("--rootfs ./mydir: no such file or directory"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(env.cli().args(["run", "nothing-here.wasm"]));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("not in storage"), "{stderr}");
+    assert!(
+        stderr.contains(r#"there is no file "nothing-here.wasm" here"#),
+        "{stderr}"
+    );
+}
+
+/// `upload` stores the file under its name unless told otherwise, as the original's CLI did.
+#[test]
+fn upload_aliases_by_file_name() {
+    let env = shared();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("greeter-by-name.wasm");
+    std::fs::write(&file, wasimoff_wasi_apps::HELLO).unwrap();
+    let out = run(env.cli().args(["upload", file.to_str().unwrap()]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("stored as greeter-by-name.wasm"));
+    let out = run(env.cli().args(["run", "greeter-by-name.wasm", "x"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // --no-name: no alias.
+    let file = dir.path().join("unnamed.wasm");
+    std::fs::write(&file, wasimoff_wasi_apps::HELLO).unwrap();
+    let out = run(env
+        .cli()
+        .args(["upload", "--no-name", file.to_str().unwrap()]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(env.cli().args(["run", "unnamed.wasm"]));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+}

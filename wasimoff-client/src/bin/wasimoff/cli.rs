@@ -62,13 +62,16 @@ pub(crate) struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Upload a module (.wasm) or zip archive; prints its `sha256:` ref.
+    /// Upload a module (.wasm) or zip archive under its file name; prints its `sha256:` ref.
     Upload {
         /// The file to upload.
         file: std::path::PathBuf,
-        /// An alias that tasks can use instead of the ref.
-        #[arg(long, short = 'n')]
+        /// The alias that tasks can use instead of the ref (default: the file's name).
+        #[arg(long, short = 'n', conflicts_with = "no_name")]
         name: Option<String>,
+        /// Store the file under its ref only, without an alias.
+        #[arg(long)]
+        no_name: bool,
     },
     /// Run one task, like `wasmtime run`: stdout and stderr are passed on, and the task's exit
     /// status becomes wasimoff's.
@@ -224,9 +227,22 @@ fn client(cli: &Cli) -> Result<Client, Error> {
 async fn dispatch(cli: Cli) -> Result<u8, Error> {
     let client = client(&cli)?;
     match cli.command {
-        Command::Upload { file, name } => {
+        Command::Upload {
+            file,
+            name,
+            no_name,
+        } => {
+            // As the original's CLI: the file's name is the alias unless told otherwise.
+            let name = match (name, no_name) {
+                (_, true) => None,
+                (Some(name), false) => Some(name),
+                (None, false) => file.file_name().and_then(|n| n.to_str()).map(str::to_owned),
+            };
             let r = client.upload_file(&file, name.as_deref()).await?;
             println!("{r}");
+            if let Some(name) = name {
+                eprintln!("wasimoff: stored as {name}");
+            }
             Ok(0)
         }
         Command::Run(args) => run::run(&client, args, cli.allow_truncated).await,

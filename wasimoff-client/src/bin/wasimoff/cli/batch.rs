@@ -46,7 +46,8 @@ pub(crate) struct BatchArgs {
     /// Tasks in flight at once.
     #[arg(long, short = 'j', default_value_t = 64)]
     concurrency: usize,
-    /// Show the progress bar even when stderr is not a terminal.
+    /// Show progress even when stderr is not a terminal: there, one plain line every few
+    /// seconds and at each tenth of the tasks (a bar on a terminal).
     #[arg(long, conflicts_with = "no_progress")]
     progress: bool,
     /// Never show the progress bar.
@@ -265,7 +266,7 @@ async fn run_all<I>(
     tasks: I,
     total: usize,
     concurrency: usize,
-    bar: ProgressBar,
+    progress: Progress,
     artifacts: bool,
     allow_truncated: bool,
 ) -> Tally
@@ -279,35 +280,114 @@ where
         ..Tally::default()
     };
     let mut seen = 0;
-    while let Some((index, result)) = results.next().await {
+    let mut ticks = tokio::time::interval(PLAIN_PROGRESS_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        let (index, result) = tokio::select! {
+            next = results.next() => match next {
+                Some(next) => next,
+                None => break,
+            },
+            _ = ticks.tick() => {
+                progress.line(seen, &tally);
+                continue;
+            }
+        };
         let line = match &result {
             Ok(output) => output_json_with(Some(index), output, artifacts),
             Err(e) => error_json(Some(index), e),
         };
-        bar.suspend(|| println!("{line}"));
+        progress.suspend(|| println!("{line}"));
         tally.add(index, &result);
         seen += 1;
-        bar.inc(1);
+        progress.inc(seen, &tally);
     }
-    bar.finish_and_clear();
+    progress.finish();
     if seen != total {
         eprintln!("wasimoff: expected {total} results, got {seen}");
     }
     tally
 }
 
-fn progress_bar(total: usize, show: bool) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
+/// How often `--progress` prints a plain line when stderr is not a terminal.
+const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// How a batch shows its progress on stderr.
+enum Progress {
+    /// Nothing.
+    Hidden,
+    /// A bar, on a terminal.
+    Bar(ProgressBar),
+    /// Plain lines (stderr is a file or a pipe): every [`PLAIN_PROGRESS_EVERY`] and at each
+    /// tenth of the tasks.
+    Lines { total: usize, started: Instant },
+}
+
+impl Progress {
+    fn new(total: usize, show: bool) -> Progress {
+        if !show {
+            return Progress::Hidden;
+        }
+        if !std::io::stderr().is_terminal() {
+            return Progress::Lines {
+                total,
+                started: Instant::now(),
+            };
+        }
+        let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
+        if let Ok(style) = ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {per_sec} ETA {eta}",
+        ) {
+            bar.set_style(style);
+        }
+        bar.enable_steady_tick(Duration::from_millis(200));
+        Progress::Bar(bar)
     }
-    let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
-    if let Ok(style) = ProgressStyle::with_template(
-        "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {per_sec} ETA {eta}",
-    ) {
-        bar.set_style(style);
+
+    /// Runs `print` (which writes a result line) without tearing the bar.
+    fn suspend(&self, print: impl FnOnce()) {
+        match self {
+            Progress::Bar(bar) => bar.suspend(print),
+            _ => print(),
+        }
     }
-    bar.enable_steady_tick(Duration::from_millis(200));
-    bar
+
+    /// One more result (`done` so far).
+    fn inc(&self, done: usize, tally: &Tally) {
+        match self {
+            Progress::Bar(bar) => bar.inc(1),
+            Progress::Lines { total, .. } => {
+                let tenth = (*total / 10).max(1);
+                if done.is_multiple_of(tenth) || done == *total {
+                    self.line(done, tally);
+                }
+            }
+            Progress::Hidden => {}
+        }
+    }
+
+    /// A plain progress line: `wasimoff: 500/1000 results (3 failed) after 2.1 s, 238.1/s`.
+    fn line(&self, done: usize, tally: &Tally) {
+        if let Progress::Lines { total, started } = self {
+            let seconds = started.elapsed().as_secs_f64();
+            let rate = if seconds > 0.0 {
+                done as f64 / seconds
+            } else {
+                0.0
+            };
+            eprintln!(
+                "wasimoff: {done}/{total} results ({} failed) after {seconds:.1} s, {rate:.1}/s",
+                tally.failed()
+            );
+        }
+    }
+
+    fn finish(&self) {
+        if let Progress::Bar(bar) = self {
+            bar.finish_and_clear();
+        }
+    }
 }
 
 /// `wasimoff task FILE...`
@@ -329,7 +409,7 @@ pub(crate) async fn task(
         tasks,
         total,
         args.concurrency,
-        ProgressBar::hidden(),
+        Progress::Hidden,
         args.with_artifacts,
         allow_truncated,
     )
@@ -353,7 +433,7 @@ pub(crate) async fn batch(
             let tasks = tasks_of(file)?;
             let total = tasks.len();
             let session = client.session().await?;
-            let bar = progress_bar(total, show);
+            let bar = Progress::new(total, show);
             let tally = run_all(
                 &session,
                 tasks,
@@ -378,6 +458,13 @@ pub(crate) async fn batch(
             let template_value = values.remove(0);
             // Check the template once, so that errors show before any task runs.
             Task::from_json_value(template_value.clone())?;
+            if substitute(&template_value, "0") == substitute(&template_value, "1") {
+                eprintln!(
+                    "wasimoff: warning: {} has no {{}} or {{i}} in its strings, so every task \
+                     of the range is the same task",
+                    template.display()
+                );
+            }
             let (start, end) = args.range.unwrap_or((0, 0));
             let total = usize::try_from(end - start)
                 .map_err(|_| Error::Local("the range is too large".into()))?;
@@ -387,7 +474,7 @@ pub(crate) async fn batch(
                 Task::from_json_value(value).unwrap_or_else(|_| Task::wasip1("invalid-template"))
             });
             let session = client.session().await?;
-            let bar = progress_bar(total, show);
+            let bar = Progress::new(total, show);
             let tally = run_all(
                 &session,
                 tasks,

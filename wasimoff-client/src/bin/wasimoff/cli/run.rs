@@ -1,7 +1,7 @@
 //! `wasimoff run`: one task, shaped like `wasmtime run`.
 
 use std::{
-    io::{Read, Write},
+    io::{IsTerminal, Read, Write},
     path::{Path, PathBuf},
 };
 
@@ -10,17 +10,28 @@ use wasimoff_client::{Client, Error, Source, Task};
 use super::{archive, exit};
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Like `wasmtime run`: the words after the module are the task's arguments (`--` before them \
+is optional; it is needed only when the first one starts with `-`), piped stdin is passed \
+on, and the task's exit status becomes wasimoff's.
+
+Unlike wasmtime's `--dir`, which shares a host directory with the guest, `--rootfs DIR` \
+sends a copy: the directory is zipped and unpacked on the provider, the guest's changes \
+stay there, and only the paths named with `--artifact` come back (into `--out DIR`).")]
 pub(crate) struct RunArgs {
     /// A local module (uploaded first) or the ref/alias of a module in the broker's storage.
     module: String,
-    /// The task's standard input: a file, or `-` for wasimoff's own stdin.
+    /// The task's standard input: a file, or `-` for wasimoff's own stdin. Without it,
+    /// wasimoff's stdin is passed on when it is not a terminal (read to its end first; use
+    /// `--stdin /dev/null` for none).
     #[arg(long, value_name = "FILE|-")]
     stdin: Option<String>,
-    /// An environment variable `KEY=value` (repeatable).
-    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
+    /// An environment variable: `KEY=value`, or `KEY` to pass on wasimoff's own value
+    /// (repeatable).
+    #[arg(long = "env", short = 'e', value_name = "KEY[=VALUE]")]
     envs: Vec<String>,
-    /// The root filesystem: a directory (zipped on the fly), a zip file, or the ref/alias of a
-    /// stored zip.
+    /// The root filesystem, sent as a copy: a directory (zipped on the fly), a zip file, or
+    /// the ref/alias of a stored zip.
     #[arg(long, value_name = "DIR|ZIP|REF")]
     rootfs: Option<String>,
     /// A path in the task's filesystem to return (repeatable).
@@ -35,14 +46,98 @@ pub(crate) struct RunArgs {
     /// Print the result as one JSON line instead of passing stdout/stderr on.
     #[arg(long)]
     json: bool,
-    /// Arguments for the task (after `--`); `argv[0]` is the module's name.
-    #[arg(last = true)]
+    /// Arguments for the task; `argv[0]` is the module's name.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "ARGS"
+    )]
     args: Vec<String>,
 }
 
-fn local(text: &str) -> Option<&Path> {
+/// The largest stdin passed on (the broker's default limit for a task's stdin).
+const MAX_STDIN: u64 = 16 << 20;
+
+/// Where a module or rootfs argument points.
+enum Place<'a> {
+    /// A file or directory here.
+    Local(&'a Path),
+    /// A name for the broker's storage (an alias or `sha256:` ref).
+    Stored(&'a str),
+}
+
+/// `text` as a local path if one exists, else as a stored name; a path that does not exist
+/// and cannot be a stored name (it has a directory part, or starts with `.` or `~`) is "no
+/// such file".
+fn place<'a>(text: &'a str, what: &str) -> Result<Place<'a>, Error> {
     let path = Path::new(text);
-    path.exists().then_some(path)
+    if path.exists() {
+        return Ok(Place::Local(path));
+    }
+    if text.contains('/')
+        || text.contains(std::path::MAIN_SEPARATOR)
+        || text.starts_with(['.', '~'])
+    {
+        return Err(Error::Local(format!(
+            "{what} {text}: no such file or directory"
+        )));
+    }
+    Ok(Place::Stored(text))
+}
+
+/// A stored name the broker does not know (one of `stored`, the names given that are not
+/// local files): say that it is not a local file either.
+fn not_found(e: Error, stored: &[&str]) -> Error {
+    match e {
+        Error::NotFound(message) => {
+            let name = stored
+                .iter()
+                .find(|name| message.contains(&format!("{name:?}")))
+                .or(stored.first());
+            match name {
+                Some(name) => {
+                    Error::NotFound(format!("{message} (and there is no file {name:?} here)"))
+                }
+                None => Error::NotFound(message),
+            }
+        }
+        other => other,
+    }
+}
+
+/// `KEY=value` as given; `KEY` alone takes wasimoff's own value.
+fn env_entry(entry: &str) -> Result<String, Error> {
+    if entry.contains('=') {
+        return Ok(entry.to_owned());
+    }
+    if entry.is_empty() {
+        return Err(Error::Local("--env: expected KEY=VALUE or KEY".into()));
+    }
+    match std::env::var(entry) {
+        Ok(value) => Ok(format!("{entry}={value}")),
+        Err(std::env::VarError::NotPresent) => Err(Error::Local(format!(
+            "--env {entry}: {entry} is not set here (pass {entry}=VALUE)"
+        ))),
+        Err(std::env::VarError::NotUnicode(_)) => Err(Error::Local(format!(
+            "--env {entry}: its value here is not UTF-8"
+        ))),
+    }
+}
+
+/// Reads `reader` to its end, refusing more than [`MAX_STDIN`] bytes.
+fn read_stdin(reader: impl Read, what: &str) -> Result<Vec<u8>, Error> {
+    let mut buffer = Vec::new();
+    reader
+        .take(MAX_STDIN + 1)
+        .read_to_end(&mut buffer)
+        .map_err(|e| Error::Local(format!("cannot read {what}: {e}")))?;
+    if buffer.len() as u64 > MAX_STDIN {
+        return Err(Error::Local(format!(
+            "{what} is larger than {MAX_STDIN} bytes, the broker's limit for a task's stdin \
+             (put large inputs in --rootfs)"
+        )));
+    }
+    Ok(buffer)
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, Error> {
@@ -56,8 +151,8 @@ pub(crate) async fn run(
     args: RunArgs,
     allow_truncated: bool,
 ) -> Result<u8, Error> {
-    let (binary, argv0): (Source, String) = match local(&args.module) {
-        Some(path) if path.is_file() => {
+    let (binary, argv0): (Source, String) = match place(&args.module, "module")? {
+        Place::Local(path) if path.is_file() => {
             let r = client.upload_file(path, None).await?;
             let name = path
                 .file_name()
@@ -65,49 +160,56 @@ pub(crate) async fn run(
                 .unwrap_or_else(|| args.module.clone());
             (r.into(), name)
         }
-        Some(path) => {
+        Place::Local(path) => {
             return Err(Error::Local(format!("{} is not a file", path.display())));
         }
-        None => (Source::Ref(args.module.clone()), args.module.clone()),
+        Place::Stored(name) => (Source::Ref(name.to_owned()), name.to_owned()),
     };
+    let envs = args
+        .envs
+        .iter()
+        .map(|e| env_entry(e))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut task = Task::wasip1(binary)
         .argv0(argv0)
         .args(args.args)
-        .artifacts(args.artifacts);
-    for env in &args.envs {
-        if !env.contains('=') {
-            return Err(Error::Local(format!("--env {env:?}: expected KEY=VALUE")));
+        .artifacts(args.artifacts)
+        .envs(envs);
+    let stdin = match args.stdin.as_deref() {
+        Some("-") => Some(read_stdin(std::io::stdin().lock(), "stdin")?),
+        Some(file) => Some(read(Path::new(file))?),
+        // Like `wasmtime run`: a pipe or a file on stdin is the task's.
+        None if !std::io::stdin().is_terminal() => {
+            Some(read_stdin(std::io::stdin().lock(), "stdin")?)
         }
-    }
-    task = task.envs(args.envs);
-    if let Some(stdin) = &args.stdin {
-        let bytes = if stdin == "-" {
-            let mut buffer = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut buffer)
-                .map_err(|e| Error::Local(format!("cannot read stdin: {e}")))?;
-            buffer
-        } else {
-            read(Path::new(stdin))?
-        };
+        None => None,
+    };
+    if let Some(bytes) = stdin.filter(|b| !b.is_empty()) {
         task = task.stdin(bytes);
     }
+    let mut stored = vec![];
     if let Some(rootfs) = &args.rootfs {
-        let source: Source = match local(rootfs) {
-            Some(dir) if dir.is_dir() => archive::zip_dir(dir)?.into(),
-            Some(file) => {
+        let source: Source = match place(rootfs, "--rootfs")? {
+            Place::Local(dir) if dir.is_dir() => archive::zip_dir(dir)?.into(),
+            Place::Local(file) => {
                 let r = client.upload(read(file)?, None).await?;
                 r.into()
             }
-            None => Source::Ref(rootfs.clone()),
+            Place::Stored(name) => {
+                stored.push(name);
+                Source::Ref(name.to_owned())
+            }
         };
         task = task.rootfs(source);
     }
     if let Some(seconds) = args.timeout {
         task = task.timeout(std::time::Duration::from_secs(seconds));
     }
+    if let Place::Stored(name) = place(&args.module, "module")? {
+        stored.push(name);
+    }
 
-    let output = match client.run(task).await {
+    let output = match client.run(task).await.map_err(|e| not_found(e, &stored)) {
         Ok(output) => output,
         // Setup errors are not the task's: they go to stderr with their advice.
         Err(e) if args.json && !e.is_permanent() => {
