@@ -6,6 +6,10 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
+/// The [`TaskError::DeadlineExceeded`] text for a task whose deadline had passed already.
+pub(crate) const PASSED_AT_SUBMISSION: &str =
+    "the task's deadline had passed when it was submitted";
+
 /// Why a task submission did not produce a result.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -30,9 +34,10 @@ pub enum TaskError {
     /// `immediate` was requested and no provider slot is free, or nobody can run it.
     #[error("{0}")]
     Unavailable(String),
-    /// The task's deadline (or the broker's task timeout) passed.
-    #[error("deadline exceeded")]
-    DeadlineExceeded,
+    /// The task's deadline (or the broker's task timeout) passed: what happened to it (queued
+    /// for how long and why, or running where and for how long).
+    #[error("{0}")]
+    DeadlineExceeded(String),
     /// Providers failed the task (lost, timed out, or errored) more often than allowed.
     #[error("provider failed: {0}")]
     ProviderFailed(String),
@@ -70,7 +75,7 @@ impl TaskError {
             TaskError::Unavailable(_) | TaskError::ShuttingDown | TaskError::StoreFull(_) => {
                 "unavailable"
             }
-            TaskError::DeadlineExceeded => "deadline_exceeded",
+            TaskError::DeadlineExceeded(_) => "deadline_exceeded",
             TaskError::ProviderFailed(_) => "aborted",
             TaskError::Cancelled(_) => "canceled",
             TaskError::Unauthenticated(_) => "unauthenticated",
@@ -89,7 +94,7 @@ impl TaskError {
                 StatusCode::TOO_MANY_REQUESTS
             }
             TaskError::Unavailable(_) | TaskError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-            TaskError::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+            TaskError::DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
             TaskError::ProviderFailed(_) => StatusCode::CONFLICT,
             TaskError::Cancelled(_) => StatusCode::REQUEST_TIMEOUT,
             TaskError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,

@@ -9,7 +9,7 @@ use wasimoff_core::proto::{self, task};
 use wasimoff_core::store::{PutOptions, Ref, media};
 
 use crate::dispatch::Job;
-use crate::error::TaskError;
+use crate::error::{PASSED_AT_SUBMISSION, TaskError};
 use crate::state::AppState;
 use crate::storage::Pins;
 
@@ -149,7 +149,7 @@ impl AppState {
         let now_ns = wasimoff_core::platform::unix_nanos() as i128;
         let left = deadline.unix_nanos() - now_ns;
         if left <= 0 {
-            return Err(TaskError::DeadlineExceeded);
+            return Err(TaskError::DeadlineExceeded(PASSED_AT_SUBMISSION.into()));
         }
         let left = Duration::from_nanos(u64::try_from(left).unwrap_or(u64::MAX));
         Ok(limit.min(Instant::now() + left))

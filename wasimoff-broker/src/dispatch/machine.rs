@@ -38,7 +38,7 @@ use wasimoff_core::proto::task::trace_event::EventType;
 use wasimoff_core::remote::Refusal;
 use wasimoff_core::scheduler::{Placement, ProviderId, Scheduler, SchedulerEvent};
 
-use crate::error::TaskError;
+use crate::error::{PASSED_AT_SUBMISSION, TaskError};
 
 /// A task as the dispatcher sees it: an opaque request for a provider.
 #[derive(Debug)]
@@ -218,6 +218,8 @@ struct Attempt {
     provider: ProviderId,
     number: u32,
     timer: TimerKey,
+    /// When it was sent.
+    started: Instant,
 }
 
 #[derive(Debug)]
@@ -506,8 +508,9 @@ impl Machine {
             }
             match entry.remove() {
                 Timer::Deadline(id) => {
+                    let what = self.missed_deadline(now, &id);
                     self.end_task(now, &id, "deadline exceeded", |_| {
-                        TaskError::DeadlineExceeded
+                        TaskError::DeadlineExceeded(what)
                     });
                 }
                 Timer::Attempt(id, attempt) => self.wedged(now, &id, attempt),
@@ -543,7 +546,8 @@ impl Machine {
             return;
         }
         if deadline <= now {
-            return reject(self, job, TaskError::DeadlineExceeded);
+            let error = TaskError::DeadlineExceeded(PASSED_AT_SUBMISSION.into());
+            return reject(self, job, error);
         }
         if !job.immediate && self.queued >= self.config.max_queue {
             let queued = self.queued;
@@ -751,6 +755,7 @@ impl Machine {
             provider,
             number,
             timer,
+            started: now,
         });
         self.running += 1;
         self.actions.push_back(Action::Send {
@@ -997,6 +1002,49 @@ impl Machine {
     }
 
     /// Ends a task before it has a result (client cancel, deadline): cancel, then reply.
+    /// What happened to a task whose deadline passed, for its client: queued (for how long,
+    /// and whether any provider is there) or running (where, for how long, which attempt).
+    fn missed_deadline(&self, now: Instant, id: &str) -> String {
+        let Some(task) = self.tasks.get(id) else {
+            return "the task's deadline passed".to_owned();
+        };
+        let waited = now.saturating_duration_since(task.submitted).as_secs_f64();
+        match &task.running {
+            Some(attempt) => {
+                let name = self
+                    .providers
+                    .get(&attempt.provider)
+                    .map_or("(gone)", |p| p.name.as_str());
+                let ran = now.saturating_duration_since(attempt.started).as_secs_f64();
+                format!(
+                    "the task's deadline passed while it ran on provider {name} ({ran:.1} s of \
+                     attempt {}; {waited:.1} s since it was submitted)",
+                    task.attempts.max(1)
+                )
+            }
+            None if self.providers.is_empty() => format!(
+                "the task waited {waited:.1} s in the queue and never ran: no provider is \
+                 connected to this broker"
+            ),
+            None => {
+                let slots: u64 = self
+                    .providers
+                    .values()
+                    .map(|p| u64::from(p.advertised))
+                    .sum();
+                let tried = match task.attempts {
+                    0 => String::new(),
+                    n => format!(" after {n} failed attempt(s)"),
+                };
+                format!(
+                    "the task waited {waited:.1} s in the queue{tried}: {} provider(s) with {slots} \
+                     slot(s) are connected, and none was free for it",
+                    self.providers.len()
+                )
+            }
+        }
+    }
+
     fn end_task(
         &mut self,
         now: Instant,

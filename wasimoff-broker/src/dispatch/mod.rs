@@ -143,7 +143,9 @@ impl Dispatch {
                         reason: "deadline exceeded".into(),
                     }));
                 }
-                Err(TaskError::DeadlineExceeded)
+                Err(TaskError::DeadlineExceeded(
+                    "the task's deadline passed before the dispatcher answered".into(),
+                ))
             }
         }
     }

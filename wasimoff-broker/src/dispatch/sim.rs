@@ -924,7 +924,7 @@ impl Sim {
                             _ => "result error",
                         },
                         Ok(_) => panic!("seed {seed}: {id} answered with a wrong payload"),
-                        Err(TaskError::DeadlineExceeded) => {
+                        Err(TaskError::DeadlineExceeded(_)) => {
                             assert!(now >= t.deadline, "seed {seed}: {id} timed out early");
                             "deadline"
                         }

@@ -245,9 +245,48 @@ fn the_deadline_wins_when_it_meets_the_attempt_timer() {
         h.advance(S(10)),
         [
             cancel(P, "t", 1),
-            reply("t", Err(TaskError::DeadlineExceeded))
+            reply(
+                "t",
+                Err(TaskError::DeadlineExceeded(
+                    "the task's deadline passed while it ran on provider provider-1 (3.0 s of \
+                     attempt 1; 3.0 s since it was submitted)"
+                        .into()
+                ))
+            )
         ],
         "one cancel, no re-dispatch"
+    );
+}
+
+#[test]
+fn a_deadline_error_says_whether_any_provider_was_there() {
+    let mut h = Harness::new(config());
+    assert_eq!(h.submit("t", S(2)), []);
+    assert_eq!(
+        h.advance(S(2)),
+        [reply(
+            "t",
+            Err(TaskError::DeadlineExceeded(
+                "the task waited 2.0 s in the queue and never ran: no provider is connected \
+                 to this broker"
+                    .into()
+            ))
+        )]
+    );
+    // With a provider whose one slot is taken by another task.
+    h.provider(P, 1);
+    assert_eq!(h.submit("busy", S(60)), [send(P, "busy", 1)]);
+    assert_eq!(h.submit("t2", S(1)), []);
+    assert_eq!(
+        h.advance(S(1)),
+        [reply(
+            "t2",
+            Err(TaskError::DeadlineExceeded(
+                "the task waited 1.0 s in the queue: 1 provider(s) with 1 slot(s) are \
+                 connected, and none was free for it"
+                    .into()
+            ))
+        )]
     );
 }
 
@@ -266,7 +305,13 @@ fn nothing_is_sent_at_the_deadline() {
         id: P,
         concurrency: 1,
     }));
-    assert_eq!(did, [reply("t", Err(TaskError::DeadlineExceeded))]);
+    assert!(
+        matches!(
+            &did[..],
+            [Did::Reply(_, Err(TaskError::DeadlineExceeded(_)))]
+        ),
+        "{did:?}"
+    );
 }
 
 #[test]

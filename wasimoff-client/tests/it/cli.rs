@@ -479,3 +479,23 @@ fn upload_aliases_by_file_name() {
     let out = run(env.cli().args(["run", "unnamed.wasm"]));
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
 }
+
+/// With no provider connected, `run` says so at once, and the deadline error says the task
+/// waited in the queue with nobody there (not "deadline exceeded: deadline exceeded").
+#[test]
+fn run_without_providers_warns_and_explains_the_deadline() {
+    let env = crate::support::Env::start(crate::support::config(100));
+    env.upload(wasimoff_wasi_apps::HELLO, "hello.wasm");
+    let out = run(env.cli().args(["run", "--timeout", "1", "hello.wasm", "x"]));
+    assert_eq!(out.status.code(), Some(134), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("warning: no provider is connected to"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("deadline exceeded: the task waited")
+            && stderr.contains("no provider is connected to this broker"),
+        "{stderr}"
+    );
+}

@@ -203,6 +203,21 @@ pub(crate) fn truncation_warning(output: &Output) -> Option<String> {
     (!lines.is_empty()).then(|| lines.join("\n"))
 }
 
+/// Warns on stderr when no provider is connected to the broker: the tasks about to be sent
+/// would wait in the queue, silently, until one connects or the broker gives up on them.
+/// Anything but a clear "no provider" (an error, a broker that hides its status) says nothing.
+pub(crate) async fn warn_if_no_provider(client: &Client) {
+    if let Ok(status) = client.status().await
+        && status.providers == 0
+    {
+        eprintln!(
+            "wasimoff: warning: no provider is connected to {}; tasks wait in its queue until \
+             one connects (open its page in a browser, or start wasimoff-provider)",
+            client.url()
+        );
+    }
+}
+
 fn client(cli: &Cli) -> Result<Client, Error> {
     let mut builder = Client::builder(&cli.broker);
     if let Some(token) = &cli.token {

@@ -404,6 +404,7 @@ pub(crate) async fn task(
     let started = Instant::now();
     // One connection for all tasks: a broker that cannot be reached fails the command once.
     let session = client.session().await?;
+    super::warn_if_no_provider(client).await;
     let tally = run_all(
         &session,
         tasks,
@@ -433,6 +434,7 @@ pub(crate) async fn batch(
             let tasks = tasks_of(file)?;
             let total = tasks.len();
             let session = client.session().await?;
+            super::warn_if_no_provider(client).await;
             let bar = Progress::new(total, show);
             let tally = run_all(
                 &session,
@@ -474,6 +476,7 @@ pub(crate) async fn batch(
                 Task::from_json_value(value).unwrap_or_else(|_| Task::wasip1("invalid-template"))
             });
             let session = client.session().await?;
+            super::warn_if_no_provider(client).await;
             let bar = Progress::new(total, show);
             let tally = run_all(
                 &session,

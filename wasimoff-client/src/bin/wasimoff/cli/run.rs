@@ -209,6 +209,7 @@ pub(crate) async fn run(
         stored.push(name);
     }
 
+    super::warn_if_no_provider(client).await;
     let output = match client.run(task).await.map_err(|e| not_found(e, &stored)) {
         Ok(output) => output,
         // Setup errors are not the task's: they go to stderr with their advice.
