@@ -97,7 +97,9 @@ pub(crate) fn ensure_rustup_targets(targets: &[&str]) -> Result<()> {
     Step::new(&format!("rustup target add {}", missing.join(" "))).run(command)
 }
 
-/// Installs a cargo subcommand from crates.io if `cargo <sub> --version` fails.
+/// Installs a cargo subcommand from crates.io if `cargo <sub> --version` fails: a debug build,
+/// since the subcommands we use only drive cargo (their speed does not matter, their build
+/// time does).
 pub(crate) fn ensure_cargo_tool(krate: &str, sub: &str) -> Result<()> {
     let present = cargo(&[sub, "--version"])
         .stdout(std::process::Stdio::null())
@@ -107,7 +109,7 @@ pub(crate) fn ensure_cargo_tool(krate: &str, sub: &str) -> Result<()> {
     if present {
         return Ok(());
     }
-    Step::new(&format!("install {krate}")).run(cargo(&["install", krate, "--locked"]))
+    Step::new(&format!("install {krate}")).run(cargo(&["install", krate, "--locked", "--debug"]))
 }
 
 /// A fuzz corpus seeded with the envelopes of the golden vectors (`../shared/vectors`), in the
