@@ -376,7 +376,13 @@ async fn browser_provider_end_to_end() {
               await init();
               const client = new Client(location.origin);
               const r = await client.submit({ binary: "hello.wasm", args: ["hello.wasm", "from-page", "stdin"], stdin: "page stdin" });
-              done({ status: r.status, stdout: r.stdoutText });
+              let failed = {};
+              try { await client.submit({ binary: "no-such.wasm", args: ["no-such.wasm"] }); }
+              catch (e) { failed = { code: e.code, message: e.message }; }
+              let trapped = {};
+              try { await client.submit({ binary: "hello.wasm", args: ["hello.wasm", "trap"] }); }
+              catch (e) { trapped = { code: e.code, kind: e.kind, stdout: e.stdout }; }
+              done({ status: r.status, stdout: r.stdoutText, failed, trapped });
             })().catch((e) => done({ error: String(e) }));"#,
             vec![],
         )
@@ -384,8 +390,20 @@ async fn browser_provider_end_to_end() {
         .unwrap();
     assert_eq!(offloaded["status"], 0, "{offloaded}");
     let stdout = offloaded["stdout"].as_str().unwrap_or_default();
+    // `args` is the whole argv, program name once, as docs/browser-api.md shows.
     assert!(
-        stdout.contains("\"from-page\"") && stdout.contains("page stdin"),
+        stdout.contains(r#"args = ["hello.wasm", "from-page", "stdin"]"#)
+            && stdout.contains("page stdin"),
+        "{offloaded}"
+    );
+    // Errors carry a stable code; a failed task its kind and output.
+    assert_eq!(offloaded["failed"]["code"], "not_found", "{offloaded}");
+    assert_eq!(offloaded["trapped"]["code"], "task_failed", "{offloaded}");
+    assert_eq!(offloaded["trapped"]["kind"], "trap", "{offloaded}");
+    assert!(
+        offloaded["trapped"]["stdout"]
+            .as_str()
+            .is_some_and(|s| s.contains("Hello, wasimoff!")),
         "{offloaded}"
     );
 

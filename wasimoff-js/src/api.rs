@@ -56,6 +56,20 @@ fn js_error(text: impl std::fmt::Display) -> JsError {
     JsError::new(&text.to_string())
 }
 
+/// A client error as a JS `Error` with a stable `code` (`resource_exhausted`, `not_found`,
+/// `deadline_exceeded`, `task_failed`, ... as `wasimoff_client::Error::code`); a failed task
+/// also has its `kind` (`trap`, `timeout`, `memory`, ...), `stdout` and `stderr`.
+fn client_error(error: wasimoff_client::Error) -> JsValue {
+    let js = js_sys::Error::new(&error.to_string());
+    set(&js, "code", error.code());
+    if let wasimoff_client::Error::Task(failure) = &error {
+        set(&js, "kind", failure.kind.as_str());
+        set(&js, "stdout", failure.output.stdout_lossy());
+        set(&js, "stderr", failure.output.stderr_lossy());
+    }
+    js.into()
+}
+
 /// `navigator.hardwareConcurrency` (browsers, Node.js 21+), or 1. Node.js 20 has no
 /// `navigator` (and `os.availableParallelism()` is only reachable through an async import), so
 /// Node.js 20 callers pass `workers`.
@@ -591,28 +605,34 @@ impl Client {
         &self,
         bytes: Uint8Array,
         alias: Option<String>,
-    ) -> Result<String, JsError> {
+    ) -> Result<String, JsValue> {
         let r = self
             .client
             .upload(bytes.to_vec(), alias.as_deref())
             .await
-            .map_err(js_error)?;
+            .map_err(client_error)?;
         Ok(r.to_string())
     }
 
     /// Runs a task on the cluster and resolves to its output (see docs/browser-api.md).
-    pub async fn submit(&self, task: Object) -> Result<JsValue, JsError> {
+    pub async fn submit(&self, task: Object) -> Result<JsValue, JsValue> {
         let task: JsValue = task.into();
         let binary = get(&task, "binary");
         let source = match (binary.as_string(), jsmsg::js_bytes(&binary)) {
             (Some(name), _) => wasimoff_client::Source::Ref(name),
             (None, Some(bytes)) => wasimoff_client::Source::Inline(bytes.into()),
             (None, None) => {
-                return Err(js_error("`binary` must be a ref, an alias or a Uint8Array"));
+                return Err(js_error("`binary` must be a ref, an alias or a Uint8Array").into());
             }
         };
-        let mut t = wasimoff_client::Task::wasip1(source)
-            .args(get_strings(&task, "args").map_err(js_error)?)
+        // `args` is the whole argv, program name first, as for `Executor.run`.
+        let mut argv = get_strings(&task, "args").map_err(js_error)?.into_iter();
+        let mut t = wasimoff_client::Task::wasip1(source);
+        if let Some(argv0) = argv.next() {
+            t = t.argv0(argv0);
+        }
+        let mut t = t
+            .args(argv)
             .envs(get_strings(&task, "envs").map_err(js_error)?)
             .artifacts(get_strings(&task, "artifacts").map_err(js_error)?);
         if let Some(stdin) = jsmsg::get_bytes(&task, "stdin") {
@@ -627,7 +647,7 @@ impl Client {
         if let Some(timeout) = timeout_option(&task)? {
             t = t.timeout(timeout);
         }
-        let output = self.client.run(t).await.map_err(js_error)?;
+        let output = self.client.run(t).await.map_err(client_error)?;
         let object = output_object(
             Some(output.status),
             &output.stdout,

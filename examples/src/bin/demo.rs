@@ -153,11 +153,15 @@ async fn main() -> anyhow::Result<()> {
     );
     let t = Instant::now();
     match client.run(Task::wasip1("hello.wasm").arg("trap")).await {
-        Err(Error::Task(message)) => {
-            let first = message.split("; stderr").next().unwrap_or_default();
+        Err(Error::Task(failure)) => {
+            let kept = failure.output.stdout.len() + failure.output.stderr.len();
             step(
                 "trap",
-                format!("hello.wasm trap → task failed: {first}"),
+                format!(
+                    "hello.wasm trap → task failed ({}): {}; {kept} bytes of its output kept",
+                    failure.kind,
+                    failure.reason()
+                ),
                 t.elapsed(),
             );
         }
