@@ -120,14 +120,31 @@ pub async fn provider(
     concurrency: u32,
     behaviour: Behaviour,
 ) -> FakeProvider {
+    provider_with_headers(
+        base,
+        name,
+        concurrency,
+        behaviour,
+        &[("user-agent", "fake-provider/1")],
+    )
+    .await
+}
+
+/// [`provider`] sending these headers with its upgrade request.
+pub async fn provider_with_headers(
+    base: &str,
+    name: &str,
+    concurrency: u32,
+    behaviour: Behaviour,
+    headers: &[(&str, &str)],
+) -> FakeProvider {
     let url = format!(
         "{}/api/provider/ws?id={name}",
         base.replacen("http", "ws", 1)
     );
-    let transport =
-        WebSocketTransport::connect(&url, &[("user-agent", "fake-provider/1")], 1 << 24)
-            .await
-            .unwrap();
+    let transport = WebSocketTransport::connect(&url, headers, 1 << 24)
+        .await
+        .unwrap();
     let config = MessengerConfig {
         answer_pings: behaviour != Behaviour::HangOnTask,
         ..MessengerConfig::default()
