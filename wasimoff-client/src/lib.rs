@@ -34,7 +34,7 @@ mod error;
 mod stream;
 mod task;
 
-pub use client::{Client, ClientBuilder, DEFAULT_BROKER, RetryPolicy, Status};
+pub use client::{Client, ClientBuilder, DEFAULT_BROKER, ProviderInfo, RetryPolicy, Status};
 pub use error::{Error, Result};
 #[cfg(not(target_arch = "wasm32"))]
 pub use stream::Session;
