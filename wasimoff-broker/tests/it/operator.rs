@@ -295,3 +295,39 @@ async fn the_task_line_can_be_quieted() {
     );
     assert!(!log.iter().any(|l| l.contains("task finished")), "{log:#?}");
 }
+
+/// Every metric the example Grafana dashboard queries is one the broker exports.
+#[tokio::test]
+async fn the_grafana_dashboard_uses_exported_metrics() {
+    let dashboard = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/grafana-dashboard.json"
+    ))
+    .unwrap();
+    let broker = broker(config()).await;
+    let base = http(&broker);
+    upload(&base, EMPTY_WASM, Some("empty.wasm")).await;
+    let _p = provider(&base, "p", 1, Behaviour::Echo).await;
+    wait_for_workers(&base, 1, 1).await;
+    assert_eq!(run_proto(&base, &wasip1("empty.wasm", &["e"])).await.0, 200);
+    let text = metrics(&base).await;
+    let exported: std::collections::HashSet<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let mut used = 0;
+    for (at, _) in dashboard.match_indices("wasimoff_") {
+        let name: String = dashboard[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        used += 1;
+        assert!(
+            exported.contains(name.as_str()),
+            "{name} is not exported:\n{text}"
+        );
+    }
+    assert!(used >= 10, "{used}");
+    broker.shutdown().await;
+}
