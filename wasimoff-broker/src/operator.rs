@@ -2,10 +2,13 @@
 //! dashboard page at `/status` (and at `/` when no page is configured).
 //!
 //! The dispatcher owns the provider registry, so the JSON is a snapshot it takes on a
-//! [`Command::Dashboard`] (built in O(providers + kept failures), no I/O). The JSON routes take
+//! [`Command::Dashboard`] (built in O(providers + kept failures), no I/O, reused for a quarter
+//! of a second so that polling cannot load the dispatcher); it is serialized here. The JSON routes take
 //! a token like `/api/status` does (a client's or a provider's, when tokens are configured);
 //! the page itself is static and public, and sends the token it is given in its URL fragment
 //! (`/status#token=...`, never sent to the server) as a bearer header.
+
+use std::sync::Arc;
 
 use axum::{
     extract::State,
@@ -132,7 +135,7 @@ pub(crate) struct Dashboard {
     pub(crate) failures: Vec<FailureView>,
 }
 
-async fn snapshot(app: &App, headers: &HeaderMap) -> Result<Dashboard, Response> {
+async fn snapshot(app: &App, headers: &HeaderMap) -> Result<Arc<Dashboard>, Response> {
     app.check_any(headers, None)
         .map_err(IntoResponse::into_response)?;
     let (reply, answer) = oneshot::channel();
@@ -145,7 +148,7 @@ async fn snapshot(app: &App, headers: &HeaderMap) -> Result<Dashboard, Response>
 /// `GET /api/providers`: the connected providers, by id.
 pub(crate) async fn providers(State(app): State<App>, headers: HeaderMap) -> Response {
     match snapshot(&app, &headers).await {
-        Ok(dashboard) => axum::Json(dashboard.providers).into_response(),
+        Ok(dashboard) => axum::Json(&dashboard.providers).into_response(),
         Err(response) => response,
     }
 }
@@ -153,7 +156,7 @@ pub(crate) async fn providers(State(app): State<App>, headers: HeaderMap) -> Res
 /// `GET /api/dashboard`: what the dashboard page shows.
 pub(crate) async fn dashboard(State(app): State<App>, headers: HeaderMap) -> Response {
     match snapshot(&app, &headers).await {
-        Ok(dashboard) => axum::Json(dashboard).into_response(),
+        Ok(dashboard) => axum::Json(&*dashboard).into_response(),
         Err(response) => response,
     }
 }

@@ -85,7 +85,7 @@ pub(crate) enum Command {
     },
     /// A snapshot for the operator view.
     Dashboard {
-        reply: oneshot::Sender<Dashboard>,
+        reply: oneshot::Sender<Arc<Dashboard>>,
     },
 }
 
@@ -118,6 +118,7 @@ impl Dispatch {
             totals: Totals::default(),
             failures: VecDeque::new(),
             series: 0,
+            snapshot: None,
             tx: tx.clone(),
             replies: HashMap::new(),
             conns: HashMap::new(),
@@ -236,6 +237,9 @@ struct Shell {
     failures: VecDeque<FailureView>,
     /// Providers with series of their own in the metrics.
     series: usize,
+    /// The last snapshot for the operator view, reused for [`SNAPSHOT_REUSE`]: however often
+    /// it is asked for, the dispatcher builds at most a few per second.
+    snapshot: Option<(Instant, Arc<Dashboard>)>,
     tx: mpsc::UnboundedSender<Command>,
     replies: HashMap<String, Reply>,
     conns: HashMap<ProviderId, Conn>,
@@ -246,6 +250,9 @@ struct Shell {
     /// Retries already counted in the metrics.
     retries: u64,
 }
+
+/// How long a snapshot for the operator view is reused.
+const SNAPSHOT_REUSE: Duration = Duration::from_millis(250);
 
 /// The window over which throughput is averaged.
 const THROUGHPUT_WINDOW: Duration = Duration::from_secs(5);
@@ -401,7 +408,17 @@ impl Shell {
                 return;
             }
             Command::Dashboard { reply } => {
-                let _ = reply.send(self.dashboard());
+                let snapshot = match &self.snapshot {
+                    Some((at, snapshot)) if now.duration_since(*at) < SNAPSHOT_REUSE => {
+                        snapshot.clone()
+                    }
+                    _ => {
+                        let snapshot = Arc::new(self.dashboard());
+                        self.snapshot = Some((now, snapshot.clone()));
+                        snapshot
+                    }
+                };
+                let _ = reply.send(snapshot);
                 return;
             }
         };
