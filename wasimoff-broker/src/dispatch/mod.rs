@@ -113,11 +113,16 @@ impl Dispatch {
         let (tx, rx) = mpsc::unbounded_channel();
         let shell = Shell {
             machine: Machine::new(scheduler, config),
-            config: shell,
             metrics,
             totals: Totals::default(),
             failures: VecDeque::new(),
             series: 0,
+            task_log: shell.log_tasks.then(|| {
+                let (tx, rx) = mpsc::channel(TASK_LOG_QUEUE);
+                tokio::spawn(write_task_log(rx));
+                tx
+            }),
+            task_lines_dropped: 0,
             snapshot: None,
             tx: tx.clone(),
             replies: HashMap::new(),
@@ -229,7 +234,6 @@ struct Conn {
 
 struct Shell {
     machine: Machine,
-    config: ShellConfig,
     metrics: Arc<Metrics>,
     /// Cumulative figures for the operator view.
     totals: Totals,
@@ -237,6 +241,10 @@ struct Shell {
     failures: VecDeque<FailureView>,
     /// Providers with series of their own in the metrics.
     series: usize,
+    /// Where the per-task log lines go (with [`ShellConfig::log_tasks`]).
+    task_log: Option<mpsc::Sender<TaskLine>>,
+    /// Lines the log writer had no room for, not yet reported.
+    task_lines_dropped: u64,
     /// The last snapshot for the operator view, reused for [`SNAPSHOT_REUSE`]: however often
     /// it is asked for, the dispatcher builds at most a few per second.
     snapshot: Option<(Instant, Arc<Dashboard>)>,
@@ -249,6 +257,39 @@ struct Shell {
     cluster_changed: bool,
     /// Retries already counted in the metrics.
     retries: u64,
+}
+
+/// The per-task log lines waiting for the writer at most (each a few hundred bytes at most: the
+/// id, a provider name of at most 128 characters, figures).
+const TASK_LOG_QUEUE: usize = 4096;
+
+/// One finished task, for its log line.
+struct TaskLine {
+    id: String,
+    provider: Option<String>,
+    outcome: &'static str,
+    attempts: u32,
+    waited: Duration,
+    ran: Option<Duration>,
+}
+
+/// Writes the per-task log lines until the dispatcher ends.
+async fn write_task_log(mut lines: mpsc::Receiver<TaskLine>) {
+    while let Some(line) = lines.recv().await {
+        let ran = line
+            .ran
+            .map_or_else(|| "-".to_owned(), |r| format!("{r:?}"));
+        tracing::info!(
+            target: "wasimoff_broker::tasks",
+            id = %line.id,
+            provider = %line.provider.as_deref().unwrap_or("-"),
+            outcome = %line.outcome,
+            attempts = line.attempts,
+            queue_wait = ?line.waited,
+            run_time = %ran,
+            "task finished"
+        );
+    }
 }
 
 /// How long a snapshot for the operator view is reused.
@@ -285,6 +326,14 @@ impl Shell {
                     self.perform();
                 }
                 _ = tick.tick() => {
+                    if self.task_lines_dropped > 0 {
+                        let dropped = std::mem::take(&mut self.task_lines_dropped);
+                        tracing::warn!(
+                            target: "wasimoff_broker::tasks",
+                            dropped,
+                            "task lines dropped: the log is slower than tasks finish"
+                        );
+                    }
                     if std::mem::take(&mut self.cluster_changed) {
                         self.broadcast_cluster();
                     }
@@ -569,18 +618,20 @@ impl Shell {
             totals.run_seconds += ran.as_secs_f64();
             totals.run_count += 1;
         }
-        if self.config.log_tasks {
-            let ran = ran.map_or_else(|| "-".to_owned(), |r| format!("{r:?}"));
-            tracing::info!(
-                target: "wasimoff_broker::tasks",
-                %id,
-                provider = %name.as_deref().unwrap_or("-"),
-                %outcome,
+        if let Some(log) = &self.task_log {
+            // Written by another task: a slow log sink never holds up the dispatcher; when
+            // the writer falls behind, lines are dropped and counted.
+            let line = TaskLine {
+                id: id.to_owned(),
+                provider: name.clone(),
+                outcome,
                 attempts,
-                queue_wait = ?waited,
-                run_time = %ran,
-                "task finished"
-            );
+                waited,
+                ran,
+            };
+            if log.try_send(line).is_err() {
+                self.task_lines_dropped += 1;
+            }
         }
         if outcome != "ok" {
             self.totals.failed += 1;

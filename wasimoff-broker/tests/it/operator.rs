@@ -204,9 +204,8 @@ async fn the_operator_view_takes_a_token_when_tokens_are_set_and_the_page_does_n
     broker.shutdown().await;
 }
 
-/// The broker binary with `--log-tasks <log_tasks>`, one task run on it; returns its log up to
-/// the provider's leaving, which the dispatcher handles after the task's reply (so a task line,
-/// if any, comes before it).
+/// The broker binary with `--log-tasks <log_tasks>`, one task run on it, then stopped with
+/// SIGTERM; returns the task's id and the broker's whole log (read to its end).
 async fn task_log(log_tasks: bool) -> (String, Vec<String>) {
     struct Kill(Child);
     impl Drop for Kill {
@@ -254,16 +253,28 @@ async fn task_log(log_tasks: bool) -> (String, Vec<String>) {
     let (status, response) = run_proto(&base, &wasip1("empty.wasm", &["e"])).await;
     assert_eq!(status, 200);
     let id = response.unwrap().info.unwrap().id.unwrap();
-    p.messenger.close(CloseReason::normal("done")).await;
-    loop {
-        let line = lines.recv().await.expect("the broker ended");
-        let left = line.contains("provider left");
-        log.push(line);
-        if left {
-            break;
+    if log_tasks {
+        // The line is written apart from the dispatcher: wait for it.
+        loop {
+            let line = lines.recv().await.expect("the broker ended");
+            let found = line.contains("task finished");
+            log.push(line);
+            if found {
+                break;
+            }
         }
     }
-    drop(child);
+    p.messenger.close(CloseReason::normal("done")).await;
+    // A graceful stop, and its log to the end.
+    let stopped = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    while let Some(line) = lines.recv().await {
+        log.push(line);
+    }
+    assert_eq!(child.0.wait().unwrap().code(), Some(0), "{log:#?}");
     (id, log)
 }
 
