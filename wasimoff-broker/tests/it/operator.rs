@@ -342,3 +342,33 @@ async fn the_grafana_dashboard_uses_exported_metrics() {
     assert!(used >= 10, "{used}");
     broker.shutdown().await;
 }
+
+/// A provider's name is its own text: in the metrics it is escaped, so a quote or a newline in
+/// it cannot forge lines of the exposition.
+#[tokio::test]
+async fn a_hostile_provider_name_cannot_break_the_exposition() {
+    let broker = broker(config()).await;
+    let base = http(&broker);
+    upload(&base, EMPTY_WASM, Some("empty.wasm")).await;
+    let _p = provider(
+        &base,
+        "evil%22%7D%201%0Awasimoff_forged%201",
+        1,
+        Behaviour::Echo,
+    )
+    .await;
+    wait_for_workers(&base, 1, 1).await;
+    assert_eq!(run_proto(&base, &wasip1("empty.wasm", &["e"])).await.0, 200);
+    let text = metrics(&base).await;
+    assert!(
+        text.contains(r#"name="evil\"} 1\nwasimoff_forged 1",result="done"} 1"#),
+        "{text}"
+    );
+    assert!(
+        !text.lines().any(|l| l.starts_with("wasimoff_forged")),
+        "{text}"
+    );
+    let list = json(&base, "/api/providers").await;
+    assert_eq!(list[0]["name"], "evil\"} 1\nwasimoff_forged 1");
+    broker.shutdown().await;
+}
