@@ -618,7 +618,9 @@ impl Shell {
             totals.run_seconds += ran.as_secs_f64();
             totals.run_count += 1;
         }
-        if let Some(log) = &self.task_log {
+        if let Some(log) = &self.task_log
+            && tracing::enabled!(target: "wasimoff_broker::tasks", tracing::Level::INFO)
+        {
             // Written by another task: a slow log sink never holds up the dispatcher; when
             // the writer falls behind, lines are dropped and counted.
             let line = TaskLine {
