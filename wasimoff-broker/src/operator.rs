@@ -55,7 +55,8 @@ pub(crate) struct ProviderView {
     /// Slots it offers (`Event.ProviderResources.concurrency`: workers + prefetch; 0 while
     /// draining).
     pub(crate) slots: u32,
-    /// Workers and prefetch slots apart, when the provider reports them (`null` otherwise).
+    /// Workers and prefetch slots apart: `null`, since the protocol carries only the slots
+    /// (kept in the JSON for when it carries the split).
     pub(crate) workers: Option<u32>,
     pub(crate) prefetch: Option<u32>,
     /// Tasks running there now.
