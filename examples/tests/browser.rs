@@ -7,6 +7,10 @@
 //! `node:worker_threads`): it joins with 2 workers, runs a mixed batch, a cancelled task frees
 //! its worker, and SIGTERM drains a running task and exits 0.
 //!
+//! The broker's operator dashboard (`/status`) with native providers connected: their rows,
+//! counts and a failure appear (`WASIMOFF_DASHBOARD_SCREENSHOT=<path>` keeps a screenshot; the
+//! one in `docs/dashboard.png` was taken so). It needs only chromedriver + Chromium.
+//!
 //! What is tested is what would be published: every test installs the npm package with
 //! `npm install` from the tarball `cargo xtask web` packed (`<target>/npm/wasimoff-*.tgz`) and
 //! gives the pages that copy as their `pkg/`; the Node.js tests import it from there (one by the
@@ -759,4 +763,130 @@ process.exit(0);
         guest.contains("\"from-node\"") && guest.contains("node stdin"),
         "{result}"
     );
+}
+
+/// The broker's operator dashboard in Chromium: two native providers appear as rows with their
+/// kind and slots, finished tasks as counts, a timed-out task as a recent failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_dashboard_shows_providers() {
+    let chrome = match Chrome::start().await {
+        Ok(chrome) => chrome,
+        Err(why) => {
+            eprintln!("skipping: {why}");
+            return;
+        }
+    };
+    let config = wasimoff_broker::BrokerConfig {
+        listen: ([127, 0, 0, 1], 0).into(),
+        log_tasks: false,
+        ..wasimoff_broker::BrokerConfig::default()
+    };
+    let broker = wasimoff_broker::Broker::builder()
+        .config(config)
+        .build()
+        .await
+        .unwrap()
+        .spawn()
+        .await
+        .unwrap();
+    let url = broker.url();
+    let mut providers = Vec::new();
+    for (name, workers) in [("rack-1", 2), ("rack-2", 1)] {
+        let executor =
+            wasimoff_provider::WasmtimeExecutor::new(wasimoff_provider::WasmtimeConfig {
+                workers,
+                ..wasimoff_provider::WasmtimeConfig::default()
+            })
+            .unwrap();
+        let config = wasimoff_provider::runtime::ProviderConfig {
+            name: name.into(),
+            ..wasimoff_provider::runtime::ProviderConfig::new(url.clone())
+        };
+        let provider = wasimoff_provider::runtime::Provider::builder(config, Arc::new(executor))
+            .build()
+            .unwrap();
+        let runner = provider.clone();
+        tokio::spawn(async move { runner.run().await });
+        providers.push(provider);
+    }
+    let client = Client::new(&url).unwrap();
+    wait_for("both providers", || async {
+        let status = client.status().await.ok()?;
+        // Workers plus one prefetch slot per worker: 4 + 2.
+        (status.providers == 2 && status.slots() == 6).then_some(())
+    })
+    .await;
+
+    let webdriver = &chrome.webdriver;
+    webdriver.goto(&format!("{url}/status")).await.unwrap();
+    let row = wait_for("the provider rows", || async {
+        let row = webdriver
+            .find(Locator::Css(r#"tr[data-provider="rack-1"]"#))
+            .await
+            .ok()?;
+        webdriver
+            .find(Locator::Css(r#"tr[data-provider="rack-2"]"#))
+            .await
+            .ok()?;
+        Some(row)
+    })
+    .await;
+    let text = row.text().await.unwrap();
+    assert!(text.contains("native"), "{text}");
+    assert!(text.contains('4'), "4 slots: {text}");
+
+    // Work for the charts, and one task that runs out of time for the failures.
+    upload_guests(&client).await;
+    let timeout = Task::wasip1("loop.wasm").timeout(Duration::from_millis(500));
+    let failed = client.run(timeout).await;
+    assert!(failed.is_err(), "{failed:?}");
+    // With a screenshot to take, enough work for a few polls' worth of chart.
+    let screenshot = std::env::var_os("WASIMOFF_DASHBOARD_SCREENSHOT");
+    let n = if screenshot.is_some() { 1500 } else { 120 };
+    let batch = sleepers(&client, n, 50);
+    wait_for("tasks counted and the failure shown", || async {
+        let completed = webdriver
+            .find(Locator::Id("c-completed"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let failures = webdriver
+            .find(Locator::Css("#failures td.bad"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let lines = webdriver
+            .find_all(Locator::Css("#chart-rate polyline"))
+            .await
+            .ok()?;
+        (completed.parse::<u64>().ok()? >= 40 && !failures.is_empty() && !lines.is_empty())
+            .then_some(())
+    })
+    .await;
+    if let Some(path) = screenshot {
+        // More polls, so that the charts have lines to show.
+        wait_for("most of the batch", || async {
+            let completed = webdriver
+                .find(Locator::Id("c-completed"))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            (completed.parse::<u64>().ok()? >= 1300).then_some(())
+        })
+        .await;
+        let png = webdriver.screenshot().await.unwrap();
+        std::fs::write(&path, png).unwrap();
+    }
+    batch.await.unwrap();
+    chrome.webdriver.clone().close().await.unwrap();
+    for provider in providers {
+        provider.shutdown_default().await;
+    }
+    broker.shutdown().await;
 }

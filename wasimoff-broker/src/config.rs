@@ -172,7 +172,8 @@ pub struct BrokerConfig {
     pub limits: Limits,
     /// The provider ping.
     pub ping: PingConfig,
-    /// A directory served at `/` (the volunteer page); `None` serves nothing there.
+    /// A directory served at `/` (the volunteer page); `None` serves the page built in (feature
+    /// `embedded-page`), else the operator dashboard (also at `/status`).
     pub static_dir: Option<PathBuf>,
     /// Origins allowed to open the provider socket from a browser (`*` wildcards allowed, e.g.
     /// `https://*.example.org`). Requests without `Origin`, or from the broker's own host, always
@@ -184,6 +185,10 @@ pub struct BrokerConfig {
     /// Tokens accepted from providers (`Authorization: Bearer` or `?token=`, since browsers
     /// cannot set headers on WebSockets); empty means providers need none.
     pub provider_tokens: Vec<String>,
+    /// Logs one info line per finished task (target `wasimoff_broker::tasks`: id, provider,
+    /// outcome, attempts, queue wait, run time). On by default; `RUST_LOG` can also silence
+    /// that target alone.
+    pub log_tasks: bool,
     /// TLS for [`Broker::spawn`](crate::Broker::spawn): `https://` and `wss://` on the listen
     /// address instead of `http://` and `ws://`. `None`: plain HTTP (TLS terminated elsewhere,
     /// or a broker on loopback).
@@ -202,6 +207,7 @@ impl Default for BrokerConfig {
             allowed_origins: Vec::new(),
             client_tokens: Vec::new(),
             provider_tokens: Vec::new(),
+            log_tasks: true,
             tls: None,
         }
     }

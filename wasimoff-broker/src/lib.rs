@@ -27,6 +27,7 @@ mod dispatch;
 mod error;
 mod malloc;
 mod metrics;
+mod operator;
 mod page;
 mod provider;
 mod server;
@@ -74,7 +75,7 @@ pub use dispatch::machine_decision_cost;
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
-use dispatch::{Dispatch, DispatchConfig};
+use dispatch::{Dispatch, DispatchConfig, ShellConfig};
 use state::{App, AppState};
 
 /// Why a broker could not start.
@@ -186,6 +187,12 @@ impl BrokerBuilder {
         self
     }
 
+    /// Whether to log one info line per finished task ([`BrokerConfig::log_tasks`]).
+    pub fn log_tasks(mut self, on: bool) -> Self {
+        self.config.log_tasks = on;
+        self
+    }
+
     /// Serves `https://` and `wss://` from [`Broker::spawn`] (see [`TlsConfig`]).
     pub fn tls(mut self, tls: impl Into<TlsConfig>) -> Self {
         self.config.tls = Some(tls.into());
@@ -232,6 +239,9 @@ impl BrokerBuilder {
                 attempt_grace: config.limits.attempt_grace,
                 provider_wait: config.limits.provider_wait,
                 ..DispatchConfig::default()
+            },
+            ShellConfig {
+                log_tasks: config.log_tasks,
             },
             metrics.clone(),
         );
@@ -310,6 +320,9 @@ impl Broker {
             .route("/healthz", get(|| async { "OK\n" }))
             .route("/api/version", get(version))
             .route("/api/status", get(status))
+            .route("/api/providers", get(operator::providers))
+            .route("/api/dashboard", get(operator::dashboard))
+            .route("/status", get(operator::page))
             .route("/metrics", get(metrics))
             .layer(DefaultBodyLimit::max(
                 limits.max_upload.saturating_add(1 << 20),
@@ -330,7 +343,8 @@ impl Broker {
             );
         let router = match page::service(app.config.static_dir.as_deref()) {
             Some(page) => api.fallback_service(page),
-            None => api,
+            // No page: the operator dashboard is the front page.
+            None => api.route("/", get(operator::page)),
         };
         router.with_state(app)
     }
@@ -421,8 +435,10 @@ async fn version() -> impl IntoResponse {
     }))
 }
 
-/// `/api/status` and `/metrics` tell who is connected and how busy the broker is: with tokens
-/// configured they need one (a client's or a provider's).
+/// `/api/status`, `/api/providers`, `/api/dashboard` and `/metrics` tell who is connected and
+/// how busy the broker is: with tokens configured they need one (a client's or a provider's).
+/// `slots` is what providers offer (workers + prefetch); `workers` is the same figure under its
+/// old name, kept for older clients.
 async fn status(State(app): State<App>, headers: HeaderMap) -> Response {
     if let Err(e) = app.check_any(&headers, None) {
         return e.into_response();
@@ -430,6 +446,7 @@ async fn status(State(app): State<App>, headers: HeaderMap) -> Response {
     let m = &app.metrics;
     axum::Json(serde_json::json!({
         "providers": m.providers.get(),
+        "slots": m.workers.get(),
         "workers": m.workers.get(),
         "queued": m.queued.get(),
         "running": m.running.get(),
@@ -448,7 +465,7 @@ async fn metrics(State(app): State<App>, headers: HeaderMap) -> Response {
     (
         [(
             header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            HeaderValue::from_static(metrics::CONTENT_TYPE),
         )],
         app.metrics.encode(),
     )

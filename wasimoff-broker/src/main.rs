@@ -126,6 +126,16 @@ struct Args {
     /// Log format: `text` (coloured only on a terminal) or `json` (one object per line).
     #[arg(long, env = "WASIMOFF_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// One info line per finished task (id, provider, outcome, attempts, queue wait, run
+    /// time); `--log-tasks false` quiets it.
+    #[arg(
+        long,
+        env = "WASIMOFF_LOG_TASKS",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_name = "BOOL"
+    )]
+    log_tasks: bool,
     /// Seconds between provider pings.
     #[arg(long, env = "WASIMOFF_PING_INTERVAL", default_value_t = 5)]
     ping_interval: u64,
@@ -192,7 +202,7 @@ fn log_configuration(config: &BrokerConfig) {
     let page = match &config.static_dir {
         Some(dir) => dir.display().to_string(),
         None if wasimoff_broker::EMBEDDED_PAGE => "none (the built-in page is served)".to_owned(),
-        None => "none".to_owned(),
+        None => "none (the operator dashboard is served)".to_owned(),
     };
     tracing::info!(
         listen = %config.listen,
@@ -249,6 +259,7 @@ async fn main() -> anyhow::Result<()> {
         allowed_origins: args.allowed_origins,
         client_tokens: tokens(args.client_tokens),
         provider_tokens: tokens(args.provider_tokens),
+        log_tasks: args.log_tasks,
         tls: match (args.tls_cert, args.tls_key) {
             (Some(cert), Some(key)) => Some(TlsConfig::files(cert, key)),
             _ => None,

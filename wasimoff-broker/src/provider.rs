@@ -1,7 +1,10 @@
 //! The provider socket `GET /api/provider/ws?id=<name>`: admission, the session's event loop,
 //! and the ping that drops providers that stop answering.
 
-use std::sync::atomic::Ordering;
+use std::sync::{
+    Arc,
+    atomic::{AtomicI64, Ordering},
+};
 
 use axum::{
     extract::{
@@ -19,6 +22,7 @@ use wasimoff_core::scheduler::ProviderId;
 use wasimoff_core::transport::CloseReason;
 
 use crate::dispatch::{Command, Input};
+use crate::operator::{self, ProviderKind};
 use crate::state::App;
 use crate::ws::{AxumTransport, READ_BUFFER, WRITE_BUFFER};
 
@@ -67,6 +71,7 @@ pub(crate) async fn provider_socket(
         .unwrap_or_else(|| "anonymous".to_owned());
     let name: String = name.chars().take(128).collect();
     let agent = agent.chars().take(256).collect::<String>();
+    let kind = ProviderKind::of(&headers);
     let max_frame = app.config.limits.max_frame;
     upgrade
         .protocols(Codec::SUBPROTOCOLS)
@@ -76,7 +81,7 @@ pub(crate) async fn provider_socket(
         // default, which dominates the memory of an idle connection.
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
-        .on_upgrade(move |socket| session(app, socket, name, agent))
+        .on_upgrade(move |socket| session(app, socket, name, agent, kind))
 }
 
 /// Closes a socket whose client offered none of our subprotocols.
@@ -97,7 +102,7 @@ pub(crate) fn selected_codec(socket: &WebSocket) -> Option<Codec> {
         .and_then(Codec::from_subprotocol)
 }
 
-async fn session(app: App, socket: WebSocket, name: String, agent: String) {
+async fn session(app: App, socket: WebSocket, name: String, agent: String, kind: ProviderKind) {
     let Some(codec) = selected_codec(&socket) else {
         return refuse_protocol(socket).await;
     };
@@ -133,14 +138,18 @@ async fn session(app: App, socket: WebSocket, name: String, agent: String) {
         }
     };
     let id = ProviderId(app.provider_counter.fetch_add(1, Ordering::Relaxed));
-    tracing::debug!(%id, %name, %agent, ?codec, "provider session");
+    tracing::debug!(%id, %name, %agent, ?codec, ?kind, "provider session");
+    let last_seen = Arc::new(AtomicI64::new(operator::unix_millis()));
     app.dispatch.send(Command::ProviderJoined {
         id,
         name,
         messenger: messenger.clone(),
         files,
+        kind,
+        agent,
+        last_seen: last_seen.clone(),
     });
-    tokio::spawn(ping(app.clone(), messenger.clone()));
+    tokio::spawn(ping(app.clone(), messenger.clone(), last_seen.clone()));
 
     loop {
         let message = tokio::select! {
@@ -148,6 +157,7 @@ async fn session(app: App, socket: WebSocket, name: String, agent: String) {
             () = app.shutdown.cancelled() => None,
         };
         let Some(message) = message else { break };
+        last_seen.store(operator::unix_millis(), Ordering::Relaxed);
         match message {
             IncomingMessage::Event(event) => match event.payload {
                 Payload::ProviderResources(r) => {
@@ -189,7 +199,7 @@ async fn session(app: App, socket: WebSocket, name: String, agent: String) {
 
 /// Pings a provider until it goes away; one that misses a ping is dropped (its calls fail, so
 /// its tasks are requeued).
-async fn ping(app: App, messenger: Messenger) {
+async fn ping(app: App, messenger: Messenger, last_seen: Arc<AtomicI64>) {
     let interval = app.config.ping.interval;
     loop {
         tokio::select! {
@@ -200,7 +210,7 @@ async fn ping(app: App, messenger: Messenger) {
             .call_with_timeout(proto::Ping {}, app.config.ping.timeout)
             .await
         {
-            Ok(_) => {}
+            Ok(_) => last_seen.store(operator::unix_millis(), Ordering::Relaxed),
             Err(CallError::Timeout(t)) => {
                 tracing::warn!("provider missed a ping ({t:?}); dropping it");
                 let reason = CloseReason::new(CloseReason::POLICY_VIOLATION, "ping timeout");
@@ -208,7 +218,10 @@ async fn ping(app: App, messenger: Messenger) {
                 return;
             }
             // A provider that answers pings with an error is alive all the same.
-            Err(CallError::Remote(e)) => tracing::debug!("provider answered a ping with: {e}"),
+            Err(CallError::Remote(e)) => {
+                last_seen.store(operator::unix_millis(), Ordering::Relaxed);
+                tracing::debug!("provider answered a ping with: {e}");
+            }
             Err(CallError::Protocol(e)) => {
                 let reason =
                     CloseReason::new(CloseReason::PROTOCOL_ERROR, format!("bad ping answer: {e}"));

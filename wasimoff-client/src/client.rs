@@ -126,9 +126,20 @@ pub struct Status {
     /// Connected providers.
     #[serde(default)]
     pub providers: i64,
-    /// Task slots of all providers together.
+    /// Task slots of all providers together (workers + prefetch). Brokers before `slots`
+    /// existed sent this figure alone, as `workers`; use [`Status::slots`].
     #[serde(default)]
     pub workers: i64,
+    /// Task slots of all providers together: their workers plus their prefetch slots (`None`
+    /// from a broker that does not send it: then see `workers`).
+    #[serde(default)]
+    pub slots: Option<i64>,
+    /// Of the slots, those providers reported as workers and as prefetch (`None` when the
+    /// broker or no provider tells them apart).
+    #[serde(default)]
+    pub worker_slots: Option<i64>,
+    #[serde(default)]
+    pub prefetch_slots: Option<i64>,
     /// Tasks waiting for a slot.
     #[serde(default)]
     pub queued: i64,
@@ -138,6 +149,57 @@ pub struct Status {
     /// The scheduler's name (`locality`, `round-robin`).
     #[serde(default)]
     pub scheduler: String,
+}
+
+impl Status {
+    /// The slots of all providers (workers + prefetch), from whichever field the broker sent.
+    pub fn slots(&self) -> i64 {
+        self.slots.unwrap_or(self.workers)
+    }
+}
+
+/// A provider connected to the broker, from `GET /api/providers`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[non_exhaustive]
+pub struct ProviderInfo {
+    /// The broker's id of the connection (`provider-<n>`).
+    #[serde(default)]
+    pub id: String,
+    /// The name the provider gave.
+    #[serde(default)]
+    pub name: String,
+    /// `native` or `browser`.
+    #[serde(default)]
+    pub kind: String,
+    /// Its `User-Agent`.
+    #[serde(default)]
+    pub agent: String,
+    /// Task slots it offers (workers + prefetch; 0 while draining).
+    #[serde(default)]
+    pub slots: u32,
+    /// Its workers and prefetch slots, when it reports them apart.
+    #[serde(default)]
+    pub workers: Option<u32>,
+    #[serde(default)]
+    pub prefetch: Option<u32>,
+    /// Tasks running there now.
+    #[serde(default)]
+    pub running: u32,
+    /// Backed off after refusing a task as busy.
+    #[serde(default)]
+    pub backed_off: bool,
+    /// Results it returned on this connection.
+    #[serde(default)]
+    pub done: u64,
+    /// Attempts that failed through it.
+    #[serde(default)]
+    pub failed: u64,
+    /// Unix milliseconds.
+    #[serde(default)]
+    pub connected_at: i64,
+    /// Unix milliseconds of the last message from it.
+    #[serde(default)]
+    pub last_seen: i64,
 }
 
 /// Builds a [`Client`]; see [`Client::builder`].
@@ -495,14 +557,20 @@ impl Client {
     /// ```no_run
     /// # async fn demo(client: wasimoff_client::Client) -> Result<(), wasimoff_client::Error> {
     /// let status = client.status().await?;
-    /// println!("{} providers with {} workers", status.providers, status.workers);
+    /// println!("{} providers with {} slots", status.providers, status.slots());
     /// # Ok(()) }
     /// ```
     pub async fn status(&self) -> Result<Status> {
-        let response = self
-            .request(reqwest::Method::GET, "/api/status")
-            .send()
-            .await?;
+        self.get_json("/api/status").await
+    }
+
+    /// The providers connected to the broker (`GET /api/providers`), by connection.
+    pub async fn providers(&self) -> Result<Vec<ProviderInfo>> {
+        self.get_json("/api/providers").await
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let response = self.request(reqwest::Method::GET, path).send().await?;
         let status = response.status();
         let url = response.url().clone();
         let body = response.bytes().await?;
@@ -514,7 +582,7 @@ impl Client {
             ));
         }
         serde_json::from_slice(&body)
-            .map_err(|e| Error::InvalidResponse(format!("cannot parse /api/status: {e}")))
+            .map_err(|e| Error::InvalidResponse(format!("cannot parse {path}: {e}")))
     }
 
     /// Whether the broker answers its health check (`GET /healthz`).

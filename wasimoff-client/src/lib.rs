@@ -35,7 +35,7 @@ mod error;
 mod stream;
 mod task;
 
-pub use client::{Client, ClientBuilder, DEFAULT_BROKER, RetryPolicy, Status};
+pub use client::{Client, ClientBuilder, DEFAULT_BROKER, ProviderInfo, RetryPolicy, Status};
 pub use error::{Error, FailureKind, Result, TaskFailure};
 #[cfg(not(target_arch = "wasm32"))]
 pub use stream::Session;

@@ -87,7 +87,7 @@ async fn main() -> anyhow::Result<()> {
     let client = Client::new(&url)?;
     let status = loop {
         let status = client.status().await?;
-        if status.providers >= 1 && status.workers > 0 {
+        if status.providers >= 1 && status.slots() > 0 {
             break status;
         }
         if t.elapsed() > Duration::from_secs(20) {
@@ -98,8 +98,8 @@ async fn main() -> anyhow::Result<()> {
     step(
         "provider",
         format!(
-            "\"demo-provider\" connected with {} workers (wasmtime)",
-            status.workers
+            "\"demo-provider\" connected with {} slots (wasmtime workers + prefetch)",
+            status.slots()
         ),
         t.elapsed(),
     );
@@ -170,7 +170,7 @@ async fn main() -> anyhow::Result<()> {
 
     // 6. A batch over the client WebSocket: many tasks in flight, results as they complete.
     println!();
-    let in_flight = (status.workers as usize * 2).max(2);
+    let in_flight = (status.slots() as usize * 2).max(2);
     println!(
         "  batch     {batch} × tsp rand 9 (8! = 40320 tours each), {in_flight} in flight over one WebSocket"
     );
@@ -238,8 +238,12 @@ async fn main() -> anyhow::Result<()> {
     println!();
     let status = client.status().await?;
     println!(
-        "  status    providers {}, workers {}, queued {}, running {}, scheduler {}",
-        status.providers, status.workers, status.queued, status.running, status.scheduler
+        "  status    providers {}, slots {}, queued {}, running {}, scheduler {}",
+        status.providers,
+        status.slots(),
+        status.queued,
+        status.running,
+        status.scheduler
     );
     let t = Instant::now();
     provider.shutdown(Duration::from_secs(5)).await;

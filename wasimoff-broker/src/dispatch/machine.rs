@@ -197,8 +197,23 @@ pub(crate) enum Action {
         provider: Option<ProviderId>,
         /// From submission to this reply.
         elapsed: Duration,
+        /// From submission to the start of the task's last attempt (to this reply if it never
+        /// started): the time it waited for a provider.
+        waited: Duration,
+        /// How long the attempt that produced the result ran (sent to answered); `None` without
+        /// a provider's result.
+        ran: Option<Duration>,
+        /// Attempts counted against `max_attempts`.
+        attempts: u32,
         /// Trace events since the last send (for the response's trace).
         trace: Vec<TraceNote>,
+    },
+    /// An attempt failed through its provider's fault (lost, wedged, an error or malformed
+    /// answer); for the provider's books in metrics and the operator view. Nothing to perform.
+    AttemptFailed {
+        provider: ProviderId,
+        id: String,
+        reason: String,
     },
 }
 
@@ -219,13 +234,17 @@ struct Attempt {
     number: u32,
     timer: TimerKey,
     /// When it was sent.
-    started: Instant,
+    sent: Instant,
 }
 
 #[derive(Debug)]
 struct Task {
     job: Job,
     submitted: Instant,
+    /// When its last attempt was sent.
+    started: Option<Instant>,
+    /// How long the attempt that answered with a result ran.
+    ran: Option<Duration>,
     deadline: Instant,
     deadline_timer: TimerKey,
     /// Armed while no provider offers a slot.
@@ -423,6 +442,15 @@ impl Machine {
         self.advertised
     }
 
+    /// A provider's books: (slots it advertises, as capped; tasks running there now; whether it
+    /// is backed off after refusing).
+    pub(crate) fn provider_books(&self, id: ProviderId) -> Option<(u32, u32, bool)> {
+        self.providers.get(&id).map(|p| {
+            let backed_off = p.breaker != Breaker::Closed;
+            (p.advertised, p.running.len() as u32, backed_off)
+        })
+    }
+
     pub(crate) fn stats(&self) -> Stats {
         self.stats
     }
@@ -534,6 +562,9 @@ impl Machine {
                 result: Err(error),
                 provider: None,
                 elapsed: Duration::ZERO,
+                waited: Duration::ZERO,
+                ran: None,
+                attempts: 0,
                 trace: Vec::new(),
             });
         };
@@ -573,6 +604,8 @@ impl Machine {
         let mut task = Task {
             job,
             submitted: now,
+            started: None,
+            ran: None,
             deadline,
             deadline_timer,
             starve_timer: None,
@@ -751,11 +784,12 @@ impl Machine {
         let wake = now + limit + self.config.attempt_grace;
         let timer = self.add_timer(wake, Timer::Attempt(id.to_owned(), number));
         let task = self.tasks.get_mut(id).expect("looked up above");
+        task.started = Some(now);
         task.running = Some(Attempt {
             provider,
             number,
             timer,
-            started: now,
+            sent: now,
         });
         self.running += 1;
         self.actions.push_back(Action::Send {
@@ -887,6 +921,7 @@ impl Machine {
         task.note(now, EventType::BrokerReceivedProviderResult, None);
         match answer {
             Answer::Response(payload) if answers(&task.job.payload, &payload) => {
+                task.ran = Some(now.saturating_duration_since(current.sent));
                 self.reply(now, &id, Ok(*payload), Some(provider));
             }
             Answer::Response(other) => {
@@ -1015,7 +1050,7 @@ impl Machine {
                     .providers
                     .get(&attempt.provider)
                     .map_or("(gone)", |p| p.name.as_str());
-                let ran = now.saturating_duration_since(attempt.started).as_secs_f64();
+                let ran = now.saturating_duration_since(attempt.sent).as_secs_f64();
                 format!(
                     "the task's deadline passed while it ran on provider {name} ({ran:.1} s of \
                      attempt {}; {waited:.1} s since it was submitted)",
@@ -1105,6 +1140,11 @@ impl Machine {
         };
         tracing::debug!(%id, %provider, %why, "attempt failed");
         task.note(now, EventType::BrokerError, Some(why.clone()));
+        self.actions.push_back(Action::AttemptFailed {
+            provider,
+            id: id.to_owned(),
+            reason: why.clone(),
+        });
         if task.attempts >= max_attempts || task.job.immediate {
             let attempts = task.attempts;
             let error = TaskError::ProviderFailed(format!("{why} (after {attempts} attempts)"));
@@ -1141,11 +1181,15 @@ impl Machine {
             self.timers.remove(&key);
         }
         let trace = task.notes.split_off(task.notes_sent.min(task.notes.len()));
+        let started = task.started.unwrap_or(now);
         self.actions.push_back(Action::Reply {
             id: task.job.id,
             result,
             provider,
             elapsed: now.saturating_duration_since(task.submitted),
+            waited: started.saturating_duration_since(task.submitted),
+            ran: task.ran,
+            attempts: task.attempts,
             trace,
         });
     }

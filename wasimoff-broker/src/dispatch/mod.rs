@@ -22,7 +22,10 @@ mod tests;
 
 use std::{
     collections::{HashMap, VecDeque},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicI64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -37,7 +40,8 @@ use wasimoff_core::transport::CloseReason;
 use wasimoff_core::wkt::Timestamp;
 
 use crate::error::TaskError;
-use crate::metrics::Metrics;
+use crate::metrics::{MAX_PROVIDER_SERIES, Metrics};
+use crate::operator::{self, Dashboard, FailureView, ProviderKind, ProviderView, Totals};
 use machine::{Action, Answer, Machine, TraceNote};
 pub(crate) use machine::{Input, Job, MachineConfig as DispatchConfig};
 
@@ -55,6 +59,10 @@ pub(crate) enum Command {
         name: String,
         messenger: Messenger,
         files: Vec<String>,
+        kind: ProviderKind,
+        agent: String,
+        /// Unix milliseconds of the last message from the provider; its session updates it.
+        last_seen: Arc<AtomicI64>,
     },
     /// An input the machine takes as it is: `Cancel`, `ProviderLeft`, `Resources`, `Files`.
     Machine(Input),
@@ -75,6 +83,17 @@ pub(crate) enum Command {
     Shutdown {
         done: oneshot::Sender<()>,
     },
+    /// A snapshot for the operator view.
+    Dashboard {
+        reply: oneshot::Sender<Arc<Dashboard>>,
+    },
+}
+
+/// What the shell does besides performing the machine's actions.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ShellConfig {
+    /// One info line per finished task (`task finished`).
+    pub(crate) log_tasks: bool,
 }
 
 /// A handle to send commands to the dispatcher.
@@ -88,12 +107,23 @@ impl Dispatch {
     pub(crate) fn start(
         scheduler: Box<dyn Scheduler>,
         config: DispatchConfig,
+        shell: ShellConfig,
         metrics: Arc<Metrics>,
     ) -> Dispatch {
         let (tx, rx) = mpsc::unbounded_channel();
         let shell = Shell {
             machine: Machine::new(scheduler, config),
             metrics,
+            totals: Totals::default(),
+            failures: VecDeque::new(),
+            series: 0,
+            task_log: shell.log_tasks.then(|| {
+                let (tx, rx) = mpsc::channel(TASK_LOG_QUEUE);
+                tokio::spawn(write_task_log(rx));
+                tx
+            }),
+            task_lines_dropped: 0,
+            snapshot: None,
             tx: tx.clone(),
             replies: HashMap::new(),
             conns: HashMap::new(),
@@ -191,11 +221,35 @@ struct Conn {
     outbox: mpsc::UnboundedSender<Outgoing>,
     /// Completion times in the last few seconds, for `Throughput.yours`.
     recent: VecDeque<Instant>,
+    name: String,
+    kind: ProviderKind,
+    agent: String,
+    /// Unix milliseconds.
+    connected_at: i64,
+    last_seen: Arc<AtomicI64>,
+    /// Results returned and attempts failed on this connection.
+    done: u64,
+    failed: u64,
+    /// Whether it has series of its own in the metrics (see [`MAX_PROVIDER_SERIES`]).
+    series: bool,
 }
 
 struct Shell {
     machine: Machine,
     metrics: Arc<Metrics>,
+    /// Cumulative figures for the operator view.
+    totals: Totals,
+    /// The latest failures, newest last (at most [`operator::FAILURES_KEPT`]).
+    failures: VecDeque<FailureView>,
+    /// Providers with series of their own in the metrics.
+    series: usize,
+    /// Where the per-task log lines go (with [`ShellConfig::log_tasks`]).
+    task_log: Option<mpsc::Sender<TaskLine>>,
+    /// Lines the log writer had no room for, not yet reported.
+    task_lines_dropped: u64,
+    /// The last snapshot for the operator view, reused for [`SNAPSHOT_REUSE`]: however often
+    /// it is asked for, the dispatcher builds at most a few per second.
+    snapshot: Option<(Instant, Arc<Dashboard>)>,
     tx: mpsc::UnboundedSender<Command>,
     replies: HashMap<String, Reply>,
     conns: HashMap<ProviderId, Conn>,
@@ -206,6 +260,42 @@ struct Shell {
     /// Retries already counted in the metrics.
     retries: u64,
 }
+
+/// The per-task log lines waiting for the writer at most (each a few hundred bytes at most: the
+/// id, a provider name of at most 128 characters, figures).
+const TASK_LOG_QUEUE: usize = 4096;
+
+/// One finished task, for its log line.
+struct TaskLine {
+    id: String,
+    provider: Option<String>,
+    outcome: &'static str,
+    attempts: u32,
+    waited: Duration,
+    ran: Option<Duration>,
+}
+
+/// Writes the per-task log lines until the dispatcher ends.
+async fn write_task_log(mut lines: mpsc::Receiver<TaskLine>) {
+    while let Some(line) = lines.recv().await {
+        let ran = line
+            .ran
+            .map_or_else(|| "-".to_owned(), |r| format!("{r:?}"));
+        tracing::info!(
+            target: "wasimoff_broker::tasks",
+            id = %line.id,
+            provider = %line.provider.as_deref().unwrap_or("-"),
+            outcome = %line.outcome,
+            attempts = line.attempts,
+            queue_wait = ?line.waited,
+            run_time = %ran,
+            "task finished"
+        );
+    }
+}
+
+/// How long a snapshot for the operator view is reused.
+const SNAPSHOT_REUSE: Duration = Duration::from_millis(250);
 
 /// The window over which throughput is averaged.
 const THROUGHPUT_WINDOW: Duration = Duration::from_secs(5);
@@ -238,6 +328,14 @@ impl Shell {
                     self.perform();
                 }
                 _ = tick.tick() => {
+                    if self.task_lines_dropped > 0 {
+                        let dropped = std::mem::take(&mut self.task_lines_dropped);
+                        tracing::warn!(
+                            target: "wasimoff_broker::tasks",
+                            dropped,
+                            "task lines dropped: the log is slower than tasks finish"
+                        );
+                    }
                     if std::mem::take(&mut self.cluster_changed) {
                         self.broadcast_cluster();
                     }
@@ -269,6 +367,9 @@ impl Shell {
                 name,
                 messenger,
                 files,
+                kind,
+                agent,
+                last_seen,
             } => {
                 // The newcomer hears the cluster size at once, the others with the next tick:
                 // a broadcast per join costs O(providers²) when many join together.
@@ -278,17 +379,27 @@ impl Shell {
                 });
                 let (outbox, queue) = mpsc::unbounded_channel();
                 tokio::spawn(run_outbox(id, messenger.clone(), queue, self.tx.clone()));
+                let series = self.series < MAX_PROVIDER_SERIES;
+                self.series += usize::from(series);
                 let conn = Conn {
                     messenger,
                     outbox,
                     recent: VecDeque::new(),
+                    name: name.clone(),
+                    kind,
+                    agent,
+                    connected_at: operator::unix_millis(),
+                    last_seen,
+                    done: 0,
+                    failed: 0,
+                    series,
                 };
                 self.conns.insert(id, conn);
                 self.cluster_changed = true;
                 Input::ProviderJoined { id, name, files }
             }
             Command::Machine(Input::ProviderLeft { id, reason }) => {
-                if self.conns.remove(&id).is_none() {
+                if self.forget(id).is_none() {
                     return;
                 }
                 self.cluster_changed = true;
@@ -300,12 +411,20 @@ impl Shell {
                 attempt,
                 provider,
                 result,
-            } => Input::Answer {
-                id,
-                attempt,
-                provider,
-                answer: classify(result),
-            },
+            } => {
+                if result.is_ok()
+                    && let Some(conn) = self.conns.get(&provider)
+                {
+                    conn.last_seen
+                        .store(operator::unix_millis(), Ordering::Relaxed);
+                }
+                Input::Answer {
+                    id,
+                    attempt,
+                    provider,
+                    answer: classify(result),
+                }
+            }
             Command::CancelAnswered {
                 id,
                 attempt,
@@ -327,7 +446,9 @@ impl Shell {
             Command::Shutdown { done } => {
                 self.machine.handle(now, Input::Shutdown);
                 self.perform();
-                for (_, conn) in self.conns.drain() {
+                let ids: Vec<ProviderId> = self.conns.keys().copied().collect();
+                let conns: Vec<Conn> = ids.into_iter().filter_map(|id| self.forget(id)).collect();
+                for conn in conns {
                     tokio::spawn(async move {
                         let reason =
                             CloseReason::new(CloseReason::GOING_AWAY, "broker shutting down");
@@ -335,6 +456,20 @@ impl Shell {
                     });
                 }
                 let _ = done.send(());
+                return;
+            }
+            Command::Dashboard { reply } => {
+                let snapshot = match &self.snapshot {
+                    Some((at, snapshot)) if now.duration_since(*at) < SNAPSHOT_REUSE => {
+                        snapshot.clone()
+                    }
+                    _ => {
+                        let snapshot = Arc::new(self.dashboard());
+                        self.snapshot = Some((now, snapshot.clone()));
+                        snapshot
+                    }
+                };
+                let _ = reply.send(snapshot);
                 return;
             }
         };
@@ -359,7 +494,7 @@ impl Shell {
                     if let Some(reason) = conn.messenger.close_reason() {
                         // Gone, and its ProviderLeft is still on the way: forget it now, so
                         // that no more tasks are placed there (this attempt is retried).
-                        self.conns.remove(&provider);
+                        self.forget(provider);
                         self.cluster_changed = true;
                         let reason = reason.to_string();
                         // (`handle` places the task again; its actions follow in this loop.)
@@ -402,6 +537,9 @@ impl Shell {
                     mut result,
                     provider,
                     elapsed,
+                    waited,
+                    ran,
+                    attempts,
                     trace,
                 } => {
                     if let Ok(payload) = &mut result {
@@ -412,15 +550,155 @@ impl Shell {
                             conn.recent.push_back(now);
                         }
                     }
-                    self.metrics
-                        .complete(outcome(&result), elapsed.as_secs_f64());
+                    let outcome = outcome(&result);
+                    self.finished(&id, &result, provider, outcome, attempts, waited, ran);
+                    self.metrics.complete(
+                        outcome,
+                        elapsed.as_secs_f64(),
+                        waited.as_secs_f64(),
+                        ran.map(|r| r.as_secs_f64()),
+                    );
                     if let Some(reply) = self.replies.remove(&id) {
                         let _ = reply.send(result);
                     }
                 }
+                Action::AttemptFailed {
+                    provider,
+                    id,
+                    reason,
+                } => {
+                    let name = self.conns.get_mut(&provider).map(|conn| {
+                        conn.failed += 1;
+                        if conn.series {
+                            let label = provider.to_string();
+                            self.metrics.provider_task(&label, &conn.name, "failed");
+                        }
+                        conn.name.clone()
+                    });
+                    self.failure(id, name, "attempt".into(), reason);
+                }
             }
         }
         self.update_metrics();
+    }
+
+    /// Forgets a provider's connection and its series in the metrics.
+    fn forget(&mut self, id: ProviderId) -> Option<Conn> {
+        let conn = self.conns.remove(&id)?;
+        if conn.series {
+            self.series -= 1;
+            self.metrics.forget_provider(&id.to_string(), &conn.name);
+        }
+        Some(conn)
+    }
+
+    /// The books, metrics and log line of a finished task.
+    #[allow(clippy::too_many_arguments)]
+    fn finished(
+        &mut self,
+        id: &str,
+        result: &Result<Payload, TaskError>,
+        provider: Option<ProviderId>,
+        outcome: &'static str,
+        attempts: u32,
+        waited: Duration,
+        ran: Option<Duration>,
+    ) {
+        let name = provider.and_then(|p| {
+            let conn = self.conns.get_mut(&p)?;
+            conn.done += 1;
+            if conn.series {
+                self.metrics
+                    .provider_task(&p.to_string(), &conn.name, "done");
+            }
+            Some(conn.name.clone())
+        });
+        let totals = &mut self.totals;
+        totals.completed += 1;
+        totals.queue_wait_seconds += waited.as_secs_f64();
+        if let Some(ran) = ran {
+            totals.run_seconds += ran.as_secs_f64();
+            totals.run_count += 1;
+        }
+        if let Some(log) = &self.task_log
+            && tracing::enabled!(target: "wasimoff_broker::tasks", tracing::Level::INFO)
+        {
+            // Written by another task: a slow log sink never holds up the dispatcher; when
+            // the writer falls behind, lines are dropped and counted.
+            let line = TaskLine {
+                id: id.to_owned(),
+                provider: name.clone(),
+                outcome,
+                attempts,
+                waited,
+                ran,
+            };
+            if log.try_send(line).is_err() {
+                self.task_lines_dropped += 1;
+            }
+        }
+        if outcome != "ok" {
+            self.totals.failed += 1;
+            self.failure(
+                id.to_owned(),
+                name,
+                outcome.to_owned(),
+                failure_text(result),
+            );
+        }
+    }
+
+    /// Keeps a failure for the operator view (bounded by count and bytes).
+    fn failure(&mut self, task: String, provider: Option<String>, outcome: String, text: String) {
+        if self.failures.len() >= operator::FAILURES_KEPT {
+            self.failures.pop_front();
+        }
+        self.failures.push_back(FailureView {
+            at: operator::unix_millis(),
+            task: operator::truncate(task),
+            provider,
+            outcome,
+            message: operator::truncate(text),
+        });
+    }
+
+    fn dashboard(&self) -> Dashboard {
+        let mut providers: Vec<(ProviderId, ProviderView)> = self
+            .conns
+            .iter()
+            .map(|(id, conn)| {
+                let (slots, running, backed_off) =
+                    self.machine.provider_books(*id).unwrap_or_default();
+                let view = ProviderView {
+                    id: id.to_string(),
+                    name: conn.name.clone(),
+                    kind: conn.kind,
+                    agent: conn.agent.clone(),
+                    slots,
+                    workers: None,
+                    prefetch: None,
+                    running,
+                    backed_off,
+                    done: conn.done,
+                    failed: conn.failed,
+                    connected_at: conn.connected_at,
+                    last_seen: conn.last_seen.load(Ordering::Relaxed),
+                };
+                (*id, view)
+            })
+            .collect();
+        providers.sort_unstable_by_key(|(id, _)| id.0);
+        Dashboard {
+            now: operator::unix_millis(),
+            version: env!("CARGO_PKG_VERSION"),
+            queued: self.machine.queued() as u64,
+            running: self.machine.running() as u64,
+            held_bytes: self.machine.held_bytes() as u64,
+            slots: self.machine.advertised_slots(),
+            totals: self.totals.clone(),
+            providers: providers.into_iter().map(|(_, view)| view).collect(),
+            failures: self.failures.iter().rev().cloned().collect(),
+        }
     }
 
     fn update_metrics(&mut self) {
@@ -569,6 +847,26 @@ fn append_response_trace(payload: &mut Payload, notes: &[TraceNote]) {
     };
     if let Some(trace) = info.as_mut().and_then(|i| i.trace.as_mut()) {
         trace.events.extend(notes.iter().map(trace_event));
+    }
+}
+
+/// What went wrong with a task that did not end `ok` (for the operator view; cut later).
+fn failure_text(result: &Result<Payload, TaskError>) -> String {
+    match result {
+        Err(e) => e.to_string(),
+        Ok(Payload::Wasip1Response(r)) => match &r.result {
+            Some(task::wasip1::response::Result::Ok(o)) => {
+                format!("exit status {}", o.status.unwrap_or(0))
+            }
+            Some(task::wasip1::response::Result::Error(e)) => e.clone(),
+            None => "empty result".into(),
+        },
+        Ok(Payload::PyodideResponse(r)) => match &r.result {
+            Some(task::pyodide::response::Result::Error(e)) => e.clone(),
+            Some(_) => String::new(),
+            None => "empty result".into(),
+        },
+        Ok(other) => format!("unexpected {}", other.type_name()),
     }
 }
 

@@ -908,6 +908,12 @@ impl Sim {
                         },
                     );
                 }
+                Action::AttemptFailed { provider, id, .. } => {
+                    assert!(
+                        self.tasks.contains_key(&id),
+                        "seed {seed}: a failed attempt of {id} on {provider}, a task not running"
+                    );
+                }
                 Action::Reply { id, result, .. } => {
                     let t = self
                         .tasks

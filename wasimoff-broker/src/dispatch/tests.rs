@@ -164,6 +164,7 @@ impl Harness {
                     ..
                 } => Did::Cancel(provider, id, attempt),
                 Action::Reply { id, result, .. } => Did::Reply(id, result.map(|p| result_kind(&p))),
+                Action::AttemptFailed { .. } => continue,
             });
         }
         did
@@ -635,4 +636,98 @@ fn the_byte_budget_refuses_until_a_task_is_answered() {
     assert_eq!(h.m.held_bytes(), 400);
     assert_eq!(costly(&mut h, "d", 600, false), [send(P, "d", 1)]);
     h.m.check();
+}
+
+/// The reply carries the time the task waited for a provider and the time its answering attempt
+/// ran, in machine time; a failed attempt is reported with its provider.
+#[test]
+fn reply_carries_queue_wait_run_time_and_failed_attempts() {
+    let mut h = Harness::new(MachineConfig::default());
+    assert!(h.submit("t", Duration::from_secs(60)).is_empty());
+    h.advance(Duration::from_millis(300));
+    assert_eq!(h.provider(P, 1), vec![send(P, "t", 1)]);
+    h.advance(Duration::from_millis(200));
+    // The first attempt fails through the provider's fault: reported, then retried on Q.
+    h.provider(Q, 1);
+    h.m.handle(
+        h.now,
+        Input::Answer {
+            id: "t".into(),
+            attempt: 1,
+            provider: P,
+            answer: Answer::Failed("boom".into()),
+        },
+    );
+    let mut failed = Vec::new();
+    let mut sent = Vec::new();
+    while let Some(action) = h.m.poll_action() {
+        match action {
+            Action::AttemptFailed {
+                provider,
+                id,
+                reason,
+            } => failed.push((provider, id, reason)),
+            Action::Send { provider, .. } => sent.push(provider),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(failed.len(), 1);
+    assert_eq!((failed[0].0, failed[0].1.as_str()), (P, "t"));
+    assert!(failed[0].2.contains("boom"), "{}", failed[0].2);
+    assert_eq!(sent, vec![Q]);
+    h.advance(Duration::from_millis(700));
+    h.m.handle(
+        h.now,
+        Input::Answer {
+            id: "t".into(),
+            attempt: 2,
+            provider: Q,
+            answer: Answer::Response(Box::new(result(Termination::Exited(0)))),
+        },
+    );
+    match h.m.poll_action() {
+        Some(Action::Reply {
+            provider,
+            elapsed,
+            waited,
+            ran,
+            attempts,
+            ..
+        }) => {
+            assert_eq!(provider, Some(Q));
+            assert_eq!(elapsed, Duration::from_millis(1200));
+            // Queued 300 ms, ran 200 ms on P, then started on Q at once.
+            assert_eq!(waited, Duration::from_millis(500));
+            assert_eq!(ran, Some(Duration::from_millis(700)));
+            assert_eq!(attempts, 2);
+        }
+        other => panic!("expected the reply, got {other:?}"),
+    }
+}
+
+/// A task that never starts reports its whole life as queue wait and no run time.
+#[test]
+fn reply_of_a_task_that_never_ran() {
+    let mut h = Harness::new(MachineConfig::default());
+    h.submit("t", Duration::from_secs(1));
+    h.m.handle(
+        h.now + Duration::from_millis(400),
+        Input::Cancel {
+            id: "t".into(),
+            reason: "client went away".into(),
+        },
+    );
+    match h.m.poll_action() {
+        Some(Action::Reply {
+            waited,
+            ran,
+            attempts,
+            ..
+        }) => {
+            assert_eq!(waited, Duration::from_millis(400));
+            assert_eq!(ran, None);
+            assert_eq!(attempts, 0);
+        }
+        other => panic!("expected the reply, got {other:?}"),
+    }
 }

@@ -11,6 +11,7 @@ mod dispatch;
 mod hostile;
 mod lifecycle;
 mod native;
+mod operator;
 mod page;
 mod routes;
 mod storage;

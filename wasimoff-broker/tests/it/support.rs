@@ -120,14 +120,31 @@ pub async fn provider(
     concurrency: u32,
     behaviour: Behaviour,
 ) -> FakeProvider {
+    provider_with_headers(
+        base,
+        name,
+        concurrency,
+        behaviour,
+        &[("user-agent", "fake-provider/1")],
+    )
+    .await
+}
+
+/// [`provider`] sending these headers with its upgrade request.
+pub async fn provider_with_headers(
+    base: &str,
+    name: &str,
+    concurrency: u32,
+    behaviour: Behaviour,
+    headers: &[(&str, &str)],
+) -> FakeProvider {
     let url = format!(
         "{}/api/provider/ws?id={name}",
         base.replacen("http", "ws", 1)
     );
-    let transport =
-        WebSocketTransport::connect(&url, &[("user-agent", "fake-provider/1")], 1 << 24)
-            .await
-            .unwrap();
+    let transport = WebSocketTransport::connect(&url, headers, 1 << 24)
+        .await
+        .unwrap();
     let config = MessengerConfig {
         answer_pings: behaviour != Behaviour::HangOnTask,
         ..MessengerConfig::default()
@@ -187,7 +204,7 @@ pub async fn provider(
                         .unwrap_or_default();
                     assert_eq!(
                         task.info.as_ref().and_then(|i| i.provider.as_deref()),
-                        Some(name.as_str())
+                        Some(percent_decoded(&name).as_str())
                     );
                     {
                         let mut seen = s.lock().await;
@@ -403,4 +420,27 @@ pub fn stdout(response: &task::wasip1::Response) -> String {
         }
         other => panic!("expected ok, got {other:?}"),
     }
+}
+
+/// `%XX` escapes decoded (as the broker decodes the `?id=` of a provider).
+pub fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

@@ -309,20 +309,69 @@ fn task_with_a_broken_file_fails_before_running() {
 }
 
 #[test]
-fn status_shows_providers_and_workers() {
+fn status_shows_slots_and_lists_providers() {
     let env = shared();
     let out = run(env.cli().args(["status"]));
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(stdout.contains("health     ok"), "{stdout}");
     assert!(stdout.contains("providers  1"), "{stdout}");
-    assert!(stdout.contains("workers    4"), "{stdout}");
+    assert!(stdout.contains("slots      4 ("), "{stdout}");
+    assert!(
+        !stdout.contains("workers    "),
+        "slots are not called workers: {stdout}"
+    );
+    assert!(
+        stdout.contains("native-1"),
+        "the providers are listed: {stdout}"
+    );
     let out = run(env.cli().args(["status", "--json"]));
     let lines = json_lines(&out.stdout);
     assert_eq!(lines[0]["healthy"], true);
     assert_eq!(lines[0]["providers"], 1);
-    assert_eq!(lines[0]["workers"], 4);
+    assert_eq!(lines[0]["slots"], 4);
     assert_eq!(lines[0]["scheduler"], "locality");
+    assert_eq!(lines[0]["provider_list"][0]["name"], "native-1");
+}
+
+#[test]
+fn providers_prints_a_table_or_json() {
+    let env = shared();
+    let out = run(env.cli().args(["providers"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let mut lines = stdout.lines();
+    let header = lines.next().unwrap();
+    for column in [
+        "NAME",
+        "KIND",
+        "WORKERS",
+        "PREFETCH",
+        "SLOTS",
+        "RUNNING",
+        "DONE",
+        "FAILED",
+        "LAST SEEN",
+    ] {
+        assert!(header.contains(column), "{column} in {header}");
+    }
+    let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(row[..2], ["native-1", "native"], "{stdout}");
+    assert_eq!(row[4], "4", "{stdout}");
+    let out = run(env.cli().args(["providers", "--json"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let list = json_lines(&out.stdout);
+    let list = list[0].as_array().unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["name"], "native-1");
+    assert_eq!(list[0]["kind"], "native");
+    assert_eq!(list[0]["slots"], 4);
+    assert!(
+        list[0]["agent"]
+            .as_str()
+            .unwrap()
+            .starts_with("wasimoff-provider/")
+    );
 }
 
 #[test]

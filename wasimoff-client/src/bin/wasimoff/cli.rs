@@ -82,9 +82,16 @@ enum Command {
     /// Run many tasks (JSON lines, or a template with a range); prints one JSON line per
     /// result, a progress bar and a summary on stderr.
     Batch(batch::BatchArgs),
-    /// Show the broker's health, providers, workers and queue.
+    /// Show the broker's health, slots (workers + prefetch), queue and providers.
     Status {
         /// Print the status as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the providers connected to the broker: kind, slots, running, done, failed, last
+    /// seen.
+    Providers {
+        /// Print the broker's list as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -264,7 +271,83 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
         Command::Task(args) => batch::task(&client, args, cli.allow_truncated).await,
         Command::Batch(args) => batch::batch(&client, args, cli.allow_truncated).await,
         Command::Status { json } => status(&client, json).await,
+        Command::Providers { json } => providers(&client, json).await,
     }
+}
+
+async fn providers(client: &Client, json: bool) -> Result<u8, Error> {
+    let providers = client.providers().await?;
+    if json {
+        let text =
+            serde_json::to_string(&providers).map_err(|e| Error::InvalidResponse(e.to_string()))?;
+        println!("{text}");
+    } else {
+        print!("{}", provider_table(&providers, now_millis()));
+    }
+    Ok(0)
+}
+
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The providers as a table, one line each (a line saying so when there are none).
+fn provider_table(providers: &[wasimoff_client::ProviderInfo], now: i64) -> String {
+    if providers.is_empty() {
+        return "no providers connected\n".to_owned();
+    }
+    let dash = |v: Option<u32>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
+    let mut rows = vec![
+        [
+            "NAME",
+            "KIND",
+            "WORKERS",
+            "PREFETCH",
+            "SLOTS",
+            "RUNNING",
+            "DONE",
+            "FAILED",
+            "LAST SEEN",
+        ]
+        .map(str::to_owned),
+    ];
+    for p in providers {
+        let seen = (now - p.last_seen).max(0) / 1000;
+        rows.push([
+            p.name.clone(),
+            p.kind.clone(),
+            dash(p.workers),
+            dash(p.prefetch),
+            if p.backed_off {
+                format!("{} (backed off)", p.slots)
+            } else {
+                p.slots.to_string()
+            },
+            p.running.to_string(),
+            p.done.to_string(),
+            p.failed.to_string(),
+            format!("{seen}s ago"),
+        ]);
+    }
+    let mut widths = [0usize; 9];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in &rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 async fn status(client: &Client, json: bool) -> Result<u8, Error> {
@@ -275,15 +358,20 @@ async fn status(client: &Client, json: bool) -> Result<u8, Error> {
         return Err(e.clone());
     }
     let status = client.status().await?;
+    // A broker without the provider list (older) still has its status.
+    let providers = client.providers().await.ok();
     if json {
         let value = serde_json::json!({
             "broker": client.url(),
             "healthy": health.is_ok(),
             "providers": status.providers,
-            "workers": status.workers,
+            "slots": status.slots(),
+            "workers": status.worker_slots,
+            "prefetch": status.prefetch_slots,
             "queued": status.queued,
             "running": status.running,
             "scheduler": status.scheduler,
+            "provider_list": providers,
         });
         println!("{value}");
     } else {
@@ -291,13 +379,21 @@ async fn status(client: &Client, json: bool) -> Result<u8, Error> {
             Ok(()) => "ok".to_owned(),
             Err(e) => format!("failing ({e})"),
         };
+        let apart = match (status.worker_slots, status.prefetch_slots) {
+            (Some(w), Some(p)) => format!(" ({w} workers + {p} prefetch)"),
+            _ => " (workers + prefetch)".to_owned(),
+        };
         println!("broker     {}", client.url());
         println!("health     {healthy}");
         println!("providers  {}", status.providers);
-        println!("workers    {}", status.workers);
+        println!("slots      {}{apart}", status.slots());
         println!("queued     {}", status.queued);
         println!("running    {}", status.running);
         println!("scheduler  {}", status.scheduler);
+        if let Some(providers) = providers.filter(|p| !p.is_empty()) {
+            println!();
+            print!("{}", provider_table(&providers, now_millis()));
+        }
     }
     Ok(if health.is_ok() { 0 } else { exit::FAILURE })
 }

@@ -5,7 +5,8 @@
 //! wasimoff run hello.wasm -- print_envs          # uploads the local file, runs it
 //! wasimoff task examples/tasks/hello-args.json   # task files (proto3 JSON), results as JSON lines
 //! wasimoff batch --template tsp.json --range 0..1000
-//! wasimoff status
+//! wasimoff status                                # health, slots (workers + prefetch), providers
+//! wasimoff providers --json                       # the connected providers
 //! ```
 //!
 //! Exit codes: `run` exits with the task's exit status (0-255). Otherwise: 1 for local,
