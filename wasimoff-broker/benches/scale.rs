@@ -350,6 +350,7 @@ fn emulate(base: &str, n: u64) {
             let resources = proto::event::ProviderResources {
                 concurrency: Some(4),
                 tasks: Some(0),
+                ..Default::default()
             };
             let _ = p.send_event(resources).await;
         }

@@ -55,8 +55,9 @@ pub(crate) struct ProviderView {
     /// Slots it offers (`Event.ProviderResources.concurrency`: workers + prefetch; 0 while
     /// draining).
     pub(crate) slots: u32,
-    /// Workers and prefetch slots apart: `null`, since the protocol carries only the slots
-    /// (kept in the JSON for when it carries the split).
+    /// Of the slots, tasks that run at once and tasks accepted to wait for a worker, as the
+    /// provider last reported (`ProviderResources` fields 100 and 101, sent by our providers);
+    /// `null` for providers that do not say (the original's).
     pub(crate) workers: Option<u32>,
     pub(crate) prefetch: Option<u32>,
     /// Tasks running there now.
@@ -192,9 +193,54 @@ pub(crate) fn unix_millis() -> i64 {
     wasimoff_core::platform::unix_nanos() / 1_000_000
 }
 
+/// A provider's workers and prefetch slots in one atomic word, which its session writes and
+/// the operator view reads: [`SPLIT_UNKNOWN`] until the provider tells them.
+#[derive(Debug)]
+pub(crate) struct Split(std::sync::atomic::AtomicU64);
+
+/// [`Split`]'s value while the provider has not told its split.
+const SPLIT_UNKNOWN: u64 = u64::MAX;
+
+impl Default for Split {
+    fn default() -> Self {
+        Split(std::sync::atomic::AtomicU64::new(SPLIT_UNKNOWN))
+    }
+}
+
+impl Split {
+    /// Records what a `ProviderResources` said (both fields, or it is unknown again).
+    pub(crate) fn store(&self, workers: Option<u32>, prefetch: Option<u32>) {
+        let value = match (workers, prefetch) {
+            (Some(w), Some(p)) if (w, p) != (u32::MAX, u32::MAX) => {
+                (u64::from(w) << 32) | u64::from(p)
+            }
+            _ => SPLIT_UNKNOWN,
+        };
+        self.0.store(value, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// `(workers, prefetch)`, if the provider told them.
+    pub(crate) fn load(&self) -> Option<(u32, u32)> {
+        let value = self.0.load(std::sync::atomic::Ordering::Relaxed);
+        (value != SPLIT_UNKNOWN).then_some(((value >> 32) as u32, value as u32))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_split_round_trips_and_is_unknown_until_told() {
+        let split = Split::default();
+        assert_eq!(split.load(), None);
+        split.store(Some(4), Some(1));
+        assert_eq!(split.load(), Some((4, 1)));
+        split.store(Some(0), Some(0));
+        assert_eq!(split.load(), Some((0, 0)));
+        split.store(Some(4), None);
+        assert_eq!(split.load(), None);
+    }
 
     #[test]
     fn failure_text_is_bounded_by_bytes() {

@@ -140,6 +140,7 @@ async fn session(app: App, socket: WebSocket, name: String, agent: String, kind:
     let id = ProviderId(app.provider_counter.fetch_add(1, Ordering::Relaxed));
     tracing::debug!(%id, %name, %agent, ?codec, ?kind, "provider session");
     let last_seen = Arc::new(AtomicI64::new(operator::unix_millis()));
+    let split = Arc::new(operator::Split::default());
     app.dispatch.send(Command::ProviderJoined {
         id,
         name,
@@ -148,6 +149,7 @@ async fn session(app: App, socket: WebSocket, name: String, agent: String, kind:
         kind,
         agent,
         last_seen: last_seen.clone(),
+        split: split.clone(),
     });
     tokio::spawn(ping(app.clone(), messenger.clone(), last_seen.clone()));
 
@@ -161,6 +163,7 @@ async fn session(app: App, socket: WebSocket, name: String, agent: String, kind:
         match message {
             IncomingMessage::Event(event) => match event.payload {
                 Payload::ProviderResources(r) => {
+                    split.store(r.workers, r.prefetch);
                     let concurrency = r.concurrency.unwrap_or(0);
                     app.dispatch
                         .send(Command::Machine(Input::Resources { id, concurrency }));

@@ -134,12 +134,6 @@ pub struct Status {
     /// from a broker that does not send it: then see `workers`).
     #[serde(default)]
     pub slots: Option<i64>,
-    /// Of the slots, those providers reported as workers and as prefetch (`None` when the
-    /// broker or no provider tells them apart).
-    #[serde(default)]
-    pub worker_slots: Option<i64>,
-    #[serde(default)]
-    pub prefetch_slots: Option<i64>,
     /// Tasks waiting for a slot.
     #[serde(default)]
     pub queued: i64,

@@ -183,10 +183,7 @@ impl Broker {
     async fn resources(&mut self, concurrency: u32, tasks: u32) {
         loop {
             if let Payload::ProviderResources(r) = self.event().await
-                && r == (ProviderResources {
-                    concurrency: Some(concurrency),
-                    tasks: Some(tasks),
-                })
+                && (r.concurrency, r.tasks) == (Some(concurrency), Some(tasks))
             {
                 return;
             }
@@ -345,7 +342,9 @@ async fn connect_reports_resources_and_answers_file_requests() {
         broker.event().await,
         Payload::ProviderResources(ProviderResources {
             concurrency: Some(2),
-            tasks: Some(0)
+            tasks: Some(0),
+            workers: Some(2),
+            prefetch: Some(0),
         })
     );
 
@@ -951,7 +950,9 @@ async fn prefetch_defaults_to_one_task_per_worker() {
         broker.event().await,
         Payload::ProviderResources(ProviderResources {
             concurrency: Some(4),
-            tasks: Some(0)
+            tasks: Some(0),
+            workers: Some(2),
+            prefetch: Some(2),
         })
     );
     let mut h = Harness::start_with(None, Some(1));
@@ -960,7 +961,9 @@ async fn prefetch_defaults_to_one_task_per_worker() {
         broker.event().await,
         Payload::ProviderResources(ProviderResources {
             concurrency: Some(3),
-            tasks: Some(0)
+            tasks: Some(0),
+            workers: Some(2),
+            prefetch: Some(1),
         })
     );
 }

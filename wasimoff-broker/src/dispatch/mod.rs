@@ -63,6 +63,8 @@ pub(crate) enum Command {
         agent: String,
         /// Unix milliseconds of the last message from the provider; its session updates it.
         last_seen: Arc<AtomicI64>,
+        /// Its workers and prefetch slots; its session updates them.
+        split: Arc<operator::Split>,
     },
     /// An input the machine takes as it is: `Cancel`, `ProviderLeft`, `Resources`, `Files`.
     Machine(Input),
@@ -227,6 +229,7 @@ struct Conn {
     /// Unix milliseconds.
     connected_at: i64,
     last_seen: Arc<AtomicI64>,
+    split: Arc<operator::Split>,
     /// Results returned and attempts failed on this connection.
     done: u64,
     failed: u64,
@@ -370,6 +373,7 @@ impl Shell {
                 kind,
                 agent,
                 last_seen,
+                split,
             } => {
                 // The newcomer hears the cluster size at once, the others with the next tick:
                 // a broadcast per join costs O(providers²) when many join together.
@@ -390,6 +394,7 @@ impl Shell {
                     agent,
                     connected_at: operator::unix_millis(),
                     last_seen,
+                    split,
                     done: 0,
                     failed: 0,
                     series,
@@ -675,8 +680,8 @@ impl Shell {
                     kind: conn.kind,
                     agent: conn.agent.clone(),
                     slots,
-                    workers: None,
-                    prefetch: None,
+                    workers: conn.split.load().map(|(w, _)| w),
+                    prefetch: conn.split.load().map(|(_, p)| p),
                     running,
                     backed_off,
                     done: conn.done,

@@ -300,6 +300,7 @@ pub async fn provider_with_headers(
         .send_event(proto::event::ProviderResources {
             concurrency: Some(concurrency),
             tasks: Some(0),
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -316,7 +316,10 @@ fn status_shows_slots_and_lists_providers() {
     let stdout = text(&out.stdout);
     assert!(stdout.contains("health     ok"), "{stdout}");
     assert!(stdout.contains("providers  1"), "{stdout}");
-    assert!(stdout.contains("slots      4 ("), "{stdout}");
+    assert!(
+        stdout.contains("slots      4 (4 workers + 0 prefetch)"),
+        "{stdout}"
+    );
     assert!(
         !stdout.contains("workers    "),
         "slots are not called workers: {stdout}"
@@ -330,6 +333,8 @@ fn status_shows_slots_and_lists_providers() {
     assert_eq!(lines[0]["healthy"], true);
     assert_eq!(lines[0]["providers"], 1);
     assert_eq!(lines[0]["slots"], 4);
+    assert_eq!(lines[0]["workers"], 4);
+    assert_eq!(lines[0]["prefetch"], 0);
     assert_eq!(lines[0]["scheduler"], "locality");
     assert_eq!(lines[0]["provider_list"][0]["name"], "native-1");
 }
@@ -366,6 +371,10 @@ fn providers_prints_a_table_or_json() {
     assert_eq!(list[0]["name"], "native-1");
     assert_eq!(list[0]["kind"], "native");
     assert_eq!(list[0]["slots"], 4);
+    assert_eq!(
+        (&list[0]["workers"], &list[0]["prefetch"]),
+        (&4.into(), &0.into())
+    );
     assert!(
         list[0]["agent"]
             .as_str()

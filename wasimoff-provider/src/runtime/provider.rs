@@ -277,6 +277,7 @@ impl ProviderBuilder {
         let store = self
             .store
             .unwrap_or_else(|| Arc::new(MemoryStore::default()));
+        let workers = self.executor.concurrency();
         let concurrency = config
             .concurrency
             .unwrap_or_else(|| config.slots_for(self.executor.concurrency()));
@@ -290,7 +291,7 @@ impl ProviderBuilder {
             inner: Arc::new(Inner {
                 executor: self.executor,
                 files: Files::new(store, fetcher),
-                slots: Slots::new(concurrency),
+                slots: Slots::new(concurrency, workers),
                 task_events: broadcast::Sender::new(TASK_EVENTS),
                 connector,
                 request,
@@ -348,7 +349,10 @@ impl Provider {
     /// Lowering it below the running tasks lets them finish.
     pub fn set_workers(&self, workers: usize) {
         let slots = self.inner.config.slots_for(workers);
-        self.inner.slots.update(|s| s.concurrency = slots);
+        self.inner.slots.update(|s| {
+            s.concurrency = slots;
+            s.workers = workers;
+        });
     }
 
     /// Connects and serves the broker, reconnecting as needed, until [`Provider::shutdown`].
@@ -464,15 +468,23 @@ async fn session(inner: &Arc<Inner>, connection: Connection) -> String {
     let mut busy_due: Option<platform::BoxFuture<'static, ()>> = None;
     let mut busy_flush = false;
     loop {
-        let advertised = status.borrow_and_update().advertised();
+        let (advertised, workers) = {
+            let status = status.borrow_and_update();
+            (status.advertised(), status.workers)
+        };
         if reported == Some(advertised) {
             busy_due = None;
         } else if busy_flush || reported.is_none_or(|(concurrency, _)| concurrency != advertised.0)
         {
             let (concurrency, tasks) = advertised;
+            let count = |n: usize| Some(u32::try_from(n).unwrap_or(u32::MAX));
+            // The split is told only while slots are offered (not while draining).
+            let workers = (concurrency > 0).then_some(workers.min(concurrency));
             let resources = proto::event::ProviderResources {
-                concurrency: Some(u32::try_from(concurrency).unwrap_or(u32::MAX)),
-                tasks: Some(u32::try_from(tasks).unwrap_or(u32::MAX)),
+                concurrency: count(concurrency),
+                tasks: count(tasks),
+                workers: workers.and_then(count),
+                prefetch: workers.and_then(|w| count(concurrency - w)),
             };
             if messenger.send_event(resources).await.is_err() {
                 break;

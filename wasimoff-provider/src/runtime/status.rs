@@ -37,8 +37,12 @@ pub enum ConnectionState {
 pub struct ProviderStatus {
     /// The connection.
     pub state: ConnectionState,
-    /// Tasks the provider runs at once.
+    /// Task slots the provider offers: the tasks it runs at once plus those it accepts to
+    /// wait for a worker (prefetch).
     pub concurrency: usize,
+    /// Tasks the executor runs at once; the rest of [`concurrency`](Self::concurrency) is
+    /// prefetch (tasks accepted to wait for a worker).
+    pub workers: usize,
     /// Tasks running now.
     pub busy: usize,
     /// The provider is shutting down and takes no new tasks.
@@ -113,9 +117,10 @@ pub(crate) enum Refusal {
 }
 
 impl Slots {
-    pub(crate) fn new(concurrency: usize) -> Self {
+    pub(crate) fn new(concurrency: usize, workers: usize) -> Self {
         let status = ProviderStatus {
             concurrency,
+            workers,
             ..ProviderStatus::default()
         };
         Slots {
@@ -185,7 +190,7 @@ mod tests {
 
     #[test]
     fn slots_are_counted_and_released() {
-        let slots = Slots::new(2);
+        let slots = Slots::new(2, 2);
         let a = slots.try_acquire().unwrap();
         let _b = slots.try_acquire().unwrap();
         assert_eq!(slots.try_acquire().unwrap_err(), Refusal::Full(2));

@@ -360,14 +360,26 @@ async fn status(client: &Client, json: bool) -> Result<u8, Error> {
     let status = client.status().await?;
     // A broker without the provider list (older) still has its status.
     let providers = client.providers().await.ok();
+    // Workers and prefetch apart, when every provider that offers slots tells them.
+    let (workers, prefetch) = providers
+        .as_deref()
+        .and_then(|list| {
+            list.iter()
+                .filter(|p| p.slots > 0)
+                .try_fold((0u64, 0u64), |(w, f), p| {
+                    Some((w + u64::from(p.workers?), f + u64::from(p.prefetch?)))
+                })
+        })
+        .filter(|_| status.slots() > 0)
+        .unzip();
     if json {
         let value = serde_json::json!({
             "broker": client.url(),
             "healthy": health.is_ok(),
             "providers": status.providers,
             "slots": status.slots(),
-            "workers": status.worker_slots,
-            "prefetch": status.prefetch_slots,
+            "workers": workers,
+            "prefetch": prefetch,
             "queued": status.queued,
             "running": status.running,
             "scheduler": status.scheduler,
@@ -379,7 +391,7 @@ async fn status(client: &Client, json: bool) -> Result<u8, Error> {
             Ok(()) => "ok".to_owned(),
             Err(e) => format!("failing ({e})"),
         };
-        let apart = match (status.worker_slots, status.prefetch_slots) {
+        let apart = match (workers, prefetch) {
             (Some(w), Some(p)) => format!(" ({w} workers + {p} prefetch)"),
             _ => " (workers + prefetch)".to_owned(),
         };
