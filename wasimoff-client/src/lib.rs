@@ -5,7 +5,9 @@
 //! - [`Task`]: a typed builder for task requests (`args`, `env`, `stdin`, `rootfs`,
 //!   `artifacts`, `deadline`, `priority`, `immediate`); [`Output`]: what a task produced.
 //! - [`Client::submit_many`] / [`Session`] (native targets): many tasks in flight over one
-//!   client WebSocket, results yielded as they complete, with a bound on tasks in flight.
+//!   client WebSocket, results yielded as they complete, with a bound on tasks in flight;
+//!   [`Session::map`] yields them in the order of the inputs; [`with_progress`] reports
+//!   [`Progress`] after each result.
 //! - [`Error`]: typed errors that tell "queue full, retry later" from "bad request", "not
 //!   found", "deadline", "unavailable", "provider failed", "unauthenticated", a failed task
 //!   ([`TaskFailure`]: its kind and the output the guest wrote before it failed) and transport
@@ -38,7 +40,7 @@ mod task;
 pub use client::{Client, ClientBuilder, DEFAULT_BROKER, ProviderInfo, RetryPolicy, Status};
 pub use error::{Error, FailureKind, Result, TaskFailure};
 #[cfg(not(target_arch = "wasm32"))]
-pub use stream::Session;
+pub use stream::{Progress, Session, TaskResult, with_progress};
 pub use task::{Output, Source, Task};
 
 /// The wasimoff protocol types (`wasimoff_core::proto`) and store refs, re-exported.

@@ -221,6 +221,47 @@ impl Session {
             .boxed()
     }
 
+    /// Runs a task for each of `inputs` (made by `to_task`), at most `max_in_flight` at a time,
+    /// and yields the results **in the order of the inputs** (a result that arrives early
+    /// waits for those before it). Every input yields exactly one result.
+    ///
+    /// ```no_run
+    /// use futures::StreamExt;
+    /// use wasimoff_client::{Client, Task};
+    /// # async fn demo(client: Client) -> Result<(), wasimoff_client::Error> {
+    /// let session = client.session().await?;
+    /// let seeds = 0..100;
+    /// let results: Vec<_> = session
+    ///     .map(seeds, 16, |seed| Task::wasip1("tsp.wasm").args(["rand", "8", &seed.to_string()]))
+    ///     .collect()
+    ///     .await;
+    /// for (seed, result) in results.iter().enumerate() {
+    ///     println!("seed {seed}: {}", result.as_ref().map_or("failed".into(), |o| o.stdout_lossy()));
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn map<T, I, F>(
+        &self,
+        inputs: I,
+        max_in_flight: usize,
+        mut to_task: F,
+    ) -> BoxStream<'static, Result<Output>>
+    where
+        I: IntoIterator<Item = T>,
+        I::IntoIter: Send + 'static,
+        F: FnMut(T) -> Task + Send + 'static,
+    {
+        let session = self.clone();
+        stream::iter(inputs)
+            .map(move |input| {
+                let session = session.clone();
+                let task = to_task(input);
+                async move { session.run(task).await }
+            })
+            .buffered(max_in_flight.max(1))
+            .boxed()
+    }
+
     /// Uploads a file on this connection (`Filesystem.Upload`), optionally under an alias.
     pub async fn upload(&self, bytes: impl Into<Bytes>, alias: Option<&str>) -> Result<Ref> {
         let request = proto::filesystem::upload::Request {
@@ -266,4 +307,74 @@ fn call_error(e: CallError) -> Error {
         CallError::Protocol(text) => Error::InvalidResponse(text),
         other => Error::Transport(other.to_string()),
     }
+}
+
+/// How far a stream of results has got; see [`with_progress`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Progress {
+    /// Results so far.
+    pub done: usize,
+    /// Of those, errors (the task failed or could not run).
+    pub failed: usize,
+    /// How many results to expect, if the caller said.
+    pub total: Option<usize>,
+}
+
+/// An item of a stream of task results: `Result<Output>` ([`Session::map`]) or
+/// `(index, Result<Output>)` ([`Session::submit_many`]).
+pub trait TaskResult {
+    /// The result in this item.
+    fn result(&self) -> &Result<Output>;
+}
+
+impl TaskResult for Result<Output> {
+    fn result(&self) -> &Result<Output> {
+        self
+    }
+}
+
+impl TaskResult for (usize, Result<Output>) {
+    fn result(&self) -> &Result<Output> {
+        &self.1
+    }
+}
+
+/// Calls `callback` with the [`Progress`] after each result of `results` (of
+/// [`Session::submit_many`], [`Session::map`], ...), passing the results on unchanged.
+///
+/// ```no_run
+/// use futures::StreamExt;
+/// use wasimoff_client::{Client, Task, with_progress};
+/// # async fn demo(client: Client) {
+/// let tasks = (0..1000).map(|i| Task::wasip1("hello.wasm").arg(i.to_string()));
+/// let results = with_progress(client.submit_many(tasks, 64), Some(1000), |p| {
+///     if p.done % 100 == 0 {
+///         eprintln!("{}/{} done, {} failed", p.done, p.total.unwrap_or(0), p.failed);
+///     }
+/// });
+/// let all: Vec<_> = results.collect().await;
+/// # }
+/// ```
+pub fn with_progress<S, F>(
+    results: S,
+    total: Option<usize>,
+    mut callback: F,
+) -> impl Stream<Item = S::Item>
+where
+    S: Stream,
+    S::Item: TaskResult,
+    F: FnMut(Progress),
+{
+    let mut progress = Progress {
+        total,
+        ..Progress::default()
+    };
+    results.inspect(move |item| {
+        progress.done += 1;
+        if item.result().is_err() {
+            progress.failed += 1;
+        }
+        callback(progress);
+    })
 }

@@ -181,3 +181,47 @@ fn a_missing_artifact_fails_the_task_and_keeps_its_output() {
     assert_eq!(failure.output.status, 0);
     assert_eq!(failure.output.artifacts, None);
 }
+
+/// `Session::map` yields results in the order of its inputs even when later tasks finish
+/// first, and `with_progress` counts every result and every failure.
+#[test]
+fn map_keeps_the_input_order_and_progress_counts_everything() {
+    let env = shared();
+    let client = env.client();
+    let (results, seen) = env.block_on(async move {
+        let session = client.session().await.unwrap();
+        // The first inputs sleep longest, so they finish last; input 3 traps.
+        let inputs = vec![300u64, 200, 100, 0, 0, 0];
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = seen.clone();
+        let results = wasimoff_client::with_progress(
+            session.map(inputs.into_iter().enumerate(), 6, |(i, ms)| {
+                let word = if i == 3 {
+                    "trap".to_owned()
+                } else {
+                    format!("sleep:{ms}")
+                };
+                Task::wasip1("hello.wasm").args([format!("n={i}"), word])
+            }),
+            Some(6),
+            move |p| record.lock().unwrap().push(p),
+        )
+        .collect::<Vec<_>>()
+        .await;
+        let seen = seen.lock().unwrap().clone();
+        (results, seen)
+    });
+    assert_eq!(results.len(), 6);
+    for (i, result) in results.iter().enumerate() {
+        if i == 3 {
+            assert!(matches!(result, Err(Error::Task(_))), "{result:?}");
+        } else {
+            let stdout = result.as_ref().unwrap().stdout_lossy();
+            assert!(stdout.contains(&format!("\"n={i}\"")), "{i}: {stdout}");
+        }
+    }
+    assert_eq!(seen.len(), 6);
+    let last = seen.last().unwrap();
+    assert_eq!((last.done, last.failed, last.total), (6, 1, Some(6)));
+    assert!(seen.windows(2).all(|w| w[1].done == w[0].done + 1));
+}
