@@ -17,6 +17,7 @@ use wasimoff_core::messenger::{IncomingMessage, Messenger, MessengerConfig};
 use wasimoff_core::proto::{self, task};
 
 use crate::body::WholeBody;
+use crate::detached::Lookup;
 use crate::error::TaskError;
 use crate::provider::{refuse_protocol, selected_codec};
 use crate::state::App;
@@ -414,4 +415,161 @@ fn exec_request(
             artifacts,
         }),
     })
+}
+
+/// The longest a fetch waits for a detached task's result (`?wait=` is capped to it).
+const MAX_FETCH_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `POST /api/client/tasks`: accepts a `Task.Wasip1.Request` (protobuf or JSON, as Connect)
+/// and answers `202 {"id": ...}` at once; the result is fetched later by that id. A full
+/// queue is refused at once (429) when the broker can tell; otherwise refusals of the
+/// dispatcher become the task's result.
+pub(crate) async fn submit(
+    State(app): State<App>,
+    addr: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    WholeBody(body): WholeBody,
+) -> Response {
+    // `WholeBody` has checked the client's token before reading the body.
+    let Some(codec) = connect_codec(&headers) else {
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/proto or application/json\n",
+        )
+            .into_response();
+    };
+    let mut request = match decode::<task::wasip1::Request>(codec, body, app.max_list_elements()) {
+        Ok(request) => request,
+        Err(e) => return e.into_response(),
+    };
+    apply_timeout(&headers, &mut request.qos);
+    let queued = usize::try_from(app.metrics.queued.get()).unwrap_or(0);
+    let immediate = request
+        .qos
+        .as_ref()
+        .and_then(|q| q.immediate)
+        .unwrap_or(false);
+    if !immediate && queued >= app.config.limits.max_queue {
+        return TaskError::QueueFull(queued).into_response();
+    }
+    let (job, deadline, pins) = match app.prepare_wasip1(request, &requester(addr)).await {
+        Ok(prepared) => prepared,
+        Err(e) => return e.into_response(),
+    };
+    let id = job.id.clone();
+    let owner = app.client_owner(&headers);
+    lock(&app).submitted(id.clone(), owner);
+    let runner = app.clone();
+    let task_id = id.clone();
+    tokio::spawn(async move {
+        let result = runner.run_prepared_wasip1(job, deadline, pins).await;
+        lock(&runner).finished(std::time::Instant::now(), &task_id, result);
+        runner.detached_done.notify_waiters();
+    });
+    (
+        StatusCode::ACCEPTED,
+        axum::Json(serde_json::json!({ "id": id })),
+    )
+        .into_response()
+}
+
+/// `GET /api/client/tasks/{id}[?wait=SECONDS]`: the result of a submitted task, as the
+/// `Task.Wasip1.Response` of a Connect call (protobuf if the `Accept` header asks for
+/// `application/proto`, else JSON) or its Connect error; `202 {"id", "state": "pending"}` if
+/// it has not finished (after waiting up to `wait` seconds, at most 60); 404 for an id this
+/// client did not submit or whose result expired.
+pub(crate) async fn fetch(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<FetchQuery>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(e) = app.check_client(&headers) {
+        return e.into_response();
+    }
+    let owner = app.client_owner(&headers);
+    let codec = match headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) {
+        Some(accept) if accept.contains("application/proto") => ConnectCodec::Proto,
+        _ => ConnectCodec::Json,
+    };
+    let wait = std::time::Duration::from_secs_f64(query.wait.unwrap_or(0.0).clamp(0.0, 60.0))
+        .min(MAX_FETCH_WAIT);
+    let until = tokio::time::Instant::now() + wait;
+    loop {
+        // Registered before the lookup, so a result recorded in between is not missed.
+        let done = app.detached_done.notified();
+        let found = lock(&app).lookup(std::time::Instant::now(), &id, owner.as_deref());
+        match found {
+            Lookup::Done(result) => {
+                return match *result {
+                    Ok(response) => encode(codec, &response),
+                    Err(e) => e.into_response(),
+                };
+            }
+            Lookup::Unknown => {
+                return TaskError::NotFound(format!(
+                    "no task {id:?} for this client: never submitted here, or its result \
+                     expired ({} s after it finished)",
+                    app.config.limits.result_ttl.as_secs()
+                ))
+                .into_response();
+            }
+            Lookup::Pending => {}
+        }
+        tokio::select! {
+            () = done => {}
+            () = tokio::time::sleep_until(until) => {
+                return (
+                    StatusCode::ACCEPTED,
+                    axum::Json(serde_json::json!({ "id": id, "state": "pending" })),
+                )
+                    .into_response();
+            }
+            () = app.shutdown.cancelled() => return TaskError::ShuttingDown.into_response(),
+        }
+    }
+}
+
+/// The query of [`fetch`].
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct FetchQuery {
+    /// Seconds to wait for the result.
+    wait: Option<f64>,
+}
+
+/// `DELETE /api/client/tasks/{id}`: cancels a submitted task that has not finished (its
+/// result becomes `canceled`); `{"id", "state": "cancelling" | "done"}`; 404 as for a fetch.
+pub(crate) async fn cancel(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(e) = app.check_client(&headers) {
+        return e.into_response();
+    }
+    let owner = app.client_owner(&headers);
+    let found = lock(&app).lookup(std::time::Instant::now(), &id, owner.as_deref());
+    let state = match found {
+        Lookup::Pending => {
+            app.dispatch.send(crate::dispatch::Command::Machine(
+                crate::dispatch::Input::Cancel {
+                    id: id.clone(),
+                    reason: "cancelled by the client".into(),
+                },
+            ));
+            "cancelling"
+        }
+        Lookup::Done(_) => "done",
+        Lookup::Unknown => {
+            return TaskError::NotFound(format!("no task {id:?} for this client")).into_response();
+        }
+    };
+    axum::Json(serde_json::json!({ "id": id, "state": state })).into_response()
+}
+
+/// The detached tasks' table; a poisoned lock (a panic elsewhere) still holds valid data.
+fn lock(app: &App) -> std::sync::MutexGuard<'_, crate::detached::Detached> {
+    app.detached
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -104,6 +104,12 @@ pub struct Limits {
     /// downloadable by the refs in its answer; they are the first blobs evicted under pressure.
     /// Zero: they are not stored and the answer names no refs.
     pub output_ttl: Duration,
+    /// How long the result of a task submitted with `POST /api/client/tasks` is kept for its
+    /// client to fetch by id, after it finished.
+    pub result_ttl: Duration,
+    /// The most bytes the kept results of such tasks hold together (each its encoded size);
+    /// the oldest are dropped first. A larger result is kept as an error saying so.
+    pub max_result_bytes: usize,
     /// With client tokens: the most bytes the aliases a token set may hold (the distinct blobs
     /// they point at, each counted whole). `None`: no quota. Without tokens there are no
     /// owners and no quotas.
@@ -136,6 +142,8 @@ impl Default for Limits {
             socket_idle_timeout: Duration::from_secs(60),
             max_store: Some(4 << 30),
             output_ttl: Duration::from_secs(600),
+            result_ttl: Duration::from_secs(600),
+            max_result_bytes: 256 << 20,
             client_quota: Some(1 << 30),
         }
     }

@@ -60,6 +60,9 @@ pub enum TaskError {
     /// The client token's storage quota would be exceeded.
     #[error("{0}")]
     QuotaExceeded(String),
+    /// A detached task's result is larger than the broker keeps for fetching later.
+    #[error("{0}")]
+    ResultTooLarge(String),
     /// A fault of the broker itself (storage backend).
     #[error("internal error: {0}")]
     Internal(String),
@@ -81,6 +84,8 @@ impl TaskError {
             TaskError::Unauthenticated(_) => "unauthenticated",
             TaskError::PermissionDenied(_) => "permission_denied",
             TaskError::QuotaExceeded(_) => "resource_exhausted",
+            // Not worth retrying: the same task makes the same output.
+            TaskError::ResultTooLarge(_) => "failed_precondition",
             TaskError::Internal(_) => "internal",
         }
     }
@@ -103,6 +108,7 @@ impl TaskError {
             TaskError::QuotaExceeded(_) | TaskError::StoreFull(_) => {
                 StatusCode::INSUFFICIENT_STORAGE
             }
+            TaskError::ResultTooLarge(_) => StatusCode::BAD_REQUEST,
             TaskError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

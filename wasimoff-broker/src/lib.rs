@@ -23,6 +23,7 @@
 mod body;
 mod client;
 mod config;
+mod detached;
 mod dispatch;
 mod error;
 mod malloc;
@@ -250,6 +251,8 @@ impl BrokerBuilder {
             // No OS randomness: the clock still makes restarts distinct.
             boot = (wasimoff_core::platform::unix_nanos() as u32).to_le_bytes();
         }
+        let detached =
+            detached::Detached::new(config.limits.result_ttl, config.limits.max_result_bytes);
         let state = AppState {
             config,
             store,
@@ -260,6 +263,8 @@ impl BrokerBuilder {
             provider_counter: AtomicU64::new(1),
             reading: std::sync::atomic::AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
+            detached: std::sync::Mutex::new(detached),
+            detached_done: tokio::sync::Notify::new(),
         };
         Ok(Broker {
             app: Arc::new(state),
@@ -316,6 +321,11 @@ impl Broker {
                 post(client::connect_rpc),
             )
             .route("/api/client/run/{wasm}", post(client::exec))
+            .route("/api/client/tasks", post(client::submit))
+            .route(
+                "/api/client/tasks/{id}",
+                get(client::fetch).delete(client::cancel),
+            )
             .merge(storage)
             .route("/healthz", get(|| async { "OK\n" }))
             .route("/api/version", get(version))

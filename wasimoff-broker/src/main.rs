@@ -150,6 +150,13 @@ struct Args {
     /// With client tokens: most bytes the aliases of one token may hold. 0: no quota.
     #[arg(long, env = "WASIMOFF_CLIENT_QUOTA", default_value_t = Limits::default().client_quota.unwrap_or(0))]
     client_quota: u64,
+    /// Seconds the result of a task submitted to be fetched later (`POST /api/client/tasks`)
+    /// is kept after it finished.
+    #[arg(long, env = "WASIMOFF_RESULT_TTL", default_value_t = Limits::default().result_ttl.as_secs())]
+    result_ttl: u64,
+    /// Most bytes such kept results hold together; the oldest go first.
+    #[arg(long, env = "WASIMOFF_MAX_RESULT_BYTES", default_value_t = Limits::default().max_result_bytes)]
+    max_result_bytes: usize,
 }
 
 /// How log lines are written.
@@ -249,6 +256,8 @@ async fn main() -> anyhow::Result<()> {
             max_store: (args.max_store > 0).then_some(args.max_store),
             output_ttl: Duration::from_secs(args.output_ttl),
             client_quota: (args.client_quota > 0).then_some(args.client_quota),
+            result_ttl: Duration::from_secs(args.result_ttl),
+            max_result_bytes: args.max_result_bytes,
             ..Limits::default()
         },
         ping: PingConfig {

@@ -28,6 +28,10 @@ pub(crate) struct AppState {
     pub(crate) reading: AtomicUsize,
     /// Cancelled when the broker shuts down: sockets close, new work is refused.
     pub(crate) shutdown: CancellationToken,
+    /// Tasks submitted to be fetched later by id, and their kept results.
+    pub(crate) detached: std::sync::Mutex<crate::detached::Detached>,
+    /// Woken whenever a detached task's result is recorded (for fetches that wait).
+    pub(crate) detached_done: tokio::sync::Notify,
 }
 
 pub(crate) type App = Arc<AppState>;

@@ -350,7 +350,18 @@ impl AppState {
     ) -> Result<task::wasip1::Response, TaskError> {
         // The pins hold the task's files until it is answered (or its caller goes away, which
         // cancels it).
-        let (job, deadline, _pins) = self.prepare_wasip1(request, requester).await?;
+        let (job, deadline, pins) = self.prepare_wasip1(request, requester).await?;
+        self.run_prepared_wasip1(job, deadline, pins).await
+    }
+
+    /// Runs a WASI task [prepared](Self::prepare_wasip1) already to its response; `pins` are
+    /// held until then.
+    pub(crate) async fn run_prepared_wasip1(
+        &self,
+        job: Job,
+        deadline: Instant,
+        _pins: Pins,
+    ) -> Result<task::wasip1::Response, TaskError> {
         let info = job_info(&job);
         match self.dispatch.run(job, deadline).await? {
             Payload::Wasip1Response(mut response) => {

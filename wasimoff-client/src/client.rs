@@ -501,18 +501,110 @@ impl Client {
             .await?;
         let status = response.status();
         let url = response.url().clone();
-        let retry_after = response
-            .headers()
-            .get(header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = retry_after(response.headers());
         let body = response.bytes().await?;
         if status.is_success() {
             return wasip1::Response::decode(body)
                 .map_err(|e| Error::InvalidResponse(format!("cannot decode the response: {e}")));
         }
         Err(connect_error(status, retry_after, &body, &url))
+    }
+
+    /// Submits a task and returns its id at once, without waiting for it to run: fetch its
+    /// result later with [`Client::result`] or [`Client::wait`] (from this client's token;
+    /// the broker keeps a finished result for its `result_ttl`, 10 minutes by default), or
+    /// cancel it with [`Client::cancel`]. A full queue is retried per the [`RetryPolicy`].
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use wasimoff_client::{Client, Task};
+    /// # async fn demo(client: Client) -> Result<(), wasimoff_client::Error> {
+    /// let id = client.submit(Task::wasip1("tsp.wasm").args(["rand", "10"])).await?;
+    /// // ... later, even from another process with the same token:
+    /// let output = client.wait(&id).await?;
+    /// println!("{}", output.stdout_lossy());
+    /// # Ok(()) }
+    /// ```
+    pub async fn submit(&self, task: impl Into<Task>) -> Result<String> {
+        #[derive(Deserialize)]
+        struct Submitted {
+            id: String,
+        }
+        let body = Bytes::from(task.into().into_request().encode_to_vec());
+        let response = self
+            .retry
+            .run(|| async {
+                let response = self
+                    .request(reqwest::Method::POST, "/api/client/tasks")
+                    .header(header::CONTENT_TYPE, "application/proto")
+                    .body(body.clone())
+                    .send()
+                    .await?;
+                let status = response.status();
+                let url = response.url().clone();
+                let retry_after = retry_after(response.headers());
+                let body = response.bytes().await?;
+                if status.is_success() {
+                    return Ok(body);
+                }
+                Err(connect_error(status, retry_after, &body, &url))
+            })
+            .await?;
+        serde_json::from_slice::<Submitted>(&response)
+            .map(|s| s.id)
+            .map_err(|e| Error::InvalidResponse(format!("submit answered no id: {e}")))
+    }
+
+    /// The result of a task [submitted](Client::submit) earlier: `Ok(None)` while it has not
+    /// finished after waiting up to `wait` (the broker waits at most 60 s). A task that ran
+    /// and failed is [`Error::Task`] as for [`Client::run`]; an id this client did not submit,
+    /// or whose result expired, is [`Error::NotFound`].
+    pub async fn result(&self, id: &str, wait: Duration) -> Result<Option<Output>> {
+        let response = self
+            .request(reqwest::Method::GET, &format!("/api/client/tasks/{id}"))
+            .query(&[("wait", wait.as_secs_f64())])
+            .header(header::ACCEPT, "application/proto")
+            .send()
+            .await?;
+        let status = response.status();
+        let url = response.url().clone();
+        let retry_after = retry_after(response.headers());
+        let body = response.bytes().await?;
+        if status == StatusCode::ACCEPTED {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(connect_error(status, retry_after, &body, &url));
+        }
+        let response = wasip1::Response::decode(body)
+            .map_err(|e| Error::InvalidResponse(format!("cannot decode the response: {e}")))?;
+        Output::from_response(response).map(Some)
+    }
+
+    /// Waits for the result of a task [submitted](Client::submit) earlier (fetching it in
+    /// rounds of up to 30 s; the task's own deadline bounds the wait).
+    pub async fn wait(&self, id: &str) -> Result<Output> {
+        loop {
+            if let Some(output) = self.result(id, Duration::from_secs(30)).await? {
+                return Ok(output);
+            }
+        }
+    }
+
+    /// Cancels a task [submitted](Client::submit) earlier. Its result becomes an error with
+    /// the code `canceled` ([`Error::Broker`]); a task that has finished keeps its result.
+    pub async fn cancel(&self, id: &str) -> Result<()> {
+        let response = self
+            .request(reqwest::Method::DELETE, &format!("/api/client/tasks/{id}"))
+            .send()
+            .await?;
+        let status = response.status();
+        let url = response.url().clone();
+        let body = response.bytes().await?;
+        if status.is_success() {
+            return Ok(());
+        }
+        Err(connect_error(status, None, &body, &url))
     }
 
     /// Uploads a file over Connect RPC (`Upload`) instead of the storage route.
@@ -600,6 +692,15 @@ impl Client {
 /// A 404 or 405 without a Connect body means the route itself is missing: no broker API at
 /// `url` (a server of static files, e.g. a broker's page under a wrong prefix, answers a POST
 /// with 405).
+/// A `Retry-After` header in seconds.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
 fn connect_error(
     status: StatusCode,
     retry_after: Option<Duration>,

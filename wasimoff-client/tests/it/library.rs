@@ -1,5 +1,7 @@
 //! The library against the shared broker: Connect runs, the stream API, typed errors.
 
+use std::time::Duration;
+
 use futures::StreamExt;
 use wasimoff_client::{Error, FailureKind, Task};
 
@@ -224,4 +226,52 @@ fn map_keeps_the_input_order_and_progress_counts_everything() {
     let last = seen.last().unwrap();
     assert_eq!((last.done, last.failed, last.total), (6, 1, Some(6)));
     assert!(seen.windows(2).all(|w| w[1].done == w[0].done + 1));
+}
+
+/// `submit` answers an id at once; `result`/`wait` fetch the output later (more than once),
+/// `cancel` ends a task that has not finished, and ids this client does not own are unknown.
+#[test]
+fn submit_now_fetch_later_and_cancel_by_id() {
+    let env = shared();
+    let client = env.client();
+    env.block_on(async move {
+        let id = client
+            .submit(Task::wasip1("hello.wasm").arg("later"))
+            .await
+            .unwrap();
+        let output = client.wait(&id).await.unwrap();
+        assert!(output.stdout_lossy().contains(r#""later""#));
+        assert_eq!(output.id.as_deref(), Some(id.as_str()));
+        // Kept: a second fetch finds it again.
+        let again = client.result(&id, Duration::ZERO).await.unwrap().unwrap();
+        assert_eq!(again.stdout, output.stdout);
+
+        // A long task: pending at first, then cancelled.
+        let id = client
+            .submit(Task::wasip1("hello.wasm").arg("sleep:60000"))
+            .await
+            .unwrap();
+        assert_eq!(client.result(&id, Duration::ZERO).await.unwrap(), None);
+        client.cancel(&id).await.unwrap();
+        let cancelled = client.wait(&id).await;
+        assert!(
+            matches!(&cancelled, Err(e) if e.code() == "canceled"),
+            "{cancelled:?}"
+        );
+
+        // A failed task keeps its output here too.
+        let id = client
+            .submit(Task::wasip1("hello.wasm").arg("trap"))
+            .await
+            .unwrap();
+        let Err(Error::Task(failure)) = client.wait(&id).await else {
+            panic!("expected a trap")
+        };
+        assert!(failure.output.stdout_lossy().contains("Hello, wasimoff!"));
+
+        let unknown = client.result("no-such-task", Duration::ZERO).await;
+        assert!(matches!(unknown, Err(Error::NotFound(_))), "{unknown:?}");
+        let unknown = client.cancel("no-such-task").await;
+        assert!(matches!(unknown, Err(Error::NotFound(_))), "{unknown:?}");
+    });
 }
