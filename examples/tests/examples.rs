@@ -89,6 +89,25 @@ async fn offload_and_tsp_batch_against_a_broker() {
     assert!(batch.status.success(), "{stdout}\n{}", text(&batch.stderr));
     assert!(stdout.contains("40 of 40 tasks done, 0 failed"), "{stdout}");
     assert!(stdout.contains("shortest tour: "), "{stdout}");
+
+    let later = tokio::process::Command::new(env!("CARGO_BIN_EXE_later"))
+        .env("WASIMOFF_BROKER", &url)
+        .output()
+        .await
+        .unwrap();
+    let stdout = text(&later.stdout);
+    assert!(later.status.success(), "{stdout}\n{}", text(&later.stderr));
+    // In seed order, each seed once.
+    let seeds: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("seed ")?.split(':').next())
+        .map(str::trim)
+        .collect();
+    let expected: Vec<String> = (1..=20).map(|s| s.to_string()).collect();
+    assert_eq!(seeds, expected, "{stdout}");
+    assert!(text(&later.stderr).contains("20/20 done, 0 failed"));
+    assert!(stdout.contains("(canceled)"), "{stdout}");
+    assert!(stdout.contains("trap (trap): trapped"), "{stdout}");
     provider.shutdown(Duration::from_secs(2)).await;
     broker.shutdown().await;
 }
