@@ -264,6 +264,7 @@ fn ci(fuzz_seconds: u64) -> Result<()> {
 /// would (workspace siblings resolve to the packages made in the same run). Dependencies are
 /// shared with the other steps' builds where their features agree.
 fn package() -> Result<()> {
+    forget_packaged_sources()?;
     // --allow-dirty: `cargo xtask ci` runs on work in progress too.
     let mut args = vec!["package", "--workspace", "--allow-dirty"];
     for krate in UNPUBLISHED {
@@ -271,6 +272,34 @@ fn package() -> Result<()> {
     }
     args.extend(DEV_PROFILE);
     Step::new("package (cargo package, verified)").run(cargo(&args))
+}
+
+/// Removes the sources cargo extracted from earlier runs' packages of our crates. Cargo
+/// verifies a package against its siblings from the same run through a local registry, and
+/// extracts each into `$CARGO_HOME/registry/src/-<hash>/<crate>-<version>`; as long as the
+/// version stays the same, a later run finds that directory and reuses the *old* sources
+/// (the verify then fails on a field added since, or passes on stale code). Local
+/// registries' directories start with `-`; crates.io's are left alone.
+fn forget_packaged_sources() -> Result<()> {
+    let home = std::env::var_os("CARGO_HOME").map_or_else(
+        || PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo"),
+        PathBuf::from,
+    );
+    let Ok(registries) = std::fs::read_dir(home.join("registry/src")) else {
+        return Ok(());
+    };
+    for registry in registries.filter_map(Result::ok) {
+        if !registry.file_name().to_string_lossy().starts_with('-') {
+            continue;
+        }
+        for entry in std::fs::read_dir(registry.path())?.filter_map(Result::ok) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("wasimoff-") {
+                std::fs::remove_dir_all(entry.path())?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The browser crate's tests in headless Chromium (wasm-bindgen-test in a dedicated worker),
