@@ -309,23 +309,15 @@ pub(crate) async fn exec(
             ) {
                 h.insert("x-wasimoff-truncated", HeaderValue::from_static(cut));
             }
-            for (name, blob) in [
+            let blobs = [
                 ("x-wasimoff-stderr", output.stderr.filter(|s| !s.is_empty())),
                 (
                     "x-wasimoff-artifacts",
                     output.artifacts.and_then(|a| a.blob),
                 ),
-            ] {
-                let Some(blob) = blob else { continue };
-                match app.store_output(blob).await {
-                    Ok(Some(r)) => {
-                        if let Ok(v) = HeaderValue::from_str(r.as_str()) {
-                            out.headers_mut().insert(name, v);
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(e) => return TaskError::from(e).into_response(),
-                }
+            ];
+            if let Err(e) = name_outputs(&app, &mut out, blobs).await {
+                return e.into_response();
             }
             out
         }
@@ -335,20 +327,12 @@ pub(crate) async fn exec(
                 .insert("x-wasimoff-result", HeaderValue::from_static("Error"));
             // What the guest wrote before it failed, stored like a result's stderr.
             let kept = error_output.unwrap_or_default();
-            for (name, blob) in [
+            let blobs = [
                 ("x-wasimoff-stdout", kept.stdout.filter(|s| !s.is_empty())),
                 ("x-wasimoff-stderr", kept.stderr.filter(|s| !s.is_empty())),
-            ] {
-                let Some(blob) = blob else { continue };
-                match app.store_output(blob).await {
-                    Ok(Some(r)) => {
-                        if let Ok(v) = HeaderValue::from_str(r.as_str()) {
-                            out.headers_mut().insert(name, v);
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(e) => return TaskError::from(e).into_response(),
-                }
+            ];
+            if let Err(e) = name_outputs(&app, &mut out, blobs).await {
+                return e.into_response();
             }
             out
         }
@@ -358,6 +342,24 @@ pub(crate) async fn exec(
         out.headers_mut().insert("x-wasimoff-provider", v);
     }
     out
+}
+
+/// Stores each blob as an exec output (ephemeral, for `output_ttl`) and names it by its ref
+/// in the header given with it; with `output_ttl` zero nothing is stored or named.
+async fn name_outputs<const N: usize>(
+    app: &App,
+    out: &mut Response,
+    blobs: [(&'static str, Option<Bytes>); N],
+) -> Result<(), TaskError> {
+    for (name, blob) in blobs {
+        let Some(blob) = blob else { continue };
+        if let Some(r) = app.store_output(blob).await?
+            && let Ok(value) = HeaderValue::from_str(r.as_str())
+        {
+            out.headers_mut().insert(name, value);
+        }
+    }
+    Ok(())
 }
 
 fn exec_request(

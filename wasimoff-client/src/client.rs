@@ -490,24 +490,16 @@ impl Client {
     }
 
     async fn connect_call(&self, method: &str, body: Bytes) -> Result<wasip1::Response> {
-        let response = self
+        let request = self
             .request(
                 reqwest::Method::POST,
                 &format!("/api/client/wasimoff.v1.Tasks/{method}"),
             )
             .header(header::CONTENT_TYPE, "application/proto")
-            .body(body)
-            .send()
-            .await?;
-        let status = response.status();
-        let url = response.url().clone();
-        let retry_after = retry_after(response.headers());
-        let body = response.bytes().await?;
-        if status.is_success() {
-            return wasip1::Response::decode(body)
-                .map_err(|e| Error::InvalidResponse(format!("cannot decode the response: {e}")));
-        }
-        Err(connect_error(status, retry_after, &body, &url))
+            .body(body);
+        let (_, body) = send_connect(request).await?;
+        wasip1::Response::decode(body)
+            .map_err(|e| Error::InvalidResponse(format!("cannot decode the response: {e}")))
     }
 
     /// Submits a task and returns its id at once, without waiting for it to run: fetch its
@@ -531,23 +523,14 @@ impl Client {
             id: String,
         }
         let body = Bytes::from(task.into().into_request().encode_to_vec());
-        let response = self
+        let (_, response) = self
             .retry
-            .run(|| async {
-                let response = self
-                    .request(reqwest::Method::POST, "/api/client/tasks")
-                    .header(header::CONTENT_TYPE, "application/proto")
-                    .body(body.clone())
-                    .send()
-                    .await?;
-                let status = response.status();
-                let url = response.url().clone();
-                let retry_after = retry_after(response.headers());
-                let body = response.bytes().await?;
-                if status.is_success() {
-                    return Ok(body);
-                }
-                Err(connect_error(status, retry_after, &body, &url))
+            .run(|| {
+                send_connect(
+                    self.request(reqwest::Method::POST, "/api/client/tasks")
+                        .header(header::CONTENT_TYPE, "application/proto")
+                        .body(body.clone()),
+                )
             })
             .await?;
         serde_json::from_slice::<Submitted>(&response)
@@ -560,21 +543,14 @@ impl Client {
     /// and failed is [`Error::Task`] as for [`Client::run`]; an id this client did not submit,
     /// or whose result expired, is [`Error::NotFound`].
     pub async fn result(&self, id: &str, wait: Duration) -> Result<Option<Output>> {
-        let response = self
-            .request(reqwest::Method::GET, &format!("/api/client/tasks/{id}"))
-            .query(&[("wait", wait.as_secs_f64())])
-            .header(header::ACCEPT, "application/proto")
-            .send()
-            .await?;
-        let status = response.status();
-        let url = response.url().clone();
-        let retry_after = retry_after(response.headers());
-        let body = response.bytes().await?;
+        let (status, body) = send_connect(
+            self.request(reqwest::Method::GET, &format!("/api/client/tasks/{id}"))
+                .query(&[("wait", wait.as_secs_f64())])
+                .header(header::ACCEPT, "application/proto"),
+        )
+        .await?;
         if status == StatusCode::ACCEPTED {
             return Ok(None);
-        }
-        if !status.is_success() {
-            return Err(connect_error(status, retry_after, &body, &url));
         }
         let response = wasip1::Response::decode(body)
             .map_err(|e| Error::InvalidResponse(format!("cannot decode the response: {e}")))?;
@@ -594,17 +570,9 @@ impl Client {
     /// Cancels a task [submitted](Client::submit) earlier. Its result becomes an error with
     /// the code `canceled` ([`Error::Broker`]); a task that has finished keeps its result.
     pub async fn cancel(&self, id: &str) -> Result<()> {
-        let response = self
-            .request(reqwest::Method::DELETE, &format!("/api/client/tasks/{id}"))
-            .send()
-            .await?;
-        let status = response.status();
-        let url = response.url().clone();
-        let body = response.bytes().await?;
-        if status.is_success() {
-            return Ok(());
-        }
-        Err(connect_error(status, None, &body, &url))
+        send_connect(self.request(reqwest::Method::DELETE, &format!("/api/client/tasks/{id}")))
+            .await
+            .map(drop)
     }
 
     /// Uploads a file over Connect RPC (`Upload`) instead of the storage route.
@@ -692,6 +660,20 @@ impl Client {
 /// A 404 or 405 without a Connect body means the route itself is missing: no broker API at
 /// `url` (a server of static files, e.g. a broker's page under a wrong prefix, answers a POST
 /// with 405).
+/// Sends a request to a route that answers errors the Connect way: the status and body of a
+/// success, else the error (with `Retry-After`, if the broker said).
+async fn send_connect(request: reqwest::RequestBuilder) -> Result<(StatusCode, Bytes)> {
+    let response = request.send().await?;
+    let status = response.status();
+    let url = response.url().clone();
+    let retry_after = retry_after(response.headers());
+    let body = response.bytes().await?;
+    if status.is_success() {
+        return Ok((status, body));
+    }
+    Err(connect_error(status, retry_after, &body, &url))
+}
+
 /// A `Retry-After` header in seconds.
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     headers
