@@ -218,6 +218,10 @@ async fn client_session(
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(
         app.config.limits.socket_queue.max(1),
     ));
+    // Tasks in flight that the client named (`info.id`), so that a `Task.Cancel` with that
+    // id stops one of them. The names are the client's own, valid on this socket only; the
+    // broker gives every task its own id as usual.
+    let named: Named = Default::default();
     loop {
         let message = tokio::select! {
             message = incoming.next() => message,
@@ -227,14 +231,55 @@ async fn client_session(
         let IncomingMessage::Request(request) = message else {
             continue;
         };
+        let (payload, responder) = request.into_parts();
+        if let Payload::Cancel(cancel) = payload {
+            let name = cancel.id.clone().unwrap_or_default();
+            let token = lock_named(&named).get(&name).cloned();
+            let answer = match token {
+                Some(token) => {
+                    token.cancel();
+                    Ok(Payload::Cancel(cancel))
+                }
+                None => Err(TaskError::NotFound(format!(
+                    "no task named {name:?} is in flight on this connection"
+                ))
+                .envelope_text()),
+            };
+            let _ = responder.respond(answer).await;
+            continue;
+        }
+        let name = match &payload {
+            Payload::Wasip1Request(r) => r.info.as_ref().and_then(|i| i.id.clone()),
+            Payload::PyodideRequest(r) => r.info.as_ref().and_then(|i| i.id.clone()),
+            _ => None,
+        }
+        .filter(|name| !name.is_empty());
+        let stop = gone.child_token();
+        if let Some(name) = &name {
+            let taken = {
+                let mut named = lock_named(&named);
+                let taken = named.contains_key(name);
+                if !taken {
+                    named.insert(name.clone(), stop.clone());
+                }
+                taken
+            };
+            if taken {
+                let error = TaskError::InvalidArgument(format!(
+                    "a task named {name:?} is already in flight on this connection"
+                ));
+                let _ = responder.respond(Err(error.envelope_text())).await;
+                continue;
+            }
+        }
         let Ok(permit) = slots.clone().acquire_owned().await else {
             break;
         };
-        let (payload, responder) = request.into_parts();
-        let (app, gone, requester) = (app.clone(), gone.clone(), requester.clone());
+        let (app, requester, named) = (app.clone(), requester.clone(), named.clone());
         let owner = owner.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let _name = NameGuard { named, name };
             let work = async {
                 match payload {
                     Payload::Wasip1Request(r) => {
@@ -257,11 +302,39 @@ async fn client_session(
                     let _ = responder.respond(result.map_err(|e| e.envelope_text())).await;
                 }
                 // Dropping `work` drops the waiting task, which cancels it in the dispatcher.
-                () = gone.cancelled() => {}
+                () = stop.cancelled() => {
+                    let cancelled = TaskError::Cancelled("cancelled by the client".into());
+                    let _ = responder.respond(Err(cancelled.envelope_text())).await;
+                }
             }
         });
     }
     drop(messenger);
+}
+
+/// The client-named tasks in flight on one client socket, with the token that stops each.
+type Named = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, CancellationToken>>>;
+
+fn lock_named(
+    named: &Named,
+) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, CancellationToken>> {
+    named
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Forgets a client-named task when its request is done.
+struct NameGuard {
+    named: Named,
+    name: Option<String>,
+}
+
+impl Drop for NameGuard {
+    fn drop(&mut self) {
+        if let Some(name) = self.name.take() {
+            lock_named(&self.named).remove(&name);
+        }
+    }
 }
 
 /// `POST /api/client/run/{wasm}`: run a module with headers for argv and env, the body as stdin.

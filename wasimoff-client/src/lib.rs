@@ -43,6 +43,10 @@ pub use error::{Error, FailureKind, Result, TaskFailure};
 pub use stream::{Progress, Session, TaskResult, with_progress};
 pub use task::{Output, Source, Task};
 
+/// Stops a task started with [`Session::run_with_cancel`] (tokio-util's token, re-exported).
+#[cfg(not(target_arch = "wasm32"))]
+pub use wasimoff_core::executor::CancellationToken;
+
 /// The wasimoff protocol types (`wasimoff_core::proto`) and store refs, re-exported.
 pub use wasimoff_core::{proto, store::Ref};
 

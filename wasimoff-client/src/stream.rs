@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::stream::{self, BoxStream, Stream, StreamExt};
 use wasimoff_core::envelope::Payload;
+use wasimoff_core::executor::CancellationToken;
 use wasimoff_core::messenger::{CallError, Messenger, MessengerConfig};
 use wasimoff_core::proto;
 use wasimoff_core::store::Ref;
@@ -165,7 +166,57 @@ fn socket_error(url: &str, e: ConnectError) -> Error {
 impl Session {
     /// Runs one task on this connection (with retries per the client's [`RetryPolicy`]).
     pub async fn run(&self, task: impl Into<Task>) -> Result<Output> {
-        let request = task.into().into_request();
+        self.run_request(task.into().into_request()).await
+    }
+
+    /// Runs one task that `cancel` can stop: when it fires, the broker cancels the task
+    /// (also on the provider running it) and this returns an error with the code `canceled`.
+    /// Other tasks on the session go on.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use wasimoff_client::{CancellationToken, Client, Task};
+    /// # async fn demo(client: Client) -> Result<(), wasimoff_client::Error> {
+    /// let session = client.session().await?;
+    /// let cancel = CancellationToken::new();
+    /// let stop = cancel.clone();
+    /// tokio::spawn(async move {
+    ///     tokio::time::sleep(Duration::from_secs(5)).await;
+    ///     stop.cancel(); // give up after 5 s
+    /// });
+    /// let result = session.run_with_cancel(Task::wasip1("tsp.wasm").args(["rand", "12"]), cancel).await;
+    /// # Ok(()) }
+    /// ```
+    pub async fn run_with_cancel(
+        &self,
+        task: impl Into<Task>,
+        cancel: CancellationToken,
+    ) -> Result<Output> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let mut request = task.into().into_request();
+        // The broker knows the task by this name on this connection (its own id is another).
+        let name = format!(
+            "cancellable-{}",
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        request.info.get_or_insert_with(Default::default).id = Some(name.clone());
+        let run = std::pin::pin!(self.run_request(request));
+        let cancelled = std::pin::pin!(cancel.cancelled());
+        let run = match futures::future::select(run, cancelled).await {
+            futures::future::Either::Left((result, _)) => return result,
+            futures::future::Either::Right(((), run)) => run,
+        };
+        let stop = proto::task::Cancel {
+            id: Some(name),
+            reason: Some("cancelled by the client".into()),
+        };
+        // If the task ended meanwhile the broker does not know the name any more: its result
+        // is on the way anyway.
+        let _ = self.messenger.call(stop).await;
+        run.await
+    }
+
+    async fn run_request(&self, request: proto::task::wasip1::Request) -> Result<Output> {
         let response = self
             .retry
             .run(|| async {

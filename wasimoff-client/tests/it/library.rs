@@ -275,3 +275,47 @@ fn submit_now_fetch_later_and_cancel_by_id() {
         assert!(matches!(unknown, Err(Error::NotFound(_))), "{unknown:?}");
     });
 }
+
+/// One task of a session is cancelled on its own: the broker stops it (its slot is freed) and
+/// the call ends `canceled`, while another task on the same session runs to its end.
+#[test]
+fn one_task_of_a_session_is_cancelled_alone() {
+    let env = shared();
+    let client = env.client();
+    env.block_on(async move {
+        let session = client.session().await.unwrap();
+        let cancel = wasimoff_client::CancellationToken::new();
+        let slow = session.run_with_cancel(
+            Task::wasip1("hello.wasm").arg("sleep:60000"),
+            cancel.clone(),
+        );
+        let other = session.run(Task::wasip1("hello.wasm").args(["sleep:300", "other"]));
+        let stopper = async {
+            // Cancel once the slow task runs on the provider.
+            let status = client.clone();
+            loop {
+                if status.status().await.is_ok_and(|s| s.running >= 1) {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            cancel.cancel();
+        };
+        let (slow, other, ()) = tokio::join!(slow, other, stopper);
+        assert!(
+            matches!(&slow, Err(e) if e.code() == "canceled"),
+            "{slow:?}"
+        );
+        let other = other.unwrap();
+        assert!(other.stdout_lossy().contains("\"other\""));
+        // The same session still works, and the name can be used again.
+        let again = session
+            .run_with_cancel(
+                Task::wasip1("hello.wasm").arg("again"),
+                wasimoff_client::CancellationToken::new(),
+            )
+            .await
+            .unwrap();
+        assert!(again.stdout_lossy().contains("\"again\""));
+    });
+}
