@@ -261,12 +261,25 @@ fn ci(fuzz_seconds: u64) -> Result<()> {
 }
 
 /// Packages every published crate and builds each from its packaged sources, as crates.io
-/// would (workspace siblings resolve to the packages made in the same run). Dependencies are
-/// shared with the other steps' builds where their features agree.
+/// would (workspace siblings resolve to the packages made in the same run), in
+/// `<target>/package-verify` (its dependencies are built once per machine).
 fn package() -> Result<()> {
     forget_packaged_sources()?;
+    // The packages are built in a target directory of their own, from which every build of
+    // our crates is removed first: cargo takes a registry crate's version as its identity
+    // and would reuse the build of an earlier run's package of the same version (stale
+    // code: a field added since is missing). Dependencies there stay built between runs.
+    let verify = tools::target_dir().join("package-verify");
+    forget_our_builds(&verify.join("debug"))?;
+    let verify = verify.to_string_lossy().into_owned();
     // --allow-dirty: `cargo xtask ci` runs on work in progress too.
-    let mut args = vec!["package", "--workspace", "--allow-dirty"];
+    let mut args = vec![
+        "package",
+        "--workspace",
+        "--allow-dirty",
+        "--target-dir",
+        &verify,
+    ];
     for krate in UNPUBLISHED {
         args.extend(["--exclude", krate]);
     }
@@ -296,6 +309,31 @@ fn forget_packaged_sources() -> Result<()> {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with("wasimoff-") {
                 std::fs::remove_dir_all(entry.path())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes every build of a `wasimoff-*` crate (fingerprints, build script outputs,
+/// artifacts) from a profile directory of a target directory, so cargo builds them again.
+fn forget_our_builds(profile: &Path) -> Result<()> {
+    for dir in [".fingerprint", "build", "deps"] {
+        let Ok(entries) = std::fs::read_dir(profile.join(dir)) else {
+            continue;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let ours = ["wasimoff-", "wasimoff_", "libwasimoff_"]
+                .iter()
+                .any(|prefix| name.starts_with(prefix));
+            if !ours {
+                continue;
+            }
+            if entry.file_type()?.is_dir() {
+                std::fs::remove_dir_all(entry.path())?;
+            } else {
+                std::fs::remove_file(entry.path())?;
             }
         }
     }
