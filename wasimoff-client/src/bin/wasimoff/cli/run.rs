@@ -151,6 +151,8 @@ pub(crate) async fn run(
     args: RunArgs,
     allow_truncated: bool,
 ) -> Result<u8, Error> {
+    // The names given that are not local files, for a "not found" that says so.
+    let mut stored = vec![];
     let (binary, argv0): (Source, String) = match place(&args.module, "module")? {
         Place::Local(path) if path.is_file() => {
             let r = client.upload_file(path, None).await?;
@@ -163,7 +165,10 @@ pub(crate) async fn run(
         Place::Local(path) => {
             return Err(Error::Local(format!("{} is not a file", path.display())));
         }
-        Place::Stored(name) => (Source::Ref(name.to_owned()), name.to_owned()),
+        Place::Stored(name) => {
+            stored.push(name);
+            (Source::Ref(name.to_owned()), name.to_owned())
+        }
     };
     let envs = args
         .envs
@@ -187,7 +192,6 @@ pub(crate) async fn run(
     if let Some(bytes) = stdin.filter(|b| !b.is_empty()) {
         task = task.stdin(bytes);
     }
-    let mut stored = vec![];
     if let Some(rootfs) = &args.rootfs {
         let source: Source = match place(rootfs, "--rootfs")? {
             Place::Local(dir) if dir.is_dir() => archive::zip_dir(dir)?.into(),
@@ -204,9 +208,6 @@ pub(crate) async fn run(
     }
     if let Some(seconds) = args.timeout {
         task = task.timeout(std::time::Duration::from_secs(seconds));
-    }
-    if let Place::Stored(name) = place(&args.module, "module")? {
-        stored.push(name);
     }
 
     super::warn_if_no_provider(client).await;
