@@ -29,6 +29,7 @@ use wasm_bindgen::prelude::*;
 use crate::jsmsg::{self, get, get_f64, get_string, get_strings, set};
 use crate::logging;
 use crate::pool::{PoolConfig, WorkerPool};
+use crate::types;
 
 /// Dials the broker with the browser's `WebSocket` (through core's `WebSysTransport`).
 /// Browsers cannot set headers on a WebSocket, so a token travels as `?token=`.
@@ -193,7 +194,7 @@ impl Provider {
     /// (`"auto"` | `"memory"`), `logLevel`, `glueUrl` (where workers import the package from).
     pub async fn connect(
         #[wasm_bindgen(js_name = brokerUrl)] broker_url: String,
-        options: Option<Object>,
+        options: Option<types::ProviderOptions>,
     ) -> Result<Provider, JsError> {
         logging::init();
         let options: JsValue = options.map(Into::into).unwrap_or(JsValue::UNDEFINED);
@@ -433,18 +434,21 @@ impl Provider {
     }
 
     /// The worker pool's counters (as `Executor.stats()`).
-    #[wasm_bindgen(js_name = poolStats)]
+    #[wasm_bindgen(js_name = poolStats, unchecked_return_type = "PoolStats")]
     pub fn pool_stats(&self) -> JsValue {
         pool_stats(&self.pool)
     }
 
     /// A snapshot of the provider's state (see docs/browser-api.md for the fields).
+    #[wasm_bindgen(unchecked_return_type = "ProviderStatus")]
     pub fn status(&self) -> JsValue {
         status_object(&self.runtime.status(), &(self.extra())()).into()
     }
 
     /// Calls `listener(detail)` on every event of `type` (`status`, `state`, `taskstart`,
-    /// `taskend`, `throughput`, `log`); returns a function that removes the listener.
+    /// `taskend`, `throughput`, `log`); returns a function that removes the listener. Its
+    /// TypeScript overloads, one per event type, are in `types.rs`.
+    #[wasm_bindgen(skip_typescript)]
     pub fn on(&self, r#type: String, listener: Function) -> Result<Function, JsError> {
         if !EVENT_TYPES.contains(&r#type.as_str()) {
             return Err(js_error(format!(
@@ -588,7 +592,7 @@ impl Client {
     #[wasm_bindgen(constructor)]
     pub fn new(
         #[wasm_bindgen(js_name = brokerUrl)] broker_url: String,
-        options: Option<Object>,
+        options: Option<types::ClientOptions>,
     ) -> Result<Client, JsError> {
         let options: JsValue = options.map(Into::into).unwrap_or(JsValue::UNDEFINED);
         let mut builder = wasimoff_client::Client::builder(broker_url);
@@ -615,7 +619,13 @@ impl Client {
     }
 
     /// Runs a task on the cluster and resolves to its output (see docs/browser-api.md).
-    pub async fn submit(&self, task: Object) -> Result<JsValue, JsValue> {
+    /// Rejects with a `WasimoffError` (`code`, and `kind`, `stdout`, `stderr`
+    /// for a failed task).
+    #[wasm_bindgen(unchecked_return_type = "TaskResult")]
+    pub async fn submit(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "ClientTask")] task: Object,
+    ) -> Result<JsValue, JsValue> {
         let task: JsValue = task.into();
         let binary = get(&task, "binary");
         let source = match (binary.as_string(), jsmsg::js_bytes(&binary)) {
@@ -679,7 +689,7 @@ impl Executor {
     /// An executor with `workers` dedicated workers (default 1); option `glueUrl` as for
     /// `Provider.connect`.
     #[wasm_bindgen(constructor)]
-    pub fn new(options: Option<Object>) -> Result<Executor, JsError> {
+    pub fn new(options: Option<types::ExecutorOptions>) -> Result<Executor, JsError> {
         logging::init();
         let options: JsValue = options.map(Into::into).unwrap_or(JsValue::UNDEFINED);
         let workers = count_option(&options, "workers")?.unwrap_or(1);
@@ -698,7 +708,11 @@ impl Executor {
     /// id? }`. Resolves to `{ status?, error?, stdout, stderr, stdoutTruncated, stderrTruncated,
     /// stdoutText, stderrText, artifacts?, ms }`; rejects if the task could not run at all (bad
     /// module, bad rootfs).
-    pub async fn run(&self, task: Object) -> Result<JsValue, JsError> {
+    #[wasm_bindgen(unchecked_return_type = "ExecutorResult")]
+    pub async fn run(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "ExecutorTask")] task: Object,
+    ) -> Result<JsValue, JsError> {
         let task: JsValue = task.into();
         let binary = jsmsg::get_bytes(&task, "binary")
             .ok_or_else(|| js_error("`binary` must be a Uint8Array with the module"))?;
@@ -771,6 +785,7 @@ impl Executor {
 
     /// The pool's counters: `{ size, running, executing, idle, spawned, killed, answered,
     /// workerMs, roundTripMs }`.
+    #[wasm_bindgen(unchecked_return_type = "PoolStats")]
     pub fn stats(&self) -> JsValue {
         pool_stats(&self.pool)
     }

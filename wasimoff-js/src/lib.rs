@@ -29,6 +29,8 @@ pub mod pool;
 #[cfg(target_arch = "wasm32")]
 pub mod store;
 #[cfg(target_arch = "wasm32")]
+pub mod types;
+#[cfg(target_arch = "wasm32")]
 pub mod worker;
 
 /// The README, checked as a doc test (its examples are JavaScript and shell).

@@ -56,7 +56,7 @@ enum Command {
     /// Builds the npm package (wasm-pack, then wasm-opt for release builds) and packs it
     /// (`<target>/npm/wasimoff-<version>.tgz`), the volunteer page (`<target>/web`, what the
     /// broker serves at `/`) and the web demo (`<target>/web-demo`), with precompressed
-    /// `.br`/`.gz` siblings.
+    /// `.br`/`.gz` siblings; then checks the package's TypeScript declarations with `tsc`.
     Web {
         /// Builds the package without optimisations (quick to build, slow to run).
         #[arg(long)]
@@ -101,7 +101,7 @@ fn main() -> Result<()> {
         Command::Guests { out } => guests::build_guests(out.as_deref()).map(drop),
         Command::Fuzz { seconds } => fuzz(seconds),
         Command::Bench { quick } => bench(quick, None),
-        Command::Web { dev } => web::build(dev).map(drop),
+        Command::Web { dev } => web::build(dev).and_then(|_| web::check_types()),
         Command::Image {
             debug,
             engine,
@@ -202,6 +202,7 @@ fn ci(fuzz_seconds: u64) -> Result<()> {
     // clippy, the tests and rustdoc need it. It is also the wasm32 build and link check of the
     // browser crates.
     let web = web::build(true)?;
+    web::check_types()?;
     Step::new("clippy").run(cargo(&[
         "clippy",
         "--workspace",

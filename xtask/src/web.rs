@@ -541,6 +541,58 @@ pub(crate) fn build(dev: bool) -> Result<PathBuf> {
     Ok(web)
 }
 
+/// The TypeScript compiler `check_types` runs (an exact version: its checks change between
+/// releases).
+const TYPESCRIPT_VERSION: &str = "5.9.3";
+
+/// Compiles `wasimoff-js/types/check.ts` with `tsc --noEmit` against the package as npm
+/// would install it (the tarball `build` packed, unpacked into `node_modules/wasimoff`): the
+/// declarations must accept the documented uses and reject the misuses the example marks
+/// `@ts-expect-error`. Installs TypeScript into the target directory the first time.
+pub(crate) fn check_types() -> Result<()> {
+    if Command::new("npm").arg("--version").output().is_err() {
+        println!("note: npm is missing: the TypeScript declarations are not checked");
+        return Ok(());
+    }
+    let tarball = std::fs::read_dir(target_dir().join("npm"))
+        .context("no npm package: run `cargo xtask web` first")?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "tgz"))
+        .context("no npm package: run `cargo xtask web` first")?;
+    let typescript = target_dir().join(format!("tools/typescript-{TYPESCRIPT_VERSION}"));
+    let tsc = typescript.join("node_modules/typescript/bin/tsc");
+    if !tsc.is_file() {
+        std::fs::create_dir_all(&typescript)?;
+        Step::new(&format!("install typescript {TYPESCRIPT_VERSION} (npm)")).run({
+            let mut command = Command::new("npm");
+            command
+                .args(["install", "--no-audit", "--no-fund", "--prefix"])
+                .arg(&typescript)
+                .arg(format!("typescript@{TYPESCRIPT_VERSION}"));
+            command
+        })?;
+    }
+    let project = target_dir().join("types-check");
+    if project.exists() {
+        std::fs::remove_dir_all(&project)
+            .with_context(|| format!("emptying {}", project.display()))?;
+    }
+    copy_tree(&root().join("wasimoff-js/types"), &project)?;
+    let installed = project.join("node_modules/wasimoff");
+    std::fs::create_dir_all(&installed)?;
+    let mut untar = Command::new("tar");
+    untar
+        .args(["-xzf"])
+        .arg(&tarball)
+        .args(["--strip-components=1", "-C"])
+        .arg(&installed);
+    Step::new("unpack the npm package for tsc").run(untar)?;
+    let mut command = Command::new("node");
+    command.arg(&tsc).arg("--project").arg(&project);
+    Step::new("typescript declarations (tsc --noEmit)").run(command)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
