@@ -7,6 +7,7 @@
 //! - `image`: container images of the broker and the provider (and their test).
 #![allow(clippy::print_stdout)] // a command-line tool talks on stdout
 
+mod docs;
 mod guests;
 mod image;
 mod tools;
@@ -77,6 +78,9 @@ enum Command {
         #[arg(long)]
         test: bool,
     },
+    /// Runs (or checks, where they cannot run here) every shell command of the README and
+    /// docs, against a broker and provider started for it (xtask/src/docs.rs).
+    Docs,
     /// Fuzzes the envelope decoder, seeded with the golden vectors.
     Fuzz {
         /// How long to run, in seconds.
@@ -100,6 +104,7 @@ fn main() -> Result<()> {
         Command::Demo { dev } => demo(dev),
         Command::Guests { out } => guests::build_guests(out.as_deref()).map(drop),
         Command::Fuzz { seconds } => fuzz(seconds),
+        Command::Docs => docs::check(),
         Command::Bench { quick } => bench(quick, None),
         Command::Web { dev } => web::build(dev).and_then(|_| web::check_types()),
         Command::Image {
@@ -233,6 +238,7 @@ fn ci(fuzz_seconds: u64) -> Result<()> {
         "warnings",
     ]))?;
     Step::new("tests").run(cargo(&["test", "--workspace", "--all-features"]))?;
+    docs::check()?;
     package()?;
     browser_tests(&web)?;
     // The container images from debug builds, run end to end (skipped without an engine).

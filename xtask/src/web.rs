@@ -114,6 +114,9 @@ fn package_files(pkg: &Path) -> Result<Vec<String>> {
     Ok(found)
 }
 
+/// The npm package's name.
+pub(crate) const NPM_NAME: &str = "wasimoff";
+
 /// Makes wasm-pack's `package.json` publishable (wasm-pack takes the crate's name and lists
 /// what it wrote) and puts the npm README next to it.
 fn write_package_json(pkg: &Path) -> Result<()> {
@@ -136,7 +139,7 @@ fn write_package_json(pkg: &Path) -> Result<()> {
     use serde_json::json;
     // In the customary order (serde_json's maps would sort the keys).
     let fields = [
-        ("name", json!("wasimoff")),
+        ("name", json!(NPM_NAME)),
         ("version", json!(version)),
         (
             "description",

@@ -7,7 +7,6 @@ mod support;
 mod batch;
 mod cli;
 mod curl;
-mod docs;
 mod library;
 mod queue;
 mod tls;
