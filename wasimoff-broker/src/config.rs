@@ -58,7 +58,8 @@ pub struct Limits {
     pub max_args: usize,
     /// The most bytes a task's arguments and environment may have together.
     pub max_args_bytes: usize,
-    /// How long one attempt of a task may take on a provider unless its deadline is sooner.
+    /// The deadline of a task whose client sets none: queueing, every attempt and retries
+    /// together (one attempt's limit is `attempt_timeout`).
     pub task_timeout: Duration,
     /// How long one attempt may run on a provider: the time limit the provider enforces on the
     /// guest (capped by what is left of the task's deadline). A guest that runs longer is a

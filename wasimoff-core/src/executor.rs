@@ -21,7 +21,17 @@ use crate::proto::task::wasip1;
 use crate::remote::{CANCELLED, EXITED, FUEL_EXHAUSTED, MEMORY_EXCEEDED, TIMED_OUT, TRAPPED};
 use crate::store::Ref;
 
-/// Per-task limits; `None` means the executor's default.
+/// The deadline of a task that sets none, in every executor (native and browser).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+/// The memory a guest may grow to when its task sets no `max_memory`, in every executor.
+pub const DEFAULT_MAX_MEMORY: u64 = 2 << 30;
+/// The bytes kept of stdout and of stderr each when a task sets no `max_output`.
+pub const DEFAULT_MAX_OUTPUT: usize = 16 << 20;
+/// The most uncompressed bytes of a task's artifacts.
+pub const DEFAULT_MAX_ARTIFACTS_BYTES: u64 = 256 << 20;
+
+/// Per-task limits; `None` means the executor's default ([`DEFAULT_TIMEOUT`],
+/// [`DEFAULT_MAX_MEMORY`], [`DEFAULT_MAX_OUTPUT`] unless the executor is configured otherwise).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ExecLimits {
     /// Wall-clock time the guest may run.
@@ -230,15 +240,31 @@ pub fn truncated_streams(stdout: bool, stderr: bool) -> Option<&'static str> {
 /// A one-line description of a guest that did not exit, with the tail of its stderr. It starts
 /// with the prefix [`FailureKind::classify`](crate::remote::FailureKind::classify) looks for.
 fn describe_failure(termination: &Termination, stderr: &[u8]) -> String {
-    let what = match termination {
-        Termination::Exited(status) => format!("{EXITED} {status}"),
-        Termination::Trapped(trap) => format!("{TRAPPED}: {trap}"),
-        Termination::TimedOut(limit) => format!("{TIMED_OUT}: ran longer than {limit:?}"),
-        Termination::MemoryExceeded(limit) => format!("{MEMORY_EXCEEDED} {limit} bytes exceeded"),
-        Termination::FuelExhausted(fuel) => format!("{FUEL_EXHAUSTED} {fuel} exhausted"),
-        Termination::Cancelled => CANCELLED.to_owned(),
-    };
-    with_stderr_tail(what, stderr)
+    with_stderr_tail(termination.to_string(), stderr)
+}
+
+/// The one wording of how a guest ended, shared by every executor and the JS API: it starts
+/// with the prefix [`FailureKind::classify`](crate::remote::FailureKind::classify) looks for.
+///
+/// ```
+/// use std::time::Duration;
+/// use wasimoff_core::executor::Termination;
+/// assert_eq!(Termination::TimedOut(Duration::from_secs(2)).to_string(), "deadline exceeded: ran longer than 2s");
+/// assert_eq!(Termination::Exited(3).to_string(), "exited with status 3");
+/// ```
+impl std::fmt::Display for Termination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Termination::Exited(status) => write!(f, "{EXITED} {status}"),
+            Termination::Trapped(trap) => write!(f, "{TRAPPED}: {trap}"),
+            Termination::TimedOut(limit) => write!(f, "{TIMED_OUT}: ran longer than {limit:?}"),
+            Termination::MemoryExceeded(limit) => {
+                write!(f, "{MEMORY_EXCEEDED} {limit} bytes exceeded")
+            }
+            Termination::FuelExhausted(fuel) => write!(f, "{FUEL_EXHAUSTED} {fuel} exhausted"),
+            Termination::Cancelled => f.write_str(CANCELLED),
+        }
+    }
 }
 
 /// Separates the description of a failure from the tail of stderr appended to it.

@@ -739,14 +739,10 @@ impl Executor {
         let result = self.pool.execute(exec, token).await;
         self.running.borrow_mut().remove(&id);
         let output = result.map_err(js_error)?;
+        // Core's wording, as the providers write it into `result.error`.
         let (status, error) = match &output.termination {
             Termination::Exited(status) => (Some(*status), None),
-            Termination::Trapped(trap) => (None, Some(format!("trapped: {trap}"))),
-            Termination::TimedOut(limit) => {
-                (None, Some(format!("deadline exceeded after {limit:?}")))
-            }
-            Termination::Cancelled => (None, Some("cancelled".to_owned())),
-            other => (None, Some(format!("{other:?}"))),
+            other => (None, Some(other.to_string())),
         };
         let object = output_object(
             status,

@@ -1,5 +1,5 @@
 //! [`BrowserExecutor`]: core's [`Executor`] on the JS `WebAssembly` API and the WASI host in
-//! [`crate::wasi`], running each task on the current thread (a page or a worker).
+//! [`wasimoff_wasi`], running each task on the current thread (a page or a worker).
 //!
 //! Limits: a guest runs synchronously to its end. The deadline is checked on every WASI call
 //! (and `poll_oneoff` sleeps no further than the deadline), so a guest that makes system calls
@@ -19,8 +19,8 @@ use wasimoff_core::executor::{
 use wasimoff_core::store::Ref;
 
 use crate::host::{self, BrowserPlatform, OutputMirror, RunEnd};
-use crate::wasi::ctx::{Platform, WasiCtx};
-use crate::wasi::fs::{ArtifactError, Fs, RootfsLimits};
+use wasimoff_wasi::ctx::{Platform, WasiCtx};
+use wasimoff_wasi::fs::{ArtifactError, Fs, RootfsLimits};
 
 /// Settings of a [`BrowserExecutor`].
 #[derive(Debug, Clone)]
@@ -43,12 +43,12 @@ pub struct BrowserConfig {
 impl Default for BrowserConfig {
     fn default() -> Self {
         BrowserConfig {
-            default_max_output: 16 << 20,
-            default_timeout: Duration::from_secs(600),
+            default_max_output: wasimoff_core::executor::DEFAULT_MAX_OUTPUT,
+            default_timeout: wasimoff_core::executor::DEFAULT_TIMEOUT,
             rootfs: RootfsLimits::default(),
-            max_artifacts_bytes: 256 << 20,
+            max_artifacts_bytes: wasimoff_core::executor::DEFAULT_MAX_ARTIFACTS_BYTES,
             module_cache: 16,
-            default_max_memory: Some(2 << 30),
+            default_max_memory: Some(wasimoff_core::executor::DEFAULT_MAX_MEMORY),
         }
     }
 }

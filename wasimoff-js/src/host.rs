@@ -1,4 +1,4 @@
-//! Binds the pure WASI host ([`crate::wasi`]) to the JS `WebAssembly` API: every import of
+//! Binds the pure WASI host ([`wasimoff_wasi`]) to the JS `WebAssembly` API: every import of
 //! `wasi_snapshot_preview1` and `wasi_unstable` is a tiny JS trampoline into one Rust closure
 //! (`Closure::wrap`) that reads and writes the guest's exported `memory` through a fresh
 //! `Uint8Array` view per call (the buffer changes when memory grows).
@@ -10,8 +10,8 @@ use js_sys::{Array, Function, Int32Array, Object, Reflect, Uint8Array, WebAssemb
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 
-use crate::wasi::abi::{self, Errno, errno};
-use crate::wasi::ctx::{Memory, Platform, Stop, WasiCtx};
+use wasimoff_wasi::abi::{self, Errno, errno};
+use wasimoff_wasi::ctx::{Memory, Platform, Stop, WasiCtx};
 
 /// The guest memory through a `Uint8Array` over its current buffer.
 struct JsMemory {

@@ -1,15 +1,15 @@
 //! wasimoff-js: the browser side of wasimoff.
 //!
-//! - [`wasi`]: a WASI preview 1 host in plain Rust (ABI, in-memory file system, system calls),
-//!   independent of JS and unit-tested natively.
 //! - `host` (wasm32 only): instantiates a guest through the JS `WebAssembly` API with the
-//!   [`wasi`] functions as imports (`wasi_snapshot_preview1` and `wasi_unstable`).
+//!   functions of the WASI host [`wasimoff_wasi`] as imports (`wasi_snapshot_preview1` and
+//!   `wasi_unstable`).
 //! - `executor` (wasm32 only): `BrowserExecutor`, core's `Executor` on top of `host`.
 //!
 //! See `docs/browser.md`.
 
 pub mod memcap;
-pub mod wasi;
+/// The WASI preview 1 host (the `wasimoff-wasi` crate), re-exported under its old path.
+pub use wasimoff_wasi as wasi;
 
 #[cfg(target_arch = "wasm32")]
 pub mod host;

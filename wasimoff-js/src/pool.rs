@@ -186,10 +186,10 @@ impl Default for PoolConfig {
         PoolConfig {
             workers: 1,
             glue_url: None,
-            default_timeout: Duration::from_secs(600),
+            default_timeout: wasimoff_core::executor::DEFAULT_TIMEOUT,
             kill_grace: Duration::from_millis(500),
             module_cache: 32,
-            default_max_memory: Some(2 << 30),
+            default_max_memory: Some(wasimoff_core::executor::DEFAULT_MAX_MEMORY),
         }
     }
 }

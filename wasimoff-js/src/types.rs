@@ -35,7 +35,7 @@ export interface ProviderOptions {
     workers?: number;
     /** Tasks accepted beyond the workers, waiting for a free one; default one per worker, `0` for none. */
     prefetch?: number;
-    /** The provider's name at the broker; default the user agent. */
+    /** The provider's name at the broker (default `wasimoff-provider`; the broker also gets the user agent). */
     name?: string;
     /** The broker's provider token (sent as `?token=`). */
     token?: string;

@@ -53,6 +53,7 @@ const DOCUMENTS: &[&str] = &[
     "wasimoff-js/README.md",
     "wasimoff-js/README.npm.md",
     "wasimoff-provider/README.md",
+    "wasimoff-wasi/README.md",
 ];
 
 /// Commands that do not run here, by prefix, with the reason.

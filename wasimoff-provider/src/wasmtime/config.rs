@@ -5,6 +5,8 @@
 
 use std::path::PathBuf;
 use std::time::Duration;
+use wasimoff_core::executor;
+use wasimoff_wasi::fs::RootfsLimits;
 
 /// How a [`WasmtimeExecutor`](super::WasmtimeExecutor) runs tasks.
 ///
@@ -56,13 +58,13 @@ impl Default for WasmtimeConfig {
             workers: 0,
             cache_dir: None,
             memory_cache_bytes: 256 << 20,
-            default_timeout: Some(Duration::from_secs(600)),
-            default_max_memory: Some(2 << 30),
+            default_timeout: Some(executor::DEFAULT_TIMEOUT),
+            default_max_memory: Some(executor::DEFAULT_MAX_MEMORY),
             default_fuel: None,
-            default_max_output: 16 << 20,
-            max_rootfs_bytes: 1 << 30,
-            max_rootfs_entries: 10_000,
-            max_artifacts_bytes: 256 << 20,
+            default_max_output: executor::DEFAULT_MAX_OUTPUT,
+            max_rootfs_bytes: RootfsLimits::default().max_bytes,
+            max_rootfs_entries: RootfsLimits::default().max_entries,
+            max_artifacts_bytes: executor::DEFAULT_MAX_ARTIFACTS_BYTES,
             enable_fuel: false,
             epoch_tick: Duration::from_millis(10),
             work_dir: None,

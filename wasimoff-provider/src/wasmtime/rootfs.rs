@@ -20,21 +20,8 @@ use wasimoff_core::executor::ExecError;
 use zip::ZipArchive;
 use zip::write::{SimpleFileOptions, ZipWriter};
 
-/// The parts of a path relative to the root: `/a/./b/` is `["a", "b"]`; `None` if the path
-/// leaves the root (`..`), contains a backslash or NUL, or is empty.
-fn components(path: &str) -> Option<Vec<&str>> {
-    if path.contains(['\\', '\0']) {
-        return None;
-    }
-    let parts: Vec<&str> = path
-        .split('/')
-        .filter(|part| !part.is_empty() && *part != ".")
-        .collect();
-    if parts.is_empty() || parts.contains(&"..") {
-        return None;
-    }
-    Some(parts)
-}
+// The rootfs and artifact path guard, the same as the browser's WASI host.
+use wasimoff_wasi::fs::components;
 
 /// Empty task directories kept for reuse: creating and removing a directory costs more than
 /// running a small guest, so a directory the guest left empty goes back to the pool.
@@ -282,21 +269,5 @@ impl Collector {
             pending.extend(subdirs.into_iter().rev());
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn components_reject_escapes() {
-        assert_eq!(components("a/./b//c/"), Some(vec!["a", "b", "c"]));
-        assert_eq!(components("/out"), Some(vec!["out"]));
-        assert_eq!(components("../evil"), None);
-        assert_eq!(components("a/../../evil"), None);
-        assert_eq!(components("a\\b"), None);
-        assert_eq!(components(""), None);
-        assert_eq!(components("/"), None);
     }
 }

@@ -7,7 +7,7 @@ use std::io::{Cursor, Read, Write};
 use zip::ZipArchive;
 use zip::write::{SimpleFileOptions, ZipWriter};
 
-use super::abi::{Errno, errno};
+use crate::abi::{Errno, errno};
 
 /// An inode number (index into the node arena).
 pub type Ino = usize;
@@ -29,7 +29,8 @@ pub enum Node {
     File(Vec<u8>),
 }
 
-/// Limits for unpacking a rootfs (the same defaults as the native executor).
+/// Limits for unpacking a rootfs. The defaults are both executors' (the native one takes them
+/// from here).
 #[derive(Debug, Clone, Copy)]
 pub struct RootfsLimits {
     /// Most entries in the zip.
@@ -61,7 +62,9 @@ impl Default for Fs {
 }
 
 /// Splits a relative path into its components for the rootfs and artifacts: `.` and empty
-/// parts are dropped, a leading `/` is allowed, `..`, backslashes and NUL are refused.
+/// parts are dropped, a leading `/` is allowed, `..`, backslashes and NUL are refused (`None`),
+/// and so is a path with no components. The one path guard of both executors: the browser's
+/// (this crate) and the native one (`wasimoff-provider`'s rootfs unpacking and artifacts).
 pub fn components(path: &str) -> Option<Vec<&str>> {
     if path.contains(['\\', '\0']) {
         return None;
@@ -458,6 +461,18 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    #[test]
+    fn components_reject_escapes() {
+        assert_eq!(components("a/./b//c/"), Some(vec!["a", "b", "c"]));
+        assert_eq!(components("/out"), Some(vec!["out"]));
+        assert_eq!(components("../evil"), None);
+        assert_eq!(components("a/../../evil"), None);
+        assert_eq!(components("a\\b"), None);
+        assert_eq!(components("a\0b"), None);
+        assert_eq!(components(""), None);
+        assert_eq!(components("/"), None);
+    }
+
     fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
         let mut writer = ZipWriter::new(Cursor::new(Vec::new()));
         for (name, contents) in entries {
@@ -480,17 +495,6 @@ mod tests {
         (0..archive.len())
             .map(|i| archive.by_index(i).unwrap().name().to_owned())
             .collect()
-    }
-
-    #[test]
-    fn components_reject_escapes() {
-        assert_eq!(components("a/./b//c/"), Some(vec!["a", "b", "c"]));
-        assert_eq!(components("/out"), Some(vec!["out"]));
-        assert_eq!(components("../evil"), None);
-        assert_eq!(components("a/../../evil"), None);
-        assert_eq!(components("a\\b"), None);
-        assert_eq!(components(""), None);
-        assert_eq!(components("/"), None);
     }
 
     #[test]

@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use super::abi::{self, Errno, errno, filetype, oflags, rights, size};
-use super::fs::{Fs, Ino, Node, ROOT};
+use crate::abi::{self, Errno, errno, filetype, oflags, rights, size};
+use crate::fs::{Fs, Ino, Node, ROOT};
 
 /// The guest's linear memory as seen from one system call.
 pub trait Memory {

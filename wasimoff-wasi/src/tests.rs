@@ -3,9 +3,9 @@
 
 use std::cell::Cell;
 
-use super::abi::{self, errno, oflags, rights};
-use super::ctx::{Platform, Stop, WasiCtx, function_index};
-use super::fs::Fs;
+use crate::abi::{self, errno, oflags, rights};
+use crate::ctx::{Platform, Stop, WasiCtx, function_index};
+use crate::fs::Fs;
 
 #[derive(Default)]
 struct FakeClock {
