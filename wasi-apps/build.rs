@@ -30,16 +30,10 @@ fn run() -> Result<(), String> {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").ok_or("no OUT_DIR")?);
     let guests_dir = manifest_dir.join("guests");
 
-    for path in [
-        "Cargo.toml",
-        "Cargo.lock",
-        "hello",
-        "tsp",
-        "edge",
-        "load",
-        "wat",
-        "c",
-    ] {
+    for path in ["Cargo.toml", "Cargo.lock", "wat", "c"]
+        .iter()
+        .chain(shared::RUST_PACKAGES)
+    {
         println!(
             "cargo::rerun-if-changed={}",
             guests_dir.join(path).display()

@@ -19,8 +19,19 @@ use std::process::{Command, Stdio};
 pub(crate) const TARGET: &str = "wasm32-wasip1";
 
 /// The binaries of the guest workspace; each becomes `<name>.wasm`.
-pub(crate) const RUST_GUESTS: &[&str] =
-    &["hello", "tsp", "loop", "membomb", "flood", "sleep", "load"];
+pub(crate) const RUST_GUESTS: &[&str] = &[
+    "hello",
+    "tsp",
+    "loop",
+    "membomb",
+    "flood",
+    "sleep",
+    "load",
+    "wasiprobe",
+];
+
+/// The packages of the guest workspace (`guests/<name>`), which hold [`RUST_GUESTS`].
+pub(crate) const RUST_PACKAGES: &[&str] = &["hello", "tsp", "edge", "load", "probe"];
 
 /// The WAT guests: `guests/wat/<name>.wat` becomes `<name>.wasm`.
 pub(crate) const WAT_GUESTS: &[&str] = &["hello-unstable", "poll"];
@@ -165,7 +176,7 @@ pub(crate) fn build_rust_guests(
         .env("CARGO_ENCODED_RUSTFLAGS", rustflags.join("\u{1f}"))
         // Keep our stdout clean: a build script's stdout is read by cargo as instructions.
         .stdout(Stdio::null());
-    for guest in ["hello", "tsp", "edge", "load"] {
+    for guest in RUST_PACKAGES {
         command.args(["--package", guest]);
     }
     if let Some(jobs) = jobs {

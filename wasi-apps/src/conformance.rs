@@ -139,6 +139,8 @@ cases!(
     hello_trap_keeps_partial_output,
     hello_rootfs_files_and_artifacts,
     artifacts_without_rootfs,
+    no_directory_without_rootfs_or_artifacts,
+    wasi_probe_answers_as_wasmtime,
     missing_artifact_is_an_error,
     artifact_path_escaping_root_is_rejected,
     rootfs_path_traversal_is_rejected,
@@ -338,6 +340,42 @@ pub async fn artifacts_without_rootfs(executor: &dyn Executor) {
         artifacts,
         vec![("result.txt".to_owned(), APPENDED.as_bytes().to_vec())]
     );
+}
+
+/// A task with neither a rootfs nor artifacts gets no preopened directory, as under
+/// `wasmtime run` without `--dir`: listing `/` fails (the guest reports it and exits 1), and fd
+/// 3 is not open.
+pub async fn no_directory_without_rootfs_or_artifacts(executor: &dyn Executor) {
+    let out = run(executor, task(apps::HELLO, &["hello.wasm", "print_rootfs"])).await;
+    assert_exit(&out, 1);
+    assert!(text(&out.stderr).contains("print_rootfs"), "{out:?}");
+    // With an empty rootfs the same guest lists an empty `/`.
+    let mut t = task(apps::HELLO, &["hello.wasm", "print_rootfs"]);
+    t.rootfs = Some(ResolvedFile::from_bytes(zip_of(&[])));
+    assert_exit(&run(executor, t).await, 0);
+}
+
+/// `wasiprobe` (every WASI preview 1 function, edge cases included) prints exactly what it
+/// prints under wasmtime-wasi ([`apps::PROBE_EXPECTED`], kept true by `wasimoff-wasi`'s
+/// differential test) and exits with 7.
+pub async fn wasi_probe_answers_as_wasmtime(executor: &dyn Executor) {
+    let mut t = task(apps::PROBE, &["wasiprobe", "first arg", "ünïcode"]);
+    t.rootfs = Some(ResolvedFile::from_bytes(zip_of(&[])));
+    let out = run(executor, t).await;
+    let stdout = text(&out.stdout);
+    let differences: Vec<String> = apps::PROBE_EXPECTED
+        .lines()
+        .zip(stdout.lines().chain(std::iter::repeat("<missing>")))
+        .filter(|(want, got)| want != got)
+        .map(|(want, got)| format!("  want {want}\n  got  {got}"))
+        .collect();
+    assert!(
+        differences.is_empty() && stdout.lines().count() == apps::PROBE_EXPECTED.lines().count(),
+        "wasiprobe differs from wasmtime-wasi:\n{}\nstderr: {}",
+        differences.join("\n"),
+        text(&out.stderr)
+    );
+    assert_exit(&out, 7);
 }
 
 /// An artifact the guest did not create fails the task with `MissingArtifact(path)` in

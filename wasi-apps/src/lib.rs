@@ -45,6 +45,15 @@ pub const SLEEP: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/sleep.wasm"))
 /// `load`: `-i <iterations>` of SHA-256, prints `digest = <hex>`.
 pub const LOAD: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/load.wasm"));
 
+/// `wasiprobe`: calls every WASI preview 1 function (edge cases included) and prints what each
+/// returned; the differential tests of `wasimoff-wasi` against wasmtime-wasi run it.
+pub const PROBE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/wasiprobe.wasm"));
+
+/// What [`PROBE`] prints under wasmtime-wasi when run as `wasiprobe "first arg" ünïcode` with
+/// an empty preopened `/` (kept true by `wasimoff-wasi`'s differential test): every executor
+/// must print the same.
+pub const PROBE_EXPECTED: &str = include_str!("../guests/probe/expected.txt");
+
 /// `hello-unstable`: prints `hello world` through `wasi_unstable.fd_write`.
 pub const HELLO_UNSTABLE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/hello-unstable.wasm"));
 
@@ -91,11 +100,13 @@ pub enum Guest {
     Poll,
     /// [`HELLO_C`]
     HelloC,
+    /// [`PROBE`]
+    Probe,
 }
 
 impl Guest {
     /// Every guest, including [`Guest::HelloC`] (which may be unavailable).
-    pub const ALL: [Guest; 10] = [
+    pub const ALL: [Guest; 11] = [
         Guest::Hello,
         Guest::Tsp,
         Guest::Loop,
@@ -106,6 +117,7 @@ impl Guest {
         Guest::HelloUnstable,
         Guest::Poll,
         Guest::HelloC,
+        Guest::Probe,
     ];
 
     /// The guest's name, e.g. `hello-unstable`; the module is `<name>.wasm` (see
@@ -122,6 +134,7 @@ impl Guest {
             Guest::HelloUnstable => "hello-unstable",
             Guest::Poll => "poll",
             Guest::HelloC => "hello-c",
+            Guest::Probe => "wasiprobe",
         }
     }
 
@@ -148,6 +161,7 @@ impl Guest {
             Guest::HelloUnstable => Some(HELLO_UNSTABLE),
             Guest::Poll => Some(POLL),
             Guest::HelloC => HELLO_C,
+            Guest::Probe => Some(PROBE),
         }
     }
 }

@@ -65,6 +65,17 @@ pub struct BrowserExecutor {
 }
 
 impl BrowserExecutor {
+    /// The task's file system: its rootfs unpacked, stamped with the current time.
+    fn task_fs(&self, task: &ExecTask) -> Result<Fs, ExecError> {
+        let mut fs = Fs::new();
+        fs.now = self.platform.realtime_ns();
+        if let Some(rootfs) = &task.rootfs {
+            fs.unpack_zip(&rootfs.bytes, self.config.rootfs)
+                .map_err(ExecError::InvalidRootfs)?;
+        }
+        Ok(fs)
+    }
+
     /// An executor for the current global (window or worker).
     pub fn new(config: BrowserConfig) -> Result<Self, ExecError> {
         Ok(BrowserExecutor {
@@ -120,11 +131,7 @@ impl BrowserExecutor {
             return Ok(cancelled());
         }
         validate(&task)?;
-        let mut fs = Fs::new();
-        if let Some(rootfs) = &task.rootfs {
-            fs.unpack_zip(&rootfs.bytes, self.config.rootfs)
-                .map_err(ExecError::InvalidRootfs)?;
-        }
+        let fs = self.task_fs(&task)?;
         self.run(module, task, fs, mirror)
     }
 
@@ -141,7 +148,11 @@ impl BrowserExecutor {
             .unwrap_or(self.config.default_max_output);
         let timeout = task.limits.timeout.unwrap_or(self.config.default_timeout);
         let cap = self.memory_cap(&task);
+        let needs_dir = task.rootfs.is_some() || !task.artifacts.is_empty();
         let mut ctx = WasiCtx::new(task.args, task.envs, task.stdin.to_vec(), fs, max_output);
+        if !needs_dir {
+            ctx = ctx.without_preopen();
+        }
         ctx.deadline_ns = Some(
             self.platform
                 .monotonic_ns()
@@ -269,11 +280,7 @@ impl Executor for BrowserExecutor {
             return Ok(cancelled());
         }
         validate(&task)?;
-        let mut fs = Fs::new();
-        if let Some(rootfs) = &task.rootfs {
-            fs.unpack_zip(&rootfs.bytes, self.config.rootfs)
-                .map_err(ExecError::InvalidRootfs)?;
-        }
+        let fs = self.task_fs(&task)?;
         let module = self.module(&task).await?;
         if cancel.is_cancelled() {
             return Ok(cancelled());

@@ -45,6 +45,8 @@ browser_cases!(
     hello_trap_keeps_partial_output,
     hello_rootfs_files_and_artifacts,
     artifacts_without_rootfs,
+    no_directory_without_rootfs_or_artifacts,
+    wasi_probe_answers_as_wasmtime,
     missing_artifact_is_an_error,
     artifact_path_escaping_root_is_rejected,
     rootfs_path_traversal_is_rejected,

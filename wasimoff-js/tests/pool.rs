@@ -41,7 +41,7 @@ fn pool(workers: usize) -> WorkerPool {
     })
 }
 
-// All 29 cases of the suite, each in its own test.
+// Every case of the suite, each in its own test.
 wasimoff_wasi_apps::executor_conformance_wasm_tests!(pool(2));
 
 /// A terminated worker is replaced: after a cancel, the pool runs tasks on both workers again,

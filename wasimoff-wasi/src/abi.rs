@@ -18,11 +18,13 @@ pub mod errno {
     pub const INVAL: Errno = 28;
     pub const IO: Errno = 29;
     pub const ISDIR: Errno = 31;
+    pub const LOOP: Errno = 32;
     pub const NAMETOOLONG: Errno = 37;
     pub const NOENT: Errno = 44;
     pub const NOSYS: Errno = 52;
     pub const NOTDIR: Errno = 54;
     pub const NOTEMPTY: Errno = 55;
+    pub const NOTSOCK: Errno = 57;
     pub const NOTSUP: Errno = 58;
     pub const OVERFLOW: Errno = 61;
     pub const PERM: Errno = 63;
@@ -36,6 +38,7 @@ pub mod filetype {
     pub const CHARACTER_DEVICE: u8 = 2;
     pub const DIRECTORY: u8 = 3;
     pub const REGULAR_FILE: u8 = 4;
+    pub const SYMBOLIC_LINK: u8 = 7;
 }
 
 #[allow(missing_docs)]
@@ -49,16 +52,93 @@ pub mod oflags {
 #[allow(missing_docs)]
 pub mod fdflags {
     pub const APPEND: u16 = 1;
+    pub const DSYNC: u16 = 1 << 1;
+    pub const NONBLOCK: u16 = 1 << 2;
+    pub const RSYNC: u16 = 1 << 3;
+    pub const SYNC: u16 = 1 << 4;
+    /// The synchronous-I/O flags, which neither host supports.
+    pub const ANY_SYNC: u16 = DSYNC | RSYNC | SYNC;
 }
 
+/// `fstflags`: which timestamps `*_filestat_set_times` sets.
+#[allow(missing_docs)]
+pub mod fstflags {
+    pub const ATIM: u16 = 1;
+    pub const ATIM_NOW: u16 = 1 << 1;
+    pub const MTIM: u16 = 1 << 2;
+    pub const MTIM_NOW: u16 = 1 << 3;
+}
+
+/// `rights` (witx bit numbers), and the sets wasmtime-wasi reports, which this host reports too.
 #[allow(missing_docs)]
 pub mod rights {
+    pub const FD_DATASYNC: u64 = 1 << 0;
     pub const FD_READ: u64 = 1 << 1;
     pub const FD_SEEK: u64 = 1 << 2;
-    pub const FD_WRITE: u64 = 1 << 6;
+    pub const FD_FDSTAT_SET_FLAGS: u64 = 1 << 3;
+    pub const FD_SYNC: u64 = 1 << 4;
     pub const FD_TELL: u64 = 1 << 5;
-    /// Every right defined by preview 1 (bits 0..=28).
-    pub const ALL: u64 = (1 << 29) - 1;
+    pub const FD_WRITE: u64 = 1 << 6;
+    pub const FD_ADVISE: u64 = 1 << 7;
+    pub const FD_ALLOCATE: u64 = 1 << 8;
+    pub const PATH_CREATE_DIRECTORY: u64 = 1 << 9;
+    pub const PATH_CREATE_FILE: u64 = 1 << 10;
+    pub const PATH_LINK_SOURCE: u64 = 1 << 11;
+    pub const PATH_LINK_TARGET: u64 = 1 << 12;
+    pub const PATH_OPEN: u64 = 1 << 13;
+    pub const FD_READDIR: u64 = 1 << 14;
+    pub const PATH_READLINK: u64 = 1 << 15;
+    pub const PATH_RENAME_SOURCE: u64 = 1 << 16;
+    pub const PATH_RENAME_TARGET: u64 = 1 << 17;
+    pub const PATH_FILESTAT_GET: u64 = 1 << 18;
+    pub const PATH_FILESTAT_SET_SIZE: u64 = 1 << 19;
+    pub const PATH_FILESTAT_SET_TIMES: u64 = 1 << 20;
+    pub const FD_FILESTAT_GET: u64 = 1 << 21;
+    pub const FD_FILESTAT_SET_SIZE: u64 = 1 << 22;
+    pub const FD_FILESTAT_SET_TIMES: u64 = 1 << 23;
+    pub const PATH_SYMLINK: u64 = 1 << 24;
+    pub const PATH_REMOVE_DIRECTORY: u64 = 1 << 25;
+    pub const PATH_UNLINK_FILE: u64 = 1 << 26;
+    pub const POLL_FD_READWRITE: u64 = 1 << 27;
+    pub const SOCK_SHUTDOWN: u64 = 1 << 28;
+    pub const SOCK_ACCEPT: u64 = 1 << 29;
+    /// Every right (bits 0..=29).
+    pub const ALL: u64 = (1 << 30) - 1;
+    /// A preopened directory's base rights.
+    pub const PREOPEN_BASE: u64 = PATH_CREATE_DIRECTORY
+        | PATH_CREATE_FILE
+        | PATH_LINK_SOURCE
+        | PATH_LINK_TARGET
+        | PATH_OPEN
+        | FD_READDIR
+        | PATH_READLINK
+        | PATH_RENAME_SOURCE
+        | PATH_RENAME_TARGET
+        | PATH_SYMLINK
+        | PATH_REMOVE_DIRECTORY
+        | PATH_UNLINK_FILE
+        | PATH_FILESTAT_GET
+        | PATH_FILESTAT_SET_TIMES
+        | FD_FILESTAT_GET
+        | FD_FILESTAT_SET_TIMES;
+    /// A preopened directory's inheriting rights.
+    pub const PREOPEN_INHERITING: u64 = PREOPEN_BASE
+        | FD_DATASYNC
+        | FD_READ
+        | FD_SEEK
+        | FD_FDSTAT_SET_FLAGS
+        | FD_SYNC
+        | FD_TELL
+        | FD_WRITE
+        | FD_ADVISE
+        | FD_ALLOCATE
+        | FD_FILESTAT_GET
+        | FD_FILESTAT_SET_SIZE
+        | FD_FILESTAT_SET_TIMES
+        | POLL_FD_READWRITE;
+    /// A directory opened with `path_open`: every right but seeking, writing and sizing.
+    pub const DIRECTORY: u64 =
+        ALL & !(FD_SEEK | FD_WRITE | FD_FILESTAT_SET_SIZE | PATH_FILESTAT_SET_SIZE);
 }
 
 /// `whence`: preview 1 numbering (`set=0, cur=1, end=2`).
@@ -93,6 +173,9 @@ pub mod eventtype {
     pub const FD_WRITE: u8 = 2;
 }
 
+/// `lookupflags::symlink_follow`.
+pub const LOOKUP_SYMLINK_FOLLOW: u32 = 1;
+
 /// `subclockflags::subscription_clock_abstime`.
 pub const SUBSCRIPTION_CLOCK_ABSTIME: u16 = 1;
 
@@ -109,12 +192,15 @@ pub mod size {
 }
 
 /// `filestat` (64 bytes): dev, ino, filetype (u8 at 16), nlink, size, atim, mtim, ctim.
-pub fn encode_filestat(ino: u64, filetype: u8, size: u64) -> [u8; 64] {
+pub fn encode_filestat(ino: u64, filetype: u8, nlink: u64, size: u64, times: [u64; 3]) -> [u8; 64] {
     let mut b = [0u8; 64];
     b[8..16].copy_from_slice(&ino.to_le_bytes());
     b[16] = filetype;
-    b[24..32].copy_from_slice(&1u64.to_le_bytes());
+    b[24..32].copy_from_slice(&nlink.to_le_bytes());
     b[32..40].copy_from_slice(&size.to_le_bytes());
+    for (i, time) in times.iter().enumerate() {
+        b[40 + 8 * i..48 + 8 * i].copy_from_slice(&time.to_le_bytes());
+    }
     b
 }
 

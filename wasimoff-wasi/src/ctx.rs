@@ -173,6 +173,14 @@ impl WasiCtx {
         }
     }
 
+    /// Closes the preopened `/` (fd 3): a task with neither a rootfs nor artifacts gets no
+    /// directory, as under `wasmtime run` without `--dir`.
+    #[must_use]
+    pub fn without_preopen(mut self) -> Self {
+        self.fds.remove(&3);
+        self
+    }
+
     /// Calls the function `abi::FUNCTIONS[func]` with the guest's arguments (i32 arguments
     /// sign-extended, i64 as is); `unstable` selects the `wasi_unstable` layouts. Returns the
     /// errno for the guest, or why the guest stops.
@@ -189,6 +197,7 @@ impl WasiCtx {
         {
             return Err(Stop::Deadline);
         }
+        self.fs.now = platform.realtime_ns();
         let name = abi::FUNCTIONS.get(func).copied().unwrap_or("");
         let u = |i: usize| a.get(i).copied().unwrap_or(0) as u32;
         let w = |i: usize| a.get(i).copied().unwrap_or(0) as u64;
@@ -199,12 +208,10 @@ impl WasiCtx {
             "environ_sizes_get" => flat(self.strings_sizes(mem, true, u(0), u(1))),
             "clock_res_get" => flat(clock_res(platform, mem, u(0), u(1))),
             "clock_time_get" => flat(clock_time(platform, mem, u(0), u(2))),
-            "fd_advise"
-            | "fd_datasync"
-            | "fd_sync"
-            | "fd_fdstat_set_rights"
-            | "fd_filestat_set_times" => flat(self.fd(u(0)).map(|_| ())),
-            "fd_allocate" => flat(self.fd_allocate(u(0), w(1), w(2))),
+            "fd_advise" | "fd_datasync" | "fd_sync" => flat(self.fd(u(0)).map(|_| ())),
+            // Neither changing rights nor preallocating is supported (as in wasmtime-wasi).
+            "fd_fdstat_set_rights" | "fd_allocate" => flat(self.fd(u(0)).and(Err(errno::NOTSUP))),
+            "fd_filestat_set_times" => flat(self.fd_set_times(u(0), w(1), w(2), u(3) as u16)),
             "fd_close" => flat(self.fds.remove(&u(0)).map(|_| ()).ok_or(errno::BADF)),
             "fd_fdstat_get" => flat(self.fdstat_get(mem, u(0), u(1))),
             "fd_fdstat_set_flags" => flat(self.fdstat_set_flags(u(0), u(1) as u16)),
@@ -231,14 +238,34 @@ impl WasiCtx {
             "fd_write" => flat(self.fd_write(mem, u(0), u(1), u(2), None, u(3))),
             "path_create_directory" => flat(self.path_create_directory(mem, u(0), u(1), u(2))),
             "path_filestat_get" => {
-                flat(self.path_filestat_get(mem, u(0), u(2), u(3), u(4), unstable))
+                flat(self.path_filestat_get(mem, u(0), follows(u(1)), u(2), u(3), u(4), unstable))
             }
-            "path_filestat_set_times" => flat(self.path_ino(mem, u(0), u(2), u(3)).map(|_| ())),
-            "path_link" | "path_symlink" => errno::NOTSUP,
-            "path_readlink" => flat(self.path_ino(mem, u(0), u(1), u(2)).and(Err(errno::INVAL))),
-            "path_open" => {
-                flat(self.path_open(mem, u(0), u(2), u(3), u(4) as u16, w(5), u(7) as u16, u(8)))
+            "path_filestat_set_times" => flat(self.path_set_times(
+                mem,
+                u(0),
+                follows(u(1)),
+                u(2),
+                u(3),
+                w(4),
+                w(5),
+                u(6) as u16,
+            )),
+            "path_link" => {
+                flat(self.path_link(mem, u(0), follows(u(1)), u(2), u(3), u(4), u(5), u(6)))
             }
+            "path_symlink" => flat(self.path_symlink(mem, u(0), u(1), u(2), u(3), u(4))),
+            "path_readlink" => flat(self.path_readlink(mem, u(0), u(1), u(2), u(3), u(4), u(5))),
+            "path_open" => flat(self.path_open(
+                mem,
+                u(0),
+                follows(u(1)),
+                u(2),
+                u(3),
+                u(4) as u16,
+                w(5),
+                u(7) as u16,
+                u(8),
+            )),
             "path_remove_directory" => flat(self.path_remove(mem, u(0), u(1), u(2), true)),
             "path_rename" => flat(self.path_rename(mem, u(0), u(1), u(2), u(3), u(4), u(5))),
             "path_unlink_file" => flat(self.path_remove(mem, u(0), u(1), u(2), false)),
@@ -253,6 +280,11 @@ impl WasiCtx {
                 return Err(Stop::Exit(status));
             }
             "sched_yield" => errno::SUCCESS,
+            "proc_raise" => errno::NOTSUP,
+            // No descriptor is a socket.
+            "sock_accept" | "sock_recv" | "sock_send" | "sock_shutdown" => {
+                flat(self.fd(u(0)).and(Err(errno::NOTSOCK)))
+            }
             "random_get" => flat(random_get(platform, mem, u(0), u(1))),
             _ => errno::NOSYS,
         };
@@ -306,12 +338,23 @@ impl WasiCtx {
     }
 
     fn fdstat_get(&self, mem: &mut dyn Memory, fd: u32, ptr: u32) -> Result<(), Errno> {
+        // The rights wasmtime-wasi reports (it does not narrow them on request either).
         let stat = match self.fd(fd)? {
-            Fd::Stdin => abi::encode_fdstat(filetype::UNKNOWN, 0, rights::FD_READ, 0),
+            Fd::Stdin => abi::encode_fdstat(filetype::UNKNOWN, 0, rights::FD_READ, rights::FD_READ),
             Fd::Stdout | Fd::Stderr => {
-                abi::encode_fdstat(filetype::UNKNOWN, 0, rights::FD_WRITE, 0)
+                abi::encode_fdstat(filetype::UNKNOWN, 0, rights::FD_WRITE, rights::FD_WRITE)
             }
-            Fd::Dir { .. } => abi::encode_fdstat(filetype::DIRECTORY, 0, rights::ALL, rights::ALL),
+            Fd::Dir {
+                preopen: Some(_), ..
+            } => abi::encode_fdstat(
+                filetype::DIRECTORY,
+                0,
+                rights::PREOPEN_BASE,
+                rights::PREOPEN_INHERITING,
+            ),
+            Fd::Dir { preopen: None, .. } => {
+                abi::encode_fdstat(filetype::DIRECTORY, 0, rights::DIRECTORY, rights::DIRECTORY)
+            }
             Fd::File {
                 append,
                 read,
@@ -320,20 +363,24 @@ impl WasiCtx {
             } => {
                 let mut base = rights::ALL;
                 if !read {
-                    base &= !rights::FD_READ;
+                    base &= !(rights::FD_READ | rights::FD_READDIR);
                 }
                 if !write {
                     base &= !rights::FD_WRITE;
                 }
                 let flags = if *append { abi::fdflags::APPEND } else { 0 };
-                abi::encode_fdstat(filetype::REGULAR_FILE, flags, base, 0)
+                abi::encode_fdstat(filetype::REGULAR_FILE, flags, base, base)
             }
         };
         mem.write(ptr, &stat)
     }
 
     fn fdstat_set_flags(&mut self, fd: u32, flags: u16) -> Result<(), Errno> {
-        match self.fds.get_mut(&fd).ok_or(errno::BADF)? {
+        let entry = self.fds.get_mut(&fd).ok_or(errno::BADF)?;
+        if flags & abi::fdflags::ANY_SYNC != 0 {
+            return Err(errno::INVAL);
+        }
+        match entry {
             Fd::File { append, .. } => {
                 *append = flags & abi::fdflags::APPEND != 0;
                 Ok(())
@@ -349,25 +396,24 @@ impl WasiCtx {
         ino: Option<Ino>,
         unstable: bool,
     ) -> Result<(), Errno> {
-        let (number, kind, len) = match ino {
+        let (number, kind, nlink, len, times) = match ino {
             Some(ino) => (
                 ino as u64 + 1,
-                if self.fs.is_dir(ino) {
-                    filetype::DIRECTORY
-                } else {
-                    filetype::REGULAR_FILE
-                },
+                self.fs.filetype(ino),
+                self.fs.nlink(ino),
                 self.fs.size(ino),
+                self.fs.times(ino),
             ),
-            None => (0, filetype::UNKNOWN, 0),
+            None => (0, filetype::UNKNOWN, 1, 0, [0; 3]),
         };
-        let stat = abi::encode_filestat(number, kind, len);
+        let stat = abi::encode_filestat(number, kind, nlink, len, times);
         if unstable {
             // wasi_unstable: nlink is a u32 at 20, then size, atim, mtim, ctim (56 bytes).
             let mut old = [0u8; 56];
             old[..17].copy_from_slice(&stat[..17]);
-            old[20..24].copy_from_slice(&1u32.to_le_bytes());
+            old[20..24].copy_from_slice(&(nlink as u32).to_le_bytes());
             old[24..32].copy_from_slice(&len.to_le_bytes());
+            old[32..56].copy_from_slice(&stat[40..64]);
             mem.write(ptr, &old)
         } else {
             mem.write(ptr, &stat)
@@ -397,21 +443,70 @@ impl WasiCtx {
         match self.fs.node_mut(ino) {
             Node::File(data) => Ok(data),
             Node::Dir { .. } => Err(errno::ISDIR),
+            Node::Symlink(_) => Err(errno::INVAL),
         }
     }
 
     fn fd_set_size(&mut self, fd: u32, len: u64) -> Result<(), Errno> {
         let len = usize::try_from(len).map_err(|_| errno::FBIG)?;
         self.file_data(fd)?.resize(len, 0);
+        if let Some(Fd::File { ino, .. }) = self.fds.get(&fd) {
+            let ino = *ino;
+            self.fs.touch(ino);
+        }
         Ok(())
     }
 
-    fn fd_allocate(&mut self, fd: u32, offset: u64, len: u64) -> Result<(), Errno> {
-        let end = usize::try_from(offset.saturating_add(len)).map_err(|_| errno::FBIG)?;
-        let data = self.file_data(fd)?;
-        if data.len() < end {
-            data.resize(end, 0);
+    /// The times `fst_flags` asks to set: `EINVAL` for a time and its `_NOW` together.
+    fn requested_times(
+        &self,
+        atim: u64,
+        mtim: u64,
+        fst_flags: u16,
+    ) -> Result<(Option<u64>, Option<u64>), Errno> {
+        use abi::fstflags::{ATIM, ATIM_NOW, MTIM, MTIM_NOW};
+        if fst_flags & (ATIM | ATIM_NOW) == ATIM | ATIM_NOW
+            || fst_flags & (MTIM | MTIM_NOW) == MTIM | MTIM_NOW
+        {
+            return Err(errno::INVAL);
         }
+        let pick = |set: u16, now: u16, value: u64| {
+            if fst_flags & set != 0 {
+                Some(value)
+            } else if fst_flags & now != 0 {
+                Some(self.fs.now)
+            } else {
+                None
+            }
+        };
+        Ok((pick(ATIM, ATIM_NOW, atim), pick(MTIM, MTIM_NOW, mtim)))
+    }
+
+    fn fd_set_times(&mut self, fd: u32, atim: u64, mtim: u64, fst_flags: u16) -> Result<(), Errno> {
+        let ino = match self.fd(fd)? {
+            Fd::Dir { ino, .. } | Fd::File { ino, .. } => *ino,
+            _ => return Err(errno::BADF),
+        };
+        let (atim, mtim) = self.requested_times(atim, mtim, fst_flags)?;
+        self.fs.set_times(ino, atim, mtim);
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn path_set_times(
+        &mut self,
+        mem: &dyn Memory,
+        fd: u32,
+        follow: bool,
+        path: u32,
+        len: u32,
+        atim: u64,
+        mtim: u64,
+        fst_flags: u16,
+    ) -> Result<(), Errno> {
+        let ino = self.path_ino(mem, fd, follow, path, len)?;
+        let (atim, mtim) = self.requested_times(atim, mtim, fst_flags)?;
+        self.fs.set_times(ino, atim, mtim);
         Ok(())
     }
 
@@ -481,9 +576,8 @@ impl WasiCtx {
                 if !*read {
                     return Err(errno::BADF);
                 }
-                let data = match self.fs.node(*ino) {
-                    Node::File(data) => data,
-                    Node::Dir { .. } => return Err(errno::ISDIR),
+                let Node::File(data) = self.fs.node(*ino) else {
+                    return Err(errno::BADF);
                 };
                 let mut offset = at.unwrap_or(*pos) as usize;
                 for (ptr, len) in iovs {
@@ -500,8 +594,7 @@ impl WasiCtx {
                     *pos = offset as u64;
                 }
             }
-            Fd::Dir { .. } => return Err(errno::ISDIR),
-            Fd::Stdout | Fd::Stderr => return Err(errno::BADF),
+            Fd::Dir { .. } | Fd::Stdout | Fd::Stderr => return Err(errno::BADF),
         }
         write_u32(mem, nread_ptr, total as u32)
     }
@@ -574,9 +667,9 @@ impl WasiCtx {
                 if at.is_none() {
                     *pos = offset as u64;
                 }
+                self.fs.touch(ino);
             }
-            Fd::Dir { .. } => return Err(errno::ISDIR),
-            Fd::Stdin => return Err(errno::BADF),
+            Fd::Dir { .. } | Fd::Stdin => return Err(errno::BADF),
         }
         write_u32(mem, nwritten_ptr, total as u32)
     }
@@ -617,7 +710,10 @@ impl WasiCtx {
         cookie: u64,
         used_ptr: u32,
     ) -> Result<(), Errno> {
-        let ino = self.dir_fd(fd)?;
+        let ino = match self.fd(fd)? {
+            Fd::Dir { ino, .. } => *ino,
+            _ => return Err(errno::BADF),
+        };
         let mut list: Vec<(String, Ino)> =
             vec![(".".into(), ino), ("..".into(), self.fs.parent(ino))];
         list.extend(
@@ -628,11 +724,7 @@ impl WasiCtx {
         );
         let mut out = Vec::new();
         for (index, (name, child)) in list.iter().enumerate().skip(cookie as usize) {
-            let kind = if self.fs.is_dir(*child) {
-                filetype::DIRECTORY
-            } else {
-                filetype::REGULAR_FILE
-            };
+            let kind = self.fs.filetype(*child);
             out.extend_from_slice(&abi::encode_dirent(
                 index as u64 + 1,
                 *child as u64 + 1,
@@ -656,23 +748,87 @@ impl WasiCtx {
         Ok(())
     }
 
-    fn path_ino(&self, mem: &dyn Memory, fd: u32, path: u32, len: u32) -> Result<Ino, Errno> {
+    /// What `path` (relative to the directory `fd`) names; a link in the last component is
+    /// followed if `follow`.
+    fn path_ino(
+        &self,
+        mem: &dyn Memory,
+        fd: u32,
+        follow: bool,
+        path: u32,
+        len: u32,
+    ) -> Result<Ino, Errno> {
         let dir = self.dir_fd(fd)?;
         let path = read_str(mem, path, len)?;
-        self.fs.resolve(dir, &path)
+        self.fs.lookup(dir, &path, follow)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn path_filestat_get(
         &self,
         mem: &mut dyn Memory,
         fd: u32,
+        follow: bool,
         path: u32,
         len: u32,
         ptr: u32,
         unstable: bool,
     ) -> Result<(), Errno> {
-        let ino = self.path_ino(mem, fd, path, len)?;
+        let ino = self.path_ino(mem, fd, follow, path, len)?;
         self.write_filestat(mem, ptr, Some(ino), unstable)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn path_link(
+        &mut self,
+        mem: &dyn Memory,
+        old_fd: u32,
+        follow: bool,
+        old: u32,
+        old_len: u32,
+        new_fd: u32,
+        new: u32,
+        new_len: u32,
+    ) -> Result<(), Errno> {
+        let ino = self.path_ino(mem, old_fd, follow, old, old_len)?;
+        let base = self.dir_fd(new_fd)?;
+        let new = read_str(mem, new, new_len)?;
+        let (dir, name) = self.fs.resolve_parent(base, &new)?;
+        self.fs.link(ino, dir, name)
+    }
+
+    fn path_symlink(
+        &mut self,
+        mem: &dyn Memory,
+        target: u32,
+        target_len: u32,
+        fd: u32,
+        path: u32,
+        len: u32,
+    ) -> Result<(), Errno> {
+        let target = read_str(mem, target, target_len)?;
+        let base = self.dir_fd(fd)?;
+        let path = read_str(mem, path, len)?;
+        let (dir, name) = self.fs.resolve_parent(base, &path)?;
+        self.fs.create_symlink(dir, name, &target).map(|_| ())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn path_readlink(
+        &self,
+        mem: &mut dyn Memory,
+        fd: u32,
+        path: u32,
+        len: u32,
+        buf: u32,
+        buf_len: u32,
+        used_ptr: u32,
+    ) -> Result<(), Errno> {
+        let ino = self.path_ino(mem, fd, false, path, len)?;
+        let target = self.fs.readlink(ino)?.as_bytes();
+        let used = target.len().min(buf_len as usize);
+        mem.write(buf, &target[..used])?;
+        write_u32(mem, used_ptr, used as u32)
     }
 
     fn path_create_directory(
@@ -702,8 +858,14 @@ impl WasiCtx {
         if dir {
             self.fs.remove_dir(parent, name)
         } else {
+            // `dir/` names a directory: `EISDIR` as for `dir`; `file/` is `ENOTDIR`.
             if path.ends_with('/') {
-                return Err(errno::NOTDIR);
+                let ino = *self.fs.entries(parent)?.get(name).ok_or(errno::NOENT)?;
+                return Err(if self.fs.is_dir(ino) {
+                    errno::ISDIR
+                } else {
+                    errno::NOTDIR
+                });
             }
             self.fs.unlink_file(parent, name)
         }
@@ -734,6 +896,7 @@ impl WasiCtx {
         &mut self,
         mem: &mut dyn Memory,
         fd: u32,
+        follow: bool,
         path: u32,
         len: u32,
         oflags: u16,
@@ -743,7 +906,9 @@ impl WasiCtx {
     ) -> Result<(), Errno> {
         let base = self.dir_fd(fd)?;
         let path = read_str(mem, path, len)?;
-        let ino = match self.fs.resolve(base, &path) {
+        let ino = match self.fs.lookup(base, &path, follow) {
+            // `O_NOFOLLOW` on a link.
+            Ok(ino) if self.fs.is_symlink(ino) => return Err(errno::LOOP),
             Ok(ino) => {
                 if oflags & oflags::CREAT != 0 && oflags & oflags::EXCL != 0 {
                     return Err(errno::EXIST);
@@ -759,8 +924,10 @@ impl WasiCtx {
             }
             Err(e) => return Err(e),
         };
+        let write = rights_base & rights::FD_WRITE != 0;
         let entry = if self.fs.is_dir(ino) {
-            if oflags & oflags::TRUNC != 0 {
+            // A directory cannot be opened for writing or truncated.
+            if oflags & oflags::TRUNC != 0 || write {
                 return Err(errno::ISDIR);
             }
             Fd::Dir { ino, preopen: None }
@@ -768,11 +935,15 @@ impl WasiCtx {
             if oflags & oflags::DIRECTORY != 0 {
                 return Err(errno::NOTDIR);
             }
-            let write = rights_base & rights::FD_WRITE != 0;
+            // Synchronous I/O is not supported (as in wasmtime-wasi).
+            if fdflags & abi::fdflags::ANY_SYNC != 0 {
+                return Err(errno::NOTSUP);
+            }
             if oflags & oflags::TRUNC != 0
                 && let Node::File(data) = self.fs.node_mut(ino)
             {
                 data.clear();
+                self.fs.touch(ino);
             }
             Fd::File {
                 ino,
@@ -865,7 +1036,8 @@ impl WasiCtx {
                 abi::eventtype::FD_READ | abi::eventtype::FD_WRITE => {
                     let fd = u32::from_le_bytes(sub[16..20].try_into().map_err(|_| errno::FAULT)?);
                     let (error, nbytes) = match self.fds.get(&fd) {
-                        None => (errno::BADF, 0),
+                        // A bad descriptor fails the whole call (as in wasmtime-wasi).
+                        None => return Err(errno::BADF),
                         Some(Fd::Stdin) => (0, (self.stdin.len() - self.stdin_pos) as u64),
                         Some(Fd::File { ino, pos, .. }) => {
                             (0, self.fs.size(*ino).saturating_sub(*pos))
@@ -907,6 +1079,11 @@ impl WasiCtx {
         write_u32(mem, nevents_ptr, ready.len() as u32)?;
         Ok(Ok(()))
     }
+}
+
+/// Whether `lookupflags` asks to follow a link in the last component.
+fn follows(lookupflags: u32) -> bool {
+    lookupflags & abi::LOOKUP_SYMLINK_FOLLOW != 0
 }
 
 fn flat(r: Result<(), Errno>) -> Errno {

@@ -1,13 +1,13 @@
 //! The guest's in-memory file system: a tree of directories and files, the rootfs zip
 //! unpacked into it and the artifacts zipped back out. Pure Rust, no JS.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::{Cursor, Read, Write};
 
 use zip::ZipArchive;
 use zip::write::{SimpleFileOptions, ZipWriter};
 
-use crate::abi::{Errno, errno};
+use crate::abi::{Errno, errno, filetype};
 
 /// An inode number (index into the node arena).
 pub type Ino = usize;
@@ -27,7 +27,12 @@ pub enum Node {
     },
     /// A regular file's contents.
     File(Vec<u8>),
+    /// A symbolic link and its target (a relative path: absolute targets are refused).
+    Symlink(String),
 }
+
+/// How many symbolic links one path may go through before it is `ELOOP`.
+const MAX_SYMLINKS: usize = 40;
 
 /// Limits for unpacking a rootfs. The defaults are both executors' (the native one takes them
 /// from here).
@@ -53,6 +58,13 @@ impl Default for RootfsLimits {
 #[derive(Debug, Clone)]
 pub struct Fs {
     nodes: Vec<Node>,
+    /// Each node's access, modification and status-change times (ns since the epoch).
+    times: Vec<[u64; 3]>,
+    /// Each file's and symbolic link's number of directory entries (hard links).
+    links: Vec<u64>,
+    /// The current time (ns since the epoch) for the timestamps of what changes; the system
+    /// calls set it before each call.
+    pub now: u64,
 }
 
 impl Default for Fs {
@@ -87,6 +99,9 @@ impl Fs {
                 entries: BTreeMap::new(),
                 parent: ROOT,
             }],
+            times: vec![[0; 3]],
+            links: vec![1],
+            now: 0,
         }
     }
 
@@ -100,16 +115,71 @@ impl Fs {
         &mut self.nodes[ino]
     }
 
+    /// The access, modification and status-change times of `ino`.
+    pub fn times(&self, ino: Ino) -> [u64; 3] {
+        self.times[ino]
+    }
+
+    /// Sets the access and/or modification time of `ino` (the status-change time becomes now).
+    pub fn set_times(&mut self, ino: Ino, atim: Option<u64>, mtim: Option<u64>) {
+        let now = self.now;
+        let times = &mut self.times[ino];
+        if let Some(atim) = atim {
+            times[0] = atim;
+        }
+        if let Some(mtim) = mtim {
+            times[1] = mtim;
+        }
+        times[2] = now;
+    }
+
+    /// Marks `ino` modified now (its contents or entries changed).
+    pub fn touch(&mut self, ino: Ino) {
+        let now = self.now;
+        let times = &mut self.times[ino];
+        times[1] = now;
+        times[2] = now;
+    }
+
     /// Whether `ino` is a directory.
     pub fn is_dir(&self, ino: Ino) -> bool {
         matches!(self.nodes[ino], Node::Dir { .. })
     }
 
-    /// The size of a file (0 for directories).
+    /// Whether `ino` is a symbolic link.
+    pub fn is_symlink(&self, ino: Ino) -> bool {
+        matches!(self.nodes[ino], Node::Symlink(_))
+    }
+
+    /// The WASI file type of `ino`.
+    pub fn filetype(&self, ino: Ino) -> u8 {
+        match self.nodes[ino] {
+            Node::Dir { .. } => filetype::DIRECTORY,
+            Node::File(_) => filetype::REGULAR_FILE,
+            Node::Symlink(_) => filetype::SYMBOLIC_LINK,
+        }
+    }
+
+    /// The size of a file, or the length of a link's target (0 for directories).
     pub fn size(&self, ino: Ino) -> u64 {
         match &self.nodes[ino] {
             Node::File(data) => data.len() as u64,
+            Node::Symlink(target) => target.len() as u64,
             Node::Dir { .. } => 0,
+        }
+    }
+
+    /// The number of hard links to `ino`: its directory entries, and for a directory its `.`
+    /// and the `..` of each subdirectory.
+    pub fn nlink(&self, ino: Ino) -> u64 {
+        match &self.nodes[ino] {
+            Node::Dir { entries, .. } => {
+                2 + entries
+                    .values()
+                    .filter(|&&child| self.is_dir(child))
+                    .count() as u64
+            }
+            _ => self.links[ino],
         }
     }
 
@@ -117,14 +187,14 @@ impl Fs {
     pub fn entries(&self, ino: Ino) -> Result<&BTreeMap<String, Ino>, Errno> {
         match &self.nodes[ino] {
             Node::Dir { entries, .. } => Ok(entries),
-            Node::File(_) => Err(errno::NOTDIR),
+            _ => Err(errno::NOTDIR),
         }
     }
 
     fn entries_mut(&mut self, ino: Ino) -> Result<&mut BTreeMap<String, Ino>, Errno> {
         match &mut self.nodes[ino] {
             Node::Dir { entries, .. } => Ok(entries),
-            Node::File(_) => Err(errno::NOTDIR),
+            _ => Err(errno::NOTDIR),
         }
     }
 
@@ -132,47 +202,84 @@ impl Fs {
     pub fn parent(&self, ino: Ino) -> Ino {
         match &self.nodes[ino] {
             Node::Dir { parent, .. } => *parent,
-            Node::File(_) => ROOT,
+            _ => ROOT,
         }
     }
 
+    /// Walks the components of a rootfs or artifact path (no `..`: see [`components`]) from
+    /// `base`, following no symbolic link (a link on the way is `ENOTDIR`).
     fn walk(&self, base: Ino, parts: &[&str]) -> Result<Ino, Errno> {
         let mut at = base;
         for part in parts {
-            at = match *part {
-                "" | "." => {
-                    self.entries(at)?;
-                    at
-                }
-                ".." => {
-                    self.entries(at)?;
-                    if at == ROOT {
-                        return Err(errno::NOTCAPABLE);
-                    }
-                    self.parent(at)
-                }
-                name => *self.entries(at)?.get(name).ok_or(errno::NOENT)?,
-            };
+            at = *self.entries(at)?.get(*part).ok_or(errno::NOENT)?;
         }
         Ok(at)
     }
 
-    /// Resolves `path` relative to the directory `base` (a WASI path: absolute paths and
-    /// escapes above the root are `ENOTCAPABLE`).
-    pub fn resolve(&self, base: Ino, path: &str) -> Result<Ino, Errno> {
+    /// Resolves the WASI path `path` from the directory `base`, never above it: absolute
+    /// paths and a `..` (or a link's target) that would leave `base`'s tree are `EPERM`, as
+    /// under wasmtime (a descriptor only reaches below itself). Symbolic links on the way are
+    /// followed, and the last component's too when `follow`; more than 40 links is `ELOOP`.
+    /// A trailing `/` requires a directory (`ENOTDIR`).
+    pub fn lookup(&self, base: Ino, path: &str, follow: bool) -> Result<Ino, Errno> {
         if path.is_empty() {
             return Err(errno::NOENT);
         }
         if path.starts_with('/') {
-            return Err(errno::NOTCAPABLE);
+            return Err(errno::PERM);
         }
-        let trailing_slash = path.ends_with('/');
-        let parts: Vec<&str> = path.split('/').collect();
-        let ino = self.walk(base, &parts)?;
-        if trailing_slash && !self.is_dir(ino) {
-            return Err(errno::NOTDIR);
+        self.entries(base)?;
+        // The directories from `base` to where the walk is; `..` pops, never past `base`.
+        let mut stack = vec![base];
+        let mut queue: VecDeque<String> = path.split('/').map(str::to_owned).collect();
+        let mut followed = 0;
+        let mut result = base;
+        while let Some(part) = queue.pop_front() {
+            let at = *stack.last().unwrap_or(&base);
+            match part.as_str() {
+                "" | "." => result = at,
+                ".." => {
+                    if stack.len() == 1 {
+                        return Err(errno::PERM);
+                    }
+                    stack.pop();
+                    result = *stack.last().unwrap_or(&base);
+                }
+                name => {
+                    let child = *self.entries(at)?.get(name).ok_or(errno::NOENT)?;
+                    // Only `/`s follow: this is the last component.
+                    let last = queue.iter().all(String::is_empty);
+                    let trailing_slash = !queue.is_empty();
+                    match &self.nodes[child] {
+                        Node::Symlink(target) if !last || follow || trailing_slash => {
+                            followed += 1;
+                            if followed > MAX_SYMLINKS {
+                                return Err(errno::LOOP);
+                            }
+                            if target.starts_with('/') {
+                                return Err(errno::PERM);
+                            }
+                            for part in target.split('/').rev() {
+                                queue.push_front(part.to_owned());
+                            }
+                            result = at;
+                        }
+                        Node::Dir { .. } => {
+                            stack.push(child);
+                            result = child;
+                        }
+                        _ if !last || trailing_slash => return Err(errno::NOTDIR),
+                        _ => result = child,
+                    }
+                }
+            }
         }
-        Ok(ino)
+        Ok(result)
+    }
+
+    /// [`Fs::lookup`], following a link in the last component too.
+    pub fn resolve(&self, base: Ino, path: &str) -> Result<Ino, Errno> {
+        self.lookup(base, path, true)
     }
 
     /// The directory that holds the last component of `path`, and that component.
@@ -181,26 +288,68 @@ impl Fs {
             return Err(errno::NOENT);
         }
         if path.starts_with('/') {
-            return Err(errno::NOTCAPABLE);
+            return Err(errno::PERM);
         }
         let trimmed = path.trim_end_matches('/');
         let (dir, name) = match trimmed.rfind('/') {
             Some(i) => (&trimmed[..i], &trimmed[i + 1..]),
             None => ("", trimmed),
         };
-        let parts: Vec<&str> = if dir.is_empty() {
-            Vec::new()
+        let parent = if dir.is_empty() {
+            base
         } else {
-            dir.split('/').collect()
+            self.lookup(base, dir, true)?
         };
-        let parent = self.walk(base, &parts)?;
         self.entries(parent)?;
         Ok((parent, name))
     }
 
     fn push(&mut self, node: Node) -> Ino {
         self.nodes.push(node);
+        self.times.push([self.now; 3]);
+        self.links.push(1);
         self.nodes.len() - 1
+    }
+
+    /// Creates the symbolic link `name` in `dir` to `target` (which must be relative:
+    /// `EPERM` otherwise, as under wasmtime).
+    pub fn create_symlink(&mut self, dir: Ino, name: &str, target: &str) -> Result<Ino, Errno> {
+        check_name(name)?;
+        if target.starts_with('/') {
+            return Err(errno::PERM);
+        }
+        if self.entries(dir)?.contains_key(name) {
+            return Err(errno::EXIST);
+        }
+        let ino = self.push(Node::Symlink(target.to_owned()));
+        self.entries_mut(dir)?.insert(name.to_owned(), ino);
+        self.touch(dir);
+        Ok(ino)
+    }
+
+    /// Adds the entry `name` in `dir` for the existing file or link `ino` (a hard link;
+    /// directories cannot have one: `EPERM`).
+    pub fn link(&mut self, ino: Ino, dir: Ino, name: &str) -> Result<(), Errno> {
+        check_name(name)?;
+        if self.is_dir(ino) {
+            return Err(errno::PERM);
+        }
+        if self.entries(dir)?.contains_key(name) {
+            return Err(errno::EXIST);
+        }
+        self.entries_mut(dir)?.insert(name.to_owned(), ino);
+        self.links[ino] += 1;
+        self.times[ino][2] = self.now;
+        self.touch(dir);
+        Ok(())
+    }
+
+    /// The target of the symbolic link `ino` (`EINVAL` for anything else).
+    pub fn readlink(&self, ino: Ino) -> Result<&str, Errno> {
+        match &self.nodes[ino] {
+            Node::Symlink(target) => Ok(target),
+            _ => Err(errno::INVAL),
+        }
     }
 
     /// Creates an empty file `name` in `dir` and returns it.
@@ -211,6 +360,7 @@ impl Fs {
         }
         let ino = self.push(Node::File(Vec::new()));
         self.entries_mut(dir)?.insert(name.to_owned(), ino);
+        self.touch(dir);
         Ok(ino)
     }
 
@@ -225,6 +375,7 @@ impl Fs {
             parent: dir,
         });
         self.entries_mut(dir)?.insert(name.to_owned(), ino);
+        self.touch(dir);
         Ok(ino)
     }
 
@@ -235,6 +386,8 @@ impl Fs {
             return Err(errno::ISDIR);
         }
         self.entries_mut(dir)?.remove(name);
+        self.links[ino] = self.links[ino].saturating_sub(1);
+        self.touch(dir);
         Ok(())
     }
 
@@ -246,6 +399,7 @@ impl Fs {
             return Err(errno::NOTEMPTY);
         }
         self.entries_mut(dir)?.remove(name);
+        self.touch(dir);
         Ok(())
     }
 
@@ -287,10 +441,14 @@ impl Fs {
             }
         }
         self.entries_mut(from_dir)?.remove(from);
-        self.entries_mut(to_dir)?.insert(to.to_owned(), ino);
+        if let Some(replaced) = self.entries_mut(to_dir)?.insert(to.to_owned(), ino) {
+            self.links[replaced] = self.links[replaced].saturating_sub(1);
+        }
         if let Node::Dir { parent, .. } = &mut self.nodes[ino] {
             *parent = to_dir;
         }
+        self.touch(from_dir);
+        self.touch(to_dir);
         Ok(())
     }
 
@@ -409,6 +567,8 @@ impl Fs {
             let name = parts.join("/");
             match &self.nodes[ino] {
                 Node::File(data) => add_file(&mut writer, &name, data)?,
+                // A link is never followed out of the task (as natively).
+                Node::Symlink(_) => return Err(ArtifactError::Missing(artifact.clone())),
                 Node::Dir { .. } => {
                     let mut pending = vec![(ino, name)];
                     while let Some((dir, dir_name)) = pending.pop() {
@@ -424,6 +584,8 @@ impl Fs {
                             match &self.nodes[child_ino] {
                                 Node::File(data) => add_file(&mut writer, &child_name, data)?,
                                 Node::Dir { .. } => subdirs.push((child_ino, child_name)),
+                                // Links are skipped (as natively).
+                                Node::Symlink(_) => {}
                             }
                         }
                         pending.extend(subdirs.into_iter().rev());
@@ -514,8 +676,8 @@ mod tests {
         assert!(fs.is_dir(d));
         let z = fs.resolve(d, "a/y/../y/z.txt").unwrap();
         assert_eq!(fs.size(z), 1);
-        assert_eq!(fs.resolve(ROOT, ".."), Err(errno::NOTCAPABLE));
-        assert_eq!(fs.resolve(ROOT, "/d"), Err(errno::NOTCAPABLE));
+        assert_eq!(fs.resolve(ROOT, ".."), Err(errno::PERM));
+        assert_eq!(fs.resolve(ROOT, "/d"), Err(errno::PERM));
         assert_eq!(fs.resolve(ROOT, "d/b.txt/"), Err(errno::NOTDIR));
         assert_eq!(fs.resolve(ROOT, "nope"), Err(errno::NOENT));
         let zip = fs

@@ -241,21 +241,27 @@ impl Inner {
 
         let compiled = self.cache.get(&self.engine, &task.binary)?;
 
+        // A task with neither a rootfs nor artifacts gets no directory, as under `wasmtime
+        // run` without `--dir`.
+        if task.rootfs.is_none() && task.artifacts.is_empty() {
+            return self.run_in(&task, cancel, &compiled, None);
+        }
         // The root directory, with the rootfs if there is one; it goes back to the pool (or is
         // removed) however the task ends.
         let root = self.dirs.acquire()?;
-        let result = self.run_in(&task, cancel, &compiled, root.path());
+        let result = self.run_in(&task, cancel, &compiled, Some(root.path()));
         self.dirs.release(root);
         result
     }
 
-    /// Runs the task in the (empty) directory `root`.
+    /// Runs the task in the (empty) directory `root`, preopened at `/` and `.`; without one,
+    /// the guest has no directory.
     fn run_in(
         &self,
         task: &ExecTask,
         cancel: &CancellationToken,
         compiled: &Compiled,
-        root: &Path,
+        root: Option<&Path>,
     ) -> Result<ExecOutput, ExecError> {
         let config = &self.config;
         let envs = parse_envs(&task.envs)?;
@@ -263,7 +269,7 @@ impl Inner {
         let max_memory = task.limits.max_memory.or(config.default_max_memory);
         let fuel = task.limits.fuel.or(config.default_fuel);
         let max_output = task.limits.max_output.unwrap_or(config.default_max_output);
-        if let Some(rootfs) = &task.rootfs {
+        if let (Some(rootfs), Some(root)) = (&task.rootfs, root) {
             rootfs::unpack(
                 &rootfs.bytes,
                 root,
@@ -281,10 +287,12 @@ impl Inner {
             .stdout(stdout.clone())
             .stderr(stderr.clone())
             .allow_blocking_current_thread(true);
-        wasi.preopened_dir(root, "/", FsPerms::ReadWrite)
-            .map_err(|e| host("preopening the task directory", e))?;
-        wasi.preopened_dir(root, ".", FsPerms::ReadWrite)
-            .map_err(|e| host("preopening the task directory", e))?;
+        if let Some(root) = root {
+            wasi.preopened_dir(root, "/", FsPerms::ReadWrite)
+                .map_err(|e| host("preopening the task directory", e))?;
+            wasi.preopened_dir(root, ".", FsPerms::ReadWrite)
+                .map_err(|e| host("preopening the task directory", e))?;
+        }
 
         let deadline = timeout.and_then(|timeout| Instant::now().checked_add(timeout));
         let guard = TaskGuard::new(deadline, cancel.clone(), self.waiting.clone());
@@ -334,20 +342,19 @@ impl Inner {
         };
         let (stdout, stdout_truncated) = stdout.take();
         let (stderr, stderr_truncated) = stderr.take();
-        let (artifacts, error) = match termination {
+        let collect =
+            |root| rootfs::collect_artifacts(root, &task.artifacts, config.max_artifacts_bytes);
+        let (artifacts, error) = match (&termination, root) {
+            // No artifacts requested (there is a root whenever some are).
+            (_, None) => (None, None),
             _ if task.artifacts.is_empty() => (None, None),
             // A missing or oversized artifact fails the task, which keeps its output.
-            Termination::Exited(0) => {
-                match rootfs::collect_artifacts(root, &task.artifacts, config.max_artifacts_bytes) {
-                    Ok(zip) => (Some(zip), None),
-                    Err(e) => (None, Some(e)),
-                }
-            }
+            (Termination::Exited(0), Some(root)) => match collect(root) {
+                Ok(zip) => (Some(zip), None),
+                Err(e) => (None, Some(e)),
+            },
             // After a failure, artifacts are best effort: what exists may help debugging.
-            Termination::Exited(_) => (
-                rootfs::collect_artifacts(root, &task.artifacts, config.max_artifacts_bytes).ok(),
-                None,
-            ),
+            (Termination::Exited(_), Some(root)) => (collect(root).ok(), None),
             _ => (None, None),
         };
         Ok(ExecOutput {
