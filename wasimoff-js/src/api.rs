@@ -2,9 +2,9 @@
 //! provider, [`Client`] offloads from the page, [`Executor`] runs guests locally.
 //!
 //! `Provider` is the native provider's runtime (`wasimoff_provider::runtime`) compiled for
-//! wasm32, with a [`WebSysConnector`] (core's `WebSysTransport`), the [`WorkerPool`] as its
-//! executor and a [`BrowserStore`](crate::store::BrowserStore) as its file cache. This module
-//! only translates between JS values and those pieces.
+//! wasm32, with `wasimoff-web`'s [`WebSysConnector`] (core's `WebSysTransport`), its
+//! [`WorkerPool`] as the executor and its [`BrowserStore`] as the file cache. This module only
+//! translates between JS values and those pieces.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -19,39 +19,15 @@ use wasimoff_core::executor::{
 };
 use wasimoff_core::platform::{self, Instant};
 use wasimoff_core::store::Store;
-use wasimoff_core::transport::WebSysTransport;
-use wasimoff_provider::runtime::{
-    ConnectError, ConnectRequest, ConnectionState, Connector, ProviderConfig, ProviderStatus,
-    TaskEvent,
-};
+use wasimoff_provider::runtime::{ConnectionState, ProviderConfig, ProviderStatus, TaskEvent};
 use wasm_bindgen::prelude::*;
 
-use crate::jsmsg::{self, get, get_f64, get_string, get_strings, set};
+use wasimoff_web::jsmsg::{self, get, get_f64, get_string, get_strings, set};
+use wasimoff_web::pool::{PoolConfig, WorkerPool};
+use wasimoff_web::{BrowserStore, BrowserStoreOptions, WebSysConnector};
+
 use crate::logging;
-use crate::pool::{PoolConfig, WorkerPool};
 use crate::types;
-
-/// Dials the broker with the browser's `WebSocket` (through core's `WebSysTransport`).
-/// Browsers cannot set headers on a WebSocket, so a token travels as `?token=`.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct WebSysConnector;
-
-#[async_trait::async_trait(?Send)]
-impl Connector for WebSysConnector {
-    type Transport = WebSysTransport;
-
-    async fn connect(&self, request: &ConnectRequest) -> Result<WebSysTransport, ConnectError> {
-        let mut url = request.url.clone();
-        if let Some(token) = &request.token {
-            let separator = if url.contains('?') { '&' } else { '?' };
-            let token = String::from(js_sys::encode_uri_component(token));
-            url = format!("{url}{separator}token={token}");
-        }
-        WebSysTransport::connect(&url, request.max_frame)
-            .await
-            .map_err(|e| ConnectError::transient(e.to_string()))
-    }
-}
 
 fn js_error(text: impl std::fmt::Display) -> JsError {
     JsError::new(&text.to_string())
@@ -223,11 +199,11 @@ impl Provider {
         config.prefetch = prefetch;
         config.user_agent = get_string(&get(&js_sys::global(), "navigator"), "userAgent")
             .unwrap_or_else(|| config.user_agent.clone());
-        let store_options = crate::store::BrowserStoreOptions {
+        let store_options = BrowserStoreOptions {
             force_memory: get_string(&options, "storage").as_deref() == Some("memory"),
-            ..crate::store::BrowserStoreOptions::default()
+            ..BrowserStoreOptions::default()
         };
-        let store = crate::store::BrowserStore::open(store_options).await;
+        let store = BrowserStore::open(store_options).await;
         let storage = store.backend();
         let pool = WorkerPool::new(PoolConfig {
             workers,

@@ -1,37 +1,23 @@
-//! wasimoff-js: the browser side of wasimoff.
+//! wasimoff-js: the JS API of the `wasimoff` npm package (built by wasm-pack), over the browser
+//! engine of [`wasimoff_web`].
 //!
-//! - `host` (wasm32 only): instantiates a guest through the JS `WebAssembly` API with the
-//!   functions of the WASI host [`wasimoff_wasi`] as imports (`wasi_snapshot_preview1` and
-//!   `wasi_unstable`).
-//! - `executor` (wasm32 only): `BrowserExecutor`, core's `Executor` on top of `host`.
+//! - `api` (wasm32): the JS classes `Provider`, `Client` and `Executor` (docs/browser-api.md).
+//! - `types` (wasm32): their TypeScript declarations, checked with `tsc` in CI.
+//! - `logging` (wasm32): `tracing` to the console and to `"log"` listeners.
 //!
-//! See `docs/browser.md`.
+//! The worker entry (`workerMain`) comes with [`wasimoff_web`]; the package exports it.
 
-pub mod memcap;
+/// Memory caps (from `wasimoff-web`), re-exported under its old path.
+pub use wasimoff_web::memcap;
 /// The WASI preview 1 host (the `wasimoff-wasi` crate), re-exported under its old path.
-pub use wasimoff_wasi as wasi;
+pub use wasimoff_web::wasi;
 
-#[cfg(target_arch = "wasm32")]
-pub mod host;
-
-#[cfg(target_arch = "wasm32")]
-pub mod executor;
-#[cfg(target_arch = "wasm32")]
-pub use executor::BrowserExecutor;
 #[cfg(target_arch = "wasm32")]
 pub mod api;
 #[cfg(target_arch = "wasm32")]
-mod jsmsg;
-#[cfg(target_arch = "wasm32")]
 mod logging;
 #[cfg(target_arch = "wasm32")]
-pub mod pool;
-#[cfg(target_arch = "wasm32")]
-pub mod store;
-#[cfg(target_arch = "wasm32")]
 pub mod types;
-#[cfg(target_arch = "wasm32")]
-pub mod worker;
 
 /// The README, checked as a doc test (its examples are JavaScript and shell).
 #[cfg(doctest)]

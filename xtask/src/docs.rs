@@ -54,6 +54,7 @@ const DOCUMENTS: &[&str] = &[
     "wasimoff-js/README.npm.md",
     "wasimoff-provider/README.md",
     "wasimoff-wasi/README.md",
+    "wasimoff-web/README.md",
 ];
 
 /// Commands that do not run here, by prefix, with the reason.

@@ -126,6 +126,7 @@ const WASM32_CHECKS: &[(&str, &[&str])] = &[
     ("wasimoff-provider", &["--no-default-features"]),
     // The executor conformance suite, which the browser tests run (it is linted natively too).
     ("wasimoff-wasi-apps", &["--features", "conformance"]),
+    ("wasimoff-web", &["--all-targets"]),
     ("wasimoff-js", &["--all-targets"]),
     ("wasimoff-client", &[]),
 ];
@@ -347,7 +348,7 @@ fn forget_our_builds(profile: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The browser crate's tests in headless Chromium (wasm-bindgen-test in a dedicated worker),
+/// The browser engine's tests in headless Chromium (wasm-bindgen-test in a dedicated worker),
 /// then the volunteer page (built by `web::build` into `web`) end to end.
 fn browser_tests(web: &Path) -> Result<()> {
     tools::ensure_apt(BROWSER_PACKAGES)?;
@@ -364,7 +365,7 @@ fn browser_tests(web: &Path) -> Result<()> {
         .run(cargo(&[
             "test",
             "-p",
-            "wasimoff-js",
+            "wasimoff-web",
             "--target",
             "wasm32-unknown-unknown",
         ]))?;

@@ -12,7 +12,7 @@
 use bytes::Bytes;
 use js_sys::{Function, Object, Reflect, Uint8Array};
 use wasimoff_core::store::{Ref, Store, StoreError, StoreLimits, media};
-use wasimoff_js::store::{BrowserStore, BrowserStoreOptions};
+use wasimoff_web::store::{BrowserStore, BrowserStoreOptions};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::*;

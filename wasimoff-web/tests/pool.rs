@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use wasimoff_core::executor::{CancellationToken, Executor, Termination};
 use wasimoff_core::platform;
-use wasimoff_js::pool::{PoolConfig, WorkerPool};
+use wasimoff_web::pool::{PoolConfig, WorkerPool};
 use wasm_bindgen::JsValue;
 use wasm_bindgen_test::*;
 
@@ -32,7 +32,7 @@ fn glue_url() -> String {
 
 fn pool(workers: usize) -> WorkerPool {
     // Keep the worker entry point in this binary (it is only called from JS).
-    let _keep = wasimoff_js::worker::worker_main;
+    let _keep = wasimoff_web::worker::worker_main;
     WorkerPool::new(PoolConfig {
         workers,
         glue_url: Some(glue_url()),

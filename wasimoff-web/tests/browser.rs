@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use wasimoff_core::executor::{CancellationToken, Executor, Termination};
 use wasimoff_core::platform::Instant;
-use wasimoff_js::BrowserExecutor;
-use wasimoff_js::executor::BrowserConfig;
+use wasimoff_web::BrowserExecutor;
+use wasimoff_web::executor::BrowserConfig;
 use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_dedicated_worker);

@@ -54,35 +54,35 @@ pub(crate) fn touch_module<T>(
 }
 
 /// Sets `key` on `target` (objects made here are plain and extensible, so this cannot fail).
-pub(crate) fn set(target: &Object, key: &str, value: impl Into<JsValue>) {
+pub fn set(target: &Object, key: &str, value: impl Into<JsValue>) {
     let _ = Reflect::set(target, &JsValue::from_str(key), &value.into());
 }
 
 /// `target[key]`, `undefined` where missing.
-pub(crate) fn get(target: &JsValue, key: &str) -> JsValue {
+pub fn get(target: &JsValue, key: &str) -> JsValue {
     Reflect::get(target, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
 }
 
-pub(crate) fn get_string(target: &JsValue, key: &str) -> Option<String> {
+pub fn get_string(target: &JsValue, key: &str) -> Option<String> {
     get(target, key).as_string()
 }
 
-pub(crate) fn get_f64(target: &JsValue, key: &str) -> Option<f64> {
+pub fn get_f64(target: &JsValue, key: &str) -> Option<f64> {
     get(target, key).as_f64()
 }
 
 /// A fresh `Uint8Array` holding a copy of `bytes` (its buffer can be transferred).
-pub(crate) fn bytes_to_js(bytes: &[u8]) -> Uint8Array {
+pub fn bytes_to_js(bytes: &[u8]) -> Uint8Array {
     Uint8Array::from(bytes)
 }
 
 /// The bytes of a `Uint8Array`, an `ArrayBuffer` or a string (UTF-8) at `key`.
-pub(crate) fn get_bytes(target: &JsValue, key: &str) -> Option<Vec<u8>> {
+pub fn get_bytes(target: &JsValue, key: &str) -> Option<Vec<u8>> {
     js_bytes(&get(target, key))
 }
 
 /// The bytes of a `Uint8Array`, an `ArrayBuffer` or a string (UTF-8).
-pub(crate) fn js_bytes(value: &JsValue) -> Option<Vec<u8>> {
+pub fn js_bytes(value: &JsValue) -> Option<Vec<u8>> {
     if let Some(text) = value.as_string() {
         return Some(text.into_bytes());
     }
@@ -96,7 +96,7 @@ pub(crate) fn js_bytes(value: &JsValue) -> Option<Vec<u8>> {
 }
 
 /// The strings of an array at `key` (non-strings are an error).
-pub(crate) fn get_strings(target: &JsValue, key: &str) -> Result<Vec<String>, String> {
+pub fn get_strings(target: &JsValue, key: &str) -> Result<Vec<String>, String> {
     let value = get(target, key);
     if value.is_undefined() || value.is_null() {
         return Ok(Vec::new());
@@ -113,7 +113,7 @@ pub(crate) fn get_strings(target: &JsValue, key: &str) -> Result<Vec<String>, St
         .collect()
 }
 
-pub(crate) fn strings_to_js(items: &[String]) -> Array {
+pub fn strings_to_js(items: &[String]) -> Array {
     items.iter().map(|s| JsValue::from_str(s)).collect()
 }
 
