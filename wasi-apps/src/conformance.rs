@@ -112,19 +112,55 @@ macro_rules! cases {
             };
         }
 
-        /// The same as one `#[wasm_bindgen_test]` per check, for executors in browsers (the
-        /// calling crate needs `wasm-bindgen-test`).
+        /// One `#[wasm_bindgen_test]` per check; see [`executor_conformance_wasm_tests!`].
+        #[doc(hidden)]
         #[macro_export]
-        macro_rules! executor_conformance_wasm_tests {
+        macro_rules! executor_conformance_wasm_cases {
             ($make:expr) => {
                 $(
                     #[::wasm_bindgen_test::wasm_bindgen_test]
                     async fn $name() {
+                        if let Some((_, reason)) = EXECUTOR_CONFORMANCE_SKIPPED
+                            .iter()
+                            .find(|(skipped, _)| *skipped == stringify!($name))
+                        {
+                            ::wasm_bindgen_test::console_log!(
+                                "skipped {}: {}",
+                                stringify!($name),
+                                reason
+                            );
+                            return;
+                        }
                         let executor = $make;
                         $crate::conformance::$name(&executor).await;
                     }
                 )*
             };
+        }
+    };
+}
+
+/// The same as [`executor_conformance_tests!`] with one `#[wasm_bindgen_test]` per check, for
+/// executors in browsers (the calling crate needs `wasm-bindgen-test`). `skip` names the checks
+/// an executor truly cannot pass, each with the reason: their tests log the reason and pass,
+/// and a test checks that every skipped name is a check.
+#[macro_export]
+macro_rules! executor_conformance_wasm_tests {
+    ($make:expr) => {
+        $crate::executor_conformance_wasm_tests!($make, skip: {});
+    };
+    ($make:expr, skip: { $($skip:ident: $reason:literal),* $(,)? }) => {
+        const EXECUTOR_CONFORMANCE_SKIPPED: &[(&str, &str)] = &[$((stringify!($skip), $reason)),*];
+        $crate::executor_conformance_wasm_cases!($make);
+
+        #[::wasm_bindgen_test::wasm_bindgen_test]
+        fn executor_conformance_skips_name_checks() {
+            for (skipped, _) in EXECUTOR_CONFORMANCE_SKIPPED {
+                assert!(
+                    $crate::conformance::CASES.iter().any(|(name, _)| name == skipped),
+                    "{skipped} is not an executor conformance check"
+                );
+            }
         }
     };
 }

@@ -38,7 +38,7 @@ mod dir;
 #[cfg(all(feature = "native", not(target_arch = "wasm32")))]
 pub use dir::DirStore;
 
-#[cfg(all(any(test, feature = "conformance"), not(target_arch = "wasm32")))]
+#[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
 /// A content address: `sha256:` followed by 64 lowercase hex digits.

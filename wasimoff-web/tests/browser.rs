@@ -20,50 +20,15 @@ fn executor() -> BrowserExecutor {
     BrowserExecutor::new(BrowserConfig::default()).expect("executor")
 }
 
-macro_rules! browser_cases {
-    ($($name:ident),* $(,)?) => {
-        $(
-            #[wasm_bindgen_test]
-            async fn $name() {
-                conformance::$name(&executor()).await;
-            }
-        )*
-    };
-}
-
-// Skipped: loop_stopped_at_deadline and loop_cancelled_by_token (a guest spinning without
-// system calls cannot be interrupted on the current thread), and sleep_cancelled_by_token (a
-// guest asleep in `Atomics.wait` holds the current thread, so the cancel cannot even be sent);
-// the worker pool, tests/pool.rs, passes all three by terminating the worker.
-browser_cases!(
-    hello_argv_exactly_as_given,
-    hello_envs,
-    env_without_equals_is_invalid_task,
-    empty_argv_is_invalid_task,
-    hello_stdin_is_readable,
-    hello_exit_status,
-    hello_trap_keeps_partial_output,
-    hello_rootfs_files_and_artifacts,
-    artifacts_without_rootfs,
-    no_directory_without_rootfs_or_artifacts,
-    wasi_probe_answers_as_wasmtime,
-    missing_artifact_is_an_error,
-    artifact_path_escaping_root_is_rejected,
-    rootfs_path_traversal_is_rejected,
-    corrupt_wasm_is_rejected,
-    legacy_wasi_unstable_namespace,
-    hello_c_guest,
-    tsp_solves,
-    load_prints_digest,
-    sleep_sleeps,
-    poll_answers_clocks_and_fds,
-    stdin_ends_and_never_blocks,
-    sleep_stopped_at_deadline,
-    poll_waits_stopped_at_deadline,
-    membomb_capped,
-    membomb_report_survives_cap,
-    flood_cut_at_output_cap,
-    concurrent_hellos,
+// The whole suite but three cases that need a worker to be terminated; the worker pool,
+// tests/pool.rs, passes them by terminating the worker.
+wasimoff_wasi_apps::executor_conformance_wasm_tests!(
+    executor(),
+    skip: {
+        loop_stopped_at_deadline: "a guest spinning without system calls cannot be interrupted on the current thread",
+        loop_cancelled_by_token: "a guest spinning without system calls cannot be interrupted on the current thread",
+        sleep_cancelled_by_token: "a guest asleep in Atomics.wait holds the current thread, so the cancel cannot be sent"
+    }
 );
 
 /// In a dedicated worker, sleeping blocks in `Atomics.wait` (not a busy-wait) and lasts.

@@ -3,9 +3,8 @@
 //! detection, the byte budget, the read cache and the fallback to memory. Every test works in
 //! its own OPFS subdirectory, emptied first. Run: see docs/browser.md (`--test store`).
 //!
-//! Core's `store::conformance` module is compiled for native targets only (it spawns tokio
-//! tasks and builds stores synchronously), so `checks` below restates its cases for
-//! `wasm_bindgen_test` with an async constructor and single-threaded concurrency.
+//! The conformance checks are core's `store::conformance` suite, through
+//! `store_conformance_wasm_tests!`.
 #![cfg(target_arch = "wasm32")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -145,253 +144,77 @@ async fn memory_with_limits(limits: StoreLimits) -> BrowserStore {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The conformance checks (the cases of core's `store::conformance`).
+// Core's store conformance suite, on both backends.
 
-mod checks {
+/// A fresh OPFS directory name for each store the suite builds.
+fn next_dir() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("test-conformance-{n}")
+}
+
+/// The suite's limits as this store takes them: its total-size limit is the eviction budget
+/// (`max_bytes`; `max_total_size` would be a hard limit here, which core's backends do not have).
+fn suite_options(limits: StoreLimits) -> BrowserStoreOptions {
+    BrowserStoreOptions {
+        max_bytes: limits
+            .max_total_size
+            .unwrap_or(BrowserStoreOptions::default().max_bytes),
+        limits: StoreLimits {
+            max_total_size: None,
+            ..limits
+        },
+        ..BrowserStoreOptions::default()
+    }
+}
+
+mod opfs_conformance {
     use super::*;
-
-    async fn stored(store: &impl Store, name: &str) -> wasimoff_core::store::Blob {
-        store
-            .get(name)
-            .await
-            .expect("get")
-            .unwrap_or_else(|| panic!("{name} is stored"))
-    }
-
-    /// Bytes go in and come out by ref, with the media type sniffed at upload.
-    pub(crate) async fn put_then_get<S: Store>(make: impl AsyncFn(StoreLimits) -> S) {
-        let store = make(StoreLimits::default()).await;
-        for (bytes, media) in [
-            (WASM, media::WASM),
-            (ZIP, media::ZIP),
-            (b"plain".as_slice(), media::OCTET_STREAM),
-            (b"".as_slice(), media::OCTET_STREAM),
-        ] {
-            let r = store.put(Bytes::from_static(bytes)).await.expect("put");
-            assert_eq!(r, Ref::of(bytes));
-            let blob = stored(&store, r.as_str()).await;
-            assert_eq!(
-                (blob.r#ref.clone(), blob.media.as_str(), blob.bytes.as_ref()),
-                (r.clone(), media, bytes)
-            );
-            assert!(store.has(r.as_str()).await.expect("has"));
-            assert_eq!(store.resolve(r.as_str()).await.expect("resolve"), Some(r));
+    wasimoff_core::store_conformance_wasm_tests!(
+        async |limits, _clock| fresh_opfs(&next_dir(), suite_options(limits)).await,
+        skip: {
+            limits_are_enforced: "run below, with max_total_size as this store's hard limit",
+            held_blobs_are_kept: "a provider cache evicts aliased blobs (it fetches them again) and pins nothing",
+            ephemeral_blobs_expire: "a provider's cache holds no task outputs: no expiry, no clock",
+            alias_owners_and_quotas: "uploads with owners and quotas are the broker's, not a provider cache's"
         }
-        assert_eq!(store.list().await.expect("list").len(), 4);
-    }
-
-    /// The same bytes twice: one ref, one blob.
-    pub(crate) async fn put_is_idempotent<S: Store>(make: impl AsyncFn(StoreLimits) -> S) {
-        let store = make(StoreLimits::default()).await;
-        let first = store.put(Bytes::from_static(WASM)).await.expect("put");
-        let second = store
-            .put(Bytes::from_static(WASM))
-            .await
-            .expect("put again");
-        assert_eq!(first, second);
-        assert_eq!(store.list().await.expect("list"), vec![first]);
-    }
-
-    /// Unknown, malformed and hostile names are `None`, not errors.
-    pub(crate) async fn missing_names_are_none<S: Store>(make: impl AsyncFn(StoreLimits) -> S) {
-        let store = make(StoreLimits::default()).await;
-        let unknown = Ref::of(b"not in the store");
-        let too_long = format!("{}0", unknown.as_str());
-        let upper = unknown.as_str().to_uppercase();
-        for name in [
-            unknown.as_str(),
-            too_long.as_str(),
-            upper.as_str(),
-            "sha256:zz",
-            "sha256:",
-            "",
-            "no-such-alias",
-            "../../etc/passwd",
-            "a/b",
-        ] {
-            assert_eq!(store.get(name).await.expect("get"), None, "{name:?}");
-            assert_eq!(
-                store.resolve(name).await.expect("resolve"),
-                None,
-                "{name:?}"
-            );
-            assert!(!store.has(name).await.expect("has"), "{name:?}");
-        }
-        assert_eq!(store.list().await.expect("list"), Vec::<Ref>::new());
-    }
-
-    /// Aliases resolve, re-point, need a stored target and a sane name.
-    pub(crate) async fn aliases<S: Store>(make: impl AsyncFn(StoreLimits) -> S) {
-        let store = make(StoreLimits::default()).await;
-        let module = store.put(Bytes::from_static(WASM)).await.expect("put");
-        let archive = store.put(Bytes::from_static(ZIP)).await.expect("put");
-        store.set_alias("task.wasm", &module).await.expect("alias");
-        assert_eq!(
-            store.resolve("task.wasm").await.expect("resolve").as_ref(),
-            Some(&module)
-        );
-        assert_eq!(stored(&store, "task.wasm").await.bytes.as_ref(), WASM);
-        store
-            .set_alias("task.wasm", &archive)
-            .await
-            .expect("re-point");
-        assert_eq!(stored(&store, "task.wasm").await.r#ref, archive);
-
-        let err = store
-            .set_alias("dangling", &Ref::of(b"absent"))
-            .await
-            .expect_err("target must be stored");
-        assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
-        let long = "a".repeat(256);
-        for bad in [
-            "",
-            "x/y",
-            "x\\y",
-            "sha256:00",
-            ".dot",
-            "nl\n",
-            long.as_str(),
-        ] {
-            let err = store.set_alias(bad, &module).await.expect_err(bad);
-            assert!(
-                matches!(err, StoreError::InvalidAlias(..)),
-                "{bad:?}: {err:?}"
-            );
-        }
-    }
-
-    /// Blob size, total size and alias count limits answer with their own errors.
-    pub(crate) async fn limits_are_enforced<S: Store>(make: impl AsyncFn(StoreLimits) -> S) {
-        let store = make(StoreLimits {
-            max_blob_size: 16,
-            max_total_size: Some(24),
-            max_aliases: 1,
-        })
-        .await;
-        assert_eq!(store.limits().max_blob_size, 16);
-        assert_eq!(store.limits().max_total_size, Some(24));
-        assert_eq!(
-            store.put(Bytes::from(vec![0u8; 17])).await,
-            Err(StoreError::TooLarge {
-                size: 17,
-                limit: 16
-            })
-        );
-        let sixteen = store.put(Bytes::from(vec![1u8; 16])).await.expect("fits");
-        let err = store
-            .put(Bytes::from(vec![2u8; 9]))
-            .await
-            .expect_err("over the total");
-        assert!(matches!(err, StoreError::Full(_)), "{err:?}");
-        store
-            .put(Bytes::from(vec![3u8; 8]))
-            .await
-            .expect("exactly fits");
-        store.set_alias("only", &sixteen).await.expect("one alias");
-        store
-            .set_alias("only", &sixteen)
-            .await
-            .expect("re-pointing is no new alias");
-        let err = store
-            .set_alias("second", &sixteen)
-            .await
-            .expect_err("alias limit");
-        assert!(matches!(err, StoreError::Full(_)), "{err:?}");
-        assert_eq!(store.list().await.expect("list").len(), 2);
-    }
-
-    /// Deleting frees the space and drops the blob's aliases.
-    pub(crate) async fn delete_removes_blob_and_aliases<S: Store>(
-        make: impl AsyncFn(StoreLimits) -> S,
-    ) {
-        let store = make(StoreLimits {
-            max_total_size: Some(8),
-            ..StoreLimits::default()
-        })
-        .await;
-        let r = store.put(Bytes::from_static(WASM)).await.expect("put");
-        store.set_alias("gone.wasm", &r).await.expect("alias");
-        assert!(store.delete(&r).await.expect("delete"));
-        assert!(!store.delete(&r).await.expect("delete again"));
-        assert_eq!(store.get(r.as_str()).await.expect("get"), None);
-        assert_eq!(store.resolve("gone.wasm").await.expect("resolve"), None);
-        store
-            .put(Bytes::from(vec![4u8; 8]))
-            .await
-            .expect("the space is free again");
-    }
-
-    /// Interleaved puts of shared and distinct bytes agree on refs and store each once.
-    pub(crate) async fn concurrent_puts<S: Store>(make: impl AsyncFn(StoreLimits) -> S) {
-        let store = make(StoreLimits::default()).await;
-        let puts = (0..32u8).map(|i| {
-            let store = &store;
-            async move {
-                let shared = store.put(Bytes::from_static(WASM)).await.expect("shared");
-                let own = store.put(Bytes::from(vec![i; 100])).await.expect("own");
-                (shared, own)
-            }
-        });
-        let results = futures::future::join_all(puts).await;
-        let mut own: Vec<Ref> = results
-            .into_iter()
-            .map(|(shared, own)| {
-                assert_eq!(shared, Ref::of(WASM));
-                own
-            })
-            .collect();
-        own.sort();
-        own.dedup();
-        assert_eq!(own.len(), 32);
-        assert_eq!(store.list().await.expect("list").len(), 33);
-        for r in &own {
-            assert_eq!(
-                store
-                    .get(r.as_str())
-                    .await
-                    .expect("get")
-                    .expect("stored")
-                    .bytes
-                    .len(),
-                100
-            );
-        }
-    }
+    );
 }
 
-macro_rules! conformance {
-    ($($check:ident),* $(,)?) => {
-        mod opfs_conformance {
-            use super::*;
-            $(
-                #[wasm_bindgen_test]
-                async fn $check() {
-                    let dir = concat!("test-conformance-", stringify!($check));
-                    checks::$check(async |limits| opfs_with_limits(dir, limits).await).await;
-                }
-            )*
+mod memory_conformance {
+    use super::*;
+    wasimoff_core::store_conformance_wasm_tests!(
+        async |limits, _clock| {
+            let store = BrowserStore::open(BrowserStoreOptions {
+                force_memory: true,
+                ..suite_options(limits)
+            })
+            .await;
+            assert_eq!(store.backend(), "memory");
+            store
+        },
+        skip: {
+            limits_are_enforced: "run below, with max_total_size as this store's hard limit",
+            held_blobs_are_kept: "a provider cache evicts aliased blobs (it fetches them again) and pins nothing",
+            ephemeral_blobs_expire: "a provider's cache holds no task outputs: no expiry, no clock",
+            alias_owners_and_quotas: "uploads with owners and quotas are the broker's, not a provider cache's"
         }
-        mod memory_conformance {
-            use super::*;
-            $(
-                #[wasm_bindgen_test]
-                async fn $check() {
-                    checks::$check(memory_with_limits).await;
-                }
-            )*
-        }
-    };
+    );
 }
 
-conformance!(
-    put_then_get,
-    put_is_idempotent,
-    missing_names_are_none,
-    aliases,
-    limits_are_enforced,
-    delete_removes_blob_and_aliases,
-    concurrent_puts,
-);
+/// Core's `limits_are_enforced` with `max_total_size` as what it is here: a hard limit (`Full`,
+/// no eviction), on both backends.
+#[wasm_bindgen_test]
+async fn limits_are_enforced_with_a_hard_total_limit() {
+    wasimoff_core::store::conformance::limits_are_enforced(async |limits, _clock| {
+        opfs_with_limits(&next_dir(), limits).await
+    })
+    .await;
+    wasimoff_core::store::conformance::limits_are_enforced(async |limits, _clock| {
+        memory_with_limits(limits).await
+    })
+    .await;
+}
 
 // ---------------------------------------------------------------------------------------------
 // OPFS behaviour.

@@ -1,15 +1,22 @@
 //! The conformance suite every [`Store`] backend runs.
 //!
-//! Each check is an async function over a store built with given limits and a clock (time for
-//! recency and expiry; the checks drive a [`ManualClock`]). Backends call
-//! [`store_conformance_tests!`](crate::store_conformance_tests) in a test module to get one
-//! `#[tokio::test]` per check (the calling crate needs `tokio` with `macros` and `rt`):
+//! Each check is an async function over a store built (asynchronously) with given limits and a
+//! clock (time for recency and expiry; the checks drive a [`ManualClock`]). Nothing here spawns
+//! tasks or blocks, so the suite runs on every target. Backends call
+//! [`store_conformance_tests!`](crate::store_conformance_tests) in a native test module to get
+//! one `#[tokio::test]` per check (the calling crate needs `tokio` with `macros` and `rt`), or
+//! [`store_conformance_wasm_tests!`](crate::store_conformance_wasm_tests) for one
+//! `#[wasm_bindgen_test]` per check (the calling crate needs `wasm-bindgen-test`):
 //!
 //! ```ignore
 //! wasimoff_core::store_conformance_tests!(|limits, clock| MyStore::open_temp(limits, clock));
+//! wasimoff_core::store_conformance_wasm_tests!(
+//!     async |limits, clock| MyWebStore::open(limits, clock).await,
+//!     skip: { ephemeral_blobs_expire: "no ephemeral blobs in this backend" }
+//! );
 //! ```
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -25,8 +32,8 @@ fn limits() -> StoreLimits {
 }
 
 /// Bytes go in, the same bytes and their sniffed media type come out, by ref.
-pub async fn put_then_get<S: Store>(make: impl Fn(StoreLimits, Clock) -> S) {
-    let store = make(limits(), Clock::system());
+pub async fn put_then_get<S: Store>(make: impl AsyncFn(StoreLimits, Clock) -> S) {
+    let store = make(limits(), Clock::system()).await;
     let r = store.put(Bytes::from_static(WASM)).await.expect("put");
     assert_eq!(r, Ref::of(WASM));
     let blob = store.get(r.as_str()).await.expect("get").expect("stored");
@@ -76,8 +83,8 @@ pub async fn put_then_get<S: Store>(make: impl Fn(StoreLimits, Clock) -> S) {
 }
 
 /// Storing the same bytes again returns the same ref and keeps one copy.
-pub async fn put_is_idempotent<S: Store>(make: impl Fn(StoreLimits, Clock) -> S) {
-    let store = make(limits(), Clock::system());
+pub async fn put_is_idempotent<S: Store>(make: impl AsyncFn(StoreLimits, Clock) -> S) {
+    let store = make(limits(), Clock::system()).await;
     let a = store.put(Bytes::from_static(WASM)).await.expect("put");
     let b = store
         .put(Bytes::from_static(WASM))
@@ -88,8 +95,8 @@ pub async fn put_is_idempotent<S: Store>(make: impl Fn(StoreLimits, Clock) -> S)
 }
 
 /// Names that resolve to nothing give `None`, never an error or a panic.
-pub async fn missing_names_are_none<S: Store>(make: impl Fn(StoreLimits, Clock) -> S) {
-    let store = make(limits(), Clock::system());
+pub async fn missing_names_are_none<S: Store>(make: impl AsyncFn(StoreLimits, Clock) -> S) {
+    let store = make(limits(), Clock::system()).await;
     for name in [
         Ref::of(b"never stored").as_str(),
         "sha256:not-hex",
@@ -110,8 +117,8 @@ pub async fn missing_names_are_none<S: Store>(make: impl Fn(StoreLimits, Clock) 
 }
 
 /// Aliases name blobs, can be re-pointed, must name stored blobs and must be sane names.
-pub async fn aliases<S: Store>(make: impl Fn(StoreLimits, Clock) -> S) {
-    let store = make(limits(), Clock::system());
+pub async fn aliases<S: Store>(make: impl AsyncFn(StoreLimits, Clock) -> S) {
+    let store = make(limits(), Clock::system()).await;
     let a = store.put(Bytes::from_static(WASM)).await.expect("put");
     let b = store.put(Bytes::from_static(ZIP)).await.expect("put");
     store.set_alias("app.wasm", &a).await.expect("alias");
@@ -156,7 +163,7 @@ pub async fn aliases<S: Store>(make: impl Fn(StoreLimits, Clock) -> S) {
 }
 
 /// Oversized blobs and a full store are refused with their own errors.
-pub async fn limits_are_enforced<S: Store>(make: impl Fn(StoreLimits, Clock) -> S) {
+pub async fn limits_are_enforced<S: Store>(make: impl AsyncFn(StoreLimits, Clock) -> S) {
     let store = make(
         StoreLimits {
             max_blob_size: 16,
@@ -164,7 +171,8 @@ pub async fn limits_are_enforced<S: Store>(make: impl Fn(StoreLimits, Clock) -> 
             max_aliases: 1,
         },
         Clock::system(),
-    );
+    )
+    .await;
     assert_eq!(store.limits().max_blob_size, 16);
     let err = store
         .put(Bytes::from(vec![7u8; 17]))
@@ -201,14 +209,17 @@ pub async fn limits_are_enforced<S: Store>(make: impl Fn(StoreLimits, Clock) -> 
 }
 
 /// Deleting a blob removes its aliases and frees its space.
-pub async fn delete_removes_blob_and_aliases<S: Store>(make: impl Fn(StoreLimits, Clock) -> S) {
+pub async fn delete_removes_blob_and_aliases<S: Store>(
+    make: impl AsyncFn(StoreLimits, Clock) -> S,
+) {
     let store = make(
         StoreLimits {
             max_total_size: Some(8),
             ..limits()
         },
         Clock::system(),
-    );
+    )
+    .await;
     let a = store.put(Bytes::from_static(WASM)).await.expect("put");
     store.set_alias("a", &a).await.expect("alias");
     assert!(store.delete(&a).await.expect("delete"));
@@ -222,20 +233,21 @@ pub async fn delete_removes_blob_and_aliases<S: Store>(make: impl Fn(StoreLimits
 }
 
 /// Many concurrent puts of the same and different bytes agree.
-pub async fn concurrent_puts<S: Store + 'static>(make: impl Fn(StoreLimits, Clock) -> S) {
-    let store = Arc::new(make(limits(), Clock::system()));
-    let mut tasks = Vec::new();
-    for i in 0..32u8 {
-        let store = store.clone();
-        tasks.push(tokio::spawn(async move {
+///
+/// The puts run as concurrent futures of one task (not spawned tasks), so the check runs on
+/// any target; they interleave at every await of the store.
+pub async fn concurrent_puts<S: Store>(make: impl AsyncFn(StoreLimits, Clock) -> S) {
+    let store = make(limits(), Clock::system()).await;
+    let puts = (0..32u8).map(|i| {
+        let store = &store;
+        async move {
             let same = store.put(Bytes::from_static(WASM)).await.expect("put same");
             let own = store.put(Bytes::from(vec![i; 100])).await.expect("put own");
             (same, own)
-        }));
-    }
+        }
+    });
     let mut own = Vec::new();
-    for task in tasks {
-        let (same, mine) = task.await.expect("task");
+    for (same, mine) in futures::future::join_all(puts).await {
         assert_eq!(same, Ref::of(WASM));
         own.push(mine);
     }
@@ -269,9 +281,11 @@ fn sorted(mut refs: Vec<Ref>) -> Vec<Ref> {
 
 /// A put over the total limit evicts the least recently used blob that nothing holds; a get is a
 /// use.
-pub async fn eviction_is_least_recently_used<S: Store>(make: impl Fn(StoreLimits, Clock) -> S) {
+pub async fn eviction_is_least_recently_used<S: Store>(
+    make: impl AsyncFn(StoreLimits, Clock) -> S,
+) {
     let time = ManualClock::new(1_000_000);
-    let store = make(limit(30), time.clock());
+    let store = make(limit(30), time.clock()).await;
     let a = store.put(blob(1, 10)).await.expect("a");
     time.advance(Duration::from_secs(1));
     let b = store.put(blob(2, 10)).await.expect("b");
@@ -297,9 +311,9 @@ pub async fn eviction_is_least_recently_used<S: Store>(make: impl Fn(StoreLimits
 
 /// Aliased and pinned blobs are never evicted; when nothing else can go, a put fails with
 /// `Full` and evicts nothing.
-pub async fn held_blobs_are_kept<S: Store>(make: impl Fn(StoreLimits, Clock) -> S) {
+pub async fn held_blobs_are_kept<S: Store>(make: impl AsyncFn(StoreLimits, Clock) -> S) {
     let time = ManualClock::new(1_000_000);
-    let store = make(limit(30), time.clock());
+    let store = make(limit(30), time.clock()).await;
     let aliased = store.put(blob(1, 10)).await.expect("aliased");
     store.set_alias("kept", &aliased).await.expect("alias");
     time.advance(Duration::from_secs(1));
@@ -355,9 +369,9 @@ pub async fn held_blobs_are_kept<S: Store>(make: impl Fn(StoreLimits, Clock) -> 
 
 /// Ephemeral blobs vanish at their expiry unless pinned, are evicted before durable ones, and
 /// become durable when stored durably or aliased.
-pub async fn ephemeral_blobs_expire<S: Store>(make: impl Fn(StoreLimits, Clock) -> S) {
+pub async fn ephemeral_blobs_expire<S: Store>(make: impl AsyncFn(StoreLimits, Clock) -> S) {
     let time = ManualClock::new(1_000_000);
-    let store = make(limit(40), time.clock());
+    let store = make(limit(40), time.clock()).await;
     let ttl = Duration::from_secs(60);
     let durable = store.put(blob(1, 10)).await.expect("durable");
     time.advance(Duration::from_secs(1));
@@ -415,8 +429,8 @@ pub async fn ephemeral_blobs_expire<S: Store>(make: impl Fn(StoreLimits, Clock) 
 
 /// An alias with an owner can be re-pointed or removed only by that owner; an owner's aliases
 /// hold at most its quota, each distinct blob counted whole.
-pub async fn alias_owners_and_quotas<S: Store>(make: impl Fn(StoreLimits, Clock) -> S) {
-    let store = make(limits(), Clock::system());
+pub async fn alias_owners_and_quotas<S: Store>(make: impl AsyncFn(StoreLimits, Clock) -> S) {
+    let store = make(limits(), Clock::system()).await;
     let alice = AliasOptions {
         owner: Some("alice"),
         quota: Some(20),
@@ -498,23 +512,73 @@ pub async fn alias_owners_and_quotas<S: Store>(make: impl Fn(StoreLimits, Clock)
         .expect("unowned aliases can be taken");
 }
 
-/// One `#[tokio::test]` per conformance check for the store built by `$make` (called with a
-/// [`StoreLimits`](crate::store::StoreLimits) and a [`Clock`](crate::store::Clock)).
+/// Runs `$m!` with the name of every conformance check, so that the test macros below cannot
+/// forget one.
+#[doc(hidden)]
 #[macro_export]
-macro_rules! store_conformance_tests {
-    ($make:expr) => {
-        $crate::store_conformance_tests!(@tests $make;
+macro_rules! store_conformance_cases {
+    ($m:ident ! ($($args:tt)*)) => {
+        $crate::$m!($($args)*;
             put_then_get, put_is_idempotent, missing_names_are_none, aliases,
             limits_are_enforced, delete_removes_blob_and_aliases, concurrent_puts,
             eviction_is_least_recently_used, held_blobs_are_kept, ephemeral_blobs_expire,
             alias_owners_and_quotas);
     };
+}
+
+/// One `#[tokio::test]` per conformance check for the store built by `$make` (called with a
+/// [`StoreLimits`](crate::store::StoreLimits) and a [`Clock`](crate::store::Clock)).
+#[macro_export]
+macro_rules! store_conformance_tests {
+    ($make:expr) => {
+        $crate::store_conformance_cases!(store_conformance_tests!(@tests $make));
+    };
     (@tests $make:expr; $($name:ident),*) => {
         $(
             #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
+                let make = $make;
+                $crate::store::conformance::$name(async |limits, clock| make(limits, clock)).await;
+            }
+        )*
+    };
+}
+
+/// One `#[wasm_bindgen_test]` per conformance check for the store built by the async `$make`
+/// (called with a [`StoreLimits`](crate::store::StoreLimits) and a
+/// [`Clock`](crate::store::Clock)), for backends that run in browsers. `skip` names the checks
+/// a backend truly cannot pass, each with the reason: their tests log the reason and pass, and
+/// a test checks that every skipped name is a check.
+#[macro_export]
+macro_rules! store_conformance_wasm_tests {
+    ($make:expr) => {
+        $crate::store_conformance_wasm_tests!($make, skip: {});
+    };
+    ($make:expr, skip: { $($skip:ident: $reason:literal),* $(,)? }) => {
+        const STORE_CONFORMANCE_SKIPPED: &[(&str, &str)] = &[$((stringify!($skip), $reason)),*];
+        $crate::store_conformance_cases!(store_conformance_wasm_tests!(@tests $make));
+    };
+    (@tests $make:expr; $($name:ident),*) => {
+        $(
+            #[::wasm_bindgen_test::wasm_bindgen_test]
+            async fn $name() {
+                if let Some((_, reason)) = STORE_CONFORMANCE_SKIPPED
+                    .iter()
+                    .find(|(skipped, _)| *skipped == stringify!($name))
+                {
+                    ::wasm_bindgen_test::console_log!("skipped {}: {}", stringify!($name), reason);
+                    return;
+                }
                 $crate::store::conformance::$name($make).await;
             }
         )*
+
+        #[::wasm_bindgen_test::wasm_bindgen_test]
+        fn store_conformance_skips_name_checks() {
+            let checks = [$(stringify!($name)),*];
+            for (skipped, _) in STORE_CONFORMANCE_SKIPPED {
+                assert!(checks.contains(skipped), "{skipped} is not a store conformance check");
+            }
+        }
     };
 }
