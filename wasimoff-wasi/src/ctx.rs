@@ -197,9 +197,20 @@ impl WasiCtx {
         {
             return Err(Stop::Deadline);
         }
-        self.fs.now = platform.realtime_ns();
         let name = abi::FUNCTIONS.get(func).copied().unwrap_or("");
         let u = |i: usize| a.get(i).copied().unwrap_or(0) as u32;
+        // The clock is read only for calls that may stamp a node (in browsers a read crosses
+        // into JS): not for writes to stdout, the hot call of most guests.
+        let stamps = match name {
+            "fd_write" | "fd_pwrite" => matches!(self.fds.get(&u(0)), Some(Fd::File { .. })),
+            "fd_filestat_set_size" | "fd_filestat_set_times" | "path_open" => true,
+            _ => {
+                name.starts_with("path_") && !matches!(name, "path_filestat_get" | "path_readlink")
+            }
+        };
+        if stamps {
+            self.fs.now = platform.realtime_ns();
+        }
         let w = |i: usize| a.get(i).copied().unwrap_or(0) as u64;
         let r = match name {
             "args_get" => flat(self.strings_get(mem, false, u(0), u(1))),
