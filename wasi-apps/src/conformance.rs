@@ -112,7 +112,7 @@ macro_rules! cases {
             };
         }
 
-        /// One `#[wasm_bindgen_test]` per check; see [`executor_conformance_wasm_tests!`].
+        /// One `#[wasm_bindgen_test]` per check; see `executor_conformance_wasm_tests!`.
         #[doc(hidden)]
         #[macro_export]
         macro_rules! executor_conformance_wasm_cases {
@@ -140,7 +140,7 @@ macro_rules! cases {
     };
 }
 
-/// The same as [`executor_conformance_tests!`] with one `#[wasm_bindgen_test]` per check, for
+/// The same as [`executor_conformance_tests!`](crate::executor_conformance_tests) with one `#[wasm_bindgen_test]` per check, for
 /// executors in browsers (the calling crate needs `wasm-bindgen-test`). `skip` names the checks
 /// an executor truly cannot pass, each with the reason: their tests log the reason and pass,
 /// and a test checks that every skipped name is a check.

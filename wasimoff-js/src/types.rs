@@ -188,22 +188,26 @@ export interface ClientTask {
     timeoutMs?: number;
 }
 
-/** What `Client.submit` resolves to: the task ran to its end (any exit status). */
-export interface TaskResult {
-    /** The broker's task id. */
-    id?: string;
-    /** The exit status. */
-    status: number;
+/** What a task wrote and left: the part `TaskResult` and `ExecutorResult` share. */
+export interface TaskOutput {
     stdout: Uint8Array;
     stderr: Uint8Array;
     /** `stdout` as text (invalid UTF-8 replaced). */
     stdoutText: string;
     stderrText: string;
-    /** The provider cut stdout at its output cap. */
+    /** The stream was cut at the output cap (16 MiB by default). */
     stdoutTruncated: boolean;
     stderrTruncated: boolean;
     /** The requested `artifacts`, as a zip archive. */
     artifacts?: Uint8Array;
+}
+
+/** What `Client.submit` resolves to: the task ran to its end (any exit status). */
+export interface TaskResult extends TaskOutput {
+    /** The broker's task id. */
+    id?: string;
+    /** The exit status. */
+    status: number;
 }
 
 /** The stable `code` of an error of `Client.submit` and `Client.upload`. */
@@ -261,19 +265,12 @@ export interface ExecutorTask {
 }
 
 /** What `Executor.run` resolves to. */
-export interface ExecutorResult {
+export interface ExecutorResult extends TaskOutput {
     id: string;
     /** The exit status, when the guest exited. */
     status?: number;
     /** Why it did not exit: trapped, deadline exceeded, cancelled. */
     error?: string;
-    stdout: Uint8Array;
-    stderr: Uint8Array;
-    stdoutText: string;
-    stderrText: string;
-    stdoutTruncated: boolean;
-    stderrTruncated: boolean;
-    artifacts?: Uint8Array;
     /** Milliseconds from the call to the result. */
     ms: number;
 }

@@ -6,14 +6,14 @@
 //! - `host` (wasm32): instantiates a guest through the JS `WebAssembly` API with the functions
 //!   of the WASI host [`wasimoff_wasi`] as imports (`wasi_snapshot_preview1` and
 //!   `wasi_unstable`).
-//! - `executor` (wasm32): [`BrowserExecutor`], core's `Executor` on the current thread.
-//! - `pool` + `worker` (wasm32): [`WorkerPool`], the `Executor` of the browser provider: one
+//! - `executor` (wasm32): `BrowserExecutor`, core's `Executor` on the current thread.
+//! - `pool` + `worker` (wasm32): `WorkerPool`, the `Executor` of the browser provider: one
 //!   dedicated worker (or Node.js `worker_threads` worker) per running task, terminated on a
 //!   cancel or a deadline. The workers import the final package's glue (`wasimoff.js` next to
-//!   the snippets by default: [`pool::PoolConfig::glue_url`]) and call its `workerMain`
+//!   the snippets by default: `pool::PoolConfig::glue_url`) and call its `workerMain`
 //!   export, which this crate defines.
-//! - `store` (wasm32): [`BrowserStore`], core's `Store` on OPFS (verified on read) or memory.
-//! - `connector` (wasm32): [`WebSysConnector`], the provider runtime's broker connection.
+//! - `store` (wasm32): `BrowserStore`, core's `Store` on OPFS (verified on read) or memory.
+//! - `connector` (wasm32): `WebSysConnector`, the provider runtime's broker connection.
 //! - `jsmsg` (wasm32): the messages between the pool and its workers, and small helpers to read
 //!   and build JS objects.
 //!
