@@ -60,16 +60,12 @@ fn run() -> Result<(), String> {
         shared::compile_wat(&source, &out_dir.join(format!("{name}.wasm")))?;
     }
 
-    // The C guest, if a suitable clang is available.
-    let c_dest = out_dir.join(format!("{}.wasm", shared::C_GUEST));
-    match shared::compile_c(&guests_dir.join(shared::C_SOURCE), &c_dest) {
+    // The C guests, if a suitable clang is available.
+    match shared::compile_c_guests(&guests_dir, &out_dir) {
         Ok(()) => println!("cargo::rustc-cfg=wasimoff_hello_c"),
         Err(reason) => {
             let reason = reason.replace(['\n', '\r'], " ");
-            println!(
-                "cargo::warning=skipping the C guest {}: {reason}",
-                shared::C_GUEST
-            );
+            println!("cargo::warning=skipping the C guests: {reason}");
             println!("cargo::rustc-env=WASIMOFF_HELLO_C_SKIPPED={reason}");
         }
     }

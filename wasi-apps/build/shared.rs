@@ -6,8 +6,8 @@
 //!   (build script, clippy, coverage tools, ...) leaks into it, and with path remapping so that
 //!   the modules do not depend on where the checkout or `CARGO_HOME` lives.
 //! - WAT guests: `wasi-apps/guests/wat/<name>.wat`, compiled with the `wat` crate.
-//! - The C guest `hello-c`: `wasi-apps/guests/c/hello.c`, compiled with a clang that can target
-//!   wasm32-wasi with a wasi-libc sysroot, if there is one (see [`compile_c`]).
+//! - The C guests `hello-c` and `wasiprobe-c` (`wasi-apps/guests/c/`), compiled with a clang that
+//!   can target wasm32-wasi with a wasi-libc sysroot, if there is one (see [`compile_c`]).
 
 #![allow(dead_code)] // each includer uses a different part
 
@@ -36,11 +36,10 @@ pub(crate) const RUST_PACKAGES: &[&str] = &["hello", "tsp", "edge", "load", "pro
 /// The WAT guests: `guests/wat/<name>.wat` becomes `<name>.wasm`.
 pub(crate) const WAT_GUESTS: &[&str] = &["hello-unstable", "poll"];
 
-/// The C guest: `guests/c/hello.c` becomes `hello-c.wasm`.
-pub(crate) const C_GUEST: &str = "hello-c";
-
-/// Source of the C guest, relative to the guests directory.
-pub(crate) const C_SOURCE: &str = "c/hello.c";
+/// The C guests: (name, source relative to the guests directory); `<name>.wasm` each. They
+/// are built all or none (one toolchain builds them).
+pub(crate) const C_GUESTS: &[(&str, &str)] =
+    &[("hello-c", "c/hello.c"), ("wasiprobe-c", "c/probe.c")];
 
 /// What the build-script (or xtask) environment may carry that must not reach a nested cargo:
 /// variables with these prefixes ...
@@ -248,6 +247,18 @@ fn c_compiler() -> Result<(PathBuf, Option<PathBuf>), String> {
 
 /// The environment variables [`compile_c`] looks at.
 pub(crate) const C_ENV: &[&str] = &["WASI_SDK_PATH", "WASI_CC", "WASI_SYSROOT"];
+
+/// Compiles every one of [`C_GUESTS`] into `<out_dir>/<name>.wasm`; the first failure says why
+/// none can be used.
+pub(crate) fn compile_c_guests(guests_dir: &Path, out_dir: &Path) -> Result<(), String> {
+    for (name, source) in C_GUESTS {
+        compile_c(
+            &guests_dir.join(source),
+            &out_dir.join(format!("{name}.wasm")),
+        )?;
+    }
+    Ok(())
+}
 
 /// Compiles the C file `source` into the wasm file `dest`. An `Err` says why it could not be
 /// built (no clang, no wasm32 support, no wasi-libc, ...); callers treat that as "skip".

@@ -70,7 +70,19 @@ pub const HELLO_C: Option<&[u8]> = Some(include_bytes!(concat!(env!("OUT_DIR"), 
 #[cfg(not(wasimoff_hello_c))]
 pub const HELLO_C: Option<&[u8]> = None;
 
-/// Why [`HELLO_C`] is `None` (`None` if it was built).
+/// `wasiprobe-c`: the C counterpart of [`PROBE`] (stdio, POSIX file calls, directories,
+/// links, times and the current directory through wasi-libc), if clang could build it.
+#[cfg(wasimoff_hello_c)]
+pub const PROBE_C: Option<&[u8]> = Some(include_bytes!(concat!(
+    env!("OUT_DIR"),
+    "/wasiprobe-c.wasm"
+)));
+
+/// `wasiprobe-c`: the C counterpart of [`PROBE`], if clang could build it.
+#[cfg(not(wasimoff_hello_c))]
+pub const PROBE_C: Option<&[u8]> = None;
+
+/// Why [`HELLO_C`] and [`PROBE_C`] are `None` (`None` if they were built).
 pub const HELLO_C_SKIPPED: Option<&str> = option_env!("WASIMOFF_HELLO_C_SKIPPED");
 
 /// The guest workspace's directory, e.g. to build `tsp` natively for comparisons:
@@ -102,11 +114,14 @@ pub enum Guest {
     HelloC,
     /// [`PROBE`]
     Probe,
+    /// [`PROBE_C`]
+    ProbeC,
 }
 
 impl Guest {
-    /// Every guest, including [`Guest::HelloC`] (which may be unavailable).
-    pub const ALL: [Guest; 11] = [
+    /// Every guest, including the C guests [`Guest::HelloC`] and [`Guest::ProbeC`] (which may be
+    /// unavailable).
+    pub const ALL: [Guest; 12] = [
         Guest::Hello,
         Guest::Tsp,
         Guest::Loop,
@@ -118,6 +133,7 @@ impl Guest {
         Guest::Poll,
         Guest::HelloC,
         Guest::Probe,
+        Guest::ProbeC,
     ];
 
     /// The guest's name, e.g. `hello-unstable`; the module is `<name>.wasm` (see
@@ -135,6 +151,7 @@ impl Guest {
             Guest::Poll => "poll",
             Guest::HelloC => "hello-c",
             Guest::Probe => "wasiprobe",
+            Guest::ProbeC => "wasiprobe-c",
         }
     }
 
@@ -148,7 +165,7 @@ impl Guest {
         Guest::ALL.into_iter().find(|guest| guest.name() == name)
     }
 
-    /// The module's bytes; `None` only for [`Guest::HelloC`] when it could not be built.
+    /// The module's bytes; `None` only for the C guests when they could not be built.
     pub const fn bytes(self) -> Option<&'static [u8]> {
         match self {
             Guest::Hello => Some(HELLO),
@@ -162,6 +179,7 @@ impl Guest {
             Guest::Poll => Some(POLL),
             Guest::HelloC => HELLO_C,
             Guest::Probe => Some(PROBE),
+            Guest::ProbeC => PROBE_C,
         }
     }
 }

@@ -25,6 +25,9 @@ use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 /// Labels of `wasiprobe` whose results still differ from wasmtime-wasi's.
 const KNOWN_DIFFERENCES: &[&str] = &[];
 
+/// Labels of `wasiprobe-c` whose results still differ from wasmtime-wasi's.
+const KNOWN_C_DIFFERENCES: &[&str] = &[];
+
 /// What a run left: its exit status, its stdout by label (in order) and its file tree.
 #[derive(Debug)]
 struct Run {
@@ -302,6 +305,40 @@ fn the_probe_sees_what_it_sees_under_wasmtime_wasi() {
         "the probe printed too little: {want:#?}"
     );
 
+    assert_same(&want, &got, KNOWN_DIFFERENCES);
+}
+
+/// The C probe (`wasiprobe-c`: stdio, POSIX calls, directories, links, times and the current
+/// directory through wasi-libc) prints, exits and leaves the same under both hosts.
+#[test]
+fn the_c_probe_sees_what_it_sees_under_wasmtime_wasi() {
+    let Some(probe) = wasimoff_wasi_apps::PROBE_C else {
+        eprintln!(
+            "skipping: wasiprobe-c was not built: {}",
+            wasimoff_wasi_apps::HELLO_C_SKIPPED.unwrap_or("unknown reason")
+        );
+        return;
+    };
+    let engine = Engine::default();
+    let module = Module::new(&engine, probe).unwrap();
+    let args = ["wasiprobe-c", "first arg"];
+    let want = reference(&engine, &module, &args);
+    let got = ours(&engine, &module, &args);
+    assert_eq!(
+        want.status,
+        Some(7),
+        "the C probe did not finish under wasmtime: {want:#?}"
+    );
+    assert!(
+        want.lines.len() > 80,
+        "the C probe printed too little: {want:#?}"
+    );
+    assert_same(&want, &got, KNOWN_C_DIFFERENCES);
+}
+
+/// Compares two runs line by label, then the exit status and the file tree; `known` lists the
+/// labels that may (and must) still differ.
+fn assert_same(want: &Run, got: &Run, known: &[&str]) {
     let want_by_label: BTreeMap<&str, &str> = want
         .lines
         .iter()
@@ -333,17 +370,11 @@ fn the_probe_sees_what_it_sees_under_wasmtime_wasi() {
         "{} labels compared; differences:\n{report}",
         want_by_label.len()
     );
-    let unexpected: Vec<&&str> = differing
-        .iter()
-        .filter(|l| !KNOWN_DIFFERENCES.contains(l))
-        .collect();
-    let fixed: Vec<&&str> = KNOWN_DIFFERENCES
-        .iter()
-        .filter(|l| !differing.contains(l))
-        .collect();
+    let unexpected: Vec<&&str> = differing.iter().filter(|l| !known.contains(l)).collect();
+    let fixed: Vec<&&str> = known.iter().filter(|l| !differing.contains(l)).collect();
     assert!(
         unexpected.is_empty() && fixed.is_empty(),
-        "new differences: {unexpected:#?}\nfixed (remove from KNOWN_DIFFERENCES): {fixed:#?}\n{report}\nstderr under wasimoff-wasi: {}",
+        "new differences: {unexpected:#?}\nfixed (remove from known): {fixed:#?}\n{report}\nstderr under wasimoff-wasi: {}",
         got.stderr
     );
     assert_eq!(

@@ -17,7 +17,7 @@ use crate::tools::{root, target_dir};
 
 /// Builds all guests into `out_dir` (default: `target/wasi-apps` of the workspace) as
 /// `<name>.wasm`, each with a `<name>.wasm.sha256`, plus a `SHA256SUMS` for all of them
-/// (`sha256sum -c SHA256SUMS` checks them). The C guest `hello-c` is skipped with a note when
+/// (`sha256sum -c SHA256SUMS` checks them). The C guests are skipped with a note when
 /// no suitable clang is found. Prints the files on stdout and returns their paths.
 pub(crate) fn build_guests(out_dir: Option<&Path>) -> Result<Vec<PathBuf>> {
     let guests_dir = root().join("wasi-apps").join("guests");
@@ -49,18 +49,22 @@ pub(crate) fn build_guests(out_dir: Option<&Path>) -> Result<Vec<PathBuf>> {
         modules.push(((*name).to_owned(), bytes));
     }
 
-    let c_dest = out_dir.join(format!("{}.wasm", shared::C_GUEST));
-    match shared::compile_c(&guests_dir.join(shared::C_SOURCE), &c_dest) {
+    match shared::compile_c_guests(&guests_dir, &out_dir) {
         Ok(()) => {
-            let bytes =
-                std::fs::read(&c_dest).with_context(|| format!("reading {}", c_dest.display()))?;
-            modules.push((shared::C_GUEST.to_owned(), bytes));
+            for (name, _) in shared::C_GUESTS {
+                let dest = out_dir.join(format!("{name}.wasm"));
+                let bytes =
+                    std::fs::read(&dest).with_context(|| format!("reading {}", dest.display()))?;
+                modules.push(((*name).to_owned(), bytes));
+            }
         }
         Err(reason) => {
-            eprintln!("note: skipping the C guest {}: {reason}", shared::C_GUEST);
-            // Do not leave an old build of it next to the fresh ones.
-            let _ = std::fs::remove_file(&c_dest);
-            let _ = std::fs::remove_file(out_dir.join(format!("{}.wasm.sha256", shared::C_GUEST)));
+            eprintln!("note: skipping the C guests: {reason}");
+            // Do not leave an old build of them next to the fresh ones.
+            for (name, _) in shared::C_GUESTS {
+                let _ = std::fs::remove_file(out_dir.join(format!("{name}.wasm")));
+                let _ = std::fs::remove_file(out_dir.join(format!("{name}.wasm.sha256")));
+            }
         }
     }
 
