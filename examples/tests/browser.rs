@@ -1,7 +1,8 @@
 //! The browser provider end to end, in headless Chromium driven through chromedriver: the broker
 //! serves the volunteer page, one click makes the page a provider with 2 workers, a client
 //! submits 200 tasks (hello with args and stdin, tsp, rootfs + artifacts, envs) and checks every
-//! result; a task cancelled mid-run frees its worker; a reload reconnects and work continues.
+//! result; `wasiprobe` (every WASI call) prints exactly what it prints under wasmtime-wasi; a
+//! task cancelled mid-run frees its worker; a reload reconnects and work continues.
 //!
 //! The same package as a provider in Node.js (`examples/node-provider/provider.mjs`, workers on
 //! `node:worker_threads`): it joins with 2 workers, runs a mixed batch, a cancelled task frees
@@ -315,6 +316,37 @@ async fn browser_provider_end_to_end() {
     let status = chrome.page_status().await;
     assert!(number(&status, "tasksFinished") >= 200, "{status}");
     assert_eq!(number(&status, "tasksFailed"), 0, "{status}");
+
+    // wasiprobe through the page: every WASI call answers as it does under wasmtime-wasi.
+    client
+        .upload(wasimoff_wasi_apps::PROBE.to_vec(), Some("wasiprobe.wasm"))
+        .await
+        .unwrap();
+    let empty = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()))
+        .finish()
+        .unwrap()
+        .into_inner();
+    let empty = client.upload(empty, None).await.unwrap().to_string();
+    let probe = client
+        .run(
+            Task::wasip1("wasiprobe.wasm")
+                .argv0("wasiprobe")
+                .args(["first arg", "ünïcode"])
+                .rootfs(empty.as_str()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        probe.status,
+        7,
+        "{}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&probe.stdout),
+        wasimoff_wasi_apps::PROBE_EXPECTED,
+        "wasiprobe on the page differs from wasmtime-wasi"
+    );
 
     if let Some(path) = std::env::var_os("WASIMOFF_SCREENSHOT") {
         // A screenshot while the page works: a batch of short sleeps keeps both workers busy.
