@@ -275,6 +275,9 @@ async fn main() -> anyhow::Result<()> {
         },
     };
     log_configuration(&config);
+    // Before the broker says it is ready: a SIGTERM right after "ready" must stop it
+    // gracefully, not kill it (the default action until a handler is installed).
+    let mut stop = wasimoff_core::platform::StopSignal::install()?;
     let handle = Broker::builder()
         .config(config)
         .build()
@@ -282,7 +285,7 @@ async fn main() -> anyhow::Result<()> {
         .spawn()
         .await?;
     tracing::info!("broker ready on {}", handle.url());
-    wasimoff_core::platform::stop_signal().await?;
+    stop.recv().await;
     tracing::info!("shutting down");
     handle.shutdown().await;
     Ok(())

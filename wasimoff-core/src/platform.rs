@@ -68,21 +68,54 @@ where
     work()
 }
 
-/// Waits for Ctrl-C, or SIGTERM (what docker, systemd and Kubernetes send to stop a service):
-/// the signal the native binaries shut down gracefully on.
+/// Ctrl-C (SIGINT) and SIGTERM (what docker, systemd and Kubernetes send to stop a service):
+/// the signals the native binaries shut down gracefully on.
+///
+/// The handlers are installed by [`StopSignal::install`], not when [`StopSignal::recv`] is
+/// first polled: install before announcing readiness, or a signal sent right after the
+/// announcement still kills the process at once (the default action) instead of stopping it
+/// gracefully.
 #[cfg(all(feature = "native", not(target_arch = "wasm32")))]
-pub async fn stop_signal() -> std::io::Result<()> {
+#[derive(Debug)]
+pub struct StopSignal {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate())?;
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+#[cfg(all(feature = "native", not(target_arch = "wasm32")))]
+impl StopSignal {
+    /// Installs the handlers; from now on SIGINT and SIGTERM no longer end the process.
+    /// Must be called within a tokio runtime.
+    pub fn install() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    /// Waits for the next SIGINT or SIGTERM (signals that arrived since [`install`] or the
+    /// last call count).
+    ///
+    /// [`install`]: StopSignal::install
+    pub async fn recv(&mut self) {
+        #[cfg(unix)]
         tokio::select! {
-            signal = tokio::signal::ctrl_c() => signal,
-            _ = term.recv() => Ok(()),
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+        #[cfg(not(unix))]
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
         }
     }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await
 }
 
 /// Waits for `duration` (tokio's timer natively, so `tokio::time::pause` works in tests).

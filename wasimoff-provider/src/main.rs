@@ -150,6 +150,9 @@ fn config_error(message: String) -> Failure {
 }
 
 async fn run(args: Args) -> Result<(), Failure> {
+    // First of all: a SIGTERM sent while the provider starts must drain it, not kill it.
+    let mut stop = wasimoff_core::platform::StopSignal::install()
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let wasmtime = WasmtimeConfig {
         workers: args.workers.unwrap_or(0),
         cache_dir: args.cache_dir.as_ref().map(|d| d.join("compiled")),
@@ -199,12 +202,12 @@ async fn run(args: Args) -> Result<(), Failure> {
     let mut running = tokio::spawn(async move { runner.run().await });
     tokio::select! {
         result = &mut running => return finished(result),
-        signal = wasimoff_core::platform::stop_signal() => signal.map_err(|e| e.to_string())?,
+        () = stop.recv() => {}
     }
     tracing::info!("shutting down (Ctrl-C or SIGTERM again to exit at once)");
     tokio::select! {
         () = provider.shutdown_default() => {}
-        _ = wasimoff_core::platform::stop_signal() => {
+        () = stop.recv() => {
             return Err(String::from("interrupted during shutdown").into());
         }
     }

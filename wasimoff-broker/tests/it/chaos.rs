@@ -780,6 +780,21 @@ async fn chaos(base: &str) {
 #[tokio::test]
 async fn sigterm_answers_waiting_clients_and_exits_cleanly() {
     let mut broker = BrokerChild::start(&["--provider-wait".into(), "600".into()]);
+    // Once the broker says it is ready, it catches both signals: a SIGTERM sent at once must
+    // stop it gracefully, not kill it with the default action.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", broker.child.id())).unwrap();
+    let caught = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .map(|mask| u64::from_str_radix(mask.trim(), 16).unwrap())
+        .unwrap();
+    for (name, number) in [("SIGINT", 2), ("SIGTERM", 15)] {
+        assert_ne!(
+            caught & (1 << (number - 1)),
+            0,
+            "{name} not caught when ready"
+        );
+    }
     let base = broker.url.clone();
     let upload = reqwest::Client::new()
         .post(format!("{base}/api/storage/upload?name=empty.wasm"))
