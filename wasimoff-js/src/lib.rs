@@ -7,11 +7,6 @@
 //!
 //! The worker entry (`workerMain`) comes with [`wasimoff_web`]; the package exports it.
 
-/// Memory caps (from `wasimoff-web`), re-exported under its old path.
-pub use wasimoff_web::memcap;
-/// The WASI preview 1 host (the `wasimoff-wasi` crate), re-exported under its old path.
-pub use wasimoff_web::wasi;
-
 #[cfg(target_arch = "wasm32")]
 pub mod api;
 #[cfg(target_arch = "wasm32")]

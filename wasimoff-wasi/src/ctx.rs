@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::abi::{self, Errno, errno, filetype, oflags, rights, size};
-use crate::fs::{Fs, Ino, Node, ROOT};
+use crate::fs::{Fs, Ino, Node, ROOT, SetTime};
 
 /// The guest's linear memory as seen from one system call.
 pub trait Memory {
@@ -199,18 +199,6 @@ impl WasiCtx {
         }
         let name = abi::FUNCTIONS.get(func).copied().unwrap_or("");
         let u = |i: usize| a.get(i).copied().unwrap_or(0) as u32;
-        // The clock is read only for calls that may stamp a node (in browsers a read crosses
-        // into JS): not for writes to stdout, the hot call of most guests.
-        let stamps = match name {
-            "fd_write" | "fd_pwrite" => matches!(self.fds.get(&u(0)), Some(Fd::File { .. })),
-            "fd_filestat_set_size" | "fd_filestat_set_times" | "path_open" => true,
-            _ => {
-                name.starts_with("path_") && !matches!(name, "path_filestat_get" | "path_readlink")
-            }
-        };
-        if stamps {
-            self.fs.now = platform.realtime_ns();
-        }
         let w = |i: usize| a.get(i).copied().unwrap_or(0) as u64;
         let r = match name {
             "args_get" => flat(self.strings_get(mem, false, u(0), u(1))),
@@ -299,6 +287,7 @@ impl WasiCtx {
             "random_get" => flat(random_get(platform, mem, u(0), u(1))),
             _ => errno::NOSYS,
         };
+        self.fs.settle(|| platform.realtime_ns());
         Ok(i32::from(r))
     }
 
@@ -474,7 +463,7 @@ impl WasiCtx {
         atim: u64,
         mtim: u64,
         fst_flags: u16,
-    ) -> Result<(Option<u64>, Option<u64>), Errno> {
+    ) -> Result<(Option<SetTime>, Option<SetTime>), Errno> {
         use abi::fstflags::{ATIM, ATIM_NOW, MTIM, MTIM_NOW};
         if fst_flags & (ATIM | ATIM_NOW) == ATIM | ATIM_NOW
             || fst_flags & (MTIM | MTIM_NOW) == MTIM | MTIM_NOW
@@ -483,9 +472,9 @@ impl WasiCtx {
         }
         let pick = |set: u16, now: u16, value: u64| {
             if fst_flags & set != 0 {
-                Some(value)
+                Some(SetTime::At(value))
             } else if fst_flags & now != 0 {
-                Some(self.fs.now)
+                Some(SetTime::Now)
             } else {
                 None
             }

@@ -62,9 +62,27 @@ pub struct Fs {
     times: Vec<[u64; 3]>,
     /// Each file's and symbolic link's number of directory entries (hard links).
     links: Vec<u64>,
-    /// The current time (ns since the epoch) for the timestamps of what changes; the system
-    /// calls set it before each call.
-    pub now: u64,
+    /// Times to set to "now" (bits [`ATIME`], [`MTIME`], [`CTIME`] per node) once the current
+    /// call ends: [`Fs::settle`] reads the clock then, and only if anything changed (in
+    /// browsers a clock read crosses into JS; most calls, writes to stdout above all, change
+    /// nothing).
+    pending: Vec<(Ino, u8)>,
+}
+
+/// The access time, in [`Fs`]'s pending stamps.
+const ATIME: u8 = 1;
+/// The modification time, in [`Fs`]'s pending stamps.
+const MTIME: u8 = 2;
+/// The status-change time, in [`Fs`]'s pending stamps.
+const CTIME: u8 = 4;
+
+/// A time to set on a node: a given one, or the time of the change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetTime {
+    /// This many nanoseconds since the epoch.
+    At(u64),
+    /// The time the change is settled ([`Fs::settle`]).
+    Now,
 }
 
 impl Default for Fs {
@@ -101,7 +119,7 @@ impl Fs {
             }],
             times: vec![[0; 3]],
             links: vec![1],
-            now: 0,
+            pending: Vec::new(),
         }
     }
 
@@ -121,24 +139,39 @@ impl Fs {
     }
 
     /// Sets the access and/or modification time of `ino` (the status-change time becomes now).
-    pub fn set_times(&mut self, ino: Ino, atim: Option<u64>, mtim: Option<u64>) {
-        let now = self.now;
-        let times = &mut self.times[ino];
-        if let Some(atim) = atim {
-            times[0] = atim;
+    pub fn set_times(&mut self, ino: Ino, atim: Option<SetTime>, mtim: Option<SetTime>) {
+        let mut now = CTIME;
+        for (time, index, bit) in [(atim, 0, ATIME), (mtim, 1, MTIME)] {
+            match time {
+                Some(SetTime::At(value)) => self.times[ino][index] = value,
+                Some(SetTime::Now) => now |= bit,
+                None => {}
+            }
         }
-        if let Some(mtim) = mtim {
-            times[1] = mtim;
-        }
-        times[2] = now;
+        self.pending.push((ino, now));
     }
 
     /// Marks `ino` modified now (its contents or entries changed).
     pub fn touch(&mut self, ino: Ino) {
-        let now = self.now;
-        let times = &mut self.times[ino];
-        times[1] = now;
-        times[2] = now;
+        self.pending.push((ino, MTIME | CTIME));
+    }
+
+    /// Gives every time changed since the last call the current time, read from `clock` only
+    /// if there is any. The system calls settle after each call; whoever changes the tree
+    /// directly (unpacking a rootfs) settles before the guest looks.
+    pub fn settle(&mut self, clock: impl FnOnce() -> u64) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let now = clock();
+        for (ino, bits) in self.pending.drain(..) {
+            let times = &mut self.times[ino];
+            for (index, bit) in [(0, ATIME), (1, MTIME), (2, CTIME)] {
+                if bits & bit != 0 {
+                    times[index] = now;
+                }
+            }
+        }
     }
 
     /// Whether `ino` is a directory.
@@ -306,9 +339,11 @@ impl Fs {
 
     fn push(&mut self, node: Node) -> Ino {
         self.nodes.push(node);
-        self.times.push([self.now; 3]);
+        self.times.push([0; 3]);
         self.links.push(1);
-        self.nodes.len() - 1
+        let ino = self.nodes.len() - 1;
+        self.pending.push((ino, ATIME | MTIME | CTIME));
+        ino
     }
 
     /// Creates the symbolic link `name` in `dir` to `target` (which must be relative:
@@ -339,7 +374,7 @@ impl Fs {
         }
         self.entries_mut(dir)?.insert(name.to_owned(), ino);
         self.links[ino] += 1;
-        self.times[ino][2] = self.now;
+        self.pending.push((ino, CTIME));
         self.touch(dir);
         Ok(())
     }

@@ -10,10 +10,13 @@ use crate::fs::Fs;
 #[derive(Default)]
 struct FakeClock {
     now: Cell<u64>,
+    /// How often the wall clock was read.
+    reads: Cell<u32>,
 }
 
 impl Platform for FakeClock {
     fn realtime_ns(&self) -> u64 {
+        self.reads.set(self.reads.get() + 1);
         1_700_000_000_000_000_000 + self.now.get()
     }
     fn monotonic_ns(&self) -> u64 {
@@ -263,4 +266,52 @@ fn clocks_random_poll_and_exit() {
     assert_eq!(g.call("proc_exit", &[3]), Err(Stop::Exit(3)));
     assert_eq!(g.ctx.exit_status, Some(3));
     assert_eq!(g.call("fd_write", &[1, 100, 1, 200]), Ok(0));
+}
+
+/// Times are those of the call that changed them; calls that change nothing do not read the
+/// clock (in browsers a read crosses into JS), writes to stdout above all.
+#[test]
+fn timestamps_come_from_the_clock_only_when_something_changes() {
+    let mut g = Guest::new(&["a"], b"", 100);
+    let epoch = 1_700_000_000_000_000_000_u64;
+    let times = |g: &mut Guest, fd: u32| {
+        g.ok("fd_filestat_get", &[i64::from(fd), 500]);
+        (g.u64_at(540), g.u64_at(548), g.u64_at(556))
+    };
+    g.put(300, b"hello\n");
+    g.iovec(300, 6);
+    g.ok("fd_write", &[1, 100, 1, 200]);
+    assert_eq!(g.clock.reads.get(), 0, "a write to stdout read the clock");
+
+    g.clock.now.set(10);
+    let rw = rights::FD_READ | rights::FD_WRITE | rights::FD_FILESTAT_SET_TIMES;
+    let fd = g.open("f", oflags::CREAT, rw, 0).unwrap();
+    assert_eq!(g.clock.reads.get(), 1, "one read for the whole call");
+    assert_eq!(times(&mut g, fd), (epoch + 10, epoch + 10, epoch + 10));
+    assert_eq!(g.clock.reads.get(), 1, "reading times changed them");
+
+    g.clock.now.set(20);
+    g.iovec(300, 6);
+    g.ok("fd_write", &[i64::from(fd), 100, 1, 200]);
+    assert_eq!(times(&mut g, fd), (epoch + 10, epoch + 20, epoch + 20));
+
+    // A given access time and "now" for the modification time.
+    g.clock.now.set(30);
+    let flags = abi::fstflags::ATIM | abi::fstflags::MTIM_NOW;
+    g.ok(
+        "fd_filestat_set_times",
+        &[i64::from(fd), 5, 999, i64::from(flags)],
+    );
+    assert_eq!(times(&mut g, fd), (5, epoch + 30, epoch + 30));
+    // Neither: only the status-change time moves.
+    g.clock.now.set(40);
+    g.ok("fd_filestat_set_times", &[i64::from(fd), 0, 0, 0]);
+    assert_eq!(times(&mut g, fd), (5, epoch + 30, epoch + 40));
+    let reads = g.clock.reads.get();
+    g.ok("fd_write", &[2, 100, 1, 200]);
+    assert_eq!(
+        g.clock.reads.get(),
+        reads,
+        "a write to stderr read the clock"
+    );
 }

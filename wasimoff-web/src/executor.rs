@@ -68,11 +68,11 @@ impl BrowserExecutor {
     /// The task's file system: its rootfs unpacked, stamped with the current time.
     fn task_fs(&self, task: &ExecTask) -> Result<Fs, ExecError> {
         let mut fs = Fs::new();
-        fs.now = self.platform.realtime_ns();
         if let Some(rootfs) = &task.rootfs {
             fs.unpack_zip(&rootfs.bytes, self.config.rootfs)
                 .map_err(ExecError::InvalidRootfs)?;
         }
+        fs.settle(|| self.platform.realtime_ns());
         Ok(fs)
     }
 
