@@ -34,6 +34,7 @@ use std::{
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Parser;
+use wait_timeout::ChildExt as _;
 
 use crate::tools::{self, Step, root, target_dir};
 
@@ -748,17 +749,14 @@ impl Session {
         };
         let out = read(stdout.map(|s| Box::new(s) as Box<dyn std::io::Read + Send>));
         let err = read(stderr.map(|s| Box::new(s) as Box<dyn std::io::Read + Send>));
-        let deadline = Instant::now() + COMMAND_TIMEOUT;
-        let status = loop {
-            if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-                break Some(status);
-            }
-            if Instant::now() > deadline {
+        let status = match child.wait_timeout(COMMAND_TIMEOUT) {
+            Ok(Some(status)) => Some(status),
+            Ok(None) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                break None;
+                None
             }
-            std::thread::sleep(Duration::from_millis(20));
+            Err(e) => return Err(e.to_string()),
         };
         let tail = |bytes: Vec<u8>| {
             let text = String::from_utf8_lossy(&bytes).into_owned();
