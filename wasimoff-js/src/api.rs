@@ -776,5 +776,20 @@ fn pool_stats(pool: &WorkerPool) -> JsValue {
     set(&object, "answered", stats.answered as f64);
     set(&object, "workerMs", stats.worker_ms);
     set(&object, "roundTripMs", stats.round_trip_ms);
+    let parts = Object::new();
+    let p = &stats.parts;
+    for (key, value) in [
+        ("postMs", p.post_ms),
+        ("toWorkerMs", p.to_worker_ms),
+        ("decodeMs", p.decode_ms),
+        ("instantiateMs", p.instantiate_ms),
+        ("runMs", p.run_ms),
+        ("collectMs", p.collect_ms),
+        ("toPageMs", p.to_page_ms),
+        ("answerMs", p.answer_ms),
+    ] {
+        set(&parts, key, value);
+    }
+    set(&object, "parts", parts);
     object.into()
 }

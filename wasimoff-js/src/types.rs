@@ -160,6 +160,28 @@ export interface PoolStats {
     answered: number;
     workerMs: number;
     roundTripMs: number;
+    /** Milliseconds in each part of a task's trip through the pool, summed over `answered`. */
+    parts: TaskParts;
+}
+
+/** Where the pool's tasks spent their time (ms, summed over the answered tasks). */
+export interface TaskParts {
+    /** The page encodes the task and posts it to a worker. */
+    postMs: number;
+    /** From the post to the worker's message handler. */
+    toWorkerMs: number;
+    /** The worker decodes the task. */
+    decodeMs: number;
+    /** `new WebAssembly.Instance`. */
+    instantiateMs: number;
+    /** The guest runs (`_start`). */
+    runMs: number;
+    /** The rest of the worker's time (file system, context, the answer). */
+    collectMs: number;
+    /** From the worker's post to the pool seeing the answer. */
+    toPageMs: number;
+    /** The page decodes the answer. */
+    answerMs: number;
 }
 
 /** Options of `new Client`. */

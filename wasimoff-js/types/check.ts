@@ -55,6 +55,7 @@ export async function provide(brokerUrl: string): Promise<void> {
   const status: ProviderStatus = p.status();
   const stats: PoolStats = p.poolStats();
   console.log(status.tasksFinished, status.state, stats.killed, p.workers);
+  console.log(stats.parts.instantiateMs / stats.answered, stats.parts.toWorkerMs);
   p.setWorkers(4);
   offs.forEach((off) => off());
   await p.disconnect();

@@ -7,7 +7,7 @@
 //! planned worker pool terminates its worker). Cancellation is honoured before a task starts.
 //! Memory limits and fuel are not enforced (see docs/browser.md).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ use wasimoff_core::executor::{
 };
 use wasimoff_core::store::Ref;
 
-use crate::host::{self, BrowserPlatform, OutputMirror, RunEnd};
+use crate::host::{self, BrowserPlatform, OutputMirror, RunEnd, RunTimes};
 use wasimoff_wasi::ctx::{Platform, WasiCtx};
 use wasimoff_wasi::fs::{ArtifactError, Fs, RootfsLimits};
 
@@ -62,6 +62,7 @@ pub struct BrowserExecutor {
     config: BrowserConfig,
     platform: Rc<BrowserPlatform>,
     modules: RefCell<Vec<(ModuleKey, WebAssembly::Module)>>,
+    last_run: Cell<RunTimes>,
 }
 
 impl BrowserExecutor {
@@ -82,12 +83,18 @@ impl BrowserExecutor {
             config,
             platform: Rc::new(BrowserPlatform::new().map_err(ExecError::Host)?),
             modules: RefCell::new(Vec::new()),
+            last_run: Cell::new(RunTimes::default()),
         })
     }
 
     /// Whether `poll_oneoff` sleeps block in `Atomics.wait` (else they busy-wait).
     pub fn blocks_with_atomics(&self) -> bool {
         self.platform.blocks_with_atomics()
+    }
+
+    /// Where the time of the last guest run went (zeros before the first).
+    pub fn last_run_times(&self) -> RunTimes {
+        self.last_run.get()
     }
 
     /// How many compiled modules are cached.
@@ -159,8 +166,10 @@ impl BrowserExecutor {
                 .saturating_add(u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX)),
         );
         let ctx = Rc::new(RefCell::new(ctx));
-        let (end, memory) =
+        self.last_run.set(RunTimes::default());
+        let (end, memory, times) =
             host::run(module, &ctx, &self.platform, mirror).map_err(ExecError::InvalidModule)?;
+        self.last_run.set(times);
         let ctx = ctx.borrow();
         let termination = match end {
             RunEnd::Returned => Termination::Exited(0),

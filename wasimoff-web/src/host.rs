@@ -133,6 +133,31 @@ pub enum RunEnd {
     Trapped(String),
 }
 
+/// Where a run's time went, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RunTimes {
+    /// `new WebAssembly.Instance` (memory, data segments, imports).
+    pub instantiate_ms: f64,
+    /// `_start`, system calls included.
+    pub run_ms: f64,
+}
+
+/// Milliseconds since the Unix epoch, with the sub-millisecond resolution of `performance`:
+/// comparable across the page and its workers (each has its own `performance.now()` origin).
+pub fn wall_ms() -> f64 {
+    thread_local! {
+        static PERFORMANCE: Option<web_sys::Performance> =
+            Reflect::get(&js_sys::global(), &JsValue::from_str("performance"))
+                .ok()
+                .filter(|p| !p.is_undefined())
+                .map(JsCast::unchecked_into);
+    }
+    PERFORMANCE.with(|performance| match performance {
+        Some(p) => p.time_origin() + p.now(),
+        None => js_sys::Date::now(),
+    })
+}
+
 type Dispatch = dyn FnMut(u32, Array) -> Result<i32, JsValue>;
 
 /// A copy of a running guest's stdout and stderr in a `SharedArrayBuffer`, kept current after
@@ -366,14 +391,14 @@ impl Drop for RunGuard {
 }
 
 /// Instantiates `module` with the WASI imports over `ctx` and runs `_start` to its end, on the
-/// current thread; returns how it ended and the size its memory reached, in bytes. `Err` means
-/// it could not be instantiated.
+/// current thread; returns how it ended, the size its memory reached (bytes) and where the
+/// time went. `Err` means it could not be instantiated.
 pub fn run(
     module: &WebAssembly::Module,
     ctx: &Rc<RefCell<WasiCtx>>,
     platform: &Rc<BrowserPlatform>,
     mirror: Option<OutputMirror>,
-) -> Result<(RunEnd, u64), String> {
+) -> Result<(RunEnd, u64, RunTimes), String> {
     let imports = imports()?;
     let busy = CURRENT.with(|current| {
         let mut current = current.borrow_mut();
@@ -393,7 +418,9 @@ pub fn run(
         return Err("another guest is running on this thread".into());
     }
     let _guard = RunGuard;
+    let started = platform.monotonic_ns();
     let instance = WebAssembly::Instance::new(module, &imports).map_err(|e| js_error_text(&e))?;
+    let instantiated = platform.monotonic_ns();
     let exports = instance.exports();
     let exported_memory = Reflect::get(&exports, &"memory".into())
         .ok()
@@ -409,6 +436,11 @@ pub fn run(
         .and_then(|f| f.dyn_into().ok())
         .ok_or("the module exports no `_start` function")?;
     let result = start.call0(&JsValue::UNDEFINED);
+    let ended = platform.monotonic_ns();
+    let times = RunTimes {
+        instantiate_ms: instantiated.saturating_sub(started) as f64 / 1e6,
+        run_ms: ended.saturating_sub(instantiated) as f64 / 1e6,
+    };
     let stop = CURRENT.with(|current| current.borrow().as_ref().and_then(|c| c.stop));
     let memory_size = exported_memory
         .buffer()
@@ -420,7 +452,7 @@ pub fn run(
         (Ok(_), None) => RunEnd::Returned,
         (Err(e), None) => RunEnd::Trapped(js_error_text(&e)),
     };
-    Ok((end, memory_size))
+    Ok((end, memory_size, times))
 }
 
 /// `String(error)`, e.g. `RuntimeError: unreachable`.

@@ -35,7 +35,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 
 use crate::executor::{self, cancelled};
-use crate::host::OutputMirror;
+use crate::host::{self, OutputMirror};
 use crate::jsmsg;
 
 /// Bytes of stdout and of stderr a worker's output mirror keeps for a guest terminated at its
@@ -216,6 +216,44 @@ pub struct PoolStats {
     pub round_trip_ms: f64,
     /// Tasks answered by a worker.
     pub answered: u64,
+    /// Where the time of the answered tasks went, summed over them.
+    pub parts: TaskParts,
+}
+
+/// Milliseconds spent in each part of a task's trip through the pool, summed over the
+/// answered tasks (divide by [`PoolStats::answered`] for the mean). The clocks of the page and
+/// of the workers are compared through `performance.timeOrigin`.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct TaskParts {
+    /// The page encodes the task and posts it to the worker.
+    pub post_ms: f64,
+    /// From the post to the worker's message handler (structured clone, the worker's queue).
+    pub to_worker_ms: f64,
+    /// The worker decodes the task.
+    pub decode_ms: f64,
+    /// `new WebAssembly.Instance`.
+    pub instantiate_ms: f64,
+    /// The guest runs (`_start`).
+    pub run_ms: f64,
+    /// The rest of the worker's time: the task's file system and context, the answer.
+    pub collect_ms: f64,
+    /// From the worker's post to the pool seeing the answer (the page's queue).
+    pub to_page_ms: f64,
+    /// The page decodes the answer.
+    pub answer_ms: f64,
+}
+
+impl TaskParts {
+    fn add(&mut self, other: &TaskParts) {
+        self.post_ms += other.post_ms;
+        self.to_worker_ms += other.to_worker_ms;
+        self.decode_ms += other.decode_ms;
+        self.instantiate_ms += other.instantiate_ms;
+        self.run_ms += other.run_ms;
+        self.collect_ms += other.collect_ms;
+        self.to_page_ms += other.to_page_ms;
+        self.answer_ms += other.answer_ms;
+    }
 }
 
 /// A started worker and the channel its messages arrive on.
@@ -257,6 +295,7 @@ struct Inner {
     worker_ms: Cell<f64>,
     round_trip_ms: Cell<f64>,
     answered: Cell<u64>,
+    parts: Cell<TaskParts>,
 }
 
 /// Runs tasks in a pool of dedicated workers. Cheap to clone; clones share the pool.
@@ -324,6 +363,7 @@ impl WorkerPool {
                 killed: Cell::new(0),
                 worker_ms: Cell::new(0.0),
                 round_trip_ms: Cell::new(0.0),
+                parts: Cell::new(TaskParts::default()),
                 answered: Cell::new(0),
             }),
         };
@@ -343,6 +383,7 @@ impl WorkerPool {
             killed: inner.killed.get(),
             worker_ms: inner.worker_ms.get(),
             round_trip_ms: inner.round_trip_ms.get(),
+            parts: inner.parts.get(),
             answered: inner.answered.get(),
         }
     }
@@ -587,9 +628,11 @@ impl Executor for WorkerPool {
                     ))
                 })
         };
+        let encoding = host::wall_ms();
         post(&worker, sent_module)?;
         let _executing = Executing::new(&self.inner);
         let posted = platform::Instant::now();
+        let posted_at = host::wall_ms();
         let kill_at = timeout.saturating_add(self.inner.config.kill_grace);
         loop {
             let reply = futures::select! {
@@ -620,9 +663,25 @@ impl Executor for WorkerPool {
                 Some("done" | "failed")
                     if jsmsg::get_f64(&reply, "seq").map(|s| s as u32) == Some(seq) =>
                 {
+                    let seen_at = host::wall_ms();
                     let result = jsmsg::decode_result(&reply, timeout);
-                    let spent = jsmsg::get_f64(&reply, "workerMs").unwrap_or(0.0);
+                    let number = |key| jsmsg::get_f64(&reply, key).unwrap_or(0.0);
+                    let spent = number("workerMs");
                     let inner = &self.inner;
+                    let (decode_ms, instantiate_ms, run_ms) =
+                        (number("decodeMs"), number("instantiateMs"), number("runMs"));
+                    let mut parts = inner.parts.get();
+                    parts.add(&TaskParts {
+                        post_ms: posted_at - encoding,
+                        to_worker_ms: (number("receivedAt") - posted_at).max(0.0),
+                        decode_ms,
+                        instantiate_ms,
+                        run_ms,
+                        collect_ms: (spent - decode_ms - instantiate_ms - run_ms).max(0.0),
+                        to_page_ms: (seen_at - number("sentAt")).max(0.0),
+                        answer_ms: host::wall_ms() - seen_at,
+                    });
+                    inner.parts.set(parts);
                     inner.worker_ms.set(inner.worker_ms.get() + spent);
                     inner
                         .round_trip_ms

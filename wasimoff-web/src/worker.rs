@@ -15,6 +15,7 @@ use wasm_bindgen::prelude::*;
 use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 
 use crate::executor::{BrowserConfig, BrowserExecutor};
+use crate::host::{self, RunTimes};
 use crate::jsmsg;
 
 thread_local! {
@@ -64,10 +65,14 @@ pub fn worker_main(port: Option<js_sys::Object>) -> Result<(), JsError> {
             return;
         }
         let (executor, scope) = (executor.clone(), reply_to.clone());
+        let received_at = host::wall_ms();
         wasm_bindgen_futures::spawn_local(async move {
             let started = wasimoff_core::platform::Instant::now();
+            let mut decode_ms = 0.0;
+            let mut times = RunTimes::default();
             let (message, transfer) = match jsmsg::decode_run(&data) {
                 Ok(run) => {
+                    decode_ms = started.elapsed().as_secs_f64() * 1e3;
                     let module = MODULES.with(|modules| {
                         let mut modules = modules.borrow_mut();
                         jsmsg::touch_module(&mut modules, run.module_id, || run.module.clone())
@@ -86,6 +91,7 @@ pub fn worker_main(port: Option<js_sys::Object>) -> Result<(), JsError> {
                                     run.mirror,
                                 )
                                 .await;
+                            times = executor.last_run_times();
                             jsmsg::encode_result(run.seq, &result)
                         }
                         None => jsmsg::missing_module(run.seq),
@@ -96,13 +102,14 @@ pub fn worker_main(port: Option<js_sys::Object>) -> Result<(), JsError> {
                     jsmsg::encode_result(seq, &Err(wasimoff_core::executor::ExecError::Host(text)))
                 }
             };
-            // How long the worker spent on the task, for diagnostics (the page's figure adds
+            // Where the worker's time went, for the pool's breakdown (the page's figure adds
             // the message round trip).
-            jsmsg::set(
-                &message,
-                "workerMs",
-                started.elapsed().as_secs_f64() * 1000.0,
-            );
+            jsmsg::set(&message, "workerMs", started.elapsed().as_secs_f64() * 1e3);
+            jsmsg::set(&message, "decodeMs", decode_ms);
+            jsmsg::set(&message, "instantiateMs", times.instantiate_ms);
+            jsmsg::set(&message, "runMs", times.run_ms);
+            jsmsg::set(&message, "receivedAt", received_at);
+            jsmsg::set(&message, "sentAt", host::wall_ms());
             if let Err(e) = scope.post_message_with_transfer(&message, &transfer) {
                 web_sys::console::error_2(&"wasimoff worker: cannot post a result".into(), &e);
             }

@@ -117,3 +117,33 @@ async fn pool_size_bounds_and_resizes() {
     }
     assert!(pool.stats().spawned >= 3);
 }
+
+/// The pool's breakdown puts a task's time where it went: a guest asleep for 100 ms is counted
+/// in its run, not in instantiating it or in the messages, and every part is a real duration.
+#[wasm_bindgen_test]
+async fn parts_say_where_the_time_went() {
+    let pool = pool(1);
+    let task = conformance::task(wasimoff_wasi_apps::SLEEP, &["sleep.wasm", "100"]);
+    let output = pool.execute(task, CancellationToken::new()).await.unwrap();
+    assert_eq!(output.termination, Termination::Exited(0));
+    let stats = pool.stats();
+    assert_eq!(stats.answered, 1);
+    let p = stats.parts;
+    assert!(p.run_ms >= 95.0, "{p:?}");
+    assert!(p.instantiate_ms < 50.0, "{p:?}");
+    for part in [
+        p.post_ms,
+        p.to_worker_ms,
+        p.decode_ms,
+        p.instantiate_ms,
+        p.collect_ms,
+        p.to_page_ms,
+        p.answer_ms,
+    ] {
+        assert!(part.is_finite() && part >= 0.0, "{p:?}");
+    }
+    // The worker's parts add up to the time it reports.
+    let worker = p.decode_ms + p.instantiate_ms + p.run_ms + p.collect_ms;
+    assert!((worker - stats.worker_ms).abs() < 1.0, "{p:?} vs {}", stats.worker_ms);
+    assert!(stats.round_trip_ms >= worker, "{stats:?}");
+}
