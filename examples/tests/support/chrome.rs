@@ -83,6 +83,12 @@ impl Chrome {
         })
     }
 
+    /// chromedriver's process id (Chromium's processes are its children).
+    #[allow(dead_code, reason = "the benchmark's, not the tests'")]
+    pub(crate) fn driver_pid(&self) -> Option<u32> {
+        self._driver.id()
+    }
+
     /// The volunteer page's provider status (`window.wasimoff.status()`), `null` if none.
     pub(crate) async fn page_status(&self) -> Value {
         self.webdriver
