@@ -96,19 +96,94 @@ fn sample_cpu(browser: Option<u32>) -> cpu::Sample {
     sample
 }
 
-/// Measures whatever provider is connected; `browser`: chromedriver's pid when it is the page.
-async fn measure(client: &Client, sizes: &Sizes, browser: Option<u32>) -> Measured {
+/// Measures whatever provider is connected; `page`: the browser when it is the page, and
+/// whether to profile its main thread during the hello batch.
+async fn measure(client: &Client, sizes: &Sizes, page: Option<(&Chrome, bool)>) -> Measured {
     // Warm-up: compiles both modules and fetches them into the provider's cache.
     batch(client, hellos(50)).await;
     batch(client, tsps(2)).await;
+    let browser = page.and_then(|(chrome, _)| chrome.driver_pid());
+    let profiling = page
+        .filter(|(_, profile)| *profile)
+        .map(|(chrome, _)| chrome);
+    if let Some(chrome) = profiling {
+        start_profile(chrome).await;
+    }
     let before = sample_cpu(browser);
     let hello = batch(client, hellos(sizes.hello)).await;
     let after = sample_cpu(browser);
+    if let Some(chrome) = profiling {
+        print_profile(chrome).await;
+    }
     let tsp = batch(client, tsps(sizes.tsp)).await;
     Measured {
         hello: sizes.hello as f64 / hello.as_secs_f64(),
         tsp: tsp.as_secs_f64() / sizes.tsp as f64,
         cpu: cpu::report(&before, &after, sizes.hello as f64, 0.01),
+    }
+}
+
+async fn cdp(chrome: &Chrome, cmd: &'static str, params: serde_json::Value) -> serde_json::Value {
+    chrome
+        .webdriver
+        .issue_cmd(chrome::Cdp { cmd, params })
+        .await
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"))
+}
+
+/// Starts V8's sampling profiler on the page's main thread (DevTools protocol), one sample
+/// every 200 µs.
+async fn start_profile(chrome: &Chrome) {
+    cdp(chrome, "Profiler.enable", serde_json::json!({})).await;
+    cdp(
+        chrome,
+        "Profiler.setSamplingInterval",
+        serde_json::json!({ "interval": 200 }),
+    )
+    .await;
+    cdp(chrome, "Profiler.start", serde_json::json!({})).await;
+}
+
+/// Stops the profiler and prints where the page's main thread spent its samples, by function
+/// (self time), busiest first.
+async fn print_profile(chrome: &Chrome) {
+    let result = cdp(chrome, "Profiler.stop", serde_json::json!({})).await;
+    let nodes = result
+        .pointer("/profile/nodes")
+        .and_then(serde_json::Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut by_function: std::collections::HashMap<String, u64> = Default::default();
+    let mut total = 0;
+    for node in &nodes {
+        let hits = node
+            .get("hitCount")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0);
+        let frame = &node["callFrame"];
+        let name = frame["functionName"].as_str().unwrap_or_default();
+        let url = frame["url"].as_str().unwrap_or_default();
+        let file = url.rsplit('/').next().unwrap_or(url);
+        let key = match (name, file) {
+            ("", "") => "(anonymous)".to_owned(),
+            (name, "") => name.to_owned(),
+            ("", file) => format!("(anonymous) {file}"),
+            (name, file) => format!("{name} {file}"),
+        };
+        *by_function.entry(key).or_default() += hits;
+        total += hits;
+    }
+    let mut rows: Vec<_> = by_function.into_iter().collect();
+    rows.sort_by_key(|row| std::cmp::Reverse(row.1));
+    println!("\nThe page's main thread during the hello batch ({total} samples), by self time:\n");
+    println!("| function | share |");
+    println!("|---|---|");
+    for (name, hits) in rows.iter().take(30) {
+        let name = name.replace('|', "\\|");
+        println!(
+            "| {name} | {:.1} % |",
+            *hits as f64 * 100.0 / total.max(1) as f64
+        );
     }
 }
 
@@ -193,7 +268,8 @@ async fn providers(client: &Client) -> (i64, i64) {
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
-    // `--hello N` and `--tsp N` change the sizes (more tsp tasks: less noise in its figure).
+    // `--hello N` and `--tsp N` change the sizes (more tsp tasks: less noise in its figure);
+    // `--profile` profiles the page's main thread during the hello batch.
     let size = |flag: &str, default: usize| {
         args.iter()
             .position(|a| a == flag)
@@ -254,6 +330,7 @@ async fn main() {
     })
     .await;
     let native_run = measure(&client, &sizes, None).await;
+    let profile = args.iter().any(|a| a == "--profile");
     let (native_hello, native_tsp) = (native_run.hello, native_run.tsp);
     native.shutdown(Duration::from_secs(5)).await;
     running.await.unwrap().unwrap();
@@ -281,7 +358,7 @@ async fn main() {
     })
     .await;
     let pool_before = pool_stats(&chrome).await;
-    let browser_run = measure(&client, &sizes, chrome.driver_pid()).await;
+    let browser_run = measure(&client, &sizes, Some((&chrome, profile))).await;
     let pool_after = pool_stats(&chrome).await;
     let (browser_hello, browser_tsp) = (browser_run.hello, browser_run.tsp);
     let page = chrome.page_status().await;

@@ -21,6 +21,33 @@ const CHROME_ARGS: &[&str] = &[
     "--window-size=1280,1500",
 ];
 
+/// A Chrome DevTools Protocol command through chromedriver (`goog/cdp/execute`), e.g.
+/// `Profiler.start`; the answer is the command's result.
+#[derive(Debug)]
+#[allow(dead_code, reason = "the benchmark's, not the tests'")]
+pub(crate) struct Cdp {
+    pub(crate) cmd: &'static str,
+    pub(crate) params: Value,
+}
+
+impl fantoccini::wd::WebDriverCompatibleCommand for Cdp {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!(
+            "session/{}/goog/cdp/execute",
+            session_id.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _url: &url::Url) -> (http::Method, Option<String>) {
+        let body = json!({ "cmd": self.cmd, "params": self.params });
+        (http::Method::POST, Some(body.to_string()))
+    }
+}
+
 /// How long any one condition may take before [`wait_for`] gives up.
 pub(crate) const PATIENCE: Duration = Duration::from_secs(120);
 
