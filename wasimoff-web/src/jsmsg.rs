@@ -54,13 +54,17 @@ pub(crate) fn touch_module<T>(
 }
 
 /// Sets `key` on `target` (objects made here are plain and extensible, so this cannot fail).
+/// Keys are [interned](wasm_bindgen::intern): each crosses into JS once per thread, not once
+/// per message.
 pub fn set(target: &Object, key: &str, value: impl Into<JsValue>) {
-    let _ = Reflect::set(target, &JsValue::from_str(key), &value.into());
+    let key = JsValue::from_str(wasm_bindgen::intern(key));
+    let _ = Reflect::set(target, &key, &value.into());
 }
 
-/// `target[key]`, `undefined` where missing.
+/// `target[key]`, `undefined` where missing (keys are interned, as in [`set`]).
 pub fn get(target: &JsValue, key: &str) -> JsValue {
-    Reflect::get(target, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
+    Reflect::get(target, &JsValue::from_str(wasm_bindgen::intern(key)))
+        .unwrap_or(JsValue::UNDEFINED)
 }
 
 pub fn get_string(target: &JsValue, key: &str) -> Option<String> {
@@ -130,7 +134,7 @@ pub(crate) fn encode_run(
     if let Some(mirror) = mirror {
         set(&message, "mirror", mirror.buffer().clone());
     }
-    set(&message, "kind", "run");
+    set(&message, "kind", wasm_bindgen::intern("run"));
     set(&message, "seq", seq);
     set(&message, "id", task.id.as_str());
     set(&message, "moduleId", module_id as f64);
@@ -215,7 +219,7 @@ pub(crate) fn encode_result(seq: u32, result: &Result<ExecOutput, ExecError>) ->
     set(&message, "seq", seq);
     match result {
         Ok(output) => {
-            set(&message, "kind", "done");
+            set(&message, "kind", wasm_bindgen::intern("done"));
             match &output.termination {
                 Termination::Exited(status) => {
                     set(&message, "end", "exited");
@@ -256,7 +260,7 @@ pub(crate) fn encode_result(seq: u32, result: &Result<ExecOutput, ExecError>) ->
             }
         }
         Err(error) => {
-            set(&message, "kind", "failed");
+            set(&message, "kind", wasm_bindgen::intern("failed"));
             let (name, text) = error_parts(error);
             set(&message, "error", name);
             set(&message, "message", text.as_str());
@@ -293,7 +297,7 @@ fn error_from_parts(name: Option<&str>, text: String) -> ExecError {
 /// The answer to a task whose module this worker no longer holds.
 pub(crate) fn missing_module(seq: u32) -> (Object, Array) {
     let message = Object::new();
-    set(&message, "kind", "failed");
+    set(&message, "kind", wasm_bindgen::intern("failed"));
     set(&message, "seq", seq);
     set(&message, "error", MISSING_MODULE);
     set(&message, "message", "the worker does not hold this module");

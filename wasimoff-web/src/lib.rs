@@ -12,6 +12,7 @@
 //!   cancel or a deadline. The workers import the final package's glue (`wasimoff.js` next to
 //!   the snippets by default: `pool::PoolConfig::glue_url`) and call its `workerMain`
 //!   export, which this crate defines.
+//! - `watchdog` (wasm32, internal): the pool's kill deadlines on one timer.
 //! - `store` (wasm32): `BrowserStore`, core's `Store` on OPFS (verified on read) or memory.
 //! - `connector` (wasm32): `WebSysConnector`, the provider runtime's broker connection.
 //! - `jsmsg` (wasm32): the messages between the pool and its workers, and small helpers to read
@@ -35,6 +36,8 @@ pub mod jsmsg;
 pub mod pool;
 #[cfg(target_arch = "wasm32")]
 pub mod store;
+#[cfg(target_arch = "wasm32")]
+mod watchdog;
 #[cfg(target_arch = "wasm32")]
 pub mod worker;
 

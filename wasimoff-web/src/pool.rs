@@ -37,6 +37,7 @@ use wasm_bindgen::prelude::*;
 use crate::executor::{self, cancelled};
 use crate::host::{self, OutputMirror};
 use crate::jsmsg;
+use crate::watchdog::Watchdog;
 
 /// Bytes of stdout and of stderr a worker's output mirror keeps for a guest terminated at its
 /// deadline.
@@ -296,6 +297,8 @@ struct Inner {
     round_trip_ms: Cell<f64>,
     answered: Cell<u64>,
     parts: Cell<TaskParts>,
+    /// The kill deadlines of running tasks, on one timer.
+    watchdog: Watchdog,
 }
 
 /// Runs tasks in a pool of dedicated workers. Cheap to clone; clones share the pool.
@@ -365,6 +368,7 @@ impl WorkerPool {
                 round_trip_ms: Cell::new(0.0),
                 parts: Cell::new(TaskParts::default()),
                 answered: Cell::new(0),
+                watchdog: Watchdog::default(),
             }),
         };
         pool.warm();
@@ -634,6 +638,7 @@ impl Executor for WorkerPool {
         let posted = platform::Instant::now();
         let posted_at = host::wall_ms();
         let kill_at = timeout.saturating_add(self.inner.config.kill_grace);
+        let mut kill = self.inner.watchdog.at(platform::Instant::now() + kill_at);
         loop {
             let reply = futures::select! {
                 reply = worker.messages.next() => reply,
@@ -641,7 +646,7 @@ impl Executor for WorkerPool {
                     self.killed(worker);
                     return Ok(cancelled());
                 }
-                () = platform::sleep(kill_at).fuse() => {
+                _ = (&mut kill.fired).fuse() => {
                     let output = timed_out(timeout, worker.mirror.as_ref());
                     self.killed(worker);
                     return Ok(output);

@@ -144,6 +144,10 @@ async fn parts_say_where_the_time_went() {
     }
     // The worker's parts add up to the time it reports.
     let worker = p.decode_ms + p.instantiate_ms + p.run_ms + p.collect_ms;
-    assert!((worker - stats.worker_ms).abs() < 1.0, "{p:?} vs {}", stats.worker_ms);
+    assert!(
+        (worker - stats.worker_ms).abs() < 1.0,
+        "{p:?} vs {}",
+        stats.worker_ms
+    );
     assert!(stats.round_trip_ms >= worker, "{stats:?}");
 }
