@@ -234,7 +234,10 @@ pub async fn compile(
         Some(cap) => crate::memcap::cap_memory(bytes, cap).map_err(ExecError::InvalidModule)?,
         None => std::borrow::Cow::Borrowed(bytes),
     };
-    let bytes = Uint8Array::from(&capped[..]);
+    // Each thread keeps one memory for the guests that import theirs (see `host::run`).
+    let imported = crate::memcap::import_memory(&capped).map_err(ExecError::InvalidModule)?;
+    let module_bytes = imported.as_deref().unwrap_or(&capped[..]);
+    let bytes = Uint8Array::from(module_bytes);
     let module: WebAssembly::Module =
         wasm_bindgen_futures::JsFuture::from(WebAssembly::compile(&bytes.into()))
             .await

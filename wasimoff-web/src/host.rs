@@ -11,6 +11,8 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 
 use wasimoff_wasi::abi::{self, Errno, errno};
+
+use crate::memcap;
 use wasimoff_wasi::ctx::{Memory, Platform, Stop, WasiCtx};
 
 /// The guest memory through a `Uint8Array` over its current buffer.
@@ -274,8 +276,9 @@ pub fn check_module(module: &WebAssembly::Module) -> Result<(), String> {
             .ok()
             .and_then(|v| v.as_string())
             .unwrap_or_default();
-        let known = abi::NAMESPACES.contains(&module_name.as_str())
-            && abi::FUNCTIONS.contains(&name.as_str());
+        let known = (abi::NAMESPACES.contains(&module_name.as_str())
+            && abi::FUNCTIONS.contains(&name.as_str()))
+            || (module_name.as_str(), name.as_str()) == memcap::MEMORY_IMPORT;
         if !known {
             return Err(format!("unknown import `{module_name}::{name}`"));
         }
@@ -299,6 +302,56 @@ thread_local! {
     /// function, each a trampoline into one dispatch closure (which lives as long as the
     /// thread). Building ~90 JS functions per task would cost more than a short task itself.
     static IMPORTS: RefCell<Option<Object>> = const { RefCell::new(None) };
+    /// The memory this thread hands to guests that import theirs ([`memcap::import_memory`]):
+    /// its limits in pages, and the memory, kept while no guest grew it.
+    static MEMORY: RefCell<Option<(u32, Option<u32>, WebAssembly::Memory)>> =
+        const { RefCell::new(None) };
+}
+
+/// The limits (pages) of the memory `module` imports, from its [`memcap::MEMORY_SECTION`];
+/// `None` for a module that defines its own memory.
+fn imported_memory(module: &WebAssembly::Module) -> Option<(u32, Option<u32>)> {
+    let sections = WebAssembly::Module::custom_sections(module, memcap::MEMORY_SECTION);
+    let section = sections.get(0).dyn_into::<js_sys::ArrayBuffer>().ok()?;
+    let text = String::from_utf8(Uint8Array::new(&section).to_vec()).ok()?;
+    let (minimum, maximum) = text.split_once(' ')?;
+    let maximum = match maximum {
+        "-" => None,
+        max => Some(max.parse().ok()?),
+    };
+    Some((minimum.parse().ok()?, maximum))
+}
+
+/// This thread's memory for a guest that imports one of these limits: the kept one, cleared to
+/// zeros (the instance then writes its data segments, so the guest starts as with a fresh
+/// memory), or a new one. Clearing the pages a guest touched costs less than a new memory,
+/// whose address-space reservation the engine frees only at its next garbage collection.
+fn memory_for(minimum: u32, maximum: Option<u32>) -> Result<WebAssembly::Memory, String> {
+    MEMORY.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if let Some((min, max, memory)) = cell.as_ref()
+            && (*min, *max) == (minimum, maximum)
+        {
+            let bytes = Uint8Array::new(&memory.buffer());
+            if u64::from(bytes.length()) == u64::from(minimum) * memcap::PAGE {
+                bytes.fill(0, 0, bytes.length());
+                return Ok(memory.clone());
+            }
+        }
+        let descriptor = Object::new();
+        let set = |key: &str, value: u32| {
+            Reflect::set(&descriptor, &JsValue::from_str(key), &JsValue::from(value))
+                .map(|_| ())
+                .map_err(|e| js_error_text(&e))
+        };
+        set("initial", minimum)?;
+        if let Some(maximum) = maximum {
+            set("maximum", maximum)?;
+        }
+        let memory = WebAssembly::Memory::new(&descriptor).map_err(|e| js_error_text(&e))?;
+        *cell = Some((minimum, maximum, memory.clone()));
+        Ok(memory)
+    })
 }
 
 /// One system call of the current guest.
@@ -374,6 +427,7 @@ fn imports() -> Result<Object, String> {
             }
             set(&imports, namespace, &functions)?;
         }
+        set(&imports, memcap::MEMORY_IMPORT.0, &Object::new())?;
         // The closure must outlive every instance that imports it: keep it for the thread.
         dispatch.forget();
         *cell.borrow_mut() = Some(imports.clone());
@@ -419,6 +473,18 @@ pub fn run(
     }
     let _guard = RunGuard;
     let started = platform.monotonic_ns();
+    let shared_memory = imported_memory(module);
+    if let Some((minimum, maximum)) = shared_memory {
+        let memory = memory_for(minimum, maximum)?;
+        let namespace = Reflect::get(&imports, &JsValue::from_str(memcap::MEMORY_IMPORT.0))
+            .map_err(|e| js_error_text(&e))?;
+        Reflect::set(
+            &namespace,
+            &JsValue::from_str(memcap::MEMORY_IMPORT.1),
+            &memory,
+        )
+        .map_err(|e| js_error_text(&e))?;
+    }
     let instance = WebAssembly::Instance::new(module, &imports).map_err(|e| js_error_text(&e))?;
     let instantiated = platform.monotonic_ns();
     let exports = instance.exports();
@@ -446,6 +512,13 @@ pub fn run(
         .buffer()
         .dyn_into::<js_sys::ArrayBuffer>()
         .map_or(0, |b| u64::from(b.byte_length()));
+    // A guest that grew the memory leaves it to the garbage collector: the next gets a new one
+    // of the initial size instead of keeping a large one alive.
+    if let Some((minimum, _)) = shared_memory
+        && memory_size != u64::from(minimum) * memcap::PAGE
+    {
+        MEMORY.with(|cell| cell.borrow_mut().take());
+    }
     let end = match (result, stop) {
         (_, Some(Stop::Exit(status))) => RunEnd::Exited(status),
         (_, Some(Stop::Deadline)) => RunEnd::Deadline,

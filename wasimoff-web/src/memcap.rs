@@ -81,6 +81,125 @@ pub fn cap_memory(bytes: &[u8], max_bytes: u64) -> Result<Cow<'_, [u8]>, String>
     Ok(Cow::Owned(module.finish()))
 }
 
+/// The import a guest's memory becomes under [`import_memory`].
+pub const MEMORY_IMPORT: (&str, &str) = ("wasimoff", "memory");
+/// The custom section [`import_memory`] adds: the memory's limits in pages, as ASCII
+/// `"<minimum> <maximum>"` (`-` for no maximum).
+pub const MEMORY_SECTION: &str = "wasimoff.memory";
+
+/// `bytes` with its one memory imported (as [`MEMORY_IMPORT`]) instead of defined, so that a
+/// worker can hand every instance the same, cleared memory instead of allocating one per task
+/// (an allocation the engine frees only at its next garbage collection). The limits go along
+/// in a custom section ([`MEMORY_SECTION`]), which the JS API can read. Index 0 stays the
+/// memory's index, so nothing else changes. Unchanged (`None`) for modules this does not
+/// apply to: more than one memory, an imported, shared or 64-bit memory, no import section.
+pub fn import_memory(bytes: &[u8]) -> Result<Option<Vec<u8>>, String> {
+    let mut memories = Vec::new();
+    let mut imports = None;
+    let mut imports_memory = false;
+    for payload in Parser::new(0).parse_all(bytes) {
+        match payload.map_err(|e| e.to_string())? {
+            Payload::MemorySection(reader) => {
+                for memory in reader {
+                    memories.push(memory.map_err(|e| e.to_string())?);
+                }
+            }
+            Payload::ImportSection(reader) => {
+                imports = Some(reader.range());
+                for import in reader.into_imports() {
+                    let import = import.map_err(|e| e.to_string())?;
+                    imports_memory |= matches!(import.ty, wasmparser::TypeRef::Memory(_));
+                }
+            }
+            _ => {}
+        }
+    }
+    let (Some(imports), [memory]) = (imports, memories.as_slice()) else {
+        return Ok(None);
+    };
+    if imports_memory || memory.memory64 || memory.shared || memory.page_size_log2.is_some() {
+        return Ok(None);
+    }
+    let (minimum, maximum) = (memory.initial, memory.maximum);
+    // The import section's entries, after the count, plus one for the memory.
+    let data = bytes.get(imports.clone()).ok_or("bad import section")?;
+    let (count, used) = read_u32(data).ok_or("bad import section")?;
+    let mut section = Vec::with_capacity(data.len() + 32);
+    write_u32(&mut section, count + 1);
+    section.extend_from_slice(&data[used..]);
+    for name in [MEMORY_IMPORT.0, MEMORY_IMPORT.1] {
+        write_u32(&mut section, name.len() as u32);
+        section.extend_from_slice(name.as_bytes());
+    }
+    section.push(0x02);
+    match maximum {
+        Some(max) => {
+            section.push(0x01);
+            write_u32(&mut section, minimum as u32);
+            write_u32(&mut section, max as u32);
+        }
+        None => {
+            section.push(0x00);
+            write_u32(&mut section, minimum as u32);
+        }
+    }
+    let mut module = Module::new();
+    for payload in Parser::new(0).parse_all(bytes) {
+        let payload = payload.map_err(|e| e.to_string())?;
+        match payload {
+            Payload::Version { .. } | Payload::End(_) | Payload::CodeSectionEntry(_) => {}
+            Payload::MemorySection(_) => {}
+            Payload::ImportSection(_) => {
+                module.section(&RawSection {
+                    id: 2,
+                    data: &section,
+                });
+            }
+            other => {
+                if let Some((id, range)) = other.as_section() {
+                    let data = bytes
+                        .get(range)
+                        .ok_or("a section lies outside the module")?;
+                    module.section(&RawSection { id, data });
+                }
+            }
+        }
+    }
+    let limits = format!(
+        "{minimum} {}",
+        maximum.map_or_else(|| "-".to_owned(), |m| m.to_string())
+    );
+    module.section(&wasm_encoder::CustomSection {
+        name: MEMORY_SECTION.into(),
+        data: limits.as_bytes().into(),
+    });
+    Ok(Some(module.finish()))
+}
+
+/// Reads an unsigned LEB128 `u32`: the value and the bytes it took.
+fn read_u32(data: &[u8]) -> Option<(u32, usize)> {
+    let mut value: u64 = 0;
+    for (i, byte) in data.iter().enumerate().take(5) {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return u32::try_from(value).ok().map(|v| (v, i + 1));
+        }
+    }
+    None
+}
+
+fn write_u32(out: &mut Vec<u8>, mut value: u32) {
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,6 +255,52 @@ mod tests {
         let module = wat::parse_str(r#"(module (memory 20))"#).unwrap();
         let error = cap_memory(&module, 4 * PAGE).unwrap_err();
         assert!(error.contains("more than the limit"), "{error}");
+    }
+
+    #[test]
+    fn imported_memory_keeps_the_module_valid_and_its_limits() {
+        let capped = cap_memory(wasimoff_wasi_apps::HELLO, 64 << 20).unwrap();
+        let module = import_memory(&capped).unwrap().unwrap();
+        let (minimum, maximum) = memory_of(&capped)[0];
+        assert_eq!(maximum, Some(1024));
+        wasmparser::Validator::new().validate_all(&module).unwrap();
+        assert!(memory_of(&module).is_empty(), "the memory is still defined");
+        let mut imported = None;
+        let mut section = None;
+        for payload in Parser::new(0).parse_all(&module) {
+            match payload.unwrap() {
+                Payload::ImportSection(reader) => {
+                    for import in reader.into_imports() {
+                        let import = import.unwrap();
+                        if let wasmparser::TypeRef::Memory(m) = import.ty {
+                            imported = Some((import.module, import.name, m.initial, m.maximum));
+                        }
+                    }
+                }
+                Payload::CustomSection(c) if c.name() == MEMORY_SECTION => {
+                    section = Some(String::from_utf8(c.data().to_vec()).unwrap());
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(
+            imported,
+            Some((MEMORY_IMPORT.0, MEMORY_IMPORT.1, minimum, Some(1024)))
+        );
+        assert_eq!(section, Some(format!("{minimum} 1024")));
+        // Modules it does not apply to stay as they are.
+        let two = wat::parse_str(r#"(module (import "m" "f" (func)) (memory 1) (memory 1))"#);
+        assert!(import_memory(&two.unwrap()).unwrap().is_none());
+        let imported = wat::parse_str(r#"(module (import "m" "mem" (memory 1)))"#).unwrap();
+        assert!(import_memory(&imported).unwrap().is_none());
+        let no_imports = wat::parse_str(r#"(module (memory 1))"#).unwrap();
+        assert!(import_memory(&no_imports).unwrap().is_none());
+        // Without a maximum.
+        let open =
+            wat::parse_str(r#"(module (import "m" "f" (func)) (memory (export "memory") 3))"#);
+        let module = import_memory(&open.unwrap()).unwrap().unwrap();
+        assert!(module.windows(3).any(|w| w == b"3 -"));
+        wasmparser::Validator::new().validate_all(&module).unwrap();
     }
 
     #[test]
