@@ -65,17 +65,7 @@ pub fn cap_memory(bytes: &[u8], max_bytes: u64) -> Result<Cow<'_, [u8]>, String>
                 }
                 module.section(&section);
             }
-            // Function bodies come as one code section entry plus one payload per body; the
-            // section's range covers them all, so copy it once and skip the bodies.
-            Payload::CodeSectionEntry(_) => {}
-            other => {
-                if let Some((id, range)) = other.as_section() {
-                    let data = bytes
-                        .get(range)
-                        .ok_or("a section lies outside the module")?;
-                    module.section(&RawSection { id, data });
-                }
-            }
+            other => copy_section(&mut module, bytes, &other)?,
         }
     }
     Ok(Cow::Owned(module.finish()))
@@ -147,22 +137,14 @@ pub fn import_memory(bytes: &[u8]) -> Result<Option<Vec<u8>>, String> {
     for payload in Parser::new(0).parse_all(bytes) {
         let payload = payload.map_err(|e| e.to_string())?;
         match payload {
-            Payload::Version { .. } | Payload::End(_) | Payload::CodeSectionEntry(_) => {}
-            Payload::MemorySection(_) => {}
+            Payload::Version { .. } | Payload::End(_) | Payload::MemorySection(_) => {}
             Payload::ImportSection(_) => {
                 module.section(&RawSection {
                     id: 2,
                     data: &section,
                 });
             }
-            other => {
-                if let Some((id, range)) = other.as_section() {
-                    let data = bytes
-                        .get(range)
-                        .ok_or("a section lies outside the module")?;
-                    module.section(&RawSection { id, data });
-                }
-            }
+            other => copy_section(&mut module, bytes, &other)?,
         }
     }
     let limits = format!(
@@ -174,6 +156,22 @@ pub fn import_memory(bytes: &[u8]) -> Result<Option<Vec<u8>>, String> {
         data: limits.as_bytes().into(),
     });
     Ok(Some(module.finish()))
+}
+
+/// Copies the section `payload` begins, byte for byte, to `module`. Function bodies come as
+/// one code section entry plus one payload per body; the section's range covers them all, so
+/// the section is copied once and the bodies are skipped.
+fn copy_section(module: &mut Module, bytes: &[u8], payload: &Payload<'_>) -> Result<(), String> {
+    if let Payload::CodeSectionEntry(_) = payload {
+        return Ok(());
+    }
+    if let Some((id, range)) = payload.as_section() {
+        let data = bytes
+            .get(range)
+            .ok_or("a section lies outside the module")?;
+        module.section(&RawSection { id, data });
+    }
+    Ok(())
 }
 
 /// Reads an unsigned LEB128 `u32`: the value and the bytes it took.
