@@ -440,6 +440,27 @@ fn run_takes_args_without_a_double_dash() {
     assert!(stdout.contains("env K=v"), "{stdout}");
 }
 
+/// A misspelt flag before the task's arguments is an error (usage, exit 2, with clap's hint),
+/// not silently the guest's first argument; after `--` it is the guest's.
+#[test]
+fn run_refuses_an_unknown_flag_before_the_arguments() {
+    let env = shared();
+    let out = run(env.cli().args(["run", "hello.wasm", "--timout", "5"]));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("'--timout'") && stderr.contains("'--timeout'"),
+        "{stderr}"
+    );
+    let out = run(env.cli().args(["run", "hello.wasm", "--", "--timout", "5"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(r#"args = ["hello.wasm", "--timout", "5"]"#),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
 /// Piped stdin is the task's without `--stdin -`, and `--env KEY` passes our own value on.
 #[test]
 fn run_passes_piped_stdin_and_inherited_env() {

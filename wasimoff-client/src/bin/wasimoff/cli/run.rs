@@ -47,11 +47,7 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     json: bool,
     /// Arguments for the task; `argv[0]` is the module's name.
-    #[arg(
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "ARGS"
-    )]
+    #[arg(trailing_var_arg = true, value_name = "ARGS")]
     args: Vec<String>,
 }
 
