@@ -696,6 +696,9 @@ fn connect_error(
         message: String,
     }
     match serde_json::from_slice::<ConnectError>(body) {
+        // A full quota or store (507), whatever the code: not a full queue (429), which is
+        // worth a retry.
+        Ok(e) if status == StatusCode::INSUFFICIENT_STORAGE => Error::StorageFull(e.message),
         Ok(e) => Error::from_code(&e.code, e.message, retry_after),
         Err(_) if no_route(status) => endpoint_not_found(without_query(url), status),
         Err(_) => http_error(status, retry_after, String::from_utf8_lossy(body).trim()),
@@ -742,7 +745,14 @@ fn http_error(status: StatusCode, retry_after: Option<Duration>, message: &str) 
         404 => "not_found",
         409 => "aborted",
         429 => "resource_exhausted",
-        503 | 507 => "unavailable",
+        503 => "unavailable",
+        507 => {
+            return Error::StorageFull(if message.is_empty() {
+                status.to_string()
+            } else {
+                message.to_owned()
+            });
+        }
         504 => "deadline_exceeded",
         _ => {
             return Error::Broker {

@@ -30,6 +30,11 @@ pub enum Error {
         /// How long the broker asked to wait (`Retry-After`), if it said.
         retry_after: Option<Duration>,
     },
+    /// The broker cannot store the file (HTTP 507): the client token's storage quota or the
+    /// broker's storage is full. Remove files (`DELETE /api/storage/<alias>`) or ask for more
+    /// room; waiting alone does not help, so this is not retried.
+    #[error("storage full: {0}")]
+    StorageFull(String),
     /// The request is malformed or breaks a limit (`invalid_argument`, HTTP 400).
     #[error("bad request: {0}")]
     BadRequest(String),
@@ -208,7 +213,7 @@ impl Error {
     /// for the client's own kinds).
     pub fn code(&self) -> &str {
         match self {
-            Error::QueueFull { .. } => "resource_exhausted",
+            Error::QueueFull { .. } | Error::StorageFull(_) => "resource_exhausted",
             Error::BadRequest(_) => "invalid_argument",
             Error::NotFound(_) => "not_found",
             Error::DeadlineExceeded(_) => "deadline_exceeded",

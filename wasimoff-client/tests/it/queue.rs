@@ -51,3 +51,38 @@ fn a_full_queue_is_reported_then_retried_when_asked() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains(r#"args = ["hello.wasm", "second"]"#));
 }
+
+/// A full storage quota (HTTP 507) is not a full queue: waiting does not free it, so it is its
+/// own error and is not retried (it used to be "unavailable", which is).
+#[test]
+fn a_full_quota_is_not_a_full_queue() {
+    let mut config = config(16);
+    config.client_tokens = vec!["quota-token".into()];
+    config.limits.client_quota = Some(64 << 10);
+    let env = Env::start(config);
+    let client = wasimoff_client::Client::builder(env.url.clone())
+        .token("quota-token")
+        .build()
+        .unwrap();
+    // A valid module of 128 KiB: the header and one custom section.
+    let payload = 128 << 10;
+    let mut module = b"\0asm\x01\0\0\0\0".to_vec();
+    let mut size = payload + 2;
+    while size >= 0x80 {
+        module.push((size & 0x7f) as u8 | 0x80);
+        size >>= 7;
+    }
+    module.push(size as u8);
+    module.extend_from_slice(b"\x01x");
+    module.resize(module.len() + payload, 0);
+    let error = env
+        .block_on(async move { client.upload(module, Some("big.wasm")).await })
+        .unwrap_err();
+    assert!(
+        matches!(error, wasimoff_client::Error::StorageFull(_)),
+        "{error:?}"
+    );
+    assert!(!error.is_queue_full() && !error.is_retryable(), "{error}");
+    assert_eq!(error.code(), "resource_exhausted");
+    assert!(error.to_string().contains("quota"), "{error}");
+}
