@@ -15,7 +15,7 @@ mod web;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
 use tools::{Step, cargo, root};
@@ -81,6 +81,9 @@ enum Command {
     /// Runs (or checks, where they cannot run here) every shell command of the README and
     /// docs, against a broker and provider started for it (xtask/src/docs.rs).
     Docs,
+    /// Packages every published crate (`<target>/package/*.crate`) and checks each from its
+    /// packaged sources, against the others' packages.
+    Package,
     /// Fuzzes the envelope decoder, seeded with the golden vectors.
     Fuzz {
         /// How long to run, in seconds.
@@ -105,6 +108,7 @@ fn main() -> Result<()> {
         Command::Guests { out } => guests::build_guests(out.as_deref()).map(drop),
         Command::Fuzz { seconds } => fuzz(seconds),
         Command::Docs => docs::check(),
+        Command::Package => package(),
         Command::Bench { quick } => bench(quick, None),
         Command::Web { dev } => web::build(dev).and_then(|_| web::check_types()),
         Command::Image {
@@ -132,20 +136,8 @@ const WASM32_CHECKS: &[(&str, &[&str])] = &[
 ];
 
 /// The workspace members that are never published (`publish = false`); `cargo package`
-/// leaves them out. Every other member must package and build from its packaged sources.
+/// leaves them out. Every other member must package and check from its packaged sources.
 const UNPUBLISHED: &[&str] = &["wasimoff-examples", "wasimoff-wasi-apps", "xtask"];
-
-/// The workspace's `[profile.dev]` (root Cargo.toml), given again on the command line: a
-/// packaged crate is built as a workspace of its own, which sees no root profiles, and with
-/// the default profile it would rebuild every dependency instead of reusing the test build's.
-const DEV_PROFILE: &[&str] = &[
-    "--config",
-    "profile.dev.debug=\"line-tables-only\"",
-    "--config",
-    "profile.dev.package.\"*\".debug=false",
-    "--config",
-    "profile.dev.package.\"*\".opt-level=1",
-];
 
 /// Debian packages for the C guest (clang for wasm32 with wasi-libc).
 const C_GUEST_PACKAGES: &[&str] = &["clang", "lld", "wasi-libc", "libclang-rt-dev-wasm32"];
@@ -268,84 +260,103 @@ fn ci(fuzz_seconds: u64) -> Result<()> {
     Ok(())
 }
 
-/// Packages every published crate and builds each from its packaged sources, as crates.io
-/// would (workspace siblings resolve to the packages made in the same run), in
-/// `<target>/package-verify` (its dependencies are built once per machine).
+/// Packages every published crate and checks each from its packaged sources, as crates.io
+/// would see them.
+///
+/// `cargo package`'s own verification builds every package as a workspace of its own, in a
+/// target directory of its own: a second full debug build of the dependencies (19 minutes of
+/// a 2-core machine's cold CI). Instead the packages are made without it, unpacked side by
+/// side into `<target>/package-check` as one workspace whose `[patch]` points every sibling
+/// at its *packaged* copy, and `cargo check`ed there against the repository's lock file in
+/// the main target directory, where clippy has checked the dependencies already. That finds
+/// what the verification finds short of code generation: a file the package leaves out
+/// (modules, `include_bytes!`, build scripts' inputs), a sibling dependency without a version
+/// or with a feature it lacks, manifests crates.io would reject.
 fn package() -> Result<()> {
-    forget_packaged_sources()?;
-    // The packages are built in a target directory of their own, from which every build of
-    // our crates is removed first: cargo takes a registry crate's version as its identity
-    // and would reuse the build of an earlier run's package of the same version (stale
-    // code: a field added since is missing). Dependencies there stay built between runs.
-    let verify = tools::target_dir().join("package-verify");
-    forget_our_builds(&verify.join("debug"))?;
-    let verify = verify.to_string_lossy().into_owned();
-    // --allow-dirty: `cargo xtask ci` runs on work in progress too.
-    let mut args = vec![
-        "package",
-        "--workspace",
-        "--allow-dirty",
-        "--target-dir",
-        &verify,
-    ];
+    let mut args = vec!["package", "--workspace", "--no-verify", "--allow-dirty"];
     for krate in UNPUBLISHED {
         args.extend(["--exclude", krate]);
     }
-    args.extend(DEV_PROFILE);
-    Step::new("package (cargo package, verified)").run(cargo(&args))
-}
+    // --allow-dirty: `cargo xtask ci` runs on work in progress too.
+    Step::new("package (cargo package)").run(cargo(&args))?;
 
-/// Removes the sources cargo extracted from earlier runs' packages of our crates. Cargo
-/// verifies a package against its siblings from the same run through a local registry, and
-/// extracts each into `$CARGO_HOME/registry/src/-<hash>/<crate>-<version>`; as long as the
-/// version stays the same, a later run finds that directory and reuses the *old* sources
-/// (the verify then fails on a field added since, or passes on stale code). Local
-/// registries' directories start with `-`; crates.io's are left alone.
-fn forget_packaged_sources() -> Result<()> {
-    let home = std::env::var_os("CARGO_HOME").map_or_else(
-        || PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo"),
-        PathBuf::from,
+    let packages = tools::target_dir().join("package");
+    let check = tools::target_dir().join("package-check");
+    if check.exists() {
+        std::fs::remove_dir_all(&check)?;
+    }
+    std::fs::create_dir_all(&check)?;
+    let mut members = Vec::new();
+    let mut patch = String::new();
+    for (krate, version) in published_crates()? {
+        let dir = format!("{krate}-{version}");
+        let file = packages.join(format!("{dir}.crate"));
+        let archive =
+            std::fs::File::open(&file).with_context(|| format!("open {}", file.display()))?;
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(archive));
+        // The packages' files all carry one fixed date: unpacked with it, an edited file
+        // would look older than its last check and cargo would keep the stale result.
+        archive.set_preserve_mtime(false);
+        archive
+            .unpack(&check)
+            .with_context(|| format!("unpack {}", file.display()))?;
+        patch.push_str(&format!("{krate} = {{ path = \"{dir}\" }}\n"));
+        members.push(format!("\"{dir}\""));
+    }
+    // The root manifest's profiles: the dependencies' checks are the ones clippy made.
+    let manifest = format!(
+        "[workspace]\nresolver = \"2\"\nmembers = [{}]\n\n[patch.crates-io]\n{patch}\n\
+         [profile.dev]\ndebug = \"line-tables-only\"\n\n[profile.dev.package.\"*\"]\n\
+         debug = false\nopt-level = 1\n",
+        members.join(", ")
     );
-    let Ok(registries) = std::fs::read_dir(home.join("registry/src")) else {
-        return Ok(());
-    };
-    for registry in registries.filter_map(Result::ok) {
-        if !registry.file_name().to_string_lossy().starts_with('-') {
-            continue;
-        }
-        for entry in std::fs::read_dir(registry.path())?.filter_map(Result::ok) {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with("wasimoff-") {
-                std::fs::remove_dir_all(entry.path())?;
-            }
-        }
-    }
-    Ok(())
+    std::fs::write(check.join("Cargo.toml"), manifest)?;
+    std::fs::copy(root().join("Cargo.lock"), check.join("Cargo.lock"))?;
+    let manifest = check.join("Cargo.toml");
+    let manifest = manifest.to_string_lossy().into_owned();
+    // --offline: the lock file pins every dependency and the tests have fetched them all;
+    // cargo only drops the entries the packages no longer need (dev-dependencies).
+    Step::new("package check (cargo check of the packaged sources)").run(cargo(&[
+        "check",
+        "--manifest-path",
+        &manifest,
+        "--workspace",
+        "--offline",
+    ]))
 }
 
-/// Removes every build of a `wasimoff-*` crate (fingerprints, build script outputs,
-/// artifacts) from a profile directory of a target directory, so cargo builds them again.
-fn forget_our_builds(profile: &Path) -> Result<()> {
-    for dir in [".fingerprint", "build", "deps"] {
-        let Ok(entries) = std::fs::read_dir(profile.join(dir)) else {
-            continue;
-        };
-        for entry in entries.filter_map(Result::ok) {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let ours = ["wasimoff-", "wasimoff_", "libwasimoff_"]
-                .iter()
-                .any(|prefix| name.starts_with(prefix));
-            if !ours {
-                continue;
-            }
-            if entry.file_type()?.is_dir() {
-                std::fs::remove_dir_all(entry.path())?;
-            } else {
-                std::fs::remove_file(entry.path())?;
-            }
-        }
+/// The workspace members `cargo package` packs (every one but the unpublished), with their
+/// versions.
+fn published_crates() -> Result<Vec<(String, String)>> {
+    let output =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args([
+                "metadata",
+                "--no-deps",
+                "--format-version",
+                "1",
+                "--offline",
+            ])
+            .current_dir(root())
+            .output()
+            .context("cargo metadata")?;
+    if !output.status.success() {
+        bail!(
+            "cargo metadata: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
-    Ok(())
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let mut crates: Vec<(String, String)> = metadata["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| Some((p["name"].as_str()?, p["version"].as_str()?)))
+        .filter(|(name, _)| !UNPUBLISHED.contains(name))
+        .map(|(name, version)| (name.to_owned(), version.to_owned()))
+        .collect();
+    crates.sort();
+    Ok(crates)
 }
 
 /// The browser engine's tests in headless Chromium (wasm-bindgen-test in a dedicated worker),
