@@ -306,11 +306,41 @@ thread_local! {
     /// its limits in pages, and the memory, kept while no guest grew it.
     static MEMORY: RefCell<Option<(u32, Option<u32>, WebAssembly::Memory)>> =
         const { RefCell::new(None) };
+    /// Each module's imported memory limits, once read ([`imported_memory`]).
+    static LIMITS: js_sys::WeakMap = js_sys::WeakMap::new();
 }
 
-/// The limits (pages) of the memory `module` imports, from its [`memcap::MEMORY_SECTION`];
-/// `None` for a module that defines its own memory.
+/// The limits (pages) of the memory `module` imports; `None` for a module that defines its
+/// own memory. Read from the module's [`memcap::MEMORY_SECTION`] once per module and kept
+/// in [`struct@LIMITS`] (a worker runs the same module over and over).
 fn imported_memory(module: &WebAssembly::Module) -> Option<(u32, Option<u32>)> {
+    // Kept as one number: -1 for none, else `minimum * 2^17 + (maximum + 1 or 0)`; a memory
+    // has at most 2^16 pages, so this is exact in an f64.
+    const SHIFT: f64 = 131_072.0;
+    let known = LIMITS.with(|limits| limits.get(module).as_f64());
+    let code = match known {
+        Some(code) => code,
+        None => {
+            let code = memory_section(module).map_or(-1.0, |(minimum, maximum)| {
+                f64::from(minimum) * SHIFT + maximum.map_or(0.0, |m| f64::from(m) + 1.0)
+            });
+            LIMITS.with(|limits| limits.set(module, &JsValue::from(code)));
+            code
+        }
+    };
+    if code < 0.0 {
+        return None;
+    }
+    let minimum = (code / SHIFT).floor();
+    let maximum = code - minimum * SHIFT;
+    Some((
+        minimum as u32,
+        (maximum > 0.0).then_some((maximum - 1.0) as u32),
+    ))
+}
+
+/// The limits in `module`'s [`memcap::MEMORY_SECTION`], if it has one.
+fn memory_section(module: &WebAssembly::Module) -> Option<(u32, Option<u32>)> {
     let sections = WebAssembly::Module::custom_sections(module, memcap::MEMORY_SECTION);
     let section = sections.get(0).dyn_into::<js_sys::ArrayBuffer>().ok()?;
     let text = String::from_utf8(Uint8Array::new(&section).to_vec()).ok()?;

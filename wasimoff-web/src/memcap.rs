@@ -9,8 +9,8 @@
 
 use std::borrow::Cow;
 
-use wasm_encoder::{MemorySection, MemoryType, Module, RawSection};
-use wasmparser::{Parser, Payload};
+use wasm_encoder::{Encode, EntityType, MemorySection, MemoryType, Module, RawSection};
+use wasmparser::{BinaryReader, Parser, Payload};
 
 /// The wasm page size.
 pub const PAGE: u64 = 65_536;
@@ -113,26 +113,21 @@ pub fn import_memory(bytes: &[u8]) -> Result<Option<Vec<u8>>, String> {
     let (minimum, maximum) = (memory.initial, memory.maximum);
     // The import section's entries, after the count, plus one for the memory.
     let data = bytes.get(imports.clone()).ok_or("bad import section")?;
-    let (count, used) = read_u32(data).ok_or("bad import section")?;
+    let mut reader = BinaryReader::new(data, imports.start);
+    let count = reader.read_var_u32().map_err(|e| e.to_string())?;
     let mut section = Vec::with_capacity(data.len() + 32);
-    write_u32(&mut section, count + 1);
-    section.extend_from_slice(&data[used..]);
-    for name in [MEMORY_IMPORT.0, MEMORY_IMPORT.1] {
-        write_u32(&mut section, name.len() as u32);
-        section.extend_from_slice(name.as_bytes());
-    }
-    section.push(0x02);
-    match maximum {
-        Some(max) => {
-            section.push(0x01);
-            write_u32(&mut section, minimum as u32);
-            write_u32(&mut section, max as u32);
-        }
-        None => {
-            section.push(0x00);
-            write_u32(&mut section, minimum as u32);
-        }
-    }
+    (count + 1).encode(&mut section);
+    section.extend_from_slice(&data[reader.current_position()..]);
+    MEMORY_IMPORT.0.encode(&mut section);
+    MEMORY_IMPORT.1.encode(&mut section);
+    EntityType::Memory(MemoryType {
+        minimum,
+        maximum,
+        memory64: false,
+        shared: false,
+        page_size_log2: None,
+    })
+    .encode(&mut section);
     let mut module = Module::new();
     for payload in Parser::new(0).parse_all(bytes) {
         let payload = payload.map_err(|e| e.to_string())?;
@@ -172,30 +167,6 @@ fn copy_section(module: &mut Module, bytes: &[u8], payload: &Payload<'_>) -> Res
         module.section(&RawSection { id, data });
     }
     Ok(())
-}
-
-/// Reads an unsigned LEB128 `u32`: the value and the bytes it took.
-fn read_u32(data: &[u8]) -> Option<(u32, usize)> {
-    let mut value: u64 = 0;
-    for (i, byte) in data.iter().enumerate().take(5) {
-        value |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return u32::try_from(value).ok().map(|v| (v, i + 1));
-        }
-    }
-    None
-}
-
-fn write_u32(out: &mut Vec<u8>, mut value: u32) {
-    loop {
-        let byte = (value & 0x7f) as u8;
-        value >>= 7;
-        if value == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
 }
 
 #[cfg(test)]

@@ -65,16 +65,12 @@ fn a_full_quota_is_not_a_full_queue() {
         .build()
         .unwrap();
     // A valid module of 128 KiB: the header and one custom section.
-    let payload = 128 << 10;
-    let mut module = b"\0asm\x01\0\0\0\0".to_vec();
-    let mut size = payload + 2;
-    while size >= 0x80 {
-        module.push((size & 0x7f) as u8 | 0x80);
-        size >>= 7;
-    }
-    module.push(size as u8);
-    module.extend_from_slice(b"\x01x");
-    module.resize(module.len() + payload, 0);
+    let mut module = wasm_encoder::Module::new();
+    module.section(&wasm_encoder::CustomSection {
+        name: "x".into(),
+        data: vec![0; 128 << 10].into(),
+    });
+    let module = module.finish();
     let error = env
         .block_on(async move { client.upload(module, Some("big.wasm")).await })
         .unwrap_err();
