@@ -19,6 +19,10 @@
 //! (`/proc`: this process, which holds the broker and the client, and Chromium's processes),
 //! and for the page the means of each part of a task's trip through its worker pool
 //! (`Provider.poolStats().parts`).
+//!
+//! `-- --wat` runs the hand-written WAT hello (one page of memory, one `fd_write`) as the
+//! `hello` task instead of the Rust one: what is left is the floor of a trivial task in each
+//! provider, the transport and the runtime without the guest.
 
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
@@ -296,8 +300,14 @@ async fn main() {
     let broker = chrome::broker(web_dir).await;
     let base = format!("http://{}", broker.local_addr());
     let client = Client::new(base.clone()).unwrap();
+    let hello = if args.iter().any(|a| a == "--wat") {
+        println!("hello: the WAT hello (hello-unstable.wat)");
+        wasimoff_wasi_apps::HELLO_UNSTABLE
+    } else {
+        wasimoff_wasi_apps::HELLO
+    };
     client
-        .upload(wasimoff_wasi_apps::HELLO.to_vec(), Some("hello.wasm"))
+        .upload(hello.to_vec(), Some("hello.wasm"))
         .await
         .unwrap();
     client
