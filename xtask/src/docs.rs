@@ -36,7 +36,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::Parser;
 use wait_timeout::ChildExt as _;
 
-use crate::tools::{self, Step, root, target_dir};
+use crate::tools::{self, root, target_dir};
 
 /// The Markdown files (and directories of them) whose shell blocks are checked, in the order
 /// they run: the quickstart first, since later documents assume its uploads.
@@ -788,27 +788,12 @@ fn symlink(from: &Path, to: &Path) -> Result<()> {
     return tools::copy_tree(from, to);
 }
 
-/// The debug binaries of the CLI, the broker and the provider, as the tests build them: with
-/// the dev-dependencies' features (a plain `cargo build --bins` resolves features without
-/// them and would rebuild most dependencies), so this is free after `cargo xtask ci`'s tests.
+/// The debug binaries of the CLI, the broker and the provider ([`tools::test_binaries`]).
 fn build_binaries() -> Result<PathBuf> {
-    if !crate::web::web_dir().join("pkg").is_dir() {
-        // `--all-features` builds the page into the broker.
-        crate::web::build(true)?;
-    }
-    Step::new("build the binaries for the docs").run(tools::cargo(&[
-        "test",
-        "--workspace",
-        "--all-features",
-        "--no-run",
-    ]))?;
-    let bin_dir = target_dir().join("debug");
-    for bin in ["wasimoff", "wasimoff-broker", "wasimoff-provider"] {
-        if !bin_dir.join(bin).is_file() {
-            bail!("the tests built no {bin} in {}", bin_dir.display());
-        }
-    }
-    Ok(bin_dir)
+    tools::test_binaries(
+        "the docs",
+        &["wasimoff", "wasimoff-broker", "wasimoff-provider"],
+    )
 }
 
 /// Runs or checks every command of the docs (see the module's documentation).

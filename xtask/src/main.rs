@@ -146,28 +146,37 @@ const C_GUEST_PACKAGES: &[&str] = &["clang", "lld", "wasi-libc", "libclang-rt-de
 const BROWSER_PACKAGES: &[&str] = &["chromium", "chromium-driver"];
 
 /// The benchmarks that need no browser: (package, bench target).
-const BENCHES: &[(&str, &str)] = &[
-    ("wasimoff-broker", "scale"),
-    ("wasimoff-provider", "executor"),
-    ("wasimoff-client", "e2e"),
+const BENCHES: &[&str] = &[
+    // wasimoff-broker
+    "scale",    // wasimoff-provider
+    "executor", // wasimoff-client
+    "e2e",
 ];
 
 /// Runs the benchmarks; `web` is the volunteer page if it is built already (else it is built).
 fn bench(quick: bool, web: Option<&Path>) -> Result<()> {
-    for (krate, name) in BENCHES {
-        let mut args = vec!["bench", "-p", krate, "--bench", name];
+    for name in BENCHES {
+        // `--workspace --all-features`, as the tests: the same feature unification reuses
+        // their build (`-p <crate>` unified differently and rebuilt the dependencies).
+        let mut args = vec!["bench", "--workspace", "--all-features", "--bench", name];
         if quick {
             // Quick runs only check that the benchmarks work: the dev profile reuses the test
             // build instead of compiling everything again with optimisations.
             args.extend(["--profile", "dev", "--", "--quick"]);
         }
-        Step::new(&format!("bench {krate} {name}")).run(cargo(&args))?;
+        Step::new(&format!("bench {name}")).run(cargo(&args))?;
     }
     // The browser provider against the native one: the page needs the package (quick runs
     // reuse the unoptimised build of the tests) and Chromium.
     tools::ensure_apt(BROWSER_PACKAGES)?;
     let web = web.map_or_else(|| web::build(quick), |web| Ok(web.to_path_buf()))?;
-    let mut args = vec!["bench", "-p", "wasimoff-examples", "--bench", "browser"];
+    let mut args = vec![
+        "bench",
+        "--workspace",
+        "--all-features",
+        "--bench",
+        "browser",
+    ];
     if quick {
         args.extend(["--profile", "dev", "--", "--quick"]);
     }
@@ -200,6 +209,10 @@ fn ci(fuzz_seconds: u64) -> Result<()> {
     // clippy, the tests and rustdoc need it. It is also the wasm32 build and link check of the
     // browser crates.
     let web = web::build(true)?;
+    // Every cargo command from here on sees the page as `WASIMOFF_WEB_DIR`: the broker's build
+    // script reruns (and the broker and all that depends on it rebuild) whenever that variable
+    // changes, and the page tests run when it is set.
+    tools::use_web_dir(&web);
     web::check_types()?;
     Step::new("clippy").run(cargo(&[
         "clippy",
@@ -233,7 +246,7 @@ fn ci(fuzz_seconds: u64) -> Result<()> {
     Step::new("tests").run(cargo(&["test", "--workspace", "--all-features"]))?;
     docs::check()?;
     package()?;
-    browser_tests(&web)?;
+    browser_tests()?;
     // The container images from debug builds, run end to end (skipped without an engine).
     image::run(&image::Options {
         debug: true,
@@ -359,9 +372,9 @@ fn published_crates() -> Result<Vec<(String, String)>> {
     Ok(crates)
 }
 
-/// The browser engine's tests in headless Chromium (wasm-bindgen-test in a dedicated worker),
-/// then the volunteer page (built by `web::build` into `web`) end to end.
-fn browser_tests(web: &Path) -> Result<()> {
+/// The browser engine's tests in headless Chromium (wasm-bindgen-test in a dedicated worker).
+/// The page's end-to-end tests run with the other tests.
+fn browser_tests() -> Result<()> {
     tools::ensure_apt(BROWSER_PACKAGES)?;
     if !Path::new("/usr/bin/chromedriver").exists() {
         println!("note: skipping the browser tests: /usr/bin/chromedriver is missing");
@@ -379,26 +392,21 @@ fn browser_tests(web: &Path) -> Result<()> {
             "wasimoff-web",
             "--target",
             "wasm32-unknown-unknown",
-        ]))?;
-    // The volunteer page, the Node provider and the web demo end to end, with the package
-    // installed from the tarball.
-    Step::new("browser end-to-end tests (page, Node, web demo)")
-        .env("WASIMOFF_WEB_DIR", web.to_str().unwrap_or_default())
-        .run(cargo(&[
-            "test",
-            "-p",
-            "wasimoff-examples",
-            "--test",
-            "browser",
         ]))
 }
 
 fn demo(dev: bool) -> Result<()> {
-    let profile = if dev { "dev" } else { "release" };
+    if dev {
+        // The tests' build of it (`cargo run -p` would unify features differently and rebuild
+        // the dependencies).
+        let bin_dir = tools::test_binaries("the demo", &["demo"])?;
+        let mut demo = std::process::Command::new(bin_dir.join("demo"));
+        demo.current_dir(root());
+        return Step::new("demo").run(demo);
+    }
     Step::new("demo").run(cargo(&[
         "run",
-        "--profile",
-        profile,
+        "--release",
         "-p",
         "wasimoff-examples",
         "--bin",

@@ -20,10 +20,24 @@ pub(crate) fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from)
 }
 
+/// The volunteer page every later cargo command of this run sees as `WASIMOFF_WEB_DIR`
+/// ([`use_web_dir`]).
+static WEB_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Hands `dir` (a built volunteer page) to every later [`cargo`] command as
+/// `WASIMOFF_WEB_DIR`, so that they all see the same value: the broker's build script reruns,
+/// and everything that depends on the broker rebuilds, whenever it changes.
+pub(crate) fn use_web_dir(dir: &Path) {
+    let _ = WEB_DIR.set(dir.to_path_buf());
+}
+
 /// A `cargo` command run from the workspace root, with the cargo that runs us.
 pub(crate) fn cargo(args: &[&str]) -> Command {
     let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     command.args(args).current_dir(root());
+    if let Some(dir) = WEB_DIR.get() {
+        command.env("WASIMOFF_WEB_DIR", dir);
+    }
     command
 }
 
@@ -75,6 +89,30 @@ impl Step {
         }
         Ok(())
     }
+}
+
+/// The debug binaries `names` as the tests build them, in `<target>/debug`: with the whole
+/// workspace's features and the dev-dependencies' (`cargo build -p <crate>` or `--bins`
+/// unifies features differently and would rebuild most dependencies), so this is free after
+/// `cargo xtask ci`'s tests. `what` names the caller in the step's heading.
+pub(crate) fn test_binaries(what: &str, names: &[&str]) -> Result<PathBuf> {
+    if !crate::web::web_dir().join("pkg").is_dir() {
+        // `--all-features` builds the page into the broker.
+        crate::web::build(true)?;
+    }
+    Step::new(&format!("build the binaries for {what}")).run(cargo(&[
+        "test",
+        "--workspace",
+        "--all-features",
+        "--no-run",
+    ]))?;
+    let bin_dir = target_dir().join("debug");
+    for bin in names {
+        if !bin_dir.join(bin).is_file() {
+            bail!("the tests built no {bin} in {}", bin_dir.display());
+        }
+    }
+    Ok(bin_dir)
 }
 
 /// Adds the rustup targets that are not installed yet.
