@@ -30,9 +30,16 @@ fn run() -> Result<(), String> {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").ok_or("no OUT_DIR")?);
     let guests_dir = manifest_dir.join("guests");
 
-    for path in ["Cargo.toml", "Cargo.lock", "wat", "c"]
-        .iter()
-        .chain(shared::RUST_PACKAGES)
+    for path in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "wat",
+        "c",
+        "go/hello/main.go",
+        "go/hello/go.mod",
+    ]
+    .iter()
+    .chain(shared::RUST_PACKAGES)
     {
         println!(
             "cargo::rerun-if-changed={}",
@@ -47,6 +54,11 @@ fn run() -> Result<(), String> {
 
     // Rust guests.
     let target_dir = guest_target_dir(&out_dir);
+    // Where `cargo xtask ffmpeg` hands out FFmpeg (read at run time: it is not built here).
+    println!(
+        "cargo::rustc-env=WASIMOFF_FFMPEG_BUILT={}",
+        target_dir.join("ffmpeg.wasm").display()
+    );
     let jobs = env::var("NUM_JOBS").ok();
     for (name, path) in shared::build_rust_guests(&guests_dir, &target_dir, jobs.as_deref())? {
         let dest = out_dir.join(format!("{name}.wasm"));
@@ -58,6 +70,31 @@ fn run() -> Result<(), String> {
     for name in shared::WAT_GUESTS {
         let source = guests_dir.join("wat").join(format!("{name}.wat"));
         shared::compile_wat(&source, &out_dir.join(format!("{name}.wasm")))?;
+    }
+
+    // The Go guests, if there is a Go (`cargo xtask` installs one).
+    println!("cargo::rerun-if-env-changed={}", shared::GO_ENV);
+    println!("cargo::rustc-check-cfg=cfg(wasimoff_hello_go)");
+    let outer_target = target_dir.parent().unwrap_or(&target_dir).to_path_buf();
+    let go = shared::go_program(&outer_target);
+    if let Some(go) = &go
+        && go.is_file()
+    {
+        // A Go installed (or replaced) later builds them then.
+        println!("cargo::rerun-if-changed={}", go.display());
+    }
+    let go_result = go
+        .ok_or_else(|| "no Go (run any `cargo xtask` command, or set WASIMOFF_GO)".to_owned())
+        .and_then(|go| {
+            shared::compile_go_guests(&go, &guests_dir, &out_dir, &target_dir.join("go-cache"))
+        });
+    match go_result {
+        Ok(()) => println!("cargo::rustc-cfg=wasimoff_hello_go"),
+        Err(reason) => {
+            let reason = reason.replace(['\n', '\r'], " ");
+            println!("cargo::warning=skipping the Go guests: {reason}");
+            println!("cargo::rustc-env=WASIMOFF_HELLO_GO_SKIPPED={reason}");
+        }
     }
 
     // The C guests, if a suitable clang is available.

@@ -41,6 +41,8 @@ use wasimoff_client::{Client, Output, Task};
 
 #[path = "support/chrome.rs"]
 mod chrome;
+#[path = "support/ffmpeg.rs"]
+mod ffmpeg;
 
 use chrome::{Chrome, PATIENCE, number, wait_for};
 
@@ -442,6 +444,9 @@ async fn browser_provider_end_to_end() {
             .is_some_and(|s| s.contains("Hello, wasimoff!")),
         "{offloaded}"
     );
+
+    // FFmpeg in the tab: a clip made, screenshot, recoded and thumbnailed, files in and out.
+    ffmpeg::example_tasks(&client, 4).await;
 
     // Reloading the page reconnects it (it remembers that it contributes) and work continues.
     let connections = number(&chrome.page_status().await, "connections");

@@ -15,6 +15,9 @@ use wasimoff_provider::{
     runtime::{Provider, ProviderConfig},
 };
 
+#[path = "support/ffmpeg.rs"]
+mod ffmpeg;
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -35,8 +38,8 @@ fn demo_runs_and_exits_0() {
     assert!(stdout.contains("10 ok, 0 failed"), "{stdout}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn offload_and_tsp_batch_against_a_broker() {
+/// A broker on a free loopback port and a native provider (2 workers) connected to it.
+async fn broker_and_provider(name: &str) -> (wasimoff_broker::BrokerHandle, Provider, String) {
     let broker = Broker::builder()
         .config(BrokerConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -56,7 +59,7 @@ async fn offload_and_tsp_batch_against_a_broker() {
     .unwrap();
     let provider = Provider::builder(
         ProviderConfig {
-            name: "examples-test".into(),
+            name: name.into(),
             ..ProviderConfig::new(url.clone())
         },
         Arc::new(executor),
@@ -65,6 +68,12 @@ async fn offload_and_tsp_batch_against_a_broker() {
     .unwrap();
     let runner = provider.clone();
     tokio::spawn(async move { runner.run().await });
+    (broker, provider, url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offload_and_tsp_batch_against_a_broker() {
+    let (broker, provider, url) = broker_and_provider("examples-test").await;
 
     let offload = tokio::process::Command::new(env!("CARGO_BIN_EXE_offload"))
         .env("WASIMOFF_BROKER", &url)
@@ -108,6 +117,17 @@ async fn offload_and_tsp_batch_against_a_broker() {
     assert!(text(&later.stderr).contains("20/20 done, 0 failed"));
     assert!(stdout.contains("(canceled)"), "{stdout}");
     assert!(stdout.contains("trap (trap): trapped"), "{stdout}");
+    provider.shutdown(Duration::from_secs(2)).await;
+    broker.shutdown().await;
+}
+
+/// FFmpeg's example tasks on a native provider (skipped without `cargo xtask ffmpeg`'s module,
+/// unless `WASIMOFF_REQUIRE_FFMPEG` is set).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ffmpeg_example_tasks_on_a_native_provider() {
+    let (broker, provider, url) = broker_and_provider("ffmpeg-test").await;
+    let client = wasimoff_client::Client::new(url).unwrap();
+    ffmpeg::example_tasks(&client, 10).await;
     provider.shutdown(Duration::from_secs(2)).await;
     broker.shutdown().await;
 }

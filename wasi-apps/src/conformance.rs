@@ -183,6 +183,7 @@ cases!(
     corrupt_wasm_is_rejected,
     legacy_wasi_unstable_namespace,
     hello_c_guest,
+    hello_go_guest,
     tsp_solves,
     load_prints_digest,
     sleep_sleeps,
@@ -506,6 +507,39 @@ pub async fn legacy_wasi_unstable_namespace(executor: &dyn Executor) {
     .await;
     assert_exit(&out, 0);
     assert_eq!(text(&out.stdout), "hello world\n");
+}
+
+/// The Go guest (Go's own wasip1 runtime) sees argv, envs and stdin and exits; skipped if it
+/// was not built.
+pub async fn hello_go_guest(executor: &dyn Executor) {
+    let Some(hello_go) = apps::HELLO_GO else {
+        #[allow(clippy::print_stdout)]
+        {
+            println!(
+                "note: skipping hello_go_guest: {}",
+                apps::HELLO_GO_SKIPPED.unwrap_or("HELLO_GO was not built")
+            );
+        }
+        return;
+    };
+    let mut t = task(
+        hello_go,
+        &["hello-go.wasm", "x y", "print_envs", "stdin", "exit:7"],
+    );
+    t.envs = vec!["K=v".into()];
+    t.stdin = Bytes::from_static(b"from stdin\n");
+    let out = run(executor, t).await;
+    assert_exit(&out, 7);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.starts_with("Hello, wasimoff! This is the hello-go guest.\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("argv[1] = x y\n"), "{stdout}");
+    assert!(stdout.contains("env K=v\n"), "{stdout}");
+    assert!(stdout.ends_with("stdin: from stdin\n"), "{stdout}");
+    let out = run(executor, task(hello_go, &["hello-go.wasm"])).await;
+    assert_exit(&out, 0);
 }
 
 /// The C guest (wasi-libc) sees argv, envs and exits; skipped if it was not built.

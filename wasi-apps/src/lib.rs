@@ -17,6 +17,8 @@
 //! | [`HELLO_UNSTABLE`] | WAT module printing `hello world` via the legacy `wasi_unstable` |
 //! | [`POLL`] | WAT module waiting in `poll_oneoff`: relative, absolute and realtime clocks, two clocks, a clock with an fd, `wasi_unstable`; reads stdin past its end |
 //! | [`HELLO_C`] | the C hello guest, `None` if it could not be built |
+//! | [`HELLO_GO`] | the Go hello guest (argv, envs, stdin, exit), `None` if it could not be built |
+//! | [`ffmpeg()`] | FFmpeg, built apart by `cargo xtask ffmpeg` (not by the build script: it takes minutes) |
 //!
 //! With the feature `conformance`, the `conformance` module is the executor conformance suite
 //! over these guests that every `wasimoff_core::executor::Executor` runs.
@@ -85,9 +87,56 @@ pub const PROBE_C: Option<&[u8]> = None;
 /// Why [`HELLO_C`] and [`PROBE_C`] are `None` (`None` if they were built).
 pub const HELLO_C_SKIPPED: Option<&str> = option_env!("WASIMOFF_HELLO_C_SKIPPED");
 
+/// `hello-go`: the Go hello guest (Go's `wasip1` port), if a Go could build it here
+/// (`cargo xtask` installs one).
+#[cfg(wasimoff_hello_go)]
+pub const HELLO_GO: Option<&[u8]> =
+    Some(include_bytes!(concat!(env!("OUT_DIR"), "/hello-go.wasm")));
+
+/// `hello-go`: the Go hello guest, if a Go could build it here.
+#[cfg(not(wasimoff_hello_go))]
+pub const HELLO_GO: Option<&[u8]> = None;
+
+/// Why [`HELLO_GO`] is `None` (`None` if it was built).
+pub const HELLO_GO_SKIPPED: Option<&str> = option_env!("WASIMOFF_HELLO_GO_SKIPPED");
+
 /// The guest workspace's directory, e.g. to build `tsp` natively for comparisons:
 /// `cargo build --release --manifest-path <GUESTS_DIR>/Cargo.toml -p tsp`.
 pub const GUESTS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/guests");
+
+/// Where FFmpeg's module is looked for: `$WASIMOFF_FFMPEG`, else where `cargo xtask ffmpeg`
+/// puts it (`<target>/wasi-apps/ffmpeg.wasm`).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn ffmpeg_path() -> std::path::PathBuf {
+    std::env::var_os("WASIMOFF_FFMPEG").map_or_else(
+        || std::path::PathBuf::from(env!("WASIMOFF_FFMPEG_BUILT")),
+        std::path::PathBuf::from,
+    )
+}
+
+/// FFmpeg as a `wasm32-wasip1` module (`cargo xtask ffmpeg`, see docs/workloads.md), read from
+/// [`ffmpeg_path`]: `Err` says why there is none. A test that needs it skips with a note when
+/// it is missing, unless `WASIMOFF_REQUIRE_FFMPEG` is set (`cargo xtask ci` sets it), and
+/// then fails: CI must not pass by skipping.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn ffmpeg() -> Result<Vec<u8>, String> {
+    let path = ffmpeg_path();
+    let missing = |why: String| {
+        let why = format!(
+            "no FFmpeg at {} ({why}): run `cargo xtask ffmpeg`",
+            path.display()
+        );
+        if std::env::var_os("WASIMOFF_REQUIRE_FFMPEG").is_some() {
+            panic!("{why} (WASIMOFF_REQUIRE_FFMPEG is set)");
+        }
+        why
+    };
+    let bytes = std::fs::read(&path).map_err(|e| missing(e.to_string()))?;
+    if !bytes.starts_with(b"\0asm") {
+        return Err(missing("not a wasm module".into()));
+    }
+    Ok(bytes)
+}
 
 /// One of the guest programs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -116,12 +165,14 @@ pub enum Guest {
     Probe,
     /// [`PROBE_C`]
     ProbeC,
+    /// [`HELLO_GO`]
+    HelloGo,
 }
 
 impl Guest {
-    /// Every guest, including the C guests [`Guest::HelloC`] and [`Guest::ProbeC`] (which may be
-    /// unavailable).
-    pub const ALL: [Guest; 12] = [
+    /// Every guest, including the C guests [`Guest::HelloC`] and [`Guest::ProbeC`] and the Go
+    /// guest [`Guest::HelloGo`] (which may be unavailable).
+    pub const ALL: [Guest; 13] = [
         Guest::Hello,
         Guest::Tsp,
         Guest::Loop,
@@ -134,6 +185,7 @@ impl Guest {
         Guest::HelloC,
         Guest::Probe,
         Guest::ProbeC,
+        Guest::HelloGo,
     ];
 
     /// The guest's name, e.g. `hello-unstable`; the module is `<name>.wasm` (see
@@ -152,6 +204,7 @@ impl Guest {
             Guest::HelloC => "hello-c",
             Guest::Probe => "wasiprobe",
             Guest::ProbeC => "wasiprobe-c",
+            Guest::HelloGo => "hello-go",
         }
     }
 
@@ -165,7 +218,7 @@ impl Guest {
         Guest::ALL.into_iter().find(|guest| guest.name() == name)
     }
 
-    /// The module's bytes; `None` only for the C guests when they could not be built.
+    /// The module's bytes; `None` only for the C and Go guests when they could not be built.
     pub const fn bytes(self) -> Option<&'static [u8]> {
         match self {
             Guest::Hello => Some(HELLO),
@@ -180,6 +233,7 @@ impl Guest {
             Guest::HelloC => HELLO_C,
             Guest::Probe => Some(PROBE),
             Guest::ProbeC => PROBE_C,
+            Guest::HelloGo => HELLO_GO,
         }
     }
 }
@@ -205,5 +259,6 @@ mod tests {
             assert!(bytes.starts_with(b"\0asm\x01\0\0\0"), "{guest:?}");
         }
         assert_eq!(HELLO_C.is_none(), HELLO_C_SKIPPED.is_some());
+        assert_eq!(HELLO_GO.is_none(), HELLO_GO_SKIPPED.is_some());
     }
 }

@@ -427,6 +427,39 @@ fn hello_c_prints_args_envs_and_exits() {
     );
 }
 
+#[test]
+fn hello_go_prints_args_envs_stdin_and_exits() {
+    let Some(_) = apps::HELLO_GO else {
+        println!(
+            "note: skipping hello-go, it was not built: {}",
+            apps::HELLO_GO_SKIPPED.unwrap_or("unknown reason")
+        );
+        return;
+    };
+    let out = run(
+        Guest::HelloGo,
+        Run {
+            envs: vec![("A", "1")],
+            stdin: b"some input\n".to_vec(),
+            ..args(&[
+                "hello-go.wasm",
+                "x y",
+                "print_envs",
+                "stdin",
+                "exit:7",
+                "print_envs",
+            ])
+        },
+    );
+    assert_eq!(out.code(), 7, "{}", out.stderr());
+    assert_eq!(
+        out.stdout(),
+        "Hello, wasimoff! This is the hello-go guest.\nargc = 6\nargv[0] = hello-go.wasm\n\
+         argv[1] = x y\nargv[2] = print_envs\nargv[3] = stdin\nargv[4] = exit:7\n\
+         argv[5] = print_envs\nenv A=1\nstdin: some input\n"
+    );
+}
+
 // ------------------------------------------------------------------------------------------
 // hello-unstable (WAT, legacy namespace)
 // ------------------------------------------------------------------------------------------
@@ -868,6 +901,8 @@ enum Expect {
     Trap(Trap),
     /// Needs a guest that may not be built on this machine.
     StatusIfBuilt(i32),
+    /// FFmpeg (`cargo xtask ffmpeg`): checked here, run by examples/tests.
+    Ffmpeg,
 }
 
 fn examples_dir() -> PathBuf {
@@ -904,6 +939,7 @@ fn example_tasks_are_valid_and_run() {
         ),
         ("hello-unstable.json", Expect::Status(0)),
         ("hello-c.json", Expect::StatusIfBuilt(0)),
+        ("hello-go.json", Expect::StatusIfBuilt(0)),
         ("tsp-rand.json", Expect::Status(0)),
         ("tsp-read.json", Expect::Status(0)),
         ("load.json", Expect::Status(0)),
@@ -911,6 +947,10 @@ fn example_tasks_are_valid_and_run() {
         ("membomb.json", Expect::Trap(Trap::UnreachableCodeReached)),
         ("flood.json", Expect::Status(0)),
         ("sleep.json", Expect::Status(0)),
+        ("ffmpeg-version.json", Expect::Ffmpeg),
+        ("ffmpeg-make-clip.json", Expect::Ffmpeg),
+        ("ffmpeg-screenshot.json", Expect::Ffmpeg),
+        ("ffmpeg-recode.json", Expect::Ffmpeg),
     ]);
     let b64 = base64::engine::general_purpose::STANDARD;
     let mut seen = Vec::new();
@@ -934,6 +974,16 @@ fn example_tasks_are_valid_and_run() {
         assert!(task["info"]["reference"].is_string(), "{file}");
         let params = &task["params"];
         let binary = params["binary"]["ref"].as_str().unwrap();
+        if matches!(expect, Expect::Ffmpeg) {
+            // FFmpeg's tasks run end to end in examples/tests (the native provider and the
+            // page), one after the other: the clip one makes is the others' rootfs.
+            assert_eq!(binary, "ffmpeg.wasm", "{file}");
+            assert_eq!(params["args"][0], "ffmpeg.wasm", "{file}");
+            if let Some(rootfs) = params["rootfs"]["ref"].as_str() {
+                assert_eq!(rootfs, "ffmpeg-clip.zip", "{file}");
+            }
+            continue;
+        }
         let guest = Guest::from_name(binary.strip_suffix(".wasm").unwrap())
             .unwrap_or_else(|| panic!("{file}: unknown binary {binary}"));
         let argv: Vec<&str> = params["args"]
@@ -991,6 +1041,7 @@ fn example_tasks_are_valid_and_run() {
                 assert_eq!(out.code(), *code, "{file}: {}", out.stderr());
             }
             Expect::Trap(trap) => assert_eq!(out.trap(), *trap, "{file}"),
+            Expect::Ffmpeg => unreachable!("checked above"),
         }
         for artifact in params["artifacts"]
             .as_array()

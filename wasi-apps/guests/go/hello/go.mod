@@ -1,0 +1,3 @@
+module wasimoff.example/hello-go
+
+go 1.21
