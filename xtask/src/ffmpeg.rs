@@ -366,11 +366,7 @@ fn ensure_deb_src() -> Result<()> {
     if have_src {
         return Ok(());
     }
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0"));
-    if !root || entries.is_empty() {
+    if !tools::is_root() || entries.is_empty() {
         bail!(
             "apt has no deb-src entry, so `apt-get source` cannot fetch FFmpeg: add one for \
              your Debian release (as root) and run `apt-get update`"

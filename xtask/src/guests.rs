@@ -56,26 +56,12 @@ pub(crate) fn build_guests(out_dir: Option<&Path>) -> Result<Vec<PathBuf>> {
         .and_then(|go| {
             shared::compile_go_guests(&go, &guests_dir, &out_dir, &target_dir.join("go-cache"))
         }) {
-        Ok(()) => {
-            for (name, _) in shared::GO_GUESTS {
-                let dest = out_dir.join(format!("{name}.wasm"));
-                let bytes =
-                    std::fs::read(&dest).with_context(|| format!("reading {}", dest.display()))?;
-                modules.push(((*name).to_owned(), bytes));
-            }
-        }
+        Ok(()) => read_built(&out_dir, shared::GO_GUESTS, &mut modules)?,
         Err(reason) => eprintln!("note: skipping the Go guests: {reason}"),
     }
 
     match shared::compile_c_guests(&guests_dir, &out_dir) {
-        Ok(()) => {
-            for (name, _) in shared::C_GUESTS {
-                let dest = out_dir.join(format!("{name}.wasm"));
-                let bytes =
-                    std::fs::read(&dest).with_context(|| format!("reading {}", dest.display()))?;
-                modules.push(((*name).to_owned(), bytes));
-            }
-        }
+        Ok(()) => read_built(&out_dir, shared::C_GUESTS, &mut modules)?,
         Err(reason) => {
             eprintln!("note: skipping the C guests: {reason}");
             // Do not leave an old build of them next to the fresh ones.
@@ -134,4 +120,18 @@ fn hex(bytes: &[u8]) -> String {
         let _ = write!(s, "{b:02x}");
         s
     })
+}
+
+/// Adds the modules `guests` (name, source) that were just built into `out_dir` to `modules`.
+fn read_built(
+    out_dir: &Path,
+    guests: &[(&str, &str)],
+    modules: &mut Vec<(String, Vec<u8>)>,
+) -> Result<()> {
+    for (name, _) in guests {
+        let dest = out_dir.join(format!("{name}.wasm"));
+        let bytes = std::fs::read(&dest).with_context(|| format!("reading {}", dest.display()))?;
+        modules.push(((*name).to_owned(), bytes));
+    }
+    Ok(())
 }

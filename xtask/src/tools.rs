@@ -179,6 +179,14 @@ pub(crate) fn fuzz_corpus() -> Result<PathBuf> {
     Ok(corpus)
 }
 
+/// Whether this process runs as root (`id -u` is 0).
+pub(crate) fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+}
+
 /// Installs Debian packages that are missing, when this is a Debian machine and we are root;
 /// otherwise says what is missing and goes on (the steps that need them skip cleanly).
 pub(crate) fn ensure_apt(packages: &[&str]) -> Result<()> {
@@ -195,11 +203,7 @@ pub(crate) fn ensure_apt(packages: &[&str]) -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0"));
-    if !root || Command::new("apt-get").arg("--version").output().is_err() {
+    if !is_root() || Command::new("apt-get").arg("--version").output().is_err() {
         println!(
             "note: not installing {} (needs root and apt-get)",
             missing.join(" ")
