@@ -85,6 +85,11 @@ pub(crate) struct Options {
     pub(crate) test: bool,
     /// The volunteer page, if it is built already (with the same profile); `None`: build it.
     pub(crate) web: Option<PathBuf>,
+    /// The tests' debug binaries (`x86_64-unknown-linux-gnu`, dynamically linked) with the
+    /// loader and the shared libraries they need copied into the images, instead of a static
+    /// build: CI's image test, where the musl build of every dependency cost 6 of a cold
+    /// run's minutes. Implies `debug`.
+    pub(crate) from_tests: bool,
 }
 
 /// `cargo xtask image`: builds the images and, with `--test`, tests them.
@@ -99,7 +104,7 @@ pub(crate) fn run(options: &Options) -> Result<()> {
         bail!("cannot build the images: {note}");
     };
     let started = Instant::now();
-    let images = build(options.debug, options.web.as_deref(), &engine)?;
+    let images = build(options, &engine)?;
     println!("\nimages built in {:.1}s", started.elapsed().as_secs_f64());
     if options.test {
         let started = Instant::now();
@@ -338,45 +343,26 @@ struct Images {
     context: PathBuf,
 }
 
-/// Builds the static binaries and the page (unless `web` is the page built already), assembles
-/// the context and builds both images.
-fn build(debug: bool, web: Option<&Path>, engine: &Engine) -> Result<Images> {
-    tools::ensure_rustup_targets(&[MUSL])?;
-    // musl-gcc, for dependencies that compile C.
-    tools::ensure_apt(&["musl-tools"])?;
-
-    let profile = if debug { "debug" } else { "release" };
-    let mut args = vec![
-        "build",
-        "--target",
-        MUSL,
-        "-p",
-        "wasimoff-broker",
-        "-p",
-        "wasimoff-provider",
-        "--bins",
-    ];
-    if debug {
-        // The test images only need to start and run a hello task: their dependencies built
-        // without optimisation or debug info take about a third less time (this build shares
-        // nothing with the tests' build, being for another target).
-        args.extend([
-            "--config",
-            "profile.dev.package.\"*\".opt-level=0",
-            "--config",
-            "profile.dev.debug=false",
-        ]);
+/// Builds the binaries (static, unless `from_tests`) and the page (unless `web` is the page
+/// built already), assembles the context and builds both images.
+fn build(options: &Options, engine: &Engine) -> Result<Images> {
+    let debug = options.debug || options.from_tests;
+    let started = Instant::now();
+    let (bin_dir, runtime) = if options.from_tests {
+        let bin_dir =
+            tools::test_binaries("the images", &["wasimoff-broker", "wasimoff-provider"])?;
+        (bin_dir, true)
     } else {
-        args.push("--release");
-    }
-    let started = Instant::now();
-    Step::new(&format!("static binaries ({MUSL}, {profile})")).run(tools::cargo(&args))?;
+        (build_static(debug)?, false)
+    };
     let binaries_took = started.elapsed();
-    let bin_dir = target_dir().join(MUSL).join(profile);
-    check_no_system_roots(&args)?;
+    let profile = if debug { "debug" } else { "release" };
 
     let started = Instant::now();
-    let web = web.map_or_else(|| crate::web::build(debug), |web| Ok(web.to_path_buf()))?;
+    let web = options
+        .web
+        .as_deref()
+        .map_or_else(|| crate::web::build(debug), |web| Ok(web.to_path_buf()))?;
     let page_took = started.elapsed();
 
     let context = target_dir().join("image/context");
@@ -386,11 +372,27 @@ fn build(debug: bool, web: Option<&Path>, engine: &Engine) -> Result<Images> {
     }
     let deploy = root().join("examples/deploy");
     for file in ["broker.Containerfile", "provider.Containerfile"] {
-        copy_file(&deploy.join(file), &context.join(file))?;
+        let mut containerfile = std::fs::read_to_string(deploy.join(file))
+            .with_context(|| format!("reading {file}"))?;
+        if runtime {
+            // The loader and libraries of the dynamically linked binaries, right after FROM.
+            containerfile =
+                containerfile.replacen("\nFROM scratch\n", "\nFROM scratch\nCOPY runtime/ /\n", 1);
+            ensure!(
+                containerfile.contains("COPY runtime/"),
+                "{file} does not start its image with `FROM scratch`"
+            );
+        }
+        std::fs::write(context.join(file), containerfile)
+            .with_context(|| format!("writing {file} into the context"))?;
     }
     for name in ["wasimoff-broker", "wasimoff-provider"] {
         let binary = bin_dir.join(name);
-        check_static(&binary)?;
+        if runtime {
+            copy_runtime(&binary, &context.join("runtime"))?;
+        } else {
+            check_static(&binary)?;
+        }
         copy_file(&binary, &context.join("bin").join(name))?;
     }
     copy_tree(&web, &context.join("www"))?;
@@ -441,7 +443,12 @@ fn build(debug: bool, web: Option<&Path>, engine: &Engine) -> Result<Images> {
 
     println!("\n{profile} images ({}):", engine.describe());
     println!(
-        "  static binaries built in {:.1}s, page in {:.1}s",
+        "  {} binaries built in {:.1}s, page in {:.1}s",
+        if runtime {
+            "the tests' (dynamically linked)"
+        } else {
+            "static"
+        },
         binaries_took.as_secs_f64(),
         page_took.as_secs_f64()
     );
@@ -463,6 +470,96 @@ fn build(debug: bool, web: Option<&Path>, engine: &Engine) -> Result<Images> {
         provider,
         context,
     })
+}
+
+/// Builds the broker and the provider for [`MUSL`]; returns the directory they are in.
+fn build_static(debug: bool) -> Result<PathBuf> {
+    tools::ensure_rustup_targets(&[MUSL])?;
+    // musl-gcc, for dependencies that compile C.
+    tools::ensure_apt(&["musl-tools"])?;
+    let profile = if debug { "debug" } else { "release" };
+    let mut args = vec![
+        "build",
+        "--target",
+        MUSL,
+        "-p",
+        "wasimoff-broker",
+        "-p",
+        "wasimoff-provider",
+        "--bins",
+    ];
+    if debug {
+        // Debug images only need to start and run a hello task: their dependencies built
+        // without optimisation or debug info take about a third less time (this build shares
+        // nothing with the tests' build, being for another target).
+        args.extend([
+            "--config",
+            "profile.dev.package.\"*\".opt-level=0",
+            "--config",
+            "profile.dev.debug=false",
+        ]);
+    } else {
+        args.push("--release");
+    }
+    Step::new(&format!("static binaries ({MUSL}, {profile})")).run(tools::cargo(&args))?;
+    check_no_system_roots(&args)?;
+    Ok(target_dir().join(MUSL).join(profile))
+}
+
+/// Copies the dynamic loader and every shared library that the executable `binary` loads (as
+/// `ldd` resolves them on this host) into `runtime`, at their absolute paths: the root of an
+/// image that has nothing else.
+fn copy_runtime(binary: &Path, runtime: &Path) -> Result<()> {
+    let output = Command::new("ldd")
+        .arg(binary)
+        .stdin(Stdio::null())
+        .output()
+        .context("running ldd (the tests' binaries are dynamically linked)")?;
+    let listing = String::from_utf8_lossy(&output.stdout);
+    ensure!(
+        output.status.success(),
+        "ldd {} failed: {}",
+        binary.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let libraries = ldd_paths(&listing).with_context(|| format!("ldd {}", binary.display()))?;
+    ensure!(
+        !libraries.is_empty(),
+        "ldd found no loader for {}",
+        binary.display()
+    );
+    for library in libraries {
+        let relative = library.strip_prefix("/").unwrap_or(&library);
+        // `copy` follows symbolic links: the image gets the file under the name the binary
+        // asks for.
+        copy_file(&library, &runtime.join(relative))?;
+    }
+    Ok(())
+}
+
+/// The absolute paths in `ldd`'s listing: every `name => /path (address)` and the loader's
+/// `/path (address)`; the vDSO has no file. A library ldd cannot find is an error.
+fn ldd_paths(listing: &str) -> Result<Vec<PathBuf>> {
+    let mut paths = Vec::new();
+    for line in listing.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let target = match line.split_once("=>") {
+            Some((name, target)) => {
+                let target = target.trim();
+                ensure!(
+                    !target.starts_with("not found"),
+                    "{} is not found",
+                    name.trim()
+                );
+                target
+            }
+            None => line,
+        };
+        let path = target.split(" (").next().unwrap_or_default().trim();
+        if path.starts_with('/') {
+            paths.push(PathBuf::from(path));
+        }
+    }
+    Ok(paths)
 }
 
 /// Fails unless `path` is an ELF executable that needs no dynamic loader and no shared library
@@ -1126,6 +1223,26 @@ mod tests {
             );
             assert!(check_static(&exe).is_err());
         }
+    }
+
+    #[test]
+    fn ldd_listings_give_the_loader_and_the_libraries() {
+        let listing = "\tlinux-vdso.so.1 (0x00007ffd)\n\
+                       \tlibgcc_s.so.1 => /lib/x86_64-linux-gnu/libgcc_s.so.1 (0x00007f01)\n\
+                       \tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f02)\n\
+                       \t/lib64/ld-linux-x86-64.so.2 (0x00007f03)\n";
+        let paths = ldd_paths(listing).unwrap();
+        assert_eq!(
+            paths,
+            [
+                "/lib/x86_64-linux-gnu/libgcc_s.so.1",
+                "/lib/x86_64-linux-gnu/libc.so.6",
+                "/lib64/ld-linux-x86-64.so.2"
+            ]
+            .map(PathBuf::from)
+        );
+        let missing = "\tlibfoo.so.1 => not found\n";
+        assert!(ldd_paths(missing).is_err());
     }
 
     #[test]

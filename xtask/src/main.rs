@@ -131,6 +131,7 @@ fn main() -> Result<()> {
             engine,
             test,
             web: None,
+            from_tests: false,
         }),
     }
 }
@@ -203,6 +204,9 @@ fn ci(fuzz_seconds: u64) -> Result<()> {
     tools::ensure_rustup_targets(&["wasm32-unknown-unknown", "wasm32-wasip1"])?;
     let guests = root().join("wasi-apps/guests/Cargo.toml");
     let guests = guests.to_str().unwrap_or("wasi-apps/guests/Cargo.toml");
+    // Clippy lints inside the builds below (wasm-pack's, the tests', the browser tests', the
+    // benches') instead of in check builds of its own; `cargo clippy` only where it cannot.
+    let lint = tools::lint_while_building()?;
 
     Step::new("format").run(cargo(&["fmt", "--all", "--check"]))?;
     Step::new("format guests").run(cargo(&[
@@ -220,33 +224,30 @@ fn ci(fuzz_seconds: u64) -> Result<()> {
     ]))?;
     // The npm package and the pages (unoptimised: quick to build) come first: `--all-features`
     // turns on the broker's `embedded-page`, which builds `<target>/web` into the broker, so
-    // clippy, the tests and rustdoc need it. It is also the wasm32 build and link check of the
-    // browser crates.
+    // the tests and rustdoc need it. It is also the wasm32 build and link check of the
+    // browser crates and, with `lint`, their clippy for wasm32.
     let web = web::build(true)?;
     // Every cargo command from here on sees the page as `WASIMOFF_WEB_DIR`: the broker's build
     // script reruns (and the broker and all that depends on it rebuild) whenever that variable
     // changes, and the page tests run when it is set.
     tools::use_web_dir(&web);
     web::check_types()?;
-    Step::new("clippy").run(cargo(&[
-        "clippy",
-        "--workspace",
-        "--all-targets",
-        "--all-features",
-        "--",
-        "-D",
-        "warnings",
-    ]))?;
-    for (krate, flags) in WASM32_CHECKS {
-        let base = ["-p", krate, "--target", "wasm32-unknown-unknown"];
-        let mut clippy: Vec<&str> = vec!["clippy"];
-        clippy.extend(base);
-        clippy.extend(*flags);
-        clippy.extend(["--", "-D", "warnings"]);
-        Step::new(&format!("clippy {krate} wasm32")).run(cargo(&clippy))?;
+    if lint {
+        // What no build below compiles for wasm32: the client with its default features (the
+        // CLI), as a wasm app that `cargo add`s it gets them.
+        Step::new("clippy wasimoff-client wasm32").run(cargo(&[
+            "clippy",
+            "-p",
+            "wasimoff-client",
+            "--target",
+            "wasm32-unknown-unknown",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
+    } else {
+        clippy_checks()?;
     }
-    // No separate wasm32 builds: the browser tests build every one of these crates for wasm32
-    // (wasimoff-js depends on the other three) and link the package with wasm-pack.
     Step::new("clippy guests").run(cargo(&[
         "clippy",
         "--manifest-path",
@@ -264,22 +265,14 @@ fn ci(fuzz_seconds: u64) -> Result<()> {
     // (examples/tests/browser.rs, with the package installed from its tarball), in headless
     // Chromium. They used to be a step of their own, `-p wasimoff-examples`, whose feature
     // unification differed from this one's and rebuilt tokio, hyper and wasmtime (6 of a
-    // cold CI's minutes).
+    // cold CI's minutes). With `lint`, this build is the native clippy of everything but the
+    // benches.
     tools::ensure_apt(BROWSER_PACKAGES)?;
     Step::new("tests")
         .env("WASIMOFF_REQUIRE_FFMPEG", "1")
         .run(cargo(&["test", "--workspace", "--all-features"]))?;
     docs::check()?;
-    package()?;
-    browser_tests()?;
-    // The container images from debug builds, run end to end (skipped without an engine).
-    image::run(&image::Options {
-        debug: true,
-        engine: None,
-        test: true,
-        // The page built above, with the same (debug) profile.
-        web: Some(web.clone()),
-    })?;
+    // rustdoc and the package check share one check build of the dependencies.
     Step::new("rustdoc")
         .env("RUSTDOCFLAGS", "-D warnings")
         .run(cargo(&[
@@ -288,13 +281,49 @@ fn ci(fuzz_seconds: u64) -> Result<()> {
             "--no-deps",
             "--all-features",
         ]))?;
+    package()?;
+    browser_tests()?;
+    // The container images, from the tests' debug binaries, run end to end (skipped without
+    // an engine).
+    image::run(&image::Options {
+        debug: true,
+        engine: None,
+        test: true,
+        // The page built above, with the same (debug) profile.
+        web: Some(web.clone()),
+        from_tests: true,
+    })?;
     if fuzz_seconds > 0 {
         fuzz(fuzz_seconds)?;
     }
+    // With `lint`, this build of the benches is also their clippy.
     bench(true, Some(&web))?;
     // Last: it takes the wasm target away for a moment.
     demo_without_wasm_targets()?;
     println!("\nxtask ci: all steps passed");
+    Ok(())
+}
+
+/// `cargo clippy` of the workspace natively and of the browser crates for wasm32, for when
+/// builds cannot lint as they compile ([`tools::lint_while_building`]).
+fn clippy_checks() -> Result<()> {
+    Step::new("clippy").run(cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--all-features",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    for (krate, flags) in WASM32_CHECKS {
+        let base = ["-p", krate, "--target", "wasm32-unknown-unknown"];
+        let mut clippy: Vec<&str> = vec!["clippy"];
+        clippy.extend(base);
+        clippy.extend(*flags);
+        clippy.extend(["--", "-D", "warnings"]);
+        Step::new(&format!("clippy {krate} wasm32")).run(cargo(&clippy))?;
+    }
     Ok(())
 }
 
@@ -306,7 +335,8 @@ fn ci(fuzz_seconds: u64) -> Result<()> {
 /// a 2-core machine's cold CI). Instead the packages are made without it, unpacked side by
 /// side into `<target>/package-check` as one workspace whose `[patch]` points every sibling
 /// at its *packaged* copy, and `cargo check`ed there against the repository's lock file in
-/// the main target directory, where clippy has checked the dependencies already. That finds
+/// the main target directory, with all features: the dependencies as rustdoc checked them
+/// (CI runs rustdoc first, so the two share one check build). That finds
 /// what the verification finds short of code generation: a file the package leaves out
 /// (modules, `include_bytes!`, build scripts' inputs), a sibling dependency without a version
 /// or with a feature it lacks, manifests crates.io would reject.
@@ -359,6 +389,7 @@ fn package() -> Result<()> {
         "--manifest-path",
         &manifest,
         "--workspace",
+        "--all-features",
         "--offline",
     ]))
 }
@@ -466,19 +497,22 @@ fn fuzz(seconds: u64) -> Result<()> {
     let corpus = tools::fuzz_corpus()?;
     let corpus = corpus.to_str().unwrap_or_default().to_owned();
     let max_time = format!("-max_total_time={seconds}");
+    // The fuzz target's workspace builds with flags of its own: no linting driver.
+    let mut command = cargo(&[
+        "fuzz",
+        "run",
+        "--sanitizer",
+        "none",
+        "envelope_decode",
+        &corpus,
+        "--",
+        &max_time,
+        "-max_len=4096",
+    ]);
+    tools::no_lint_env(&mut command);
     Step::new("fuzz envelope_decode")
         .dir("wasimoff-core")
         // cargo-fuzz wants nightly for sanitizers; without a sanitizer stable works with this.
         .env("RUSTC_BOOTSTRAP", "1")
-        .run(cargo(&[
-            "fuzz",
-            "run",
-            "--sanitizer",
-            "none",
-            "envelope_decode",
-            &corpus,
-            "--",
-            &max_time,
-            "-max_len=4096",
-        ]))
+        .run(command)
 }

@@ -506,6 +506,7 @@ pub(crate) fn build(dev: bool) -> Result<PathBuf> {
             "--mode",
             "no-install",
         ]);
+        tools::lint_env(&mut command);
         command
     })?;
     let wasm = pkg.join("wasimoff_bg.wasm");
