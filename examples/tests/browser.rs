@@ -743,6 +743,177 @@ async fn web_demo_runs_hello() {
     server.shutdown().await;
 }
 
+/// A clip made natively (wasmtime, in this process) by FFmpeg: 2 s of its test pattern at
+/// 320x240 in MPEG-4 with a PCM tone, as a QuickTime file.
+async fn native_clip(ffmpeg: &[u8]) -> Vec<u8> {
+    use wasimoff_core::executor::{CancellationToken, ExecTask, Executor as _, ResolvedFile};
+    let executor =
+        wasimoff_provider::WasmtimeExecutor::new(wasimoff_provider::WasmtimeConfig::default())
+            .unwrap();
+    let args = "ffmpeg -hide_banner -nostdin -f lavfi -i testsrc=duration=2:size=320x240:rate=25 \
+                -f lavfi -i sine=duration=2 -c:v mpeg4 -c:a pcm_s16le /clip.mov";
+    let mut task = ExecTask::new(
+        "clip",
+        ResolvedFile::from_bytes(ffmpeg.to_vec()),
+        args.split_whitespace().map(str::to_owned).collect(),
+    );
+    task.artifacts = vec!["/clip.mov".to_owned()];
+    let output = executor
+        .execute(task, CancellationToken::new())
+        .await
+        .unwrap();
+    let zip = output.artifacts.expect("the clip");
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip.to_vec())).unwrap();
+    let mut clip = Vec::new();
+    archive
+        .by_name("clip.mov")
+        .unwrap()
+        .read_to_end(&mut clip)
+        .unwrap();
+    clip
+}
+
+/// `examples/web-demo/transcode.html`: a file picked in the page (the file input, as a visitor
+/// would) is transcoded in the tab by FFmpeg through `Executor`, and the outputs come back as
+/// downloads: an MPEG-4 video with a PNG of its first frame, then the audio alone as WAV.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_demo_transcodes_a_picked_file() {
+    let Some(web_dir) = web_dir() else { return };
+    let ffmpeg = match wasimoff_wasi_apps::ffmpeg() {
+        Ok(ffmpeg) => ffmpeg,
+        Err(why) => {
+            eprintln!("skipping: {why}");
+            return;
+        }
+    };
+    let Some(installed) = Installed::from_tarball(&web_dir) else {
+        return;
+    };
+    let demo = installed.page(&web_dir.with_file_name("web-demo"));
+    std::fs::write(demo.path().join("ffmpeg.wasm"), &ffmpeg).unwrap();
+    let picked = tempfile::tempdir().unwrap();
+    let clip = picked.path().join("my clip.mov");
+    std::fs::write(&clip, native_clip(&ffmpeg).await).unwrap();
+
+    let chrome = match Chrome::start().await {
+        Ok(chrome) => chrome,
+        Err(why) => {
+            eprintln!("skipping: {why}");
+            return;
+        }
+    };
+    let server = chrome::broker(demo.path().to_path_buf()).await;
+    let webdriver = &chrome.webdriver;
+    webdriver
+        .goto(&format!("http://{}/transcode.html", server.local_addr()))
+        .await
+        .unwrap();
+    let pick = wait_for("the file input to be enabled", || async {
+        let input = webdriver.find(Locator::Id("pick")).await.ok()?;
+        input.is_enabled().await.ok()?.then_some(input)
+    })
+    .await;
+    // What a visitor's pick does: chromedriver sets the file input to a local path.
+    pick.send_keys(clip.to_str().unwrap()).await.unwrap();
+    let info = wait_for("the picked file", || async {
+        let text = webdriver
+            .find(Locator::Id("input-info"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.contains("my clip.mov").then_some(text)
+    })
+    .await;
+    assert!(info.contains(" MB"), "{info}");
+    let args = webdriver
+        .find(Locator::Id("args"))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap()
+        .unwrap_or_default();
+    assert!(args.contains("-i /input.mov"), "{args}");
+
+    // Runs the preset shown and returns the result's status line and its files.
+    let transcode = || async {
+        webdriver
+            .find(Locator::Id("run"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let status = wait_for("the transcode", || async {
+            let text = webdriver
+                .find(Locator::Id("status"))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            (text.starts_with("done") || text.starts_with("failed") || text.contains("rror"))
+                .then_some(text)
+        })
+        .await;
+        let log = webdriver
+            .find(Locator::Id("log"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(status.starts_with("done"), "{status}\n{log}");
+        let files = webdriver
+            .execute(
+                "return [...document.querySelectorAll('#outputs a')].map((a) => a.download)",
+                vec![],
+            )
+            .await
+            .unwrap();
+        (log, files)
+    };
+
+    // The first preset: MPEG-4 video 480 lines high, with a 180-line PNG of the first frame.
+    let (log, files) = transcode().await;
+    assert_eq!(
+        files,
+        serde_json::json!(["output.mp4", "preview.png"]),
+        "{log}"
+    );
+    assert!(log.contains("mpeg4") && log.contains("640x480"), "{log}");
+    let preview = wait_for("the preview to load", || async {
+        let size = webdriver
+            .execute(
+                "const img = document.querySelector('#outputs img'); \
+                 return img && img.complete ? [img.naturalWidth, img.naturalHeight] : null",
+                vec![],
+            )
+            .await
+            .ok()?;
+        (!size.is_null()).then_some(size)
+    })
+    .await;
+    assert_eq!(preview, serde_json::json!([240, 180]));
+
+    // The audio alone, as WAV.
+    webdriver
+        .find(Locator::Id("preset"))
+        .await
+        .unwrap()
+        .select_by_value("wav")
+        .await
+        .unwrap();
+    let (log, files) = transcode().await;
+    assert_eq!(files, serde_json::json!(["output.wav"]), "{log}");
+    assert!(log.contains("pcm_s16le"), "{log}");
+
+    chrome.webdriver.clone().close().await.unwrap();
+    server.shutdown().await;
+}
+
 /// The installed package as an npm user's Node.js program sees it: imported by its name
 /// (`main`/`exports`), the module found by `import.meta.resolve("wasimoff/wasimoff_bg.wasm")`
 /// as the README shows, and a guest run with `Executor` in a worker thread.

@@ -793,3 +793,62 @@ fn pool_stats(pool: &WorkerPool) -> JsValue {
     set(&object, "parts", parts);
     object.into()
 }
+
+/// The most `unzipFiles` unpacks: 1 GiB, a quarter of a page's wasm32 address space.
+const UNZIP_MAX_BYTES: u64 = 1 << 30;
+
+/// Packs files into a zip archive (stored, not compressed): the `rootfs` of a task, e.g. a
+/// file the visitor picked. Keys are paths inside the archive (`"input.mp4"`, `"dir/a.txt"`);
+/// values are `Uint8Array`s, `ArrayBuffer`s or strings (UTF-8). Throws on a path that leaves
+/// the root (`..`) or appears twice.
+#[wasm_bindgen(js_name = zipFiles)]
+pub fn zip_files(
+    #[wasm_bindgen(unchecked_param_type = "Record<string, Uint8Array | ArrayBuffer | string>")]
+    files: JsValue,
+) -> Result<Uint8Array, JsError> {
+    let object = files
+        .dyn_into::<Object>()
+        .map_err(|_| js_error("zipFiles takes an object of paths to contents"))?;
+    let mut entries = Vec::new();
+    for entry in Object::entries(&object) {
+        let entry = js_sys::Array::from(&entry);
+        let path = entry.get(0).as_string().unwrap_or_default();
+        let bytes = jsmsg::js_bytes(&entry.get(1)).ok_or_else(|| {
+            js_error(format!(
+                "zipFiles: {path:?} is not a Uint8Array, an ArrayBuffer or a string"
+            ))
+        })?;
+        entries.push((path, bytes));
+    }
+    let zip = wasimoff_web::archive::pack(
+        entries
+            .iter()
+            .map(|(path, bytes)| (path.as_str(), bytes.as_slice())),
+    )
+    .map_err(|e| js_error(format!("zipFiles: {e}")))?;
+    Ok(jsmsg::bytes_to_js(&zip))
+}
+
+/// The files of a zip archive, e.g. a result's `artifacts`: an object of paths (without a
+/// leading `/`) to contents. Throws on an unreadable archive, a path that leaves the root, or
+/// more than 1 GiB of contents.
+#[wasm_bindgen(js_name = unzipFiles, unchecked_return_type = "Record<string, Uint8Array>")]
+pub fn unzip_files(
+    #[wasm_bindgen(unchecked_param_type = "Uint8Array | ArrayBuffer")] zip: JsValue,
+) -> Result<JsValue, JsError> {
+    let bytes = jsmsg::js_bytes(&zip)
+        .filter(|_| zip.as_string().is_none())
+        .ok_or_else(|| js_error("unzipFiles takes a Uint8Array or an ArrayBuffer"))?;
+    let files = wasimoff_web::archive::unpack(&bytes, UNZIP_MAX_BYTES)
+        .map_err(|e| js_error(format!("unzipFiles: {e}")))?;
+    let object = Object::new();
+    for (path, contents) in files {
+        // Not `set`: it interns its keys, and these are the archive's.
+        let _ = js_sys::Reflect::set(
+            &object,
+            &JsValue::from_str(&path),
+            &jsmsg::bytes_to_js(&contents),
+        );
+    }
+    Ok(object.into())
+}

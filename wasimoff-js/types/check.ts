@@ -12,6 +12,8 @@ import init, {
   type ProviderStatus,
   type TaskResult,
   type WasimoffError,
+  unzipFiles,
+  zipFiles,
 } from "wasimoff";
 
 export async function provide(brokerUrl: string): Promise<void> {
@@ -113,4 +115,16 @@ export async function runLocally(bytes: Uint8Array): Promise<number | undefined>
   ex.setWorkers(2);
   console.log(cancelled, stats.size, r.ms, r.error ?? r.stdoutText, r.stdoutTruncated);
   return r.status;
+}
+
+export async function transcode(ex: Executor, ffmpeg: Uint8Array, video: Uint8Array): Promise<Uint8Array | undefined> {
+  const rootfs: Uint8Array = zipFiles({ "input.mp4": video, "notes/readme.txt": "text", raw: new ArrayBuffer(1) });
+  const r = await ex.run({ binary: ffmpeg, args: ["ffmpeg", "-i", "/input.mp4", "/out.mov"], rootfs, artifacts: ["/out.mov"] });
+  // @ts-expect-error: contents are bytes or strings
+  zipFiles({ "a.txt": 1 });
+  if (r.artifacts === undefined) return undefined;
+  const files: Record<string, Uint8Array> = unzipFiles(r.artifacts);
+  // @ts-expect-error: an archive is bytes
+  unzipFiles("archive.zip");
+  return files["out.mov"];
 }

@@ -2,6 +2,7 @@
 //! preview 1) tasks in browsers — the pieces of the `wasimoff` npm package (`wasimoff-js`)
 //! without its JS API.
 //!
+//! - [`archive`]: zip archives packed from and unpacked into files (every target).
 //! - [`memcap`]: memory caps, by lowering the maximum a module's memory declares (every target).
 //! - `host` (wasm32): instantiates a guest through the JS `WebAssembly` API with the functions
 //!   of the WASI host [`wasimoff_wasi`] as imports (`wasi_snapshot_preview1` and
@@ -20,6 +21,7 @@
 //!
 //! See `docs/browser.md`.
 
+pub mod archive;
 pub mod memcap;
 /// The WASI preview 1 host (the `wasimoff-wasi` crate).
 pub use wasimoff_wasi as wasi;

@@ -145,6 +145,15 @@ pub(crate) fn build(simd: bool) -> Result<PathBuf> {
         bytes.len() as f64 / f64::from(1 << 20),
         &sum[..16]
     );
+    // The web demo's transcoding page loads it from next to itself.
+    let demo = target_dir().join("web-demo");
+    if demo.is_dir() {
+        tools::copy_file(&wasm, &demo.join("ffmpeg.wasm"))?;
+        // Compressed copies of an older module would be served instead of this one.
+        for stale in ["ffmpeg.wasm.br", "ffmpeg.wasm.gz"] {
+            let _ = std::fs::remove_file(demo.join(stale));
+        }
+    }
     Ok(wasm)
 }
 

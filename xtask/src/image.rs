@@ -370,6 +370,7 @@ fn build(options: &Options, engine: &Engine) -> Result<Images> {
         std::fs::remove_dir_all(&context)
             .with_context(|| format!("removing {}", context.display()))?;
     }
+    std::fs::create_dir_all(&context).with_context(|| format!("creating {}", context.display()))?;
     let deploy = root().join("examples/deploy");
     for file in ["broker.Containerfile", "provider.Containerfile"] {
         let mut containerfile = std::fs::read_to_string(deploy.join(file))

@@ -78,6 +78,11 @@ enum Command {
         /// graceful stop, and the compose file with podman-compose.
         #[arg(long)]
         test: bool,
+        /// The tests' debug binaries (dynamically linked, with their loader and libraries
+        /// copied in) instead of static builds: what `cargo xtask ci` tests, in seconds after
+        /// the tests' build.
+        #[arg(long)]
+        from_tests: bool,
     },
     /// Runs (or checks, where they cannot run here) every shell command of the README and
     /// docs, against a broker and provider started for it (xtask/src/docs.rs).
@@ -126,12 +131,13 @@ fn main() -> Result<()> {
             debug,
             engine,
             test,
+            from_tests,
         } => image::run(&image::Options {
             debug,
             engine,
             test,
             web: None,
-            from_tests: false,
+            from_tests,
         }),
     }
 }
@@ -192,10 +198,21 @@ fn bench(quick: bool, web: Option<&Path>) -> Result<()> {
         "--bench",
         "browser",
     ];
+    debug_assert_eq!(args[4], "browser");
     if quick {
         args.extend(["--profile", "dev", "--", "--quick"]);
     }
     Step::new("bench wasimoff-examples browser")
+        .env("WASIMOFF_WEB_DIR", web.to_str().unwrap_or_default())
+        .run(cargo(&args))?;
+    // FFmpeg: its module (cached after the first build), and Debian's own ffmpeg to compare
+    // with (a hundred packages: not for the quick runs).
+    ffmpeg::build(FFMPEG_SIMD)?;
+    if !quick {
+        tools::ensure_apt(&["ffmpeg"])?;
+    }
+    args[4] = "ffmpeg";
+    Step::new("bench wasimoff-examples ffmpeg")
         .env("WASIMOFF_WEB_DIR", web.to_str().unwrap_or_default())
         .run(cargo(&args))
 }

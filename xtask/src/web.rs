@@ -527,6 +527,12 @@ pub(crate) fn build(dev: bool) -> Result<PathBuf> {
     copy_tree(&root().join("examples/web-demo"), &demo)?;
     let hello = crate::guests::hello()?;
     std::fs::copy(hello, demo.join("hello.wasm")).context("copying hello.wasm")?;
+    // The transcoding page's FFmpeg, if `cargo xtask ffmpeg` has built it (which copies it
+    // here itself when it runs later).
+    let ffmpeg = target_dir().join("wasi-apps/ffmpeg.wasm");
+    if ffmpeg.is_file() {
+        std::fs::copy(&ffmpeg, demo.join("ffmpeg.wasm")).context("copying ffmpeg.wasm")?;
+    }
     precompress(&demo, dev)?;
     // The package with its siblings, compressed once.
     copy_tree(&pkg, &demo_pkg)?;
