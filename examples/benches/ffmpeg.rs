@@ -8,7 +8,8 @@
 //!   (the task's rootfs) fetched by the provider, the recoded file back as the artifacts zip.
 //!   Each is the median of `--reps` runs after one warm-up run (which compiles the module);
 //! - **thumbnails**: the example batch (`templates/ffmpeg-thumbnail.json`, a PNG from each of
-//!   20 seconds of the example clip) on one native provider with 1 worker, then on two.
+//!   20 seconds of the example clip) on one native provider with 1 worker, then on two (after
+//!   an untimed batch, in which the second fetches and compiles the module).
 //!
 //! ```text
 //! cargo xtask ffmpeg                      # the module (WASIMOFF_FFMPEG=<path> picks another)
@@ -291,6 +292,9 @@ async fn main() {
     let one = thumbnails(&client, sizes.thumbnails).await;
     let second = native_provider(&base, "native-2", 1);
     wait_providers(&client, 2).await;
+    // Untimed: the new provider fetches and compiles the module (as the first did for the
+    // recode's warm-up).
+    thumbnails(&client, sizes.thumbnails).await;
     let two = thumbnails(&client, sizes.thumbnails).await;
     for provider in [provider, second] {
         provider.shutdown(Duration::from_secs(5)).await;
