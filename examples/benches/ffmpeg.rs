@@ -7,7 +7,7 @@
 //!   Chromium (1 worker). The wasimoff figures are end to end: the client's request, the clip
 //!   (the task's rootfs) fetched by the provider, the recoded file back as the artifacts zip.
 //!   Each is the median of `--reps` runs after one warm-up run (which compiles the module);
-//! - **thumbnails**: the example batch (`templates/ffmpeg-thumbnail.json`, a PNG from each of
+//! - **thumbnails**: the median of `--reps` runs of the example batch (`templates/ffmpeg-thumbnail.json`, a PNG from each of
 //!   20 seconds of the example clip) on one native provider with 1 worker, then on two (after
 //!   an untimed batch, in which the second fetches and compiles the module).
 //!
@@ -80,7 +80,7 @@ fn zip_one(name: &str, bytes: &[u8]) -> Vec<u8> {
 
 /// FFmpeg's arguments for the recode, with the clip at `input` and the result at `output`.
 fn recode_args(input: &str, output: &str) -> Vec<String> {
-    format!("-hide_banner -nostdin -y -i {input} -c:v mjpeg -q:v 5 {output}")
+    format!("-hide_banner -nostdin -benchmark -y -i {input} -c:v mjpeg -q:v 5 {output}")
         .split_whitespace()
         .map(str::to_owned)
         .collect()
@@ -94,29 +94,41 @@ fn recode_task() -> Task {
         .artifacts(["/recoded.mov"])
 }
 
+/// FFmpeg's own wall-clock time (`-benchmark` prints `bench: utime=..s stime=..s rtime=..s`).
+fn ffmpeg_rtime(stderr: &str) -> f64 {
+    stderr
+        .rsplit_once("rtime=")
+        .and_then(|(_, rest)| rest.split('s').next()?.trim().parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
 fn median(mut samples: Vec<f64>) -> f64 {
     samples.sort_by(f64::total_cmp);
     samples[samples.len() / 2]
 }
 
+/// A recode figure: the median seconds end to end and FFmpeg's own median `rtime`.
+type Recode = (f64, f64);
+
 /// The median seconds of `reps` recodes through the broker, after one untimed run.
-async fn recode_wasimoff(client: &Client, reps: usize) -> f64 {
+async fn recode_wasimoff(client: &Client, reps: usize) -> Recode {
     ok("warm-up recode", &client.run(recode_task()).await.unwrap());
-    let mut samples = Vec::new();
+    let (mut samples, mut rtimes) = (Vec::new(), Vec::new());
     for _ in 0..reps {
         let started = Instant::now();
         let output = client.run(recode_task()).await.unwrap();
         samples.push(started.elapsed().as_secs_f64());
         ok("recode", &output);
+        rtimes.push(ffmpeg_rtime(&output.stderr_lossy()));
         let recoded = entry(&output.artifacts.expect("the recode"), "recoded.mov");
         assert_eq!(&recoded[4..8], b"ftyp", "a QuickTime file");
     }
-    median(samples)
+    (median(samples), median(rtimes))
 }
 
 /// The median seconds of `reps` recodes by Debian's `ffmpeg` with `extra` arguments first, or
 /// why there is none.
-fn recode_debian(clip: &std::path::Path, reps: usize, extra: &[&str]) -> Result<f64, String> {
+fn recode_debian(clip: &std::path::Path, reps: usize, extra: &[&str]) -> Result<Recode, String> {
     let out = clip.with_file_name("recoded.mov");
     let run = || {
         let started = Instant::now();
@@ -130,14 +142,18 @@ fn recode_debian(clip: &std::path::Path, reps: usize, extra: &[&str]) -> Result<
                 "Debian's ffmpeg failed: {}",
                 String::from_utf8_lossy(&o.stderr)
             )),
-            Ok(_) => Ok(started.elapsed().as_secs_f64()),
+            Ok(o) => Ok((
+                started.elapsed().as_secs_f64(),
+                ffmpeg_rtime(&String::from_utf8_lossy(&o.stderr)),
+            )),
         }
     };
     run()?;
-    (0..reps)
-        .map(|_| run())
-        .collect::<Result<_, _>>()
-        .map(median)
+    let runs: Vec<Recode> = (0..reps).map(|_| run()).collect::<Result<_, _>>()?;
+    Ok((
+        median(runs.iter().map(|r| r.0).collect()),
+        median(runs.iter().map(|r| r.1).collect()),
+    ))
 }
 
 /// A native provider with `workers` workers, connected to `base` and running.
@@ -188,10 +204,19 @@ async fn thumbnails(client: &Client, n: usize) -> f64 {
     started.elapsed().as_secs_f64()
 }
 
-fn seconds(figure: &Result<f64, String>) -> String {
+/// The median of `reps` thumbnail batches (a batch takes well under a second).
+async fn thumbnail_batches(client: &Client, sizes: &Sizes) -> f64 {
+    let mut samples = Vec::new();
+    for _ in 0..sizes.reps {
+        samples.push(thumbnails(client, sizes.thumbnails).await);
+    }
+    median(samples)
+}
+
+fn seconds(figure: &Result<Recode, String>) -> String {
     match figure {
-        Ok(s) => format!("{s:.2} s"),
-        Err(why) => why.clone(),
+        Ok((s, rtime)) => format!("{s:.2} s | {rtime:.2} s"),
+        Err(why) => format!("{why} | –"),
     }
 }
 
@@ -289,20 +314,20 @@ async fn main() {
     let native = recode_wasimoff(&client, sizes.reps).await;
 
     // Thumbnails: one provider of 1 worker, then two.
-    let one = thumbnails(&client, sizes.thumbnails).await;
+    let one = thumbnail_batches(&client, &sizes).await;
     let second = native_provider(&base, "native-2", 1);
     wait_providers(&client, 2).await;
     // Untimed: the new provider fetches and compiles the module (as the first did for the
     // recode's warm-up).
     thumbnails(&client, sizes.thumbnails).await;
-    let two = thumbnails(&client, sizes.thumbnails).await;
+    let two = thumbnail_batches(&client, &sizes).await;
     for provider in [provider, second] {
         provider.shutdown(Duration::from_secs(5)).await;
     }
     wait_providers(&client, 0).await;
 
     // The volunteer page, 1 worker.
-    let browser: Result<f64, String> = match (&web_dir, Chrome::start().await) {
+    let browser: Result<Recode, String> = match (&web_dir, Chrome::start().await) {
         (None, _) => Err("no page (WASIMOFF_WEB_DIR; `cargo xtask web`)".into()),
         (_, Err(why)) => Err(why),
         (Some(_), Ok(chrome)) => {
@@ -318,13 +343,13 @@ async fn main() {
         }
     };
 
-    let ratio = |figure: &Result<f64, String>| {
+    let ratio = |figure: &Result<Recode, String>| {
         figure
             .as_ref()
-            .map_or_else(|_| "–".to_owned(), |s| format!("{:.2}", s / native))
+            .map_or_else(|_| "–".to_owned(), |(s, _)| format!("{:.2}", s / native.0))
     };
-    println!("\n| recode | seconds | / native provider |");
-    println!("|---|---|---|");
+    println!("\n| recode | end to end | FFmpeg's rtime | end to end / native provider |");
+    println!("|---|---|---|---|");
     for (what, figure) in [
         ("Debian ffmpeg (SIMD, threads)", &debian),
         ("Debian ffmpeg -threads 1", &debian_1),
