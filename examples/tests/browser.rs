@@ -674,64 +674,97 @@ async fn node_provider_end_to_end() {
     broker.shutdown().await;
 }
 
+/// A page of the web demo open in Chromium: `examples/web-demo` as `cargo xtask web`
+/// assembles it next to the volunteer page, with the package installed from its tarball.
+struct WebDemo {
+    chrome: Chrome,
+    server: wasimoff_broker::BrokerHandle,
+    _site: tempfile::TempDir,
+}
+
+impl WebDemo {
+    /// Opens `page` with `extra` files added to the site, once the element `ready` is enabled
+    /// (returned too); `None`, after a note, where the page, npm or Chromium is missing.
+    async fn open(
+        page: &str,
+        ready: &str,
+        extra: &[(&str, &[u8])],
+    ) -> Option<(WebDemo, fantoccini::elements::Element)> {
+        let web_dir = web_dir()?;
+        let demo = web_dir.with_file_name("web-demo");
+        assert!(
+            demo.join("hello.wasm").exists(),
+            "{} has no hello.wasm",
+            demo.display()
+        );
+        let installed = Installed::from_tarball(&web_dir)?;
+        let site = installed.page(&demo);
+        for (name, bytes) in extra {
+            std::fs::write(site.path().join(name), bytes).unwrap();
+        }
+        let chrome = match Chrome::start().await {
+            Ok(chrome) => chrome,
+            Err(why) => {
+                eprintln!("skipping: {why}");
+                return None;
+            }
+        };
+        // Any static server will do; the broker's sends the isolation headers.
+        let server = chrome::broker(site.path().to_path_buf()).await;
+        chrome
+            .webdriver
+            .goto(&format!("http://{}/{page}", server.local_addr()))
+            .await
+            .unwrap();
+        let element = wait_for(&format!("#{ready} to be enabled"), || async {
+            let element = chrome.webdriver.find(Locator::Id(ready)).await.ok()?;
+            element.is_enabled().await.ok()?.then_some(element)
+        })
+        .await;
+        let demo = WebDemo {
+            chrome,
+            server,
+            _site: site,
+        };
+        Some((demo, element))
+    }
+
+    /// The text of the element `id`, `None` if there is none.
+    async fn text(&self, id: &str) -> Option<String> {
+        let element = self.chrome.webdriver.find(Locator::Id(id)).await.ok()?;
+        element.text().await.ok()
+    }
+
+    async fn close(self) {
+        self.chrome.webdriver.clone().close().await.unwrap();
+        self.server.shutdown().await;
+    }
+}
+
 /// `examples/web-demo` (assembled by `cargo xtask web` next to the volunteer page): the page
 /// runs the hello guest with the form's args, env and stdin through `Executor`, no broker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web_demo_runs_hello() {
-    let Some(web_dir) = web_dir() else { return };
-    let demo = web_dir.with_file_name("web-demo");
-    assert!(
-        demo.join("hello.wasm").exists(),
-        "{} has no hello.wasm",
-        demo.display()
-    );
-    let Some(installed) = Installed::from_tarball(&web_dir) else {
+    let Some((demo, run)) = WebDemo::open("", "run", &[]).await else {
         return;
     };
-    let demo = installed.page(&demo);
-    let chrome = match Chrome::start().await {
-        Ok(chrome) => chrome,
-        Err(why) => {
-            eprintln!("skipping: {why}");
-            return;
-        }
-    };
-    // Any static server will do; the broker's sends the isolation headers.
-    let server = chrome::broker(demo.path().to_path_buf()).await;
-    let webdriver = &chrome.webdriver;
-    webdriver
-        .goto(&format!("http://{}/", server.local_addr()))
+    let args = demo
+        .chrome
+        .webdriver
+        .find(Locator::Id("args"))
         .await
         .unwrap();
-    let run = wait_for("the Run button to be enabled", || async {
-        let button = webdriver.find(Locator::Id("run")).await.ok()?;
-        button.is_enabled().await.ok()?.then_some(button)
-    })
-    .await;
-    let args = webdriver.find(Locator::Id("args")).await.unwrap();
     args.clear().await.unwrap();
     args.send_keys("hello.wasm demo-arg print_envs stdin")
         .await
         .unwrap();
     run.click().await.unwrap();
     let status = wait_for("the result", || async {
-        let text = webdriver
-            .find(Locator::Id("status"))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
+        let text = demo.text("status").await?;
         (text != "–" && text != "running…").then_some(text)
     })
     .await;
-    let stdout = webdriver
-        .find(Locator::Id("stdout"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let stdout = demo.text("stdout").await.unwrap();
     assert_eq!(status, "0", "{stdout}");
     assert!(stdout.contains("\"demo-arg\""), "{stdout}");
     assert!(stdout.contains("env GREETING=hi"), "{stdout}");
@@ -739,8 +772,7 @@ async fn web_demo_runs_hello() {
         stdout.contains("Text on stdin comes back on stdout."),
         "{stdout}"
     );
-    chrome.webdriver.clone().close().await.unwrap();
-    server.shutdown().await;
+    demo.close().await;
 }
 
 /// A clip made natively (wasmtime, in this process) by FFmpeg: 2 s of its test pattern at
@@ -778,7 +810,6 @@ async fn native_clip(ffmpeg: &[u8]) -> Vec<u8> {
 /// downloads: an MPEG-4 video with a PNG of its first frame, then the audio alone as WAV.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web_demo_transcodes_a_picked_file() {
-    let Some(web_dir) = web_dir() else { return };
     let ffmpeg = match wasimoff_wasi_apps::ffmpeg() {
         Ok(ffmpeg) => ffmpeg,
         Err(why) => {
@@ -786,43 +817,19 @@ async fn web_demo_transcodes_a_picked_file() {
             return;
         }
     };
-    let Some(installed) = Installed::from_tarball(&web_dir) else {
-        return;
-    };
-    let demo = installed.page(&web_dir.with_file_name("web-demo"));
-    std::fs::write(demo.path().join("ffmpeg.wasm"), &ffmpeg).unwrap();
     let picked = tempfile::tempdir().unwrap();
     let clip = picked.path().join("my clip.mov");
     std::fs::write(&clip, native_clip(&ffmpeg).await).unwrap();
-
-    let chrome = match Chrome::start().await {
-        Ok(chrome) => chrome,
-        Err(why) => {
-            eprintln!("skipping: {why}");
-            return;
-        }
+    let Some((demo, pick)) =
+        WebDemo::open("transcode.html", "pick", &[("ffmpeg.wasm", &ffmpeg)]).await
+    else {
+        return;
     };
-    let server = chrome::broker(demo.path().to_path_buf()).await;
-    let webdriver = &chrome.webdriver;
-    webdriver
-        .goto(&format!("http://{}/transcode.html", server.local_addr()))
-        .await
-        .unwrap();
-    let pick = wait_for("the file input to be enabled", || async {
-        let input = webdriver.find(Locator::Id("pick")).await.ok()?;
-        input.is_enabled().await.ok()?.then_some(input)
-    })
-    .await;
+    let webdriver = &demo.chrome.webdriver;
     // What a visitor's pick does: chromedriver sets the file input to a local path.
     pick.send_keys(clip.to_str().unwrap()).await.unwrap();
     let info = wait_for("the picked file", || async {
-        let text = webdriver
-            .find(Locator::Id("input-info"))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
+        let text = demo.text("input-info").await?;
         text.contains("my clip.mov").then_some(text)
     })
     .await;
@@ -847,24 +854,12 @@ async fn web_demo_transcodes_a_picked_file() {
             .await
             .unwrap();
         let status = wait_for("the transcode", || async {
-            let text = webdriver
-                .find(Locator::Id("status"))
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
+            let text = demo.text("status").await?;
             (text.starts_with("done") || text.starts_with("failed") || text.contains("rror"))
                 .then_some(text)
         })
         .await;
-        let log = webdriver
-            .find(Locator::Id("log"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let log = demo.text("log").await.unwrap();
         assert!(status.starts_with("done"), "{status}\n{log}");
         let files = webdriver
             .execute(
@@ -909,9 +904,7 @@ async fn web_demo_transcodes_a_picked_file() {
     let (log, files) = transcode().await;
     assert_eq!(files, serde_json::json!(["output.wav"]), "{log}");
     assert!(log.contains("pcm_s16le"), "{log}");
-
-    chrome.webdriver.clone().close().await.unwrap();
-    server.shutdown().await;
+    demo.close().await;
 }
 
 /// The installed package as an npm user's Node.js program sees it: imported by its name
