@@ -13,6 +13,8 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod bounds;
+#[cfg(any(test, feature = "conformance"))]
+pub mod decode_check;
 pub mod envelope;
 pub mod executor;
 pub mod messenger;

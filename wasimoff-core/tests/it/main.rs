@@ -2,6 +2,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 mod messenger;
+#[cfg(feature = "conformance")]
+mod mutations;
 mod truncation;
 mod vectors;
 mod websocket;
