@@ -109,6 +109,8 @@ enum Command {
 
 fn main() -> Result<()> {
     let command = Cli::parse().command;
+    // Started by `cargo xtask ci` (its last step runs `cargo xtask demo`): lint as it does.
+    tools::inherit_lint_driver();
     // Every command but `web` builds the guest programs (wasi-apps' build script, for
     // wasm32-wasip1); install what that needs first, as `ci` always did.
     if !matches!(command, Command::Web { .. }) {
@@ -294,14 +296,15 @@ fn ci(fuzz_seconds: u64) -> Result<()> {
         .run(cargo(&["test", "--workspace", "--all-features"]))?;
     docs::check()?;
     // rustdoc and the package check share one check build of the dependencies.
+    // Of the published crates, as the package check has them: the unpublished ones' own
+    // dependencies would unify features differently and double the check build.
+    let mut doc = vec!["doc", "--workspace", "--no-deps", "--all-features"];
+    for krate in UNPUBLISHED {
+        doc.extend(["--exclude", krate]);
+    }
     Step::new("rustdoc")
         .env("RUSTDOCFLAGS", "-D warnings")
-        .run(cargo(&[
-            "doc",
-            "--workspace",
-            "--no-deps",
-            "--all-features",
-        ]))?;
+        .run(cargo(&doc))?;
     package()?;
     browser_tests()?;
     // The container images, from the tests' debug binaries, run end to end (skipped without
@@ -500,7 +503,7 @@ fn demo_without_wasm_targets() -> Result<()> {
     remove.args(["target", "remove", "wasm32-wasip1"]);
     Step::new("rustup target remove wasm32-wasip1").run(remove)?;
     Step::new("cargo xtask demo (toolchain without wasm32-wasip1)")
-        .run(cargo(&["xtask", "demo", "--dev"]))?;
+        .run(tools::xtask_command(&["demo", "--dev"]))?;
     let installed = std::process::Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()?;

@@ -109,6 +109,31 @@ pub(crate) fn lint_while_building() -> Result<bool> {
     Ok(true)
 }
 
+/// The variable that hands [`lint_while_building`]'s driver to a `cargo xtask` started by this
+/// one ([`xtask_command`]).
+const LINT_DRIVER_VAR: &str = "WASIMOFF_XTASK_LINT_DRIVER";
+
+/// Takes over the lint driver of the `cargo xtask` that started this one, if any.
+pub(crate) fn inherit_lint_driver() {
+    if let Some(driver) = std::env::var_os(LINT_DRIVER_VAR) {
+        let _ = LINT_DRIVER.set(PathBuf::from(driver));
+    }
+}
+
+/// `cargo xtask <args>` as a user runs it: the xtask binary builds without the lint driver
+/// (as `.ci/run`'s did, so it is not rebuilt), and the driver is handed on for the builds it
+/// makes ([`inherit_lint_driver`]).
+pub(crate) fn xtask_command(args: &[&str]) -> Command {
+    let mut all = vec!["xtask"];
+    all.extend(args);
+    let mut command = cargo(&all);
+    no_lint_env(&mut command);
+    if let Some(driver) = LINT_DRIVER.get() {
+        command.env(LINT_DRIVER_VAR, driver);
+    }
+    command
+}
+
 /// Adds the environment of [`lint_while_building`] (if it is on) to `command`.
 pub(crate) fn lint_env(command: &mut Command) {
     if let Some(driver) = LINT_DRIVER.get() {
