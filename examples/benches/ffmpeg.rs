@@ -28,8 +28,10 @@
     reason = "shared with the tests; not every helper is used here"
 )]
 mod chrome;
+#[path = "../tests/support/zipfile.rs"]
+mod zipfile;
 
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::Command;
 use std::{sync::Arc, time::Duration, time::Instant};
@@ -41,6 +43,7 @@ use wasimoff_provider::{
     WasmtimeConfig, WasmtimeExecutor,
     runtime::{Provider, ProviderConfig},
 };
+use zipfile::entry;
 
 /// The sizes of one run.
 struct Sizes {
@@ -54,18 +57,6 @@ struct Sizes {
 
 fn ok(what: &str, output: &Output) {
     assert_eq!(output.status, 0, "{what}: {}", output.stderr_lossy());
-}
-
-/// The file `name` of a zip archive.
-fn entry(zip: &[u8], name: &str) -> Vec<u8> {
-    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip)).unwrap();
-    let mut bytes = Vec::new();
-    archive
-        .by_name(name)
-        .unwrap()
-        .read_to_end(&mut bytes)
-        .unwrap();
-    bytes
 }
 
 /// A zip archive holding `bytes` as `name` (stored).

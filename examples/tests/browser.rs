@@ -28,7 +28,7 @@
 
 use std::{
     collections::HashSet,
-    io::{Read, Write},
+    io::Write,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::Duration,
@@ -43,6 +43,8 @@ use wasimoff_client::{Client, Output, Task};
 mod chrome;
 #[path = "support/ffmpeg.rs"]
 mod ffmpeg;
+#[path = "support/zipfile.rs"]
+mod zipfile;
 
 use chrome::{Chrome, PATIENCE, number, wait_for};
 
@@ -55,14 +57,7 @@ fn rootfs_zip() -> Vec<u8> {
 }
 
 fn unzip(bytes: &[u8], name: &str) -> String {
-    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
-    let mut text = String::new();
-    archive
-        .by_name(name)
-        .unwrap()
-        .read_to_string(&mut text)
-        .unwrap();
-    text
+    String::from_utf8(zipfile::entry(bytes, name)).unwrap()
 }
 
 /// Task `i` of a mixed batch and the check of its output.
@@ -794,15 +789,7 @@ async fn native_clip(ffmpeg: &[u8]) -> Vec<u8> {
         .execute(task, CancellationToken::new())
         .await
         .unwrap();
-    let zip = output.artifacts.expect("the clip");
-    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip.to_vec())).unwrap();
-    let mut clip = Vec::new();
-    archive
-        .by_name("clip.mov")
-        .unwrap()
-        .read_to_end(&mut clip)
-        .unwrap();
-    clip
+    zipfile::entry(&output.artifacts.expect("the clip"), "clip.mov")
 }
 
 /// `examples/web-demo/transcode.html`: a file picked in the page (the file input, as a visitor

@@ -17,6 +17,8 @@ use wasimoff_provider::{
 
 #[path = "support/ffmpeg.rs"]
 mod ffmpeg;
+#[path = "support/zipfile.rs"]
+mod zipfile;
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()

@@ -3,11 +3,12 @@
 //! volunteer page in headless Chromium (`browser.rs`). Skipped with a note without
 //! `cargo xtask ffmpeg`'s module, unless `WASIMOFF_REQUIRE_FFMPEG` is set (CI).
 
-use std::io::Read as _;
 use std::path::PathBuf;
 
 use futures::StreamExt as _;
 use wasimoff_client::{Client, Output, Task};
+
+use crate::zipfile::entry;
 
 fn tasks_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tasks")
@@ -20,17 +21,6 @@ fn task(file: &str, n: Option<usize>) -> Task {
         text = text.replace("{}", &n.to_string());
     }
     Task::from_json(&text).unwrap()
-}
-
-/// The file `name` of an artifacts zip.
-fn entry(zip: &[u8], name: &str) -> Vec<u8> {
-    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip)).unwrap();
-    let mut file = archive
-        .by_name(name)
-        .unwrap_or_else(|e| panic!("{name} in the artifacts: {e}"));
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).unwrap();
-    bytes
 }
 
 /// Width and height of a PNG image (its IHDR chunk).
