@@ -17,7 +17,7 @@ use wasimoff_core::messenger::{IncomingMessage, Messenger, MessengerConfig};
 use wasimoff_core::proto::{self, task};
 
 use crate::body::WholeBody;
-use crate::detached::Lookup;
+use crate::detached::{Found, Lookup};
 use crate::error::TaskError;
 use crate::provider::{refuse_protocol, selected_codec};
 use crate::state::App;
@@ -531,16 +531,11 @@ pub(crate) async fn submit(
         Ok(prepared) => prepared,
         Err(e) => return e.into_response(),
     };
-    let id = job.id.clone();
     let owner = app.client_owner(&headers);
-    lock(&app).submitted(id.clone(), owner);
-    let runner = app.clone();
-    let task_id = id.clone();
-    tokio::spawn(async move {
-        let result = runner.run_prepared_wasip1(job, deadline, pins).await;
-        lock(&runner).finished(std::time::Instant::now(), &task_id, result);
-        runner.detached_done.notify_waiters();
-    });
+    let id = match app.accept_by_id(job, deadline, pins, owner).await {
+        Ok(id) => id,
+        Err(e) => return e.into_response(),
+    };
     (
         StatusCode::ACCEPTED,
         axum::Json(serde_json::json!({ "id": id })),
@@ -573,7 +568,8 @@ pub(crate) async fn fetch(
     loop {
         // Registered before the lookup, so a result recorded in between is not missed.
         let done = app.detached_done.notified();
-        let found = lock(&app).lookup(std::time::Instant::now(), &id, owner.as_deref());
+        let found =
+            app.with_detached(|d| d.lookup(std::time::Instant::now(), &id, owner.as_deref()));
         match found {
             Lookup::Done(result) => {
                 return match *result {
@@ -623,7 +619,7 @@ pub(crate) async fn cancel(
         return e.into_response();
     }
     let owner = app.client_owner(&headers);
-    let found = lock(&app).lookup(std::time::Instant::now(), &id, owner.as_deref());
+    let found = app.with_detached(|d| d.lookup(std::time::Instant::now(), &id, owner.as_deref()));
     let state = match found {
         Lookup::Pending => {
             app.dispatch.send(crate::dispatch::Command::Machine(
@@ -642,9 +638,77 @@ pub(crate) async fn cancel(
     axum::Json(serde_json::json!({ "id": id, "state": state })).into_response()
 }
 
-/// The detached tasks' table; a poisoned lock (a panic elsewhere) still holds valid data.
-fn lock(app: &App) -> std::sync::MutexGuard<'_, crate::detached::Detached> {
-    app.detached
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+/// The most ids one [`wait`] may name.
+pub(crate) const MAX_WAIT_IDS: usize = 10_000;
+
+/// The body of [`wait`].
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct WaitRequest {
+    ids: Vec<String>,
+    /// Seconds to wait for one of them to finish.
+    #[serde(default)]
+    wait: Option<f64>,
+}
+
+/// `POST /api/client/tasks/wait` with `{"ids": [...], "wait": SECONDS}`: which of these tasks
+/// have finished (`done`: fetch their results) and which this broker does not know for this
+/// client (`unknown`: never submitted here, expired, or lost in a restart of a broker without
+/// durable task state). Answers as soon as one is either, else after `wait` seconds (at most
+/// 60) with both lists empty. Clients follow many tasks with one request at a time instead of
+/// one long-poll per task.
+pub(crate) async fn wait(
+    State(app): State<App>,
+    headers: HeaderMap,
+    body: Result<axum::Json<WaitRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if let Err(e) = app.check_client(&headers) {
+        return e.into_response();
+    }
+    let request = match body {
+        Ok(axum::Json(request)) => request,
+        Err(e) => {
+            return TaskError::InvalidArgument(format!("a wait body is {{\"ids\": [...]}}: {e}"))
+                .into_response();
+        }
+    };
+    if request.ids.len() > MAX_WAIT_IDS {
+        return TaskError::InvalidArgument(format!(
+            "{} ids in one wait; at most {MAX_WAIT_IDS}",
+            request.ids.len()
+        ))
+        .into_response();
+    }
+    let owner = app.client_owner(&headers);
+    let wait = std::time::Duration::from_secs_f64(request.wait.unwrap_or(0.0).clamp(0.0, 60.0))
+        .min(MAX_FETCH_WAIT);
+    let until = tokio::time::Instant::now() + wait;
+    loop {
+        // Registered before the lookup, so a result recorded in between is not missed.
+        let done_signal = app.detached_done.notified();
+        let (done, unknown) = app.with_detached(|d| {
+            let now = std::time::Instant::now();
+            let (mut done, mut unknown) = (Vec::new(), Vec::new());
+            for id in &request.ids {
+                match d.found(now, id, owner.as_deref()) {
+                    Found::Done => done.push(id.as_str()),
+                    Found::Unknown => unknown.push(id.as_str()),
+                    Found::Pending => {}
+                }
+            }
+            let owned = |ids: Vec<&str>| ids.into_iter().map(str::to_owned).collect::<Vec<_>>();
+            (owned(done), owned(unknown))
+        });
+        if !done.is_empty() || !unknown.is_empty() || request.ids.is_empty() {
+            return axum::Json(serde_json::json!({ "done": done, "unknown": unknown }))
+                .into_response();
+        }
+        tokio::select! {
+            () = done_signal => {}
+            () = tokio::time::sleep_until(until) => {
+                return axum::Json(serde_json::json!({ "done": [], "unknown": [] }))
+                    .into_response();
+            }
+            () = app.shutdown.cancelled() => return TaskError::ShuttingDown.into_response(),
+        }
+    }
 }

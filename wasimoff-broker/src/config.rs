@@ -14,6 +14,19 @@ pub enum StoreConfig {
     Dir(PathBuf),
 }
 
+/// Where the broker keeps tasks submitted by id (`POST /api/client/tasks`) until their clients
+/// have fetched the results, so that a restart (even `kill -9`) loses none of them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum TaskStateConfig {
+    /// In a journal file in the store's directory with [`StoreConfig::Dir`], else in memory.
+    #[default]
+    Auto,
+    /// In memory only: a restart loses every task not yet answered (clients get `not_found`).
+    Memory,
+    /// In this journal file (an embedded `redb` database, fsync'd on every accept and result).
+    File(PathBuf),
+}
+
 /// Which scheduler places tasks on providers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SchedulerKind {
@@ -175,6 +188,8 @@ pub struct BrokerConfig {
     pub listen: SocketAddr,
     /// The blob store.
     pub store: StoreConfig,
+    /// The durable state of tasks submitted by id.
+    pub tasks: TaskStateConfig,
     /// The scheduler.
     pub scheduler: SchedulerKind,
     /// Size and time limits.
@@ -209,6 +224,7 @@ impl Default for BrokerConfig {
         BrokerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 4080)),
             store: StoreConfig::Memory,
+            tasks: TaskStateConfig::Auto,
             scheduler: SchedulerKind::Locality,
             limits: Limits::default(),
             ping: PingConfig::default(),

@@ -51,6 +51,17 @@ pub(crate) struct Detached {
     /// Finished ids in the order their results were recorded (the eviction order).
     finished: VecDeque<String>,
     bytes: usize,
+    /// Ids whose results were dropped (expired or evicted) since the last
+    /// [`take_forgotten`](Detached::take_forgotten), for the durable journal to drop too.
+    forgotten: Vec<String>,
+}
+
+/// What a client finds under an id, without the result itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Found {
+    Pending,
+    Done,
+    Unknown,
 }
 
 impl Detached {
@@ -61,6 +72,7 @@ impl Detached {
             entries: HashMap::new(),
             finished: VecDeque::new(),
             bytes: 0,
+            forgotten: Vec::new(),
         }
     }
 
@@ -73,6 +85,20 @@ impl Detached {
                 state: State::Pending,
             },
         );
+    }
+
+    /// A result recorded before a restart, at `at`: kept as if it had just been recorded then.
+    pub(crate) fn restore(
+        &mut self,
+        now: Instant,
+        at: Instant,
+        id: String,
+        owner: Option<String>,
+        result: Result<wasip1::Response, TaskError>,
+    ) {
+        self.submitted(id.clone(), owner);
+        self.finished(at, &id, result);
+        self.expire(now);
     }
 
     /// A task's result arrived: keep it (evicting the oldest kept results if needed; a
@@ -121,6 +147,23 @@ impl Detached {
         }
     }
 
+    /// Whether `owner` finds `id` pending, done or not at all (without copying a result).
+    pub(crate) fn found(&mut self, now: Instant, id: &str, owner: Option<&str>) -> Found {
+        self.expire(now);
+        match self.entries.get(id) {
+            Some(entry) if entry.owner.as_deref() == owner => match &entry.state {
+                State::Pending => Found::Pending,
+                State::Done { .. } => Found::Done,
+            },
+            _ => Found::Unknown,
+        }
+    }
+
+    /// The ids whose results were dropped since the last call.
+    pub(crate) fn take_forgotten(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.forgotten)
+    }
+
     /// What `owner` finds under `id`.
     pub(crate) fn lookup(&mut self, now: Instant, id: &str, owner: Option<&str>) -> Lookup {
         self.expire(now);
@@ -159,6 +202,7 @@ impl Detached {
         }) = self.entries.remove(id)
         {
             self.bytes -= bytes;
+            self.forgotten.push(id.to_owned());
         }
     }
 

@@ -11,7 +11,8 @@ pub(crate) const PASSED_AT_SUBMISSION: &str =
     "the task's deadline had passed when it was submitted";
 
 /// Why a task submission did not produce a result.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+// Serde: the task journal keeps a task's error as its result (`journal::ResultRecord`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum TaskError {
     /// The request is malformed or violates a limit.

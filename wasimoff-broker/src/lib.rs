@@ -21,11 +21,13 @@
 //! [`BrokerBuilder::tls`] the broker's own server speaks `https://` and `wss://` (rustls).
 
 mod body;
+mod by_id;
 mod client;
 mod config;
 mod detached;
 mod dispatch;
 mod error;
+mod journal;
 mod malloc;
 mod metrics;
 mod operator;
@@ -57,7 +59,7 @@ use tower_http::{cors::CorsLayer, timeout::TimeoutLayer};
 use wasimoff_core::scheduler::{LocalityScheduler, RoundRobinScheduler, Scheduler};
 use wasimoff_core::store::{DirStore, MemoryStore, Store, StoreLimits};
 
-pub use config::{BrokerConfig, Limits, PingConfig, SchedulerKind, StoreConfig};
+pub use config::{BrokerConfig, Limits, PingConfig, SchedulerKind, StoreConfig, TaskStateConfig};
 pub use error::TaskError;
 pub use malloc::release_large_buffers;
 /// The rustls the broker is built with, for [`TlsConfig::Rustls`].
@@ -97,6 +99,9 @@ pub enum BrokerError {
     /// The TLS certificate or key cannot be used (unreadable, not PEM, not matching).
     #[error("TLS: {0}")]
     Tls(String),
+    /// The durable task state could not be opened or read.
+    #[error("cannot open the task state: {0}")]
+    TaskState(String),
 }
 
 /// Builds a [`Broker`] from a [`BrokerConfig`]; every setter has a field of the same name.
@@ -225,6 +230,23 @@ impl BrokerBuilder {
                 Arc::new(store)
             }
         };
+        let journal_path = match (&config.tasks, &config.store) {
+            (TaskStateConfig::File(path), _) => Some(path.clone()),
+            (TaskStateConfig::Auto, StoreConfig::Dir(dir)) => Some(dir.join(journal::FILE_NAME)),
+            (TaskStateConfig::Auto | TaskStateConfig::Memory, _) => None,
+        };
+        let (journal, recovered) = match journal_path {
+            Some(path) => {
+                let (journal, recovered) =
+                    tokio::task::spawn_blocking(move || journal::RedbJournal::open(&path))
+                        .await
+                        .map_err(|e| BrokerError::TaskState(e.to_string()))?
+                        .map_err(|e| BrokerError::TaskState(e.to_string()))?;
+                let journal: Arc<dyn journal::Journal> = Arc::new(journal);
+                (Some(journal), recovered)
+            }
+            None => (None, journal::Recovered::default()),
+        };
         let scheduler = self.scheduler.unwrap_or_else(|| match config.scheduler {
             SchedulerKind::Locality => Box::new(LocalityScheduler::default()),
             SchedulerKind::RoundRobin => Box::new(RoundRobinScheduler::default()),
@@ -265,11 +287,11 @@ impl BrokerBuilder {
             shutdown: CancellationToken::new(),
             detached: std::sync::Mutex::new(detached),
             detached_done: tokio::sync::Notify::new(),
+            journal,
         };
-        Ok(Broker {
-            app: Arc::new(state),
-            tls,
-        })
+        let app = Arc::new(state);
+        app.recover(recovered);
+        Ok(Broker { app, tls })
     }
 }
 
@@ -322,6 +344,11 @@ impl Broker {
             )
             .route("/api/client/run/{wasm}", post(client::exec))
             .route("/api/client/tasks", post(client::submit))
+            .route(
+                "/api/client/tasks/wait",
+                // Ids only: a small body, whatever the upload limit.
+                post(client::wait).layer(DefaultBodyLimit::max(1 << 20)),
+            )
             .route(
                 "/api/client/tasks/{id}",
                 get(client::fetch).delete(client::cancel),
@@ -424,7 +451,8 @@ impl BrokerHandle {
 
     /// Stops accepting connections, fails queued and running tasks with "broker is shutting
     /// down" (running ones are cancelled on their providers), closes provider sockets, and
-    /// waits up to 10 s for open connections to finish.
+    /// waits up to 10 s for open connections to finish. Tasks submitted by id stay accepted
+    /// in the durable task state ([`TaskStateConfig`]), and the next start runs them.
     pub async fn shutdown(mut self) {
         let app = &self.broker.app;
         let (done, finished) = tokio::sync::oneshot::channel();
@@ -433,6 +461,10 @@ impl BrokerHandle {
         app.shutdown.cancel();
         if let Some(server) = self.server.take() {
             let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+        }
+        // Last: the tasks failed by the shutdown stay accepted in it, for the next start.
+        if let Some(journal) = &app.journal {
+            journal.close().await;
         }
     }
 }

@@ -4,7 +4,8 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Parser;
 use wasimoff_broker::{
-    Broker, BrokerConfig, Limits, PingConfig, SchedulerKind, StoreConfig, TlsConfig,
+    Broker, BrokerConfig, Limits, PingConfig, SchedulerKind, StoreConfig, TaskStateConfig,
+    TlsConfig,
 };
 
 #[derive(Parser, Debug)]
@@ -39,9 +40,14 @@ struct Args {
     /// Directory for uploaded files (persistent); `--memory` keeps them in memory instead.
     #[arg(long, env = "WASIMOFF_DATA_DIR", default_value = "wasimoff-data")]
     data_dir: PathBuf,
-    /// Keep uploaded files in memory only (lost on restart).
+    /// Keep uploaded files in memory only (lost on restart), and tasks submitted by id too.
     #[arg(long, env = "WASIMOFF_MEMORY_STORE")]
     memory: bool,
+    /// Keep tasks submitted by id in memory only, even with a data directory: a restart loses
+    /// those not yet answered. By default they are journaled in `DATA_DIR/tasks.redb`
+    /// (fsync'd on accept) and a restarted broker runs them again.
+    #[arg(long, env = "WASIMOFF_VOLATILE_TASKS")]
+    volatile_tasks: bool,
     /// Scheduler: locality or round-robin.
     #[arg(long, env = "WASIMOFF_SCHEDULER", default_value = "locality")]
     scheduler: SchedulerKind,
@@ -233,6 +239,11 @@ async fn main() -> anyhow::Result<()> {
             StoreConfig::Memory
         } else {
             StoreConfig::Dir(args.data_dir)
+        },
+        tasks: if args.volatile_tasks {
+            TaskStateConfig::Memory
+        } else {
+            TaskStateConfig::Auto
         },
         scheduler: args.scheduler,
         limits: Limits {

@@ -32,6 +32,8 @@ pub(crate) struct AppState {
     pub(crate) detached: std::sync::Mutex<crate::detached::Detached>,
     /// Woken whenever a detached task's result is recorded (for fetches that wait).
     pub(crate) detached_done: tokio::sync::Notify,
+    /// Where detached tasks and their results are kept durably (`None`: in memory only).
+    pub(crate) journal: Option<Arc<dyn crate::journal::Journal>>,
 }
 
 pub(crate) type App = Arc<AppState>;

@@ -256,23 +256,39 @@ impl AppState {
         }
         self.check_args(&params.args, &params.envs)?;
         let deadline = self.deadline(qos.as_ref())?;
-        let (id, info) = self.task_info(info, requester);
-        let trace = info.trace.is_some();
-        let binary = params.binary.as_ref().and_then(|b| b.r#ref.clone());
-        let priority = qos.as_ref().and_then(|q| q.priority).unwrap_or(false);
-        let immediate = qos.as_ref().and_then(|q| q.immediate).unwrap_or(false);
+        let (_, info) = self.task_info(info, requester);
         let request = task::wasip1::Request {
             info: Some(info),
             qos,
             params: Some(params),
         };
+        Ok((self.wasip1_job(request)?, deadline, pins))
+    }
+
+    /// The job of a prepared WASI request (its files resolved, the broker's metadata and id
+    /// set): what the dispatcher needs besides the request, and what holding it costs.
+    pub(crate) fn wasip1_job(&self, request: task::wasip1::Request) -> Result<Job, TaskError> {
+        let id = request
+            .info
+            .as_ref()
+            .and_then(|i| i.id.clone())
+            .ok_or_else(|| TaskError::Internal("a prepared task without an id".into()))?;
+        let trace = request.info.as_ref().is_some_and(|i| i.trace.is_some());
+        let qos = request.qos.as_ref();
+        let priority = qos.and_then(|q| q.priority).unwrap_or(false);
+        let immediate = qos.and_then(|q| q.immediate).unwrap_or(false);
+        let binary = request
+            .params
+            .as_ref()
+            .and_then(|p| p.binary.as_ref())
+            .and_then(|b| b.r#ref.clone());
         let encoded = self.check_frame(&request)?;
         let params = request.params.as_ref();
         let strings = params
             .into_iter()
             .flat_map(|p| p.args.iter().chain(&p.envs).chain(&p.artifacts));
         let cost = job_cost(encoded, strings);
-        let job = Job {
+        Ok(Job {
             id,
             payload: Box::new(Payload::Wasip1Request(request)),
             binary,
@@ -280,8 +296,7 @@ impl AppState {
             immediate,
             trace,
             cost,
-        };
-        Ok((job, deadline, pins))
+        })
     }
 
     /// Validates a Python task; the broker does not look inside beyond sizes and files.

@@ -8,6 +8,7 @@ mod bad_input;
 #[cfg(target_os = "linux")] // reads the broker child's memory from /proc
 mod chaos;
 mod dispatch;
+mod durable;
 mod hostile;
 mod lifecycle;
 mod native;

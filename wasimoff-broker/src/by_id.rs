@@ -1,0 +1,185 @@
+//! Running tasks submitted by id (`POST /api/client/tasks`): accept (durably, when the broker
+//! has a [journal](crate::journal)), run, record the result, and resume what a previous run of
+//! the broker had accepted and not answered.
+//!
+//! The exactly-once argument: a client learns a task's id only after [`Journal::accept`]
+//! returned, so every id a client holds is in the journal or has a result there. A result is
+//! recorded by [`Journal::finish`], first write wins, and is what every fetch of that id
+//! returns, so a task run twice (its broker died after the run and before the record) still
+//! has one answer. A restart runs again exactly the accepted tasks without a result. A task
+//! that fails only because this broker is shutting down gets no result: it stays accepted and
+//! the next start runs it.
+//!
+//! [`Journal::accept`]: crate::journal::Journal::accept
+//! [`Journal::finish`]: crate::journal::Journal::finish
+
+use std::time::{Duration, Instant};
+
+use wasimoff_core::proto::task::wasip1;
+use wasimoff_core::store::Ref;
+
+use crate::detached::Detached;
+use crate::dispatch::Job;
+use crate::error::TaskError;
+use crate::journal::{Recovered, ResultRecord, TaskRecord, unix_nanos};
+use crate::state::{App, AppState};
+use crate::storage::Pins;
+
+impl AppState {
+    /// Runs `f` on the detached tasks' table and hands the results it dropped (expired or
+    /// evicted) to the journal. A poisoned lock (a panic elsewhere) still holds valid data.
+    pub(crate) fn with_detached<T>(&self, f: impl FnOnce(&mut Detached) -> T) -> T {
+        let (value, forgotten) = {
+            let mut table = self
+                .detached
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let value = f(&mut table);
+            (value, table.take_forgotten())
+        };
+        if let Some(journal) = &self.journal {
+            journal.forget(forgotten);
+        }
+        value
+    }
+
+    /// Accepts a prepared task for fetching later by id: durably first (the id is the
+    /// client's only after this returns), then it runs in the background.
+    pub(crate) async fn accept_by_id(
+        self: &App,
+        job: Job,
+        deadline: Instant,
+        pins: Pins,
+        owner: Option<String>,
+    ) -> Result<String, TaskError> {
+        let id = job.id.clone();
+        if let Some(journal) = &self.journal {
+            let request = match job.payload.as_ref() {
+                wasimoff_core::envelope::Payload::Wasip1Request(request) => request,
+                other => {
+                    return Err(TaskError::Internal(format!(
+                        "only WASI tasks are submitted by id, not {}",
+                        other.type_name()
+                    )));
+                }
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            let record = TaskRecord {
+                request: prost::Message::encode_to_vec(request).into(),
+                deadline_unix_ns: unix_nanos()
+                    .saturating_add(i64::try_from(left.as_nanos()).unwrap_or(i64::MAX)),
+                owner: owner.clone(),
+            };
+            journal.accept(&id, record).await?;
+        }
+        self.with_detached(|d| d.submitted(id.clone(), owner.clone()));
+        let app = self.clone();
+        tokio::spawn(async move {
+            let id = job.id.clone();
+            let result = app.run_prepared_wasip1(job, deadline, pins).await;
+            app.record_by_id(id, owner, result).await;
+        });
+        Ok(id)
+    }
+
+    /// Records a task's result: in the journal (first result wins), then for fetches.
+    async fn record_by_id(
+        &self,
+        id: String,
+        owner: Option<String>,
+        result: Result<wasip1::Response, TaskError>,
+    ) {
+        if let Some(journal) = &self.journal {
+            if matches!(result, Err(TaskError::ShuttingDown)) {
+                // Not an answer: the task stays accepted, and the next start runs it.
+                return;
+            }
+            if let Err(e) = journal.finish(&id, ResultRecord::new(owner, &result)).await {
+                // The client still gets the result from memory; a restart would run it again.
+                tracing::error!(%id, error = %e, "cannot record a task's result durably");
+            }
+        }
+        self.with_detached(|d| d.finished(Instant::now(), &id, result));
+        self.detached_done.notify_waiters();
+    }
+
+    /// Takes over what the journal held when it was opened: results are kept for their
+    /// clients again (with the age they had), accepted tasks without a result run again.
+    pub(crate) fn recover(self: &App, mut recovered: Recovered) {
+        for unreadable in &recovered.unreadable {
+            tracing::error!(record = %unreadable, "dropped an unreadable task journal record");
+        }
+        if recovered.tasks.is_empty() && recovered.results.is_empty() {
+            return;
+        }
+        tracing::info!(
+            tasks = recovered.tasks.len(),
+            results = recovered.results.len(),
+            "resuming the tasks accepted before the restart"
+        );
+        // Oldest first: the table expires and evicts in the order results were recorded.
+        recovered.results.sort_by_key(|(_, r)| r.recorded_unix_ns);
+        let (now, now_unix) = (Instant::now(), unix_nanos());
+        self.with_detached(|d| {
+            for (id, record) in recovered.results {
+                let at = record.recorded_at(now, now_unix);
+                d.restore(now, at, id, record.owner.clone(), record.result());
+            }
+            for (id, record) in &recovered.tasks {
+                d.submitted(id.clone(), record.owner.clone());
+            }
+        });
+        for (id, record) in recovered.tasks {
+            let app = self.clone();
+            tokio::spawn(async move {
+                let owner = record.owner.clone();
+                let result = match app.resume(&id, record).await {
+                    Ok((job, deadline, pins)) => app.run_prepared_wasip1(job, deadline, pins).await,
+                    Err(e) => Err(e),
+                };
+                app.record_by_id(id, owner, result).await;
+            });
+        }
+    }
+
+    /// A journaled task as a job again: its deadline carried over, its files pinned.
+    async fn resume(
+        &self,
+        id: &str,
+        record: TaskRecord,
+    ) -> Result<(Job, Instant, Pins), TaskError> {
+        let request = <wasip1::Request as prost::Message>::decode(record.request)
+            .map_err(|e| TaskError::Internal(format!("unreadable journaled task {id}: {e}")))?;
+        let left = record.deadline_unix_ns.saturating_sub(unix_nanos());
+        if left <= 0 {
+            return Err(TaskError::DeadlineExceeded(
+                "the task's deadline passed while the broker was down".into(),
+            ));
+        }
+        let deadline = Instant::now() + Duration::from_nanos(left.unsigned_abs());
+        let mut pins = Pins::new(self.store.clone());
+        let mut files = Vec::new();
+        if let Some(params) = &request.params {
+            for file in [&params.binary, &params.rootfs].into_iter().flatten() {
+                files.extend(file.r#ref.clone());
+            }
+        }
+        for name in files {
+            let pinned: Option<Ref> = self.store.pin(&name).await?;
+            let pinned = pinned.ok_or_else(|| {
+                TaskError::NotFound(format!(
+                    "{name} is no longer in the store after the broker's restart"
+                ))
+            })?;
+            pins.push(pinned);
+        }
+        let job = self.wasip1_job(request)?;
+        if job.id != id {
+            return Err(TaskError::Internal(format!(
+                "journaled task {id} holds the request of {}",
+                job.id
+            )));
+        }
+        Ok((job, deadline, pins))
+    }
+}

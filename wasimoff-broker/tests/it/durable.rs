@@ -1,0 +1,153 @@
+//! Tasks submitted by id survive a restart of the broker on the same data directory: results
+//! recorded before it are still fetched, accepted tasks run after it, and the wait route tells
+//! finished, pending and unknown ids apart.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use wasimoff_broker::{BrokerConfig, StoreConfig, TaskStateConfig};
+use wasimoff_core::proto::task;
+use wasimoff_core::transport::CloseReason;
+
+use crate::support::{
+    Behaviour, EMPTY_WASM, broker, config, http, provider, upload, wait_for_queued,
+};
+
+fn durable(dir: &std::path::Path) -> BrokerConfig {
+    BrokerConfig {
+        store: StoreConfig::Dir(dir.to_owned()),
+        ..config()
+    }
+}
+
+async fn submit(base: &str, arg: &str) -> String {
+    let response = reqwest::Client::new()
+        .post(format!("{base}/api/client/tasks"))
+        .header("content-type", "application/json")
+        .body(
+            json!({"params": {"binary": {"ref": "empty.wasm"}, "args": ["empty.wasm", arg]}})
+                .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let body: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+    body["id"].as_str().unwrap().to_owned()
+}
+
+/// `(status, body)` of a fetch that waits up to `wait` seconds.
+async fn fetch(base: &str, id: &str, wait: u64) -> (u16, Value) {
+    let response = reqwest::get(format!("{base}/api/client/tasks/{id}?wait={wait}"))
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (
+        status,
+        serde_json::from_slice(&response.bytes().await.unwrap()).unwrap(),
+    )
+}
+
+/// The stdout of a fetched result (proto3 JSON).
+fn stdout(body: &Value) -> String {
+    let response: task::wasip1::Response = serde_json::from_value(body.clone()).unwrap();
+    crate::support::stdout(&response)
+}
+
+async fn wait_ids(base: &str, body: &str) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{base}/api/client/tasks/wait"))
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (
+        status,
+        serde_json::from_slice(&response.bytes().await.unwrap()).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn tasks_by_id_and_their_results_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = broker(durable(dir.path())).await;
+    let base = http(&first);
+    upload(&base, EMPTY_WASM, Some("empty.wasm")).await;
+
+    // One task finishes before the restart ...
+    let echo = provider(&base, "echo", 1, Behaviour::Echo).await;
+    let done = submit(&base, "before").await;
+    let (status, body) = fetch(&base, &done, 30).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(stdout(&body), "before");
+    echo.messenger.close(CloseReason::normal("bye")).await;
+    crate::support::wait_for_workers(&base, 0, 0).await;
+
+    // ... two are accepted with no provider, and the broker stops.
+    let waiting = [
+        submit(&base, "after-1").await,
+        submit(&base, "after-2").await,
+    ];
+    wait_for_queued(&base, 2).await;
+    let (status, body) = wait_ids(&base, &json!({"ids": waiting, "wait": 0}).to_string()).await;
+    assert_eq!((status, &body), (200, &json!({"done": [], "unknown": []})));
+    first.shutdown().await;
+    assert!(dir.path().join("tasks.redb").is_file());
+
+    // The next broker on the same directory resumes them.
+    let second = broker(durable(dir.path())).await;
+    let base = http(&second);
+    let (status, body) = fetch(&base, &done, 0).await;
+    assert_eq!(status, 200, "the result from before the restart: {body}");
+    assert_eq!(stdout(&body), "before");
+    wait_for_queued(&base, 2).await;
+    let (status, _) = fetch(&base, &waiting[0], 0).await;
+    assert_eq!(status, 202, "still pending");
+    let ids = json!({"ids": [&done, &waiting[0], "nobody-1"], "wait": 5}).to_string();
+    let (status, body) = wait_ids(&base, &ids).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["done"], json!([&done]));
+    assert_eq!(body["unknown"], json!(["nobody-1"]));
+
+    let _echo = provider(&base, "echo-again", 2, Behaviour::Echo).await;
+    for (id, arg) in waiting.iter().zip(["after-1", "after-2"]) {
+        let (status, body) = fetch(&base, id, 30).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(stdout(&body), arg);
+    }
+    second.shutdown().await;
+
+    // Memory only: the same directory, but nothing is journaled or resumed.
+    let third = broker(BrokerConfig {
+        tasks: TaskStateConfig::Memory,
+        ..durable(dir.path())
+    })
+    .await;
+    let (status, body) = fetch(&http(&third), &done, 0).await;
+    assert_eq!(status, 404, "{body}");
+    third.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_wait_needs_a_body_of_ids_within_bounds() {
+    let handle = broker(config()).await;
+    let base = http(&handle);
+    let (status, body) = wait_ids(&base, "not json").await;
+    assert_eq!(status, 400);
+    assert_eq!(body["code"], "invalid_argument");
+    assert!(body["message"].as_str().unwrap().contains("ids"), "{body}");
+    let many: Vec<String> = (0..10_001).map(|i| format!("t-{i}")).collect();
+    let (status, body) = wait_ids(&base, &json!({ "ids": many }).to_string()).await;
+    assert_eq!(status, 400);
+    assert!(
+        body["message"].as_str().unwrap().contains("10000"),
+        "{body}"
+    );
+    // An empty wait answers at once: the probe clients use for the route.
+    let started = std::time::Instant::now();
+    let (status, body) = wait_ids(&base, r#"{"ids": [], "wait": 30}"#).await;
+    assert_eq!((status, body), (200, json!({"done": [], "unknown": []})));
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
