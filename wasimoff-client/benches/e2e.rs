@@ -21,7 +21,11 @@
 //! 5. hostile load (issue 13): `hello` throughput with 10 % hostile tasks (sleepers, loops,
 //!    floods) vs without; broker peak RSS under a flood of 8 MiB tasks with no provider, with
 //!    the default byte budget and a small one; one request with 8,000,000 empty arguments;
-//!    `/healthz` latency during two 190 MB uploads vs idle.
+//!    `/healthz` latency during two 190 MB uploads vs idle;
+//! 6. durable tasks (issue 19): `hello` by id (`Client::run_all`) with the tasks kept in memory
+//!    vs journaled on disk (fsync'd), next to the client WebSocket in the same run: throughput
+//!    and latency one task at a time; and the time from a broker's SIGKILL to all its tasks
+//!    queued and running again after it restarts.
 #![allow(
     clippy::print_stdout,
     clippy::unwrap_used,
@@ -46,7 +50,7 @@ use std::{
 use bytes::Bytes;
 use futures::StreamExt;
 use wasimoff_broker::{Broker, BrokerConfig, Limits, PingConfig, StoreConfig};
-use wasimoff_client::{Client, Task};
+use wasimoff_client::{Client, Output, Task};
 use wasimoff_core::executor::{CancellationToken, ExecTask, Executor, ResolvedFile, Termination};
 use wasimoff_provider::{
     WasmtimeConfig, WasmtimeExecutor,
@@ -135,6 +139,15 @@ fn broker_child(args: &[String]) {
         }
         if let Some(dir) = option("--data-dir") {
             config.store = StoreConfig::Dir(dir.into());
+        }
+        if args.iter().any(|a| a == "--volatile-tasks") {
+            config.tasks = wasimoff_broker::TaskStateConfig::Memory;
+        }
+        if let Some(listen) = option("--listen") {
+            config.listen = listen.parse().expect("--listen");
+        }
+        if let Some(seconds) = option("--provider-wait") {
+            config.limits.provider_wait = Duration::from_secs(seconds.parse().expect("seconds"));
         }
         let handle = Broker::builder()
             .config(config)
@@ -314,6 +327,9 @@ fn main() {
         }
         if want(5) {
             hostile(quick).await;
+        }
+        if want(6) {
+            durable(quick).await;
         }
     });
     println!("\ntotal {:.1} s", started.elapsed().as_secs_f64());
@@ -1559,4 +1575,202 @@ async fn healthz_during_uploads(quick: bool) {
         );
         drop(broker);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenario 6: durable tasks.
+
+/// `hello` tasks by id through `run_all`: (ok, elapsed).
+async fn by_id_batch(client: &Client, n: usize, pending: usize) -> (usize, Duration) {
+    let tasks = (0..n).map(|_| Task::wasip1("hello.wasm").arg("bench"));
+    let started = Instant::now();
+    let mut results = client.run_all(tasks, pending);
+    let mut ok = 0;
+    while let Some((_, r)) = results.next().await {
+        if r.is_ok_and(|o| o.success()) {
+            ok += 1;
+        }
+    }
+    (ok, started.elapsed())
+}
+
+/// One `hello` at a time by id (submit, wait, fetch), sorted latencies.
+async fn by_id_latency(client: &Client, n: usize) -> Vec<Duration> {
+    let mut lat = Vec::new();
+    for i in 0..n + 20 {
+        let t = Instant::now();
+        let id = client
+            .submit(Task::wasip1("hello.wasm").arg("bench"))
+            .await
+            .unwrap();
+        let ids = [id];
+        while client
+            .wait_any(&ids, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .done
+            .is_empty()
+        {}
+        let out = client
+            .result(&ids[0], Duration::ZERO)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(out.success());
+        if i >= 20 {
+            lat.push(t.elapsed());
+        }
+    }
+    lat.sort();
+    lat
+}
+
+async fn durable(quick: bool) {
+    let (n_tasks, n_seq, pending) = if quick {
+        (2_000, 100, 256)
+    } else {
+        (20_000, 500, 256)
+    };
+    println!(
+        "\n## 6. durable tasks: by id, in memory vs journaled (fsync'd); restart after SIGKILL"
+    );
+    let mut rows = Vec::new();
+    for (label, volatile) in [
+        ("by id, tasks in memory", true),
+        ("by id, journaled (redb)", false),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut options = vec!["--data-dir".into(), dir.path().display().to_string()];
+        if volatile {
+            options.push("--volatile-tasks".into());
+        }
+        let broker = BrokerProc::start_with(&options);
+        let peer = Peer::start(&broker.url).await;
+        let client = peer.client.clone();
+        client
+            .upload(wasimoff_wasi_apps::HELLO, Some("hello.wasm"))
+            .await
+            .unwrap();
+        by_id_batch(&client, n_tasks / 10, pending).await; // warm-up
+        let (ok, took) = by_id_batch(&client, n_tasks, pending).await;
+        let rate = ok as f64 / took.as_secs_f64();
+        let lat = by_id_latency(&client, n_seq).await;
+        // The socket in the same broker, as the baseline of this run.
+        let tasks = (0..n_tasks).map(|_| Task::wasip1("hello.wasm").arg("bench"));
+        let started = Instant::now();
+        let socket_ok = client
+            .submit_many(tasks, 64)
+            .filter(|(_, r)| std::future::ready(r.as_ref().is_ok_and(Output::success)))
+            .count()
+            .await;
+        let socket = socket_ok as f64 / started.elapsed().as_secs_f64();
+        rows.push((label, ok, rate, lat, socket));
+        peer.stop().await;
+        drop(broker);
+    }
+    for (label, ok, rate, lat, socket) in &rows {
+        println!(
+            "{label:<26} {rate:>7.0} tasks/s ({ok}/{n_tasks} ok, {pending} pending at most; \
+             {:.0}% of the client WebSocket's {socket:.0}/s in the same broker); one at a time: \
+             p50 {} p99 {}",
+            rate / socket * 100.0,
+            us(pct(lat, 0.5)),
+            us(pct(lat, 0.99)),
+        );
+    }
+    if let [
+        (_, _, memory, memory_lat, _),
+        (_, _, journal, journal_lat, _),
+    ] = rows.as_slice()
+    {
+        println!(
+            "journaled / in memory: throughput {:.2}x, p50 latency {:.2}x",
+            journal / memory,
+            pct(journal_lat, 0.5).as_secs_f64() / pct(memory_lat, 0.5).as_secs_f64()
+        );
+    }
+    restart_after_kill(quick).await;
+}
+
+/// The time from a broker's SIGKILL to its tasks queued again and running again.
+async fn restart_after_kill(quick: bool) {
+    let n = if quick { 1_000 } else { 10_000 };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().display().to_string();
+    let start = |listen: &str| {
+        BrokerProc::start_with(&[
+            "--data-dir".into(),
+            data.clone(),
+            "--listen".into(),
+            listen.into(),
+            "--provider-wait".into(),
+            "600".into(),
+        ])
+    };
+    let mut broker = start("127.0.0.1:0");
+    let url = broker.url.clone();
+    // A provider whose tasks never end by themselves: every slot stays busy, the rest queue.
+    let peer = Peer::start(&url).await;
+    let client = peer.client.clone();
+    client
+        .upload(wasimoff_wasi_apps::HELLO, Some("hello.wasm"))
+        .await
+        .unwrap();
+    let ids = futures::stream::iter(0..n)
+        .map(|_| {
+            let client = client.clone();
+            async move {
+                client
+                    .submit(Task::wasip1("hello.wasm").arg("sleep:600000"))
+                    .await
+                    .unwrap()
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+    assert_eq!(ids.len(), n);
+    let status_until = |what: &'static str, check: fn(&wasimoff_client::Status, usize) -> bool| {
+        let client = client.clone();
+        async move {
+            let t = Instant::now();
+            loop {
+                if let Ok(status) = client.status().await
+                    && check(&status, n)
+                {
+                    return;
+                }
+                assert!(t.elapsed() < Duration::from_secs(120), "never {what}");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    status_until("all held", |s, n| {
+        (s.queued + s.running) as usize == n && s.running > 0
+    })
+    .await;
+    let killed = Instant::now();
+    broker.child.kill().unwrap();
+    broker.child.wait().unwrap();
+    broker.stdin = None;
+    let addr = url.trim_start_matches("http://").to_owned();
+    let _broker = start(&addr);
+    let up = killed.elapsed();
+    status_until("all queued again", |s, n| {
+        (s.queued + s.running) as usize == n
+    })
+    .await;
+    let queued = killed.elapsed();
+    status_until("running again", |s, _| s.running > 0).await;
+    let running = killed.elapsed();
+    println!(
+        "restart after SIGKILL with {n} tasks accepted ({WORKERS} running): broker serving again \
+         {}, all {n} queued again {}, the provider running them again {} (its reconnect backoff)",
+        us(up),
+        us(queued),
+        us(running)
+    );
+    // The sleepers would hold the provider's workers: let it go at once.
+    peer.provider.shutdown(Duration::ZERO).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), peer.running).await;
 }

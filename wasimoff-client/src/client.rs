@@ -152,6 +152,18 @@ impl Status {
     }
 }
 
+/// What [`Client::wait_any`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[non_exhaustive]
+pub struct Finished {
+    /// Tasks with a result to fetch.
+    #[serde(default)]
+    pub done: Vec<String>,
+    /// Tasks the broker does not know for this client.
+    #[serde(default)]
+    pub unknown: Vec<String>,
+}
+
 /// A provider connected to the broker, from `GET /api/providers`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[non_exhaustive]
@@ -205,6 +217,8 @@ pub struct ClientBuilder {
     http: Option<reqwest::Client>,
     #[cfg(not(target_arch = "wasm32"))]
     task_timeout: Duration,
+    #[cfg(not(target_arch = "wasm32"))]
+    reconnect_for: Duration,
     /// PEM text of CA certificates trusted besides the webpki roots.
     #[cfg(all(feature = "rustls", not(target_arch = "wasm32")))]
     ca_pem: Vec<u8>,
@@ -261,6 +275,15 @@ impl ClientBuilder {
         self
     }
 
+    /// How long [`Client::run_all`] keeps trying to reach a broker that went away (restarting,
+    /// or the network broke) before it fails the tasks it has not finished (default 5
+    /// minutes). Its tasks stay accepted at a broker with durable task state meanwhile.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn reconnect_for(mut self, patience: Duration) -> Self {
+        self.reconnect_for = patience;
+        self
+    }
+
     /// Checks the URL and builds the client.
     pub fn build(self) -> Result<Client> {
         let text = self.url.trim().trim_end_matches('/');
@@ -303,6 +326,8 @@ impl ClientBuilder {
             http,
             #[cfg(not(target_arch = "wasm32"))]
             task_timeout: self.task_timeout,
+            #[cfg(not(target_arch = "wasm32"))]
+            reconnect_for: self.reconnect_for,
             #[cfg(all(feature = "rustls", not(target_arch = "wasm32")))]
             tls,
         })
@@ -335,6 +360,8 @@ pub struct Client {
     http: reqwest::Client,
     #[cfg(not(target_arch = "wasm32"))]
     pub(crate) task_timeout: Duration,
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) reconnect_for: Duration,
     /// What `wss://` trusts (and `https://`, unless the caller brought an HTTP client).
     #[cfg(all(feature = "rustls", not(target_arch = "wasm32")))]
     pub(crate) tls: std::sync::Arc<rustls::ClientConfig>,
@@ -371,6 +398,8 @@ impl Client {
             http: None,
             #[cfg(not(target_arch = "wasm32"))]
             task_timeout: Duration::from_secs(3600),
+            #[cfg(not(target_arch = "wasm32"))]
+            reconnect_for: Duration::from_secs(300),
             #[cfg(all(feature = "rustls", not(target_arch = "wasm32")))]
             ca_pem: Vec::new(),
         }
@@ -565,6 +594,34 @@ impl Client {
                 return Ok(output);
             }
         }
+    }
+
+    /// Which of the tasks [submitted](Client::submit) earlier have finished (fetch their
+    /// results with [`Client::result`]) or are unknown to the broker (never submitted with
+    /// this token, expired, or lost in the restart of a broker without durable task state).
+    /// Answers as soon as one of `ids` is either, else after `wait` (the broker waits at most
+    /// 60 s) with both lists empty. At most 10,000 ids per call.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// # async fn demo(client: wasimoff_client::Client, ids: Vec<String>) -> Result<(), wasimoff_client::Error> {
+    /// let finished = client.wait_any(&ids, Duration::from_secs(30)).await?;
+    /// for id in &finished.done {
+    ///     let output = client.result(id, Duration::ZERO).await?;
+    ///     println!("{id}: {:?}", output.map(|o| o.status));
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn wait_any(&self, ids: &[String], wait: Duration) -> Result<Finished> {
+        let body = serde_json::json!({ "ids": ids, "wait": wait.as_secs_f64() });
+        let (_, response) = send_connect(
+            self.request(reqwest::Method::POST, "/api/client/tasks/wait")
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(body.to_string()),
+        )
+        .await?;
+        serde_json::from_slice::<Finished>(&response)
+            .map_err(|e| Error::InvalidResponse(format!("wait answered {e}")))
     }
 
     /// Cancels a task [submitted](Client::submit) earlier. Its result becomes an error with

@@ -8,6 +8,9 @@
 //!   client WebSocket, results yielded as they complete, with a bound on tasks in flight;
 //!   [`Session::map`] yields them in the order of the inputs; [`with_progress`] reports
 //!   [`Progress`] after each result.
+//! - [`Client::run_all`] (native targets): many tasks submitted by id and their results
+//!   fetched by id, so that a broker restart (with durable task state) or a broken connection
+//!   loses nothing: it reconnects and still yields every result exactly once.
 //! - [`Error`]: typed errors that tell "queue full, retry later" from "bad request", "not
 //!   found", "deadline", "unavailable", "provider failed", "unauthenticated", a failed task
 //!   ([`TaskFailure`]: its kind and the output the guest wrote before it failed) and transport
@@ -31,13 +34,17 @@
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(not(target_arch = "wasm32"))]
+mod by_id;
 mod client;
 mod error;
 #[cfg(not(target_arch = "wasm32"))]
 mod stream;
 mod task;
 
-pub use client::{Client, ClientBuilder, DEFAULT_BROKER, ProviderInfo, RetryPolicy, Status};
+pub use client::{
+    Client, ClientBuilder, DEFAULT_BROKER, Finished, ProviderInfo, RetryPolicy, Status,
+};
 pub use error::{Error, FailureKind, Result, TaskFailure};
 #[cfg(not(target_arch = "wasm32"))]
 pub use stream::{Progress, Session, TaskResult, with_progress};

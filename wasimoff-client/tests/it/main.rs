@@ -7,6 +7,7 @@ mod support;
 mod batch;
 mod cli;
 mod curl;
+mod durable;
 mod library;
 mod queue;
 mod tls;

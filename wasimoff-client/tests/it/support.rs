@@ -67,6 +67,24 @@ impl Env {
         Env { url, runtime }
     }
 
+    /// A runtime of its own for providers of a broker that runs elsewhere (another process).
+    pub fn attach(url: &str) -> Env {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            tx.send(runtime.handle().clone()).unwrap();
+            runtime.block_on(std::future::pending::<()>());
+        });
+        Env {
+            url: url.to_owned(),
+            runtime: rx.recv().unwrap(),
+        }
+    }
+
     /// Starts a native provider (wasmtime) with `workers` slots and waits until the broker
     /// sees it.
     pub fn add_provider(&self, name: &str, workers: usize) -> Provider {

@@ -56,6 +56,11 @@ pub(crate) struct Cli {
     /// is still printed).
     #[arg(long, global = true)]
     allow_truncated: bool,
+    /// `task` and `batch`: how long to keep reconnecting to a broker that went away (it
+    /// restarts, or the network broke) before the unfinished tasks fail. A broker with a data
+    /// directory keeps the accepted tasks meanwhile and the batch goes on where it was.
+    #[arg(long, global = true, value_name = "SECONDS", default_value_t = 300)]
+    reconnect_for: u64,
     #[command(subcommand)]
     command: Command,
 }
@@ -233,6 +238,7 @@ fn client(cli: &Cli) -> Result<Client, Error> {
     if cli.retry {
         builder = builder.retry(RetryPolicy::queue_full());
     }
+    builder = builder.reconnect_for(std::time::Duration::from_secs(cli.reconnect_for));
     if let Some(file) = &cli.ca_cert {
         let pem = std::fs::read(file)
             .map_err(|e| Error::Local(format!("cannot read --ca-cert {}: {e}", file.display())))?;

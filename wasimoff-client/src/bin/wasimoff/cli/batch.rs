@@ -261,8 +261,29 @@ impl Tally {
     }
 }
 
+/// Where a batch's tasks go.
+enum Runner {
+    /// Submitted by id and fetched by id: survives a restart of the broker.
+    ById(Client),
+    /// Over one client WebSocket (brokers without the submit-by-id API).
+    Socket(Session),
+}
+
+impl Runner {
+    /// Asks the broker which it supports; fails once if it cannot be reached.
+    async fn connect(client: &Client) -> Result<Runner, Error> {
+        let runner = match client.wait_any(&[], Duration::ZERO).await {
+            Ok(_) => Runner::ById(client.clone()),
+            Err(Error::EndpointNotFound(_)) => Runner::Socket(client.session().await?),
+            Err(e) => return Err(e),
+        };
+        super::warn_if_no_provider(client).await;
+        Ok(runner)
+    }
+}
+
 async fn run_all<I>(
-    session: &Session,
+    runner: &Runner,
     tasks: I,
     total: usize,
     concurrency: usize,
@@ -274,7 +295,10 @@ where
     I: IntoIterator<Item = Task>,
     I::IntoIter: Send + 'static,
 {
-    let mut results = session.submit_many(tasks, concurrency);
+    let mut results = match runner {
+        Runner::ById(client) => client.run_all(tasks, concurrency),
+        Runner::Socket(session) => session.submit_many(tasks, concurrency),
+    };
     let mut tally = Tally {
         allow_truncated,
         ..Tally::default()
@@ -402,11 +426,10 @@ pub(crate) async fn task(
     }
     let total = tasks.len();
     let started = Instant::now();
-    // One connection for all tasks: a broker that cannot be reached fails the command once.
-    let session = client.session().await?;
-    super::warn_if_no_provider(client).await;
+    // A broker that cannot be reached fails the command once.
+    let runner = Runner::connect(client).await?;
     let tally = run_all(
-        &session,
+        &runner,
         tasks,
         total,
         args.concurrency,
@@ -433,11 +456,10 @@ pub(crate) async fn batch(
         (Some(file), _) => {
             let tasks = tasks_of(file)?;
             let total = tasks.len();
-            let session = client.session().await?;
-            super::warn_if_no_provider(client).await;
+            let runner = Runner::connect(client).await?;
             let bar = Progress::new(total, show);
             let tally = run_all(
-                &session,
+                &runner,
                 tasks,
                 total,
                 args.concurrency,
@@ -475,11 +497,10 @@ pub(crate) async fn batch(
                 // Substitution only changes strings, so the template's check still holds.
                 Task::from_json_value(value).unwrap_or_else(|_| Task::wasip1("invalid-template"))
             });
-            let session = client.session().await?;
-            super::warn_if_no_provider(client).await;
+            let runner = Runner::connect(client).await?;
             let bar = Progress::new(total, show);
             let tally = run_all(
-                &session,
+                &runner,
                 tasks,
                 total,
                 args.concurrency,

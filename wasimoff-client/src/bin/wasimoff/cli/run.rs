@@ -5,6 +5,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use futures::StreamExt as _;
 use wasimoff_client::{Client, Error, Source, Task};
 
 use super::{archive, exit};
@@ -207,7 +208,16 @@ pub(crate) async fn run(
     }
 
     super::warn_if_no_provider(client).await;
-    let output = match client.run(task).await.map_err(|e| not_found(e, &stored)) {
+    // By id where the broker can (a broker restart does not lose it), else over its socket.
+    let result = client
+        .run_all(std::iter::once(task), 1)
+        .next()
+        .await
+        .map_or_else(
+            || Err(Error::Local("the task yielded no result".into())),
+            |(_, r)| r,
+        );
+    let output = match result.map_err(|e| not_found(e, &stored)) {
         Ok(output) => output,
         // Setup errors are not the task's: they go to stderr with their advice.
         Err(e) if args.json && !e.is_permanent() => {

@@ -1,0 +1,335 @@
+//! [`Client::run_all`]: many tasks submitted by id (`POST /api/client/tasks`) and their results
+//! fetched by id, through broker restarts and broken connections.
+//!
+//! Each task is submitted and gets an id; the ids of unfinished tasks are followed with one
+//! request at a time ([`Client::wait_any`]), and each finished result is fetched once. While the
+//! broker cannot be reached (or answers 503 while it shuts down), every step is retried with
+//! backoff for [`ClientBuilder::reconnect_for`](crate::ClientBuilder::reconnect_for). A broker
+//! with durable task state keeps the accepted tasks across a restart, so the same stream goes
+//! on and yields every result exactly once: an id is fetched once and then forgotten here.
+//!
+//! What can repeat: a submission whose answer was lost (the broker accepted it, then the
+//! connection broke) is submitted again, so the task may *run* twice; its result is still
+//! yielded once.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use futures::channel::mpsc;
+use futures::future::BoxFuture;
+use futures::stream::{self, BoxStream, FuturesUnordered, StreamExt};
+use futures::{FutureExt, SinkExt};
+
+use crate::client::{Client, Finished};
+use crate::error::{Error, Result};
+use crate::task::{Output, Task};
+
+/// Submissions in flight at once.
+const SUBMITS_AT_ONCE: usize = 16;
+/// Results fetched at once.
+const FETCHES_AT_ONCE: usize = 16;
+/// The most ids one wait names (the broker's bound).
+const MAX_WAIT_IDS: usize = 10_000;
+/// How long one wait lasts once everything is submitted.
+const LONG_WAIT: Duration = Duration::from_secs(30);
+/// How long one wait lasts while tasks are still being submitted (so that new ids join soon).
+const SHORT_WAIT: Duration = Duration::from_millis(500);
+/// The first and the longest pause between attempts to reach the broker.
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+impl Client {
+    /// Runs many tasks through the broker's submit-by-id API, at most `max_pending` accepted and
+    /// unfinished at a time, and yields `(index, result)` pairs as tasks complete (`index` is
+    /// the task's position in `tasks`). Every task yields exactly one item.
+    ///
+    /// Unlike [`Client::submit_many`], which holds one WebSocket, this survives the broker's
+    /// restart: a broker with durable task state (the default with a data directory) runs the
+    /// accepted tasks again after it comes back, and this stream reconnects (for up to
+    /// [`ClientBuilder::reconnect_for`](crate::ClientBuilder::reconnect_for)) and goes on. A
+    /// task the restarted broker no longer knows (it kept tasks in memory only) fails with
+    /// [`Error::NotFound`]. A broker without the submit-by-id API (the original Go broker)
+    /// gets the tasks over the WebSocket instead.
+    ///
+    /// ```no_run
+    /// use futures::StreamExt;
+    /// use wasimoff_client::{Client, Task};
+    ///
+    /// # async fn demo(client: Client) {
+    /// let tasks = (0..1000).map(|i| Task::wasip1("tsp.wasm").args(["rand".into(), i.to_string()]));
+    /// let mut results = client.run_all(tasks, 256);
+    /// while let Some((index, result)) = results.next().await {
+    ///     match result {
+    ///         Ok(output) => print!("{index}: {}", output.stdout_lossy()),
+    ///         Err(e) => eprintln!("{index} failed: {e}"),
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn run_all<I>(
+        &self,
+        tasks: I,
+        max_pending: usize,
+    ) -> BoxStream<'static, (usize, Result<Output>)>
+    where
+        I: IntoIterator<Item = Task>,
+        I::IntoIter: Send + 'static,
+    {
+        let client = self.clone();
+        let tasks = tasks.into_iter();
+        stream::once(async move {
+            match client.by_id_supported().await {
+                Ok(true) => client.run_all_by_id(tasks, max_pending),
+                Ok(false) => client.submit_many(tasks, max_pending),
+                Err(error) => stream::iter(tasks)
+                    .enumerate()
+                    .map(move |(index, _)| (index, Err(error.clone())))
+                    .boxed(),
+            }
+        })
+        .flatten()
+        .boxed()
+    }
+
+    /// Whether the broker has the submit-by-id API (`false`: the route is missing, as on the
+    /// original broker); an error if it cannot be asked.
+    pub(crate) async fn by_id_supported(&self) -> Result<bool> {
+        match self.wait_any(&[], Duration::ZERO).await {
+            Ok(_) => Ok(true),
+            Err(Error::EndpointNotFound(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// [`Client::run_all`] on a broker known to have the submit-by-id API.
+    pub(crate) fn run_all_by_id<I>(
+        &self,
+        tasks: I,
+        max_pending: usize,
+    ) -> BoxStream<'static, (usize, Result<Output>)>
+    where
+        I: Iterator<Item = Task> + Send + 'static,
+    {
+        let (tx, rx) = mpsc::channel(max_pending.clamp(1, 1024));
+        tokio::spawn(drive(self.clone(), tasks, max_pending.max(1), tx));
+        rx.boxed()
+    }
+
+    /// Runs `step` until it succeeds, fails in a way reconnecting cannot fix, or the broker has
+    /// been out of reach for `reconnect_for`.
+    async fn reconnecting<T, F>(
+        &self,
+        reachable_error: fn(&Error) -> bool,
+        mut step: impl FnMut() -> F,
+    ) -> Result<T>
+    where
+        F: Future<Output = Result<T>>,
+    {
+        let mut outage: Option<Instant> = None;
+        let mut pause = BACKOFF_MIN;
+        loop {
+            match step().await {
+                Ok(value) => {
+                    if let Some(since) = outage {
+                        tracing::info!(after = ?since.elapsed(), "reached the broker again");
+                    }
+                    return Ok(value);
+                }
+                Err(e) if !reachable_error(&e) => {
+                    let since = *outage.get_or_insert_with(|| {
+                        tracing::warn!(error = %e, "lost the broker; reconnecting");
+                        Instant::now()
+                    });
+                    if since.elapsed() >= self.reconnect_for {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(jittered(pause)).await;
+                    pause = (pause * 2).min(BACKOFF_MAX);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Whether an error came from the broker itself (so reconnecting is not what it needs): every
+/// error but a broken or refused connection, a gateway's 502/504 and a 503 (a broker shutting
+/// down or at its connection cap).
+fn broker_answered(e: &Error) -> bool {
+    !matches!(e, Error::Transport(_) | Error::Unavailable(_))
+        && !matches!(e, Error::Broker { code, .. } if code == "http 502" || code == "http 504")
+}
+
+/// For a fetched result, a 503 is the task's own outcome (`unavailable`: nobody could run it),
+/// not the broker's state: only a broken connection is worth reconnecting.
+fn result_answered(e: &Error) -> bool {
+    !matches!(e, Error::Transport(_))
+        && !matches!(e, Error::Broker { code, .. } if code == "http 502" || code == "http 504")
+}
+
+/// `pause`, give or take a quarter, so that many clients do not come back in step.
+fn jittered(pause: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let quarter = pause / 4;
+    pause - quarter + quarter * (nanos % 2001) / 1000
+}
+
+type Item = (usize, Result<Output>);
+
+/// The loop behind [`Client::run_all_by_id`]: submits while fewer than `max_pending` are
+/// unfinished, follows the unfinished ids, fetches each finished result once.
+async fn drive<I>(client: Client, mut tasks: I, max_pending: usize, mut tx: mpsc::Sender<Item>)
+where
+    I: Iterator<Item = Task> + Send,
+{
+    let mut next_index = 0;
+    let mut exhausted = false;
+    // Accepted and not yet yielded: id -> index.
+    let mut pending: HashMap<String, usize> = HashMap::new();
+    let mut submitting = FuturesUnordered::new();
+    let mut waiting: Option<BoxFuture<'static, Result<Finished>>> = None;
+    loop {
+        while !exhausted
+            && pending.len() + submitting.len() < max_pending
+            && submitting.len() < SUBMITS_AT_ONCE
+        {
+            let Some(task) = tasks.next() else {
+                exhausted = true;
+                break;
+            };
+            let index = next_index;
+            next_index += 1;
+            let client = client.clone();
+            submitting.push(async move {
+                let id = client
+                    .reconnecting(broker_answered, || client.submit(task.clone()))
+                    .await;
+                (index, id)
+            });
+        }
+        if pending.is_empty() && submitting.is_empty() {
+            if exhausted {
+                return;
+            }
+            continue;
+        }
+        if waiting.is_none() && !pending.is_empty() {
+            let ids: Vec<String> = pending.keys().take(MAX_WAIT_IDS).cloned().collect();
+            let wait = if exhausted && submitting.is_empty() {
+                LONG_WAIT
+            } else {
+                SHORT_WAIT
+            };
+            let client = client.clone();
+            waiting = Some(
+                async move {
+                    client
+                        .reconnecting(broker_answered, || client.wait_any(&ids, wait))
+                        .await
+                }
+                .boxed(),
+            );
+        }
+        let wait_round = async {
+            match waiting.as_mut() {
+                Some(round) => round.await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            Some((index, submitted)) = submitting.next(), if !submitting.is_empty() => {
+                match submitted {
+                    Ok(id) => {
+                        pending.insert(id, index);
+                    }
+                    Err(e) => {
+                        if tx.send((index, Err(e))).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            finished = wait_round => {
+                waiting = None;
+                let finished = match finished {
+                    Ok(finished) => finished,
+                    Err(e) => {
+                        // The broker stayed out of reach: every unfinished task fails with why.
+                        fail_all(&mut tx, pending, submitting, tasks, next_index, e).await;
+                        return;
+                    }
+                };
+                for id in finished.unknown {
+                    if let Some(index) = pending.remove(&id) {
+                        let error = Error::NotFound(format!(
+                            "the broker no longer knows task {id}: its result expired, or the \
+                             broker restarted without durable task state (--data-dir)"
+                        ));
+                        if tx.send((index, Err(error))).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                let mut fetches = stream::iter(finished.done)
+                    .filter(|id| std::future::ready(pending.contains_key(id)))
+                    .map(|id| {
+                        let client = client.clone();
+                        async move {
+                            let result = client
+                                .reconnecting(result_answered, || client.result(&id, Duration::ZERO))
+                                .await;
+                            (id, result)
+                        }
+                    })
+                    .buffer_unordered(FETCHES_AT_ONCE);
+                let mut yielded = Vec::new();
+                while let Some((id, result)) = fetches.next().await {
+                    let result = match result {
+                        // Done, yet pending when fetched: follow it again.
+                        Ok(None) => continue,
+                        Ok(Some(output)) => Ok(output),
+                        Err(e) => Err(e),
+                    };
+                    if let Some(index) = pending.get(&id) {
+                        if tx.send((*index, result)).await.is_err() {
+                            return;
+                        }
+                        yielded.push(id);
+                    }
+                }
+                drop(fetches);
+                for id in yielded {
+                    pending.remove(&id);
+                }
+            }
+        }
+    }
+}
+
+/// Yields `error` for every task not yielded yet: accepted, being submitted, or not submitted.
+async fn fail_all<I, S>(
+    tx: &mut mpsc::Sender<Item>,
+    pending: HashMap<String, usize>,
+    submitting: S,
+    tasks: I,
+    next_index: usize,
+    error: Error,
+) where
+    I: Iterator<Item = Task>,
+    S: futures::Stream<Item = (usize, Result<String>)> + Unpin,
+{
+    let mut indices: Vec<usize> = pending.into_values().collect();
+    // Submissions still running end by themselves (each with its own outage limit).
+    let submitted: Vec<_> = submitting.collect().await;
+    indices.extend(submitted.into_iter().map(|(index, _)| index));
+    indices.extend(tasks.enumerate().map(|(i, _)| next_index + i));
+    indices.sort_unstable();
+    for index in indices {
+        if tx.send((index, Err(error.clone()))).await.is_err() {
+            return;
+        }
+    }
+}
