@@ -633,9 +633,11 @@ impl Executor for WorkerPool {
                 })
         };
         let encoding = host::wall_ms();
+        // Before the post: the worker may start on the task before `post` returns, and the
+        // round trip includes the worker's time.
+        let posted = platform::Instant::now();
         post(&worker, sent_module)?;
         let _executing = Executing::new(&self.inner);
-        let posted = platform::Instant::now();
         let posted_at = host::wall_ms();
         let kill_at = timeout.saturating_add(self.inner.config.kill_grace);
         let mut kill = self.inner.watchdog.at(platform::Instant::now() + kill_at);

@@ -149,7 +149,8 @@ async fn parts_say_where_the_time_went() {
         "{p:?} vs {}",
         stats.worker_ms
     );
-    assert!(stats.round_trip_ms >= worker, "{stats:?}");
+    // The page's and the worker's clocks are coarsened apart (0.1 ms in Chromium).
+    assert!(stats.round_trip_ms + 0.25 >= worker, "{stats:?}");
 }
 
 /// Guests in one worker share its memory (cleared between them): nothing one guest wrote is
