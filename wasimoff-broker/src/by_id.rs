@@ -150,13 +150,7 @@ impl AppState {
     ) -> Result<(Job, Instant, Pins), TaskError> {
         let request = <wasip1::Request as prost::Message>::decode(record.request)
             .map_err(|e| TaskError::Internal(format!("unreadable journaled task {id}: {e}")))?;
-        let left = record.deadline_unix_ns.saturating_sub(unix_nanos());
-        if left <= 0 {
-            return Err(TaskError::DeadlineExceeded(
-                "the task's deadline passed while the broker was down".into(),
-            ));
-        }
-        let deadline = Instant::now() + Duration::from_nanos(left.unsigned_abs());
+        let deadline = deadline_now(record.deadline_unix_ns, unix_nanos(), Instant::now())?;
         let mut pins = Pins::new(self.store.clone());
         let mut files = Vec::new();
         if let Some(params) = &request.params {
@@ -181,5 +175,47 @@ impl AppState {
             )));
         }
         Ok((job, deadline, pins))
+    }
+}
+
+/// A journaled wall-clock deadline as an [`Instant`] of this process (`now_unix_ns` and `now`
+/// are the same moment); one that has passed is the task's result.
+fn deadline_now(
+    deadline_unix_ns: i64,
+    now_unix_ns: i64,
+    now: Instant,
+) -> Result<Instant, TaskError> {
+    let left = deadline_unix_ns.saturating_sub(now_unix_ns);
+    if left <= 0 {
+        return Err(TaskError::DeadlineExceeded(
+            "the task's deadline passed while the broker was down".into(),
+        ));
+    }
+    let left = Duration::from_nanos(left.unsigned_abs());
+    Ok(now
+        .checked_add(left)
+        .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deadline_keeps_its_wall_clock_time_across_a_restart() {
+        let now = Instant::now();
+        let second = 1_000_000_000;
+        assert_eq!(
+            deadline_now(10 * second, 7 * second, now),
+            Ok(now + Duration::from_secs(3))
+        );
+        for passed in [7 * second, 6 * second, i64::MIN] {
+            assert!(matches!(
+                deadline_now(passed, 7 * second, now),
+                Err(TaskError::DeadlineExceeded(m)) if m.contains("while the broker was down")
+            ));
+        }
+        // Far future: no overflow.
+        assert!(deadline_now(i64::MAX, i64::MIN, now).is_ok());
     }
 }

@@ -17,6 +17,10 @@
 //! is full (retry later, or pass `--retry`); 134 when `run`'s task did not finish normally
 //! (trap, resource limit, provider failure, deadline).
 //!
+//! `run`, `task` and `batch` submit their tasks by id and follow them: when the broker goes away
+//! (a restart, even `kill -9` of a broker with a data directory), they reconnect for
+//! `--reconnect-for` seconds (300) and go on, and every result is printed exactly once.
+//!
 //! The tool is native only: on `wasm32` targets (where the library alone is useful) this binary
 //! is an empty stub, so that the crate's default features still build there.
 

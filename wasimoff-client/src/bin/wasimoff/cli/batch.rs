@@ -1,5 +1,6 @@
-//! `wasimoff task` and `wasimoff batch`: many tasks over the client WebSocket, one JSON line per
-//! result on stdout.
+//! `wasimoff task` and `wasimoff batch`: many tasks by id (`Client::run_all`, which reconnects
+//! through a broker restart) or, on brokers without that API, over the client WebSocket; one
+//! JSON line per result on stdout.
 
 use std::{
     collections::BTreeMap,
