@@ -47,12 +47,14 @@ impl AppState {
     /// client's only after this returns), then it runs in the background.
     pub(crate) async fn accept_by_id(
         self: &App,
-        job: Job,
+        mut job: Job,
         deadline: Instant,
         pins: Pins,
         owner: Option<String>,
     ) -> Result<String, TaskError> {
         let id = job.id.clone();
+        // Nobody holds a connection open for it: it waits for providers until its deadline.
+        job.patient = true;
         if let Some(journal) = &self.journal {
             let request = match job.payload.as_ref() {
                 wasimoff_core::envelope::Payload::Wasip1Request(request) => request,
@@ -167,7 +169,8 @@ impl AppState {
             })?;
             pins.push(pinned);
         }
-        let job = self.wasip1_job(request)?;
+        let mut job = self.wasip1_job(request)?;
+        job.patient = true;
         if job.id != id {
             return Err(TaskError::Internal(format!(
                 "journaled task {id} holds the request of {}",

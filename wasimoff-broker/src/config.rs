@@ -82,7 +82,9 @@ pub struct Limits {
     /// it counts the provider as wedged, cancels the attempt there and tries another.
     pub attempt_grace: Duration,
     /// How long a task waits while no provider offers any slot (none connected, or all
-    /// draining) before it fails with `unavailable` (503); well below `task_timeout`.
+    /// draining) before it fails with `unavailable` (503); well below `task_timeout`. Tasks
+    /// submitted by id wait until their deadline instead: their clients do not hold a
+    /// connection open, and after a restart the providers need a while to reconnect.
     pub provider_wait: Duration,
     /// How often a task is tried on providers when they fail (lost, wedged, an error or
     /// malformed answer); refusals (busy) do not count.

@@ -294,6 +294,7 @@ impl AppState {
             binary,
             priority,
             immediate,
+            patient: false,
             trace,
             cost,
         })
@@ -351,6 +352,7 @@ impl AppState {
             binary: None,
             priority,
             immediate,
+            patient: false,
             trace,
             cost,
         };

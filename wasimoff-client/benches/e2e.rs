@@ -105,7 +105,8 @@ fn met(ok: bool) -> &'static str {
 // ---------------------------------------------------------------------------------------------
 // The broker child process.
 
-/// The broker child: `--broker [--max-queue-bytes <n>] [--data-dir <dir>] [--malloc-default]`.
+/// The broker child: `--broker [--max-queue-bytes <n>] [--data-dir <dir>] [--volatile-tasks]
+/// [--listen <addr>] [--malloc-default]`.
 /// Like the `wasimoff-broker` binary it calls `release_large_buffers` first, unless told
 /// `--malloc-default`.
 fn broker_child(args: &[String]) {
@@ -146,9 +147,7 @@ fn broker_child(args: &[String]) {
         if let Some(listen) = option("--listen") {
             config.listen = listen.parse().expect("--listen");
         }
-        if let Some(seconds) = option("--provider-wait") {
-            config.limits.provider_wait = Duration::from_secs(seconds.parse().expect("seconds"));
-        }
+
         let handle = Broker::builder()
             .config(config)
             .build()
@@ -1703,8 +1702,6 @@ async fn restart_after_kill(quick: bool) {
             data.clone(),
             "--listen".into(),
             listen.into(),
-            "--provider-wait".into(),
-            "600".into(),
         ])
     };
     let mut broker = start("127.0.0.1:0");

@@ -39,9 +39,10 @@ const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 impl Client {
-    /// Runs many tasks through the broker's submit-by-id API, at most `max_pending` accepted and
-    /// unfinished at a time, and yields `(index, result)` pairs as tasks complete (`index` is
-    /// the task's position in `tasks`). Every task yields exactly one item.
+    /// Runs many tasks through the broker's submit-by-id API, at most `max_pending` (up to
+    /// 10,000) accepted and unfinished at a time, and yields `(index, result)` pairs as tasks
+    /// complete (`index` is the task's position in `tasks`). Every task yields exactly one
+    /// item.
     ///
     /// Unlike [`Client::submit_many`], which holds one WebSocket, this survives the broker's
     /// restart: a broker with durable task state (the default with a data directory) runs the
@@ -111,7 +112,9 @@ impl Client {
         I: Iterator<Item = Task> + Send + 'static,
     {
         let (tx, rx) = mpsc::channel(max_pending.clamp(1, 1024));
-        tokio::spawn(drive(self.clone(), tasks, max_pending.max(1), tx));
+        // Every unfinished id fits in one wait.
+        let max_pending = max_pending.clamp(1, MAX_WAIT_IDS);
+        tokio::spawn(drive(self.clone(), tasks, max_pending, tx));
         rx.boxed()
     }
 

@@ -50,6 +50,11 @@ pub(crate) struct Job {
     pub(crate) binary: Option<String>,
     pub(crate) priority: bool,
     pub(crate) immediate: bool,
+    /// Waits for a provider until its deadline, however long none is connected, instead of
+    /// failing after `provider_wait`: a task submitted by id, whose client is not holding a
+    /// connection open for it and which may have been resumed after a restart, while the
+    /// providers are still reconnecting.
+    pub(crate) patient: bool,
     /// The client asked for a trace: record the broker's events.
     pub(crate) trace: bool,
     /// What holding the task costs the broker, in bytes (its decoded request and books).
@@ -641,11 +646,13 @@ impl Machine {
         }
     }
 
-    /// Starts a waiting task's clock for "no provider" (once).
+    /// Starts a waiting task's clock for "no provider" (once; never for a patient task).
     fn arm_starve(&mut self, now: Instant, id: &str) {
         let at = now + self.config.provider_wait;
-        let armed = self.tasks.get(id).is_some_and(|t| t.starve_timer.is_some());
-        if armed || !self.tasks.contains_key(id) {
+        let Some(task) = self.tasks.get(id) else {
+            return;
+        };
+        if task.starve_timer.is_some() || task.job.patient {
             return;
         }
         let key = self.add_timer(at, Timer::NoProvider(id.to_owned()));

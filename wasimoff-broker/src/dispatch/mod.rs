@@ -938,6 +938,7 @@ pub fn machine_decision_cost(providers: u64, tasks: u64) -> f64 {
             binary: Some(binaries[(i % 32) as usize].clone()),
             priority: false,
             immediate: false,
+            patient: false,
             trace: false,
             cost: 1,
         };

@@ -101,6 +101,8 @@ struct SimTask {
     submitted: Instant,
     deadline: Instant,
     immediate: bool,
+    /// Waits for providers until its deadline (submitted by id).
+    patient: bool,
     /// Guest run time (None: forever).
     run: Option<Duration>,
     replied: bool,
@@ -471,6 +473,7 @@ impl Sim {
             _ => Some(rng.millis(0, 50)),
         };
         let immediate = rng.chance(0.05);
+        let patient = rng.chance(0.2);
         let priority = rng.chance(0.1);
         let binary = format!("sha256:{:064x}", rng.below(4));
         let job = Job {
@@ -479,6 +482,7 @@ impl Sim {
             binary: Some(binary),
             priority,
             immediate,
+            patient,
             trace: rng.chance(0.05),
             cost: rng.below(64 << 10) as usize + 1,
         };
@@ -489,6 +493,7 @@ impl Sim {
                 submitted: self.now,
                 deadline,
                 immediate,
+                patient,
                 run,
                 replied: false,
                 counted: 0,
@@ -947,6 +952,10 @@ impl Sim {
                             assert!(
                                 now >= t.submitted + self.config.provider_wait,
                                 "seed {seed}: {id} unavailable before its wait"
+                            );
+                            assert!(
+                                !t.patient,
+                                "seed {seed}: {id} waits for providers until its deadline"
                             );
                             "no provider"
                         }

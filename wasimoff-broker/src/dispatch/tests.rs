@@ -94,8 +94,25 @@ impl Harness {
             binary: None,
             priority: false,
             immediate,
+            patient: false,
             trace: false,
             cost,
+        };
+        let deadline = self.now + deadline;
+        self.input(Input::Submit { job, deadline })
+    }
+
+    /// Submits a task that waits for a provider until its deadline (submitted by id).
+    fn submit_patient(&mut self, id: &str, deadline: Duration) -> Vec<Did> {
+        let job = Job {
+            id: id.into(),
+            payload: Box::new(Payload::Wasip1Request(Default::default())),
+            binary: None,
+            priority: false,
+            immediate: false,
+            patient: true,
+            trace: false,
+            cost: 1,
         };
         let deadline = self.now + deadline;
         self.input(Input::Submit { job, deadline })
@@ -351,6 +368,7 @@ fn each_attempt_gets_the_time_left_capped_by_the_attempt_timeout() {
         binary: None,
         priority: false,
         immediate: false,
+        patient: false,
         trace: false,
         cost: 1,
     };
@@ -503,6 +521,37 @@ fn a_provider_leaving_retries_its_tasks_and_frees_what_it_held() {
     // Late reports from the gone provider are ignored.
     assert_eq!(h.ok("a", 1, P), []);
     assert_eq!(h.ack("b", 1, P), []);
+}
+
+#[test]
+fn a_patient_task_waits_for_a_provider_until_its_deadline() {
+    let mut h = Harness::new(MachineConfig {
+        provider_wait: S(30),
+        attempt_timeout: S(600),
+        ..config()
+    });
+    assert_eq!(h.submit_patient("by-id", S(300)), []);
+    assert_eq!(h.submit("held", S(300)), []);
+    // The impatient one fails after the provider wait; the patient one goes on waiting.
+    match h.advance(S(30)).as_slice() {
+        [Did::Reply(id, Err(TaskError::Unavailable(_)))] => assert_eq!(id, "held"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(h.advance(S(200)), []);
+    // A provider after 230 s: it runs.
+    assert_eq!(h.provider(P, 1), [send(P, "by-id", 1)]);
+    // With none again until its deadline, it ends there, not before.
+    let mut h = Harness::new(MachineConfig {
+        provider_wait: S(30),
+        attempt_timeout: S(600),
+        ..config()
+    });
+    h.submit_patient("late", S(100));
+    assert_eq!(h.advance(S(99)), []);
+    match h.advance(S(1)).as_slice() {
+        [Did::Reply(id, Err(TaskError::DeadlineExceeded(_)))] => assert_eq!(id, "late"),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]

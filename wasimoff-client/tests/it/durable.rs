@@ -10,7 +10,7 @@ use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use wasimoff_broker::{Broker, BrokerConfig, Limits, StoreConfig};
+use wasimoff_broker::{Broker, BrokerConfig, StoreConfig};
 
 use crate::support::{Env, json_lines, text};
 
@@ -33,11 +33,6 @@ fn broker_child() {
         let config = BrokerConfig {
             listen: listen.parse().unwrap(),
             store: StoreConfig::Dir(dir.into()),
-            limits: Limits {
-                // The tasks wait for the provider that joins after the restart.
-                provider_wait: Duration::from_secs(120),
-                ..Limits::default()
-            },
             log_tasks: false,
             ..BrokerConfig::default()
         };
