@@ -648,14 +648,23 @@ pub(crate) struct WaitRequest {
     /// Seconds to wait for one of them to finish.
     #[serde(default)]
     wait: Option<f64>,
+    /// Also answer the results of finished tasks (up to [`INLINE_RESULT_BYTES`] together).
+    #[serde(default)]
+    results: bool,
 }
+
+/// The most bytes of results one [`wait`] answer carries inline; the other finished ids are
+/// only named in `done`, to be fetched one by one.
+pub(crate) const INLINE_RESULT_BYTES: usize = 4 << 20;
 
 /// `POST /api/client/tasks/wait` with `{"ids": [...], "wait": SECONDS}`: which of these tasks
 /// have finished (`done`: fetch their results) and which this broker does not know for this
 /// client (`unknown`: never submitted here, expired, or lost in a restart of a broker without
 /// durable task state). Answers as soon as one is either, else after `wait` seconds (at most
 /// 60) with both lists empty. Clients follow many tasks with one request at a time instead of
-/// one long-poll per task.
+/// one long-poll per task. With `"results": true` the answer also holds `results`: for
+/// finished tasks (as many as fit in 4 MiB), `{"id", "response"}` (a `Task.Wasip1.Response` as
+/// proto3 JSON) or `{"id", "error": {"code", "message"}}`, as a fetch would answer.
 pub(crate) async fn wait(
     State(app): State<App>,
     headers: HeaderMap,
@@ -685,22 +694,52 @@ pub(crate) async fn wait(
     loop {
         // Registered before the lookup, so a result recorded in between is not missed.
         let done_signal = app.detached_done.notified();
-        let (done, unknown) = app.with_detached(|d| {
+        let (done, unknown, results) = app.with_detached(|d| {
             let now = std::time::Instant::now();
-            let (mut done, mut unknown) = (Vec::new(), Vec::new());
+            let (mut done, mut unknown, mut results) = (Vec::new(), Vec::new(), Vec::new());
+            let mut inline = 0;
             for id in &request.ids {
                 match d.found(now, id, owner.as_deref()) {
-                    Found::Done => done.push(id.as_str()),
+                    Found::Done => {
+                        if request.results
+                            && inline < INLINE_RESULT_BYTES
+                            && let Lookup::Done(result) = d.lookup(now, id, owner.as_deref())
+                        {
+                            inline += result
+                                .as_ref()
+                                .as_ref()
+                                .map_or(0, prost::Message::encoded_len);
+                            results.push((id.as_str(), result));
+                        }
+                        done.push(id.as_str());
+                    }
                     Found::Unknown => unknown.push(id.as_str()),
                     Found::Pending => {}
                 }
             }
             let owned = |ids: Vec<&str>| ids.into_iter().map(str::to_owned).collect::<Vec<_>>();
-            (owned(done), owned(unknown))
+            let results: Vec<(String, _)> = results
+                .into_iter()
+                .map(|(id, r)| (id.to_owned(), r))
+                .collect();
+            (owned(done), owned(unknown), results)
         });
         if !done.is_empty() || !unknown.is_empty() || request.ids.is_empty() {
-            return axum::Json(serde_json::json!({ "done": done, "unknown": unknown }))
-                .into_response();
+            let mut answer = serde_json::json!({ "done": done, "unknown": unknown });
+            if request.results {
+                let results: Vec<_> = results
+                    .into_iter()
+                    .map(|(id, result)| match *result {
+                        Ok(response) => serde_json::json!({ "id": id, "response": response }),
+                        Err(e) => serde_json::json!({
+                            "id": id,
+                            "error": { "code": e.connect_code(), "message": e.to_string() },
+                        }),
+                    })
+                    .collect();
+                answer["results"] = results.into();
+            }
+            return axum::Json(answer).into_response();
         }
         tokio::select! {
             () = done_signal => {}

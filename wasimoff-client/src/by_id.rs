@@ -181,6 +181,8 @@ fn jittered(pause: Duration) -> Duration {
 }
 
 type Item = (usize, Result<Output>);
+/// What one wait round found, with the results the broker sent along.
+type Waited = (Finished, Vec<(String, Result<Output>)>);
 
 /// The loop behind [`Client::run_all_by_id`]: submits while fewer than `max_pending` are
 /// unfinished, follows the unfinished ids, fetches each finished result once.
@@ -193,7 +195,7 @@ where
     // Accepted and not yet yielded: id -> index.
     let mut pending: HashMap<String, usize> = HashMap::new();
     let mut submitting = FuturesUnordered::new();
-    let mut waiting: Option<BoxFuture<'static, Result<Finished>>> = None;
+    let mut waiting: Option<BoxFuture<'static, Result<Waited>>> = None;
     loop {
         while !exhausted
             && pending.len() + submitting.len() < max_pending
@@ -230,7 +232,7 @@ where
             waiting = Some(
                 async move {
                     client
-                        .reconnecting(broker_answered, || client.wait_any(&ids, wait))
+                        .reconnecting(broker_answered, || client.wait_any_with_results(&ids, wait))
                         .await
                 }
                 .boxed(),
@@ -257,7 +259,7 @@ where
             }
             finished = wait_round => {
                 waiting = None;
-                let finished = match finished {
+                let (finished, inline) = match finished {
                     Ok(finished) => finished,
                     Err(e) => {
                         // The broker stayed out of reach: every unfinished task fails with why.
@@ -274,6 +276,13 @@ where
                         if tx.send((index, Err(error))).await.is_err() {
                             return;
                         }
+                    }
+                }
+                for (id, result) in inline {
+                    if let Some(index) = pending.remove(&id)
+                        && tx.send((index, result)).await.is_err()
+                    {
+                        return;
                     }
                 }
                 let mut fetches = stream::iter(finished.done)

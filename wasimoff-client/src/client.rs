@@ -624,6 +624,63 @@ impl Client {
             .map_err(|e| Error::InvalidResponse(format!("wait answered {e}")))
     }
 
+    /// [`Client::wait_any`], with the results of (some of) the finished tasks in the same
+    /// answer: `(id, result)` pairs as [`Client::result`] would give them. The other finished
+    /// ids are only in `done` (the broker inlines up to 4 MiB of results per answer; a broker
+    /// that does not inline any answers none).
+    pub(crate) async fn wait_any_with_results(
+        &self,
+        ids: &[String],
+        wait: Duration,
+    ) -> Result<(Finished, Vec<(String, Result<Output>)>)> {
+        #[derive(Deserialize)]
+        struct ErrorBody {
+            code: String,
+            #[serde(default)]
+            message: String,
+        }
+        #[derive(Deserialize)]
+        struct Inline {
+            id: String,
+            #[serde(default)]
+            response: Option<wasip1::Response>,
+            #[serde(default)]
+            error: Option<ErrorBody>,
+        }
+        #[derive(Deserialize)]
+        struct Answer {
+            #[serde(flatten)]
+            finished: Finished,
+            #[serde(default)]
+            results: Vec<Inline>,
+        }
+        let body = serde_json::json!({ "ids": ids, "wait": wait.as_secs_f64(), "results": true });
+        let (_, response) = send_connect(
+            self.request(reqwest::Method::POST, "/api/client/tasks/wait")
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(body.to_string()),
+        )
+        .await?;
+        let answer = serde_json::from_slice::<Answer>(&response)
+            .map_err(|e| Error::InvalidResponse(format!("wait answered {e}")))?;
+        let results = answer
+            .results
+            .into_iter()
+            .map(|inline| {
+                let result = match (inline.response, inline.error) {
+                    (Some(response), _) => Output::from_response(response),
+                    (None, Some(e)) => Err(Error::from_code(&e.code, e.message, None)),
+                    (None, None) => Err(Error::InvalidResponse(format!(
+                        "wait answered neither a response nor an error for {}",
+                        inline.id
+                    ))),
+                };
+                (inline.id, result)
+            })
+            .collect();
+        Ok((answer.finished, results))
+    }
+
     /// Cancels a task [submitted](Client::submit) earlier. Its result becomes an error with
     /// the code `canceled` ([`Error::Broker`]); a task that has finished keeps its result.
     pub async fn cancel(&self, id: &str) -> Result<()> {

@@ -110,6 +110,14 @@ async fn tasks_by_id_and_their_results_survive_a_restart() {
     assert_eq!(status, 200);
     assert_eq!(body["done"], json!([&done]));
     assert_eq!(body["unknown"], json!(["nobody-1"]));
+    assert!(body.get("results").is_none(), "only when asked: {body}");
+    // With the results inline: the response a fetch would give.
+    let ids = json!({"ids": [&done, &waiting[0]], "results": true}).to_string();
+    let (status, body) = wait_ids(&base, &ids).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["done"], json!([&done]));
+    assert_eq!(body["results"][0]["id"], json!(&done));
+    assert_eq!(stdout(&body["results"][0]["response"]), "before");
 
     let _echo = provider(&base, "echo-again", 2, Behaviour::Echo).await;
     for (id, arg) in waiting.iter().zip(["after-1", "after-2"]) {
