@@ -13,7 +13,14 @@
 //! [`Journal::accept`]: crate::journal::Journal::accept
 //! [`Journal::finish`]: crate::journal::Journal::finish
 
+use std::collections::HashMap;
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicU64, Ordering},
+};
 use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
 
 use wasimoff_core::proto::task::wasip1;
 use wasimoff_core::store::Ref;
@@ -102,7 +109,7 @@ impl AppState {
             }
         }
         self.with_detached(|d| d.finished(Instant::now(), &id, result));
-        self.detached_done.notify_waiters();
+        self.waiters.wake(&id);
     }
 
     /// Takes over what the journal held when it was opened: results are kept for their
@@ -181,6 +188,88 @@ impl AppState {
     }
 }
 
+/// The requests waiting for particular tasks to finish (fetches and waits that long-poll), so
+/// that a result wakes only those that named its id: a waiter costs nothing when other tasks
+/// finish, however many ids the others follow.
+#[derive(Debug, Default)]
+pub(crate) struct Waiters {
+    by_id: Mutex<WaiterMap>,
+    next: AtomicU64,
+}
+
+impl Waiters {
+    /// Registers interest in `ids`; register before looking at their states, so that a
+    /// result recorded in between is not missed.
+    pub(crate) fn register<'a>(&'a self, ids: &[String]) -> Registration<'a> {
+        let token = self.next.fetch_add(1, Ordering::Relaxed);
+        let notify = Arc::new(Notify::new());
+        let mut map = self.lock();
+        for id in ids {
+            map.entry(id.clone())
+                .or_default()
+                .push((token, notify.clone()));
+        }
+        Registration {
+            waiters: self,
+            token,
+            ids: ids.to_vec(),
+            notify,
+        }
+    }
+
+    /// Task `id` finished: wakes who waits for it.
+    pub(crate) fn wake(&self, id: &str) {
+        let woken = self.lock().remove(id);
+        for (_, notify) in woken.into_iter().flatten() {
+            // Stores a permit if the waiter is between its check and its await.
+            notify.notify_one();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, WaiterMap> {
+        self.by_id
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+/// Task id -> (registration token, its waker) of each request waiting for it.
+type WaiterMap = HashMap<String, Vec<(u64, Arc<Notify>)>>;
+
+/// One request's interest in some ids; dropping it unregisters.
+pub(crate) struct Registration<'a> {
+    waiters: &'a Waiters,
+    token: u64,
+    ids: Vec<String>,
+    notify: Arc<Notify>,
+}
+
+impl Registration<'_> {
+    /// Until one of the ids finishes (at once if one did since the registration).
+    pub(crate) async fn notified(&self) {
+        self.notify.notified().await;
+    }
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        let mut map = self.waiters.lock();
+        for id in &self.ids {
+            if let Some(list) = map.get_mut(id) {
+                list.retain(|(token, _)| *token != self.token);
+                if list.is_empty() {
+                    map.remove(id);
+                }
+            }
+        }
+    }
+}
+
 /// A journaled wall-clock deadline as an [`Instant`] of this process (`now_unix_ns` and `now`
 /// are the same moment); one that has passed is the task's result.
 fn deadline_now(
@@ -203,6 +292,33 @@ fn deadline_now(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_result_wakes_only_who_waits_for_it_and_none_is_missed() {
+        let waiters = Waiters::default();
+        let ids = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let a = waiters.register(&ids(&["t1", "t2"]));
+        let b = waiters.register(&ids(&["t3"]));
+        // Recorded after the registration, before the await: the permit is kept.
+        waiters.wake("t2");
+        tokio::time::timeout(Duration::from_secs(5), a.notified())
+            .await
+            .expect("woken");
+        // b was not woken by t2.
+        assert!(
+            tokio::time::timeout(Duration::ZERO, b.notified())
+                .await
+                .is_err()
+        );
+        drop(a);
+        drop(b);
+        assert_eq!(
+            waiters.len(),
+            0,
+            "dropped registrations leave nothing behind"
+        );
+        waiters.wake("nobody");
+    }
 
     #[test]
     fn a_deadline_keeps_its_wall_clock_time_across_a_restart() {

@@ -567,7 +567,7 @@ pub(crate) async fn fetch(
     let until = tokio::time::Instant::now() + wait;
     loop {
         // Registered before the lookup, so a result recorded in between is not missed.
-        let done = app.detached_done.notified();
+        let registration = app.waiters.register(std::slice::from_ref(&id));
         let found =
             app.with_detached(|d| d.lookup(std::time::Instant::now(), &id, owner.as_deref()));
         match found {
@@ -588,7 +588,7 @@ pub(crate) async fn fetch(
             Lookup::Pending => {}
         }
         tokio::select! {
-            () = done => {}
+            () = registration.notified() => {}
             () = tokio::time::sleep_until(until) => {
                 return (
                     StatusCode::ACCEPTED,
@@ -693,7 +693,7 @@ pub(crate) async fn wait(
     let until = tokio::time::Instant::now() + wait;
     loop {
         // Registered before the lookup, so a result recorded in between is not missed.
-        let done_signal = app.detached_done.notified();
+        let registration = app.waiters.register(&request.ids);
         let (done, unknown, results) = app.with_detached(|d| {
             let now = std::time::Instant::now();
             let (mut done, mut unknown, mut results) = (Vec::new(), Vec::new(), Vec::new());
@@ -742,7 +742,7 @@ pub(crate) async fn wait(
             return axum::Json(answer).into_response();
         }
         tokio::select! {
-            () = done_signal => {}
+            () = registration.notified() => {}
             () = tokio::time::sleep_until(until) => {
                 return axum::Json(serde_json::json!({ "done": [], "unknown": [] }))
                     .into_response();

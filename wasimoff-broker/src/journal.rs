@@ -189,7 +189,13 @@ impl RedbJournal {
         let err = |what: &str, e: &dyn std::fmt::Display| {
             JournalError(format!("{what} {}: {e}", path.display()))
         };
-        let db = Database::create(path).map_err(|e| err("cannot open", &e))?;
+        let db = Database::create(path).map_err(|e| {
+            JournalError(format!(
+                "cannot open {}: {e} (another broker may hold it; if the file is damaged, move \
+                 it away to start without the tasks it holds)",
+                path.display()
+            ))
+        })?;
         // Create both tables, so that reading never meets a missing one.
         let txn = db.begin_write().map_err(|e| err("cannot write", &e))?;
         txn.open_table(TASKS).map_err(|e| err("cannot write", &e))?;

@@ -286,7 +286,7 @@ impl BrokerBuilder {
             reading: std::sync::atomic::AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
             detached: std::sync::Mutex::new(detached),
-            detached_done: tokio::sync::Notify::new(),
+            waiters: by_id::Waiters::default(),
             journal,
         };
         let app = Arc::new(state);

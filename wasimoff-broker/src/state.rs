@@ -30,8 +30,8 @@ pub(crate) struct AppState {
     pub(crate) shutdown: CancellationToken,
     /// Tasks submitted to be fetched later by id, and their kept results.
     pub(crate) detached: std::sync::Mutex<crate::detached::Detached>,
-    /// Woken whenever a detached task's result is recorded (for fetches that wait).
-    pub(crate) detached_done: tokio::sync::Notify,
+    /// The fetches and waits waiting for detached tasks to finish, by id.
+    pub(crate) waiters: crate::by_id::Waiters,
     /// Where detached tasks and their results are kept durably (`None`: in memory only).
     pub(crate) journal: Option<Arc<dyn crate::journal::Journal>>,
 }

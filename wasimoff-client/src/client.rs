@@ -628,6 +628,7 @@ impl Client {
     /// answer: `(id, result)` pairs as [`Client::result`] would give them. The other finished
     /// ids are only in `done` (the broker inlines up to 4 MiB of results per answer; a broker
     /// that does not inline any answers none).
+    #[cfg(not(target_arch = "wasm32"))]
     pub(crate) async fn wait_any_with_results(
         &self,
         ids: &[String],
