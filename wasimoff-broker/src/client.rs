@@ -492,6 +492,93 @@ fn exec_request(
     })
 }
 
+/// The most tasks one [`submit_batch`] takes.
+pub(crate) const MAX_BATCH: usize = 1_000;
+
+/// `POST /api/client/tasks/batch`: many tasks at once, as `application/proto` holding
+/// length-delimited `Task.Wasip1.Request`s (each a varint length, then the message; at most
+/// [`MAX_BATCH`]). Each is checked and accepted as by [`submit`], concurrently, so their
+/// journal writes share commits; answers `200 {"submitted": [...]}` with, in the order of the
+/// requests, `{"id": ...}` or `{"error": {"code", "message"}}`. A queue without room for all
+/// of them refuses the whole batch (429).
+pub(crate) async fn submit_batch(
+    State(app): State<App>,
+    addr: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    WholeBody(mut body): WholeBody,
+) -> Response {
+    // `WholeBody` has checked the client's token before reading the body.
+    if connect_codec(&headers) != Some(ConnectCodec::Proto) {
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/proto (length-delimited Task.Wasip1.Request)\n",
+        )
+            .into_response();
+    }
+    let mut requests = Vec::new();
+    while !body.is_empty() {
+        if requests.len() == MAX_BATCH {
+            return TaskError::InvalidArgument(format!("more than {MAX_BATCH} tasks in one batch"))
+                .into_response();
+        }
+        let length = match prost::encoding::decode_varint(&mut body) {
+            Ok(length) => usize::try_from(length).unwrap_or(usize::MAX),
+            Err(e) => {
+                return TaskError::InvalidArgument(format!("bad batch length prefix: {e}"))
+                    .into_response();
+            }
+        };
+        if length > body.len() {
+            return TaskError::InvalidArgument(format!(
+                "task {} of the batch claims {length} bytes, {} remain",
+                requests.len() + 1,
+                body.len()
+            ))
+            .into_response();
+        }
+        let message = body.split_to(length);
+        match decode::<task::wasip1::Request>(ConnectCodec::Proto, message, app.max_list_elements())
+        {
+            Ok(mut request) => {
+                apply_timeout(&headers, &mut request.qos);
+                requests.push(request);
+            }
+            Err(TaskError::InvalidArgument(e)) => {
+                return TaskError::InvalidArgument(format!(
+                    "task {} of the batch: {e}",
+                    requests.len() + 1
+                ))
+                .into_response();
+            }
+            Err(e) => return e.into_response(),
+        }
+    }
+    let queued = usize::try_from(app.metrics.queued.get()).unwrap_or(0);
+    if queued.saturating_add(requests.len()) > app.config.limits.max_queue {
+        return TaskError::QueueFull(queued).into_response();
+    }
+    let owner = app.client_owner(&headers);
+    let requester = requester(addr);
+    let accepted = futures::future::join_all(requests.into_iter().map(|request| {
+        let (app, owner, requester) = (app.clone(), owner.clone(), &requester);
+        async move {
+            let (job, deadline, pins) = app.prepare_wasip1(request, requester).await?;
+            app.accept_by_id(job, deadline, pins, owner).await
+        }
+    }))
+    .await;
+    let submitted: Vec<_> = accepted
+        .into_iter()
+        .map(|result| match result {
+            Ok(id) => serde_json::json!({ "id": id }),
+            Err(e) => serde_json::json!({
+                "error": { "code": e.connect_code(), "message": e.to_string() },
+            }),
+        })
+        .collect();
+    axum::Json(serde_json::json!({ "submitted": submitted })).into_response()
+}
+
 /// The longest a fetch waits for a detached task's result (`?wait=` is capped to it).
 const MAX_FETCH_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 

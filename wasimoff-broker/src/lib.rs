@@ -344,6 +344,7 @@ impl Broker {
             )
             .route("/api/client/run/{wasm}", post(client::exec))
             .route("/api/client/tasks", post(client::submit))
+            .route("/api/client/tasks/batch", post(client::submit_batch))
             .route(
                 "/api/client/tasks/wait",
                 // Ids only: a small body, whatever the upload limit.

@@ -1,7 +1,7 @@
 //! [`Client::run_all`]: many tasks submitted by id (`POST /api/client/tasks`) and their results
 //! fetched by id, through broker restarts and broken connections.
 //!
-//! Each task is submitted and gets an id; the ids of unfinished tasks are followed with one
+//! Tasks are submitted in batches (`POST /api/client/tasks/batch`) and each gets an id; the ids of unfinished tasks are followed with one
 //! request at a time ([`Client::wait_any`]), and each finished result is fetched once. While the
 //! broker cannot be reached (or answers 503 while it shuts down), every step is retried with
 //! backoff for [`ClientBuilder::reconnect_for`](crate::ClientBuilder::reconnect_for). A broker
@@ -24,8 +24,10 @@ use crate::client::{Client, Finished};
 use crate::error::{Error, Result};
 use crate::task::{Output, Task};
 
+/// Tasks per submission (`POST /api/client/tasks/batch`).
+const BATCH: usize = 64;
 /// Submissions in flight at once.
-const SUBMITS_AT_ONCE: usize = 16;
+const BATCHES_AT_ONCE: usize = 4;
 /// Results fetched at once.
 const FETCHES_AT_ONCE: usize = 16;
 /// The most ids one wait names (the broker's bound).
@@ -181,6 +183,8 @@ fn jittered(pause: Duration) -> Duration {
 }
 
 type Item = (usize, Result<Output>);
+/// What one submission gave: (index, id or why not) per task.
+type Submitted = Vec<(usize, Result<String>)>;
 /// What one wait round found, with the results the broker sent along.
 type Waited = (Finished, Vec<(String, Result<Output>)>);
 
@@ -194,26 +198,40 @@ where
     let mut exhausted = false;
     // Accepted and not yet yielded: id -> index.
     let mut pending: HashMap<String, usize> = HashMap::new();
-    let mut submitting = FuturesUnordered::new();
+    // Tasks in the submissions in flight.
+    let mut in_submission = 0;
+    let mut submitting: FuturesUnordered<BoxFuture<'static, Submitted>> = FuturesUnordered::new();
     let mut waiting: Option<BoxFuture<'static, Result<Waited>>> = None;
     loop {
-        while !exhausted
-            && pending.len() + submitting.len() < max_pending
-            && submitting.len() < SUBMITS_AT_ONCE
-        {
-            let Some(task) = tasks.next() else {
-                exhausted = true;
+        while !exhausted && submitting.len() < BATCHES_AT_ONCE {
+            let room = max_pending.saturating_sub(pending.len() + in_submission);
+            let (mut indices, mut requests) = (Vec::new(), Vec::new());
+            while requests.len() < room.min(BATCH) {
+                let Some(task) = tasks.next() else {
+                    exhausted = true;
+                    break;
+                };
+                indices.push(next_index);
+                requests.push(task.into_request());
+                next_index += 1;
+            }
+            if requests.is_empty() {
                 break;
-            };
-            let index = next_index;
-            next_index += 1;
+            }
+            in_submission += requests.len();
             let client = client.clone();
-            submitting.push(async move {
-                let id = client
-                    .reconnecting(broker_answered, || client.submit(task.clone()))
-                    .await;
-                (index, id)
-            });
+            submitting.push(
+                async move {
+                    let ids = client
+                        .reconnecting(broker_answered, || client.submit_batch(&requests))
+                        .await;
+                    match ids {
+                        Ok(ids) => indices.into_iter().zip(ids).collect(),
+                        Err(e) => indices.into_iter().map(|i| (i, Err(e.clone()))).collect(),
+                    }
+                }
+                .boxed(),
+            );
         }
         if pending.is_empty() && submitting.is_empty() {
             if exhausted {
@@ -245,14 +263,17 @@ where
             }
         };
         tokio::select! {
-            Some((index, submitted)) = submitting.next(), if !submitting.is_empty() => {
-                match submitted {
-                    Ok(id) => {
-                        pending.insert(id, index);
-                    }
-                    Err(e) => {
-                        if tx.send((index, Err(e))).await.is_err() {
-                            return;
+            Some(submitted) = submitting.next(), if !submitting.is_empty() => {
+                in_submission -= submitted.len();
+                for (index, id) in submitted {
+                    match id {
+                        Ok(id) => {
+                            pending.insert(id, index);
+                        }
+                        Err(e) => {
+                            if tx.send((index, Err(e))).await.is_err() {
+                                return;
+                            }
                         }
                     }
                 }
@@ -331,12 +352,12 @@ async fn fail_all<I, S>(
     error: Error,
 ) where
     I: Iterator<Item = Task>,
-    S: futures::Stream<Item = (usize, Result<String>)> + Unpin,
+    S: futures::Stream<Item = Submitted> + Unpin,
 {
     let mut indices: Vec<usize> = pending.into_values().collect();
     // Submissions still running end by themselves (each with its own outage limit).
     let submitted: Vec<_> = submitting.collect().await;
-    indices.extend(submitted.into_iter().map(|(index, _)| index));
+    indices.extend(submitted.into_iter().flatten().map(|(index, _)| index));
     indices.extend(tasks.enumerate().map(|(i, _)| next_index + i));
     indices.sort_unstable();
     for index in indices {

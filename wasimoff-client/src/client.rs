@@ -567,6 +567,70 @@ impl Client {
             .map_err(|e| Error::InvalidResponse(format!("submit answered no id: {e}")))
     }
 
+    /// Submits many tasks in one request (`POST /api/client/tasks/batch`): for each, in order,
+    /// its id or why it was refused. A full queue refuses the whole batch and is retried per
+    /// the [`RetryPolicy`].
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) async fn submit_batch(
+        &self,
+        requests: &[wasip1::Request],
+    ) -> Result<Vec<Result<String>>> {
+        #[derive(Deserialize)]
+        struct ErrorBody {
+            code: String,
+            #[serde(default)]
+            message: String,
+        }
+        #[derive(Deserialize)]
+        struct Entry {
+            #[serde(default)]
+            id: Option<String>,
+            #[serde(default)]
+            error: Option<ErrorBody>,
+        }
+        #[derive(Deserialize)]
+        struct Submitted {
+            submitted: Vec<Entry>,
+        }
+        let mut body = Vec::new();
+        for request in requests {
+            request
+                .encode_length_delimited(&mut body)
+                .map_err(|e| Error::Local(format!("cannot encode a task: {e}")))?;
+        }
+        let body = Bytes::from(body);
+        let (_, response) = self
+            .retry
+            .run(|| {
+                send_connect(
+                    self.request(reqwest::Method::POST, "/api/client/tasks/batch")
+                        .header(header::CONTENT_TYPE, "application/proto")
+                        .body(body.clone()),
+                )
+            })
+            .await?;
+        let answer = serde_json::from_slice::<Submitted>(&response)
+            .map_err(|e| Error::InvalidResponse(format!("batch submit answered {e}")))?;
+        if answer.submitted.len() != requests.len() {
+            return Err(Error::InvalidResponse(format!(
+                "batch submit answered {} entries for {} tasks",
+                answer.submitted.len(),
+                requests.len()
+            )));
+        }
+        Ok(answer
+            .submitted
+            .into_iter()
+            .map(|entry| match (entry.id, entry.error) {
+                (Some(id), _) => Ok(id),
+                (None, Some(e)) => Err(Error::from_code(&e.code, e.message, None)),
+                (None, None) => Err(Error::InvalidResponse(
+                    "batch submit answered neither an id nor an error".into(),
+                )),
+            })
+            .collect())
+    }
+
     /// The result of a task [submitted](Client::submit) earlier: `Ok(None)` while it has not
     /// finished after waiting up to `wait` (the broker waits at most 60 s). A task that ran
     /// and failed is [`Error::Task`] as for [`Client::run`]; an id this client did not submit,

@@ -159,3 +159,59 @@ async fn a_wait_needs_a_body_of_ids_within_bounds() {
     assert_eq!((status, body), (200, json!({"done": [], "unknown": []})));
     assert!(started.elapsed() < Duration::from_secs(20));
 }
+
+#[tokio::test]
+async fn a_batch_of_tasks_is_accepted_task_by_task() {
+    use prost::Message as _;
+    let handle = broker(config()).await;
+    let base = http(&handle);
+    upload(&base, EMPTY_WASM, Some("empty.wasm")).await;
+    let post = |content_type: &'static str, body: Vec<u8>| {
+        let url = format!("{base}/api/client/tasks/batch");
+        async move {
+            let response = reqwest::Client::new()
+                .post(url)
+                .header("content-type", content_type)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let bytes = response.bytes().await.unwrap();
+            (
+                status,
+                serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
+            )
+        }
+    };
+    let mut body = Vec::new();
+    for binary in ["empty.wasm", "missing.wasm", "empty.wasm"] {
+        crate::support::wasip1(binary, &[binary, "x"])
+            .encode_length_delimited(&mut body)
+            .unwrap();
+    }
+    let (status, answer) = post("application/proto", body.clone()).await;
+    assert_eq!(status, 200, "{answer}");
+    let submitted = answer["submitted"].as_array().unwrap();
+    assert_eq!(submitted.len(), 3);
+    assert!(submitted[0]["id"].is_string() && submitted[2]["id"].is_string());
+    assert_ne!(submitted[0]["id"], submitted[2]["id"]);
+    assert_eq!(submitted[1]["error"]["code"], "not_found", "{answer}");
+    let ids = json!({"ids": [&submitted[0]["id"], &submitted[2]["id"]]}).to_string();
+    let (status, found) = wait_ids(&base, &ids).await;
+    assert_eq!((status, &found), (200, &json!({"done": [], "unknown": []})));
+    // Refused as a whole: JSON, a cut message, a length past the end.
+    let (status, _) = post("application/json", b"[]".to_vec()).await;
+    assert_eq!(status, 415);
+    let (status, answer) = post("application/proto", body[..body.len() - 3].to_vec()).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["message"].as_str().unwrap().contains("task 3"),
+        "{answer}"
+    );
+    let (status, answer) = post("application/proto", vec![0xff, 0xff, 0xff, 0xff, 0x0f]).await;
+    assert_eq!(status, 400, "{answer}");
+    // An empty batch is an empty answer.
+    let (status, answer) = post("application/proto", Vec::new()).await;
+    assert_eq!((status, answer), (200, json!({"submitted": []})));
+}
