@@ -55,6 +55,8 @@ fn is_task(request: &Request) -> bool {
     path.contains("/api/client/run/")
         || path.ends_with("/RunWasip1")
         || path.ends_with("/RunPyodide")
+        || path.ends_with("/api/client/tasks")
+        || path.ends_with("/api/client/tasks/batch")
 }
 
 /// Reserves a task body's declared size, or refuses it when the budget cannot take it.

@@ -51,9 +51,24 @@ impl AppState {
     }
 
     /// Accepts a prepared task for fetching later by id: durably first (the id is the
-    /// client's only after this returns), then it runs in the background.
+    /// client's only after this returns), then it runs in the background. The steps run in a
+    /// task of their own, so that a request dropped halfway (its client went away) cannot
+    /// leave a journaled task that nothing runs.
     pub(crate) async fn accept_by_id(
         self: &App,
+        job: Job,
+        deadline: Instant,
+        pins: Pins,
+        owner: Option<String>,
+    ) -> Result<String, TaskError> {
+        let app = self.clone();
+        tokio::spawn(async move { app.accept_now(job, deadline, pins, owner).await })
+            .await
+            .map_err(|e| TaskError::Internal(format!("accepting a task failed: {e}")))?
+    }
+
+    async fn accept_now(
+        self: App,
         mut job: Job,
         deadline: Instant,
         pins: Pins,
@@ -82,11 +97,12 @@ impl AppState {
             journal.accept(&id, record).await?;
         }
         self.with_detached(|d| d.submitted(id.clone(), owner.clone()));
+        let response = self.submit_prepared_wasip1(job, deadline, pins);
         let app = self.clone();
+        let task_id = id.clone();
         tokio::spawn(async move {
-            let id = job.id.clone();
-            let result = app.run_prepared_wasip1(job, deadline, pins).await;
-            app.record_by_id(id, owner, result).await;
+            let result = response.await;
+            app.record_by_id(task_id, owner, result).await;
         });
         Ok(id)
     }
@@ -98,8 +114,11 @@ impl AppState {
         owner: Option<String>,
         result: Result<wasip1::Response, TaskError>,
     ) {
+        let result = self.with_detached(|d| d.bounded(result));
         if let Some(journal) = &self.journal {
-            if matches!(result, Err(TaskError::ShuttingDown)) {
+            if matches!(result, Err(TaskError::ShuttingDown))
+                && self.stopping.load(std::sync::atomic::Ordering::SeqCst)
+            {
                 // Not an answer: the task stays accepted, and the next start runs it.
                 return;
             }
@@ -113,8 +132,10 @@ impl AppState {
     }
 
     /// Takes over what the journal held when it was opened: results are kept for their
-    /// clients again (with the age they had), accepted tasks without a result run again.
-    pub(crate) fn recover(self: &App, mut recovered: Recovered) {
+    /// clients again (with the age they had), accepted tasks without a result run again. They
+    /// reach the dispatcher before this returns, so before any new task: they were admitted
+    /// once and keep their place.
+    pub(crate) async fn recover(self: &App, mut recovered: Recovered) {
         for unreadable in &recovered.unreadable {
             tracing::error!(record = %unreadable, "dropped an unreadable task journal record");
         }
@@ -139,11 +160,15 @@ impl AppState {
             }
         });
         for (id, record) in recovered.tasks {
+            let owner = record.owner.clone();
+            let response = match self.resume(&id, record).await {
+                Ok((job, deadline, pins)) => Ok(self.submit_prepared_wasip1(job, deadline, pins)),
+                Err(e) => Err(e),
+            };
             let app = self.clone();
             tokio::spawn(async move {
-                let owner = record.owner.clone();
-                let result = match app.resume(&id, record).await {
-                    Ok((job, deadline, pins)) => app.run_prepared_wasip1(job, deadline, pins).await,
+                let result = match response {
+                    Ok(response) => response.await,
                     Err(e) => Err(e),
                 };
                 app.record_by_id(id, owner, result).await;
@@ -178,6 +203,9 @@ impl AppState {
         }
         let mut job = self.wasip1_job(request)?;
         job.patient = true;
+        // Admitted before the restart: the queue's count limit is not applied again (the
+        // tasks running then were not counted in it).
+        job.resumed = true;
         if job.id != id {
             return Err(TaskError::Internal(format!(
                 "journaled task {id} holds the request of {}",

@@ -499,8 +499,8 @@ pub(crate) const MAX_BATCH: usize = 1_000;
 /// length-delimited `Task.Wasip1.Request`s (each a varint length, then the message; at most
 /// [`MAX_BATCH`]). Each is checked and accepted as by [`submit`], concurrently, so their
 /// journal writes share commits; answers `200 {"submitted": [...]}` with, in the order of the
-/// requests, `{"id": ...}` or `{"error": {"code", "message"}}`. A queue without room for all
-/// of them refuses the whole batch (429).
+/// requests, `{"id": ...}` or `{"error": {"code", "message"}}`. A full queue refuses the whole
+/// batch (429), and so does a broker shutting down (503).
 pub(crate) async fn submit_batch(
     State(app): State<App>,
     addr: Option<Extension<ConnectInfo<SocketAddr>>>,
@@ -553,8 +553,10 @@ pub(crate) async fn submit_batch(
             Err(e) => return e.into_response(),
         }
     }
+    // As for one task: refused when the queue is full; past that, the dispatcher's refusals
+    // are the tasks' results.
     let queued = usize::try_from(app.metrics.queued.get()).unwrap_or(0);
-    if queued.saturating_add(requests.len()) > app.config.limits.max_queue {
+    if !requests.is_empty() && queued >= app.config.limits.max_queue {
         return TaskError::QueueFull(queued).into_response();
     }
     let owner = app.client_owner(&headers);
@@ -567,6 +569,13 @@ pub(crate) async fn submit_batch(
         }
     }))
     .await;
+    if accepted
+        .iter()
+        .any(|r| matches!(r, Err(TaskError::ShuttingDown)))
+    {
+        // Try again at the next start (or another broker): the whole batch, as one request.
+        return TaskError::ShuttingDown.into_response();
+    }
     let submitted: Vec<_> = accepted
         .into_iter()
         .map(|result| match result {
@@ -577,6 +586,17 @@ pub(crate) async fn submit_batch(
         })
         .collect();
     axum::Json(serde_json::json!({ "submitted": submitted })).into_response()
+}
+
+/// A client's `wait` in seconds, capped to [`MAX_FETCH_WAIT`]; a negative or non-finite
+/// value (`?wait=NaN`) is no wait.
+fn wait_seconds(wait: Option<f64>) -> std::time::Duration {
+    match wait {
+        Some(seconds) if seconds.is_finite() && seconds > 0.0 => {
+            std::time::Duration::from_secs_f64(seconds.min(MAX_FETCH_WAIT.as_secs_f64()))
+        }
+        _ => std::time::Duration::ZERO,
+    }
 }
 
 /// The longest a fetch waits for a detached task's result (`?wait=` is capped to it).
@@ -649,9 +669,7 @@ pub(crate) async fn fetch(
         Some(accept) if accept.contains("application/proto") => ConnectCodec::Proto,
         _ => ConnectCodec::Json,
     };
-    let wait = std::time::Duration::from_secs_f64(query.wait.unwrap_or(0.0).clamp(0.0, 60.0))
-        .min(MAX_FETCH_WAIT);
-    let until = tokio::time::Instant::now() + wait;
+    let until = tokio::time::Instant::now() + wait_seconds(query.wait);
     loop {
         // Registered before the lookup, so a result recorded in between is not missed.
         let registration = app.waiters.register(std::slice::from_ref(&id));
@@ -760,7 +778,7 @@ pub(crate) async fn wait(
     if let Err(e) = app.check_client(&headers) {
         return e.into_response();
     }
-    let request = match body {
+    let mut request = match body {
         Ok(axum::Json(request)) => request,
         Err(e) => {
             return TaskError::InvalidArgument(format!("a wait body is {{\"ids\": [...]}}: {e}"))
@@ -774,10 +792,11 @@ pub(crate) async fn wait(
         ))
         .into_response();
     }
+    // Each id once: repeats would only multiply the work of every scan and registration.
+    let mut seen = std::collections::HashSet::new();
+    request.ids.retain(|id| seen.insert(id.clone()));
     let owner = app.client_owner(&headers);
-    let wait = std::time::Duration::from_secs_f64(request.wait.unwrap_or(0.0).clamp(0.0, 60.0))
-        .min(MAX_FETCH_WAIT);
-    let until = tokio::time::Instant::now() + wait;
+    let until = tokio::time::Instant::now() + wait_seconds(request.wait);
     loop {
         // Registered before the lookup, so a result recorded in between is not missed.
         let registration = app.waiters.register(&request.ids);

@@ -110,28 +110,14 @@ impl Detached {
         result: Result<wasip1::Response, TaskError>,
     ) {
         self.expire(now);
+        let result = self.bounded(result);
         let Some(entry) = self.entries.get_mut(id) else {
             return;
         };
         if !matches!(entry.state, State::Pending) {
             return;
         }
-        let (result, bytes) = match result {
-            Ok(response) => {
-                let bytes = prost::Message::encoded_len(&response);
-                if bytes > self.max_bytes {
-                    let error = TaskError::ResultTooLarge(format!(
-                        "the result of {bytes} bytes exceeds the broker's budget of {} bytes \
-                         for kept results (run the task with RunWasip1 to receive it directly)",
-                        self.max_bytes
-                    ));
-                    (Err(error), 0)
-                } else {
-                    (Ok(response), bytes)
-                }
-            }
-            Err(e) => (Err(e), 0),
-        };
+        let bytes = result.as_ref().map_or(0, prost::Message::encoded_len);
         entry.state = State::Done {
             result: Box::new(result),
             bytes,
@@ -144,6 +130,29 @@ impl Detached {
                 break;
             };
             self.remove(&oldest);
+        }
+    }
+
+    /// The result as it is kept: one larger than the whole budget becomes an error saying so
+    /// (so it is also what the journal records).
+    pub(crate) fn bounded(
+        &self,
+        result: Result<wasip1::Response, TaskError>,
+    ) -> Result<wasip1::Response, TaskError> {
+        match result {
+            Ok(response) => {
+                let bytes = prost::Message::encoded_len(&response);
+                if bytes > self.max_bytes {
+                    Err(TaskError::ResultTooLarge(format!(
+                        "the result of {bytes} bytes exceeds the broker's budget of {} bytes \
+                         for kept results (run the task with RunWasip1 to receive it directly)",
+                        self.max_bytes
+                    )))
+                } else {
+                    Ok(response)
+                }
+            }
+            Err(e) => Err(e),
         }
     }
 

@@ -16,7 +16,7 @@
 //! one transaction (group commit): one fsync serves many accepts and results at once.
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     sync::mpsc as std_mpsc,
     time::{Duration, Instant},
 };
@@ -42,9 +42,17 @@ pub(crate) const FILE_NAME: &str = "tasks.redb";
 #[error("task journal: {0}")]
 pub(crate) struct JournalError(String);
 
+/// The text of a journal that was closed (the broker is shutting down).
+const CLOSED: &str = "closed";
+
 impl From<JournalError> for TaskError {
     fn from(e: JournalError) -> Self {
-        TaskError::Internal(e.to_string())
+        if e.0 == CLOSED {
+            // Worth retrying at the next start, not the task's fault.
+            TaskError::ShuttingDown
+        } else {
+            TaskError::Internal(e.to_string())
+        }
     }
 }
 
@@ -175,7 +183,6 @@ enum Op {
 /// The journal in a redb file, written by one thread with group commits.
 #[derive(Debug)]
 pub(crate) struct RedbJournal {
-    path: PathBuf,
     ops: std_mpsc::Sender<Op>,
 }
 
@@ -209,19 +216,11 @@ impl RedbJournal {
             .name("wasimoff-journal".into())
             .spawn(move || writer(db, rx, name))
             .map_err(|e| err("cannot start the writer of", &e))?;
-        Ok((
-            RedbJournal {
-                path: path.to_owned(),
-                ops,
-            },
-            recovered,
-        ))
+        Ok((RedbJournal { ops }, recovered))
     }
 
     fn send(&self, op: Op) -> Result<(), JournalError> {
-        self.ops
-            .send(op)
-            .map_err(|_| JournalError(format!("the writer of {} stopped", self.path.display())))
+        self.ops.send(op).map_err(|_| JournalError(CLOSED.into()))
     }
 }
 
@@ -234,8 +233,7 @@ impl Journal for RedbJournal {
             record: prost::Message::encode_to_vec(&task),
             done,
         })?;
-        rx.await
-            .map_err(|_| JournalError("the writer stopped".into()))?
+        rx.await.map_err(|_| JournalError(CLOSED.into()))?
     }
 
     async fn finish(&self, id: &str, result: ResultRecord) -> Result<bool, JournalError> {
@@ -245,8 +243,7 @@ impl Journal for RedbJournal {
             record: prost::Message::encode_to_vec(&result),
             done,
         })?;
-        rx.await
-            .map_err(|_| JournalError("the writer stopped".into()))?
+        rx.await.map_err(|_| JournalError(CLOSED.into()))?
     }
 
     fn forget(&self, ids: Vec<String>) {
@@ -450,7 +447,7 @@ mod tests {
             assert!(e.to_string().contains("cannot open"), "{e}");
             journal.close().await;
             let e = journal.accept("late", task(99)).await.unwrap_err();
-            assert!(e.to_string().contains("stopped"), "{e}");
+            assert_eq!(TaskError::from(e), TaskError::ShuttingDown);
         }
         let (_journal, recovered) = RedbJournal::open(&path).unwrap();
         let mut tasks: Vec<_> = recovered.tasks.iter().map(|(id, _)| id.clone()).collect();

@@ -287,10 +287,11 @@ impl BrokerBuilder {
             shutdown: CancellationToken::new(),
             detached: std::sync::Mutex::new(detached),
             waiters: by_id::Waiters::default(),
+            stopping: std::sync::atomic::AtomicBool::new(false),
             journal,
         };
         let app = Arc::new(state);
-        app.recover(recovered);
+        app.recover(recovered).await;
         Ok(Broker { app, tls })
     }
 }
@@ -456,6 +457,8 @@ impl BrokerHandle {
     /// in the durable task state ([`TaskStateConfig`]), and the next start runs them.
     pub async fn shutdown(mut self) {
         let app = &self.broker.app;
+        app.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let (done, finished) = tokio::sync::oneshot::channel();
         app.dispatch.send(dispatch::Command::Shutdown { done });
         let _ = finished.await;

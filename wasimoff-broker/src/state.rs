@@ -32,6 +32,8 @@ pub(crate) struct AppState {
     pub(crate) detached: std::sync::Mutex<crate::detached::Detached>,
     /// The fetches and waits waiting for detached tasks to finish, by id.
     pub(crate) waiters: crate::by_id::Waiters,
+    /// Set when the broker starts shutting down, before the dispatcher fails what it holds.
+    pub(crate) stopping: std::sync::atomic::AtomicBool,
     /// Where detached tasks and their results are kept durably (`None`: in memory only).
     pub(crate) journal: Option<Arc<dyn crate::journal::Journal>>,
 }

@@ -295,6 +295,7 @@ impl AppState {
             priority,
             immediate,
             patient: false,
+            resumed: false,
             trace,
             cost,
         })
@@ -353,6 +354,7 @@ impl AppState {
             priority,
             immediate,
             patient: false,
+            resumed: false,
             trace,
             cost,
         };
@@ -377,18 +379,33 @@ impl AppState {
         &self,
         job: Job,
         deadline: Instant,
-        _pins: Pins,
+        pins: Pins,
     ) -> Result<task::wasip1::Response, TaskError> {
+        self.submit_prepared_wasip1(job, deadline, pins).await
+    }
+
+    /// Submits a prepared WASI task to the dispatcher now (in the order of the calls) and
+    /// returns the future of its response; `pins` are held until then.
+    pub(crate) fn submit_prepared_wasip1(
+        &self,
+        job: Job,
+        deadline: Instant,
+        pins: Pins,
+    ) -> impl Future<Output = Result<task::wasip1::Response, TaskError>> + Send + 'static {
         let info = job_info(&job);
-        match self.dispatch.run(job, deadline).await? {
-            Payload::Wasip1Response(mut response) => {
-                response.info = Some(merge_info(info, response.info.take()));
-                Ok(response)
+        let submitted = self.dispatch.submit(job, deadline);
+        async move {
+            let _pins = pins;
+            match submitted.wait().await? {
+                Payload::Wasip1Response(mut response) => {
+                    response.info = Some(merge_info(info, response.info.take()));
+                    Ok(response)
+                }
+                other => Err(TaskError::ProviderFailed(format!(
+                    "provider answered a WASI task with {}",
+                    other.type_name()
+                ))),
             }
-            other => Err(TaskError::ProviderFailed(format!(
-                "provider answered a WASI task with {}",
-                other.type_name()
-            ))),
         }
     }
 

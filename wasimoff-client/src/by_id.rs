@@ -158,18 +158,17 @@ impl Client {
 }
 
 /// Whether an error came from the broker itself (so reconnecting is not what it needs): every
-/// error but a broken or refused connection, a gateway's 502/504 and a 503 (a broker shutting
-/// down or at its connection cap).
+/// error but a transport error (a broken or refused connection, or a 502/503/504 without a
+/// Connect error: a gateway, a broker at its connection limit) and `unavailable` (the broker
+/// is shutting down).
 fn broker_answered(e: &Error) -> bool {
     !matches!(e, Error::Transport(_) | Error::Unavailable(_))
-        && !matches!(e, Error::Broker { code, .. } if code == "http 502" || code == "http 504")
 }
 
-/// For a fetched result, a 503 is the task's own outcome (`unavailable`: nobody could run it),
-/// not the broker's state: only a broken connection is worth reconnecting.
+/// For a fetched result, a Connect `unavailable` is the task's own outcome (nobody could run
+/// it), not the broker's state: only a transport error is worth reconnecting.
 fn result_answered(e: &Error) -> bool {
     !matches!(e, Error::Transport(_))
-        && !matches!(e, Error::Broker { code, .. } if code == "http 502" || code == "http 504")
 }
 
 /// `pause`, give or take a quarter, so that many clients do not come back in step.
@@ -284,7 +283,8 @@ where
                     Ok(finished) => finished,
                     Err(e) => {
                         // The broker stayed out of reach: every unfinished task fails with why.
-                        fail_all(&mut tx, pending, submitting, tasks, next_index, e).await;
+                        let rest = (!exhausted).then_some(tasks);
+                        fail_all(&mut tx, pending, submitting, rest, next_index, e).await;
                         return;
                     }
                 };
@@ -306,8 +306,12 @@ where
                         return;
                     }
                 }
-                let mut fetches = stream::iter(finished.done)
-                    .filter(|id| std::future::ready(pending.contains_key(id)))
+                let to_fetch: Vec<String> = finished
+                    .done
+                    .into_iter()
+                    .filter(|id| pending.contains_key(id))
+                    .collect();
+                let mut fetches = stream::iter(to_fetch)
                     .map(|id| {
                         let client = client.clone();
                         async move {
@@ -318,7 +322,6 @@ where
                         }
                     })
                     .buffer_unordered(FETCHES_AT_ONCE);
-                let mut yielded = Vec::new();
                 while let Some((id, result)) = fetches.next().await {
                     let result = match result {
                         // Done, yet pending when fetched: follow it again.
@@ -326,16 +329,12 @@ where
                         Ok(Some(output)) => Ok(output),
                         Err(e) => Err(e),
                     };
-                    if let Some(index) = pending.get(&id) {
-                        if tx.send((*index, result)).await.is_err() {
-                            return;
-                        }
-                        yielded.push(id);
+                    // Removed as it is yielded: an id named twice is yielded once.
+                    if let Some(index) = pending.remove(&id)
+                        && tx.send((index, result)).await.is_err()
+                    {
+                        return;
                     }
-                }
-                drop(fetches);
-                for id in yielded {
-                    pending.remove(&id);
                 }
             }
         }
@@ -347,7 +346,8 @@ async fn fail_all<I, S>(
     tx: &mut mpsc::Sender<Item>,
     pending: HashMap<String, usize>,
     submitting: S,
-    tasks: I,
+    // The tasks not taken yet (`None` once the iterator has ended: it may not be fused).
+    tasks: Option<I>,
     next_index: usize,
     error: Error,
 ) where
@@ -358,7 +358,13 @@ async fn fail_all<I, S>(
     // Submissions still running end by themselves (each with its own outage limit).
     let submitted: Vec<_> = submitting.collect().await;
     indices.extend(submitted.into_iter().flatten().map(|(index, _)| index));
-    indices.extend(tasks.enumerate().map(|(i, _)| next_index + i));
+    indices.extend(
+        tasks
+            .into_iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, _)| next_index + i),
+    );
     indices.sort_unstable();
     for index in indices {
         if tx.send((index, Err(error.clone()))).await.is_err() {

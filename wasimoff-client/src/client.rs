@@ -880,6 +880,13 @@ fn connect_error(
         Ok(e) if status == StatusCode::INSUFFICIENT_STORAGE => Error::StorageFull(e.message),
         Ok(e) => Error::from_code(&e.code, e.message, retry_after),
         Err(_) if no_route(status) => endpoint_not_found(without_query(url), status),
+        // Not the broker's answer about the request: a gateway, or a broker restarting or at
+        // its connection limit. Trying again later is what helps.
+        Err(_) if matches!(status.as_u16(), 502..=504) => Error::Transport(format!(
+            "{status} without a Connect error from {}: {}",
+            without_query(url),
+            String::from_utf8_lossy(body).trim()
+        )),
         Err(_) => http_error(status, retry_after, String::from_utf8_lossy(body).trim()),
     }
 }
@@ -946,4 +953,37 @@ fn http_error(status: StatusCode, retry_after: Option<Duration>, message: &str) 
         message.to_owned()
     };
     Error::from_code(code, message, retry_after)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gateway_status_without_a_connect_error_is_a_transport_error() {
+        let url = reqwest::Url::parse("http://broker:4080/api/client/tasks/wait?x=1").unwrap();
+        for status in [502, 503, 504] {
+            let status = StatusCode::from_u16(status).unwrap();
+            let e = connect_error(status, None, b"<html>upstream down</html>", &url);
+            assert!(
+                matches!(&e, Error::Transport(m) if m.contains("upstream down")),
+                "{e}"
+            );
+            assert!(e.is_retryable());
+        }
+        // The broker's own answer is the request's outcome.
+        let body = br#"{"code": "unavailable", "message": "no provider connected"}"#;
+        let e = connect_error(StatusCode::SERVICE_UNAVAILABLE, None, body, &url);
+        assert!(
+            matches!(&e, Error::Unavailable(m) if m.contains("no provider")),
+            "{e}"
+        );
+        let e = connect_error(
+            StatusCode::GATEWAY_TIMEOUT,
+            None,
+            b"{\"code\": \"deadline_exceeded\"}",
+            &url,
+        );
+        assert!(matches!(e, Error::DeadlineExceeded(_)), "{e}");
+    }
 }

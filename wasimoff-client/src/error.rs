@@ -69,7 +69,9 @@ pub enum Error {
         /// The broker's explanation.
         message: String,
     },
-    /// The broker could not be reached, or the connection broke.
+    /// The broker could not be reached, the connection broke, or something in between (a
+    /// proxy, a broker at its connection limit) answered 502, 503 or 504 without a Connect
+    /// error.
     #[error("transport error: {0}")]
     Transport(String),
     /// TLS failed: the broker's certificate is not trusted (a self-signed or private CA

@@ -55,6 +55,9 @@ pub(crate) struct Job {
     /// connection open for it and which may have been resumed after a restart, while the
     /// providers are still reconnecting.
     pub(crate) patient: bool,
+    /// Admitted before a restart of the broker: `max_queue` is not applied again (its byte
+    /// cost still is).
+    pub(crate) resumed: bool,
     /// The client asked for a trace: record the broker's events.
     pub(crate) trace: bool,
     /// What holding the task costs the broker, in bytes (its decoded request and books).
@@ -585,7 +588,7 @@ impl Machine {
             let error = TaskError::DeadlineExceeded(PASSED_AT_SUBMISSION.into());
             return reject(self, job, error);
         }
-        if !job.immediate && self.queued >= self.config.max_queue {
+        if !job.immediate && !job.resumed && self.queued >= self.config.max_queue {
             let queued = self.queued;
             return reject(self, job, TaskError::QueueFull(queued));
         }

@@ -145,9 +145,15 @@ impl Dispatch {
     /// Submits a job and waits for its result; the dispatcher answers by `deadline`. Dropping
     /// the future (the client went away) cancels the task.
     pub(crate) async fn run(&self, job: Job, deadline: Instant) -> Result<Payload, TaskError> {
+        self.submit(job, deadline).wait().await
+    }
+
+    /// Submits a job now (commands are taken in the order they are sent); [`Submitted::wait`]
+    /// for its result. Dropping the handle cancels the task.
+    pub(crate) fn submit(&self, job: Job, deadline: Instant) -> Submitted {
         let (reply, result) = oneshot::channel();
-        let mut guard = CancelOnDrop {
-            dispatch: self,
+        let guard = CancelOnDrop {
+            dispatch: self.clone(),
             id: Some(job.id.clone()),
         };
         self.send(Command::Submit {
@@ -155,6 +161,29 @@ impl Dispatch {
             deadline,
             reply,
         });
+        Submitted {
+            guard,
+            deadline,
+            result,
+        }
+    }
+}
+
+/// A job submitted to the dispatcher, not yet answered.
+pub(crate) struct Submitted {
+    guard: CancelOnDrop,
+    deadline: Instant,
+    result: oneshot::Receiver<Result<Payload, TaskError>>,
+}
+
+impl Submitted {
+    /// Its result, by its deadline.
+    pub(crate) async fn wait(self) -> Result<Payload, TaskError> {
+        let Submitted {
+            mut guard,
+            deadline,
+            result,
+        } = self;
         // The dispatcher answers at the deadline at the latest; this is only a backstop.
         let backstop = tokio::time::Instant::from_std(deadline) + BACKSTOP;
         let result = tokio::time::timeout_at(backstop, result).await;
@@ -170,7 +199,7 @@ impl Dispatch {
             Err(_) => {
                 if let Some(id) = guard.id.take() {
                     tracing::error!(%id, "the dispatcher missed a deadline");
-                    self.send(Command::Machine(Input::Cancel {
+                    guard.dispatch.send(Command::Machine(Input::Cancel {
                         id,
                         reason: "deadline exceeded".into(),
                     }));
@@ -187,12 +216,12 @@ impl Dispatch {
 const BACKSTOP: Duration = Duration::from_secs(1);
 
 /// Cancels a submitted task when the waiting future is dropped early.
-struct CancelOnDrop<'a> {
-    dispatch: &'a Dispatch,
+struct CancelOnDrop {
+    dispatch: Dispatch,
     id: Option<String>,
 }
 
-impl Drop for CancelOnDrop<'_> {
+impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         if let Some(id) = self.id.take() {
             self.dispatch.send(Command::Machine(Input::Cancel {
@@ -939,6 +968,7 @@ pub fn machine_decision_cost(providers: u64, tasks: u64) -> f64 {
             priority: false,
             immediate: false,
             patient: false,
+            resumed: false,
             trace: false,
             cost: 1,
         };

@@ -103,6 +103,8 @@ struct SimTask {
     immediate: bool,
     /// Waits for providers until its deadline (submitted by id).
     patient: bool,
+    /// Admitted before a restart: never refused for the queue's count.
+    resumed: bool,
     /// Guest run time (None: forever).
     run: Option<Duration>,
     replied: bool,
@@ -474,6 +476,7 @@ impl Sim {
         };
         let immediate = rng.chance(0.05);
         let patient = rng.chance(0.2);
+        let resumed = rng.chance(0.02);
         let priority = rng.chance(0.1);
         let binary = format!("sha256:{:064x}", rng.below(4));
         let job = Job {
@@ -483,6 +486,7 @@ impl Sim {
             priority,
             immediate,
             patient,
+            resumed,
             trace: rng.chance(0.05),
             cost: rng.below(64 << 10) as usize + 1,
         };
@@ -494,6 +498,7 @@ impl Sim {
                 deadline,
                 immediate,
                 patient,
+                resumed,
                 run,
                 replied: false,
                 counted: 0,
@@ -969,7 +974,10 @@ impl Sim {
                             );
                             "failed"
                         }
-                        Err(TaskError::QueueFull(_)) => "queue full",
+                        Err(TaskError::QueueFull(_)) => {
+                            assert!(!t.resumed, "seed {seed}: {id} resumed, yet refused");
+                            "queue full"
+                        }
                         Err(TaskError::QueueBytesFull { held, limit }) => {
                             assert!(*held <= *limit, "seed {seed}: held {held} > {limit}");
                             "queue bytes full"

@@ -95,6 +95,7 @@ impl Harness {
             priority: false,
             immediate,
             patient: false,
+            resumed: false,
             trace: false,
             cost,
         };
@@ -111,6 +112,7 @@ impl Harness {
             priority: false,
             immediate: false,
             patient: true,
+            resumed: false,
             trace: false,
             cost: 1,
         };
@@ -369,6 +371,7 @@ fn each_attempt_gets_the_time_left_capped_by_the_attempt_timeout() {
         priority: false,
         immediate: false,
         patient: false,
+        resumed: false,
         trace: false,
         cost: 1,
     };

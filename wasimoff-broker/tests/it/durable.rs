@@ -48,6 +48,14 @@ async fn fetch(base: &str, id: &str, wait: u64) -> (u16, Value) {
     )
 }
 
+/// The status of a fetch with `?wait=` as given.
+async fn fetch_raw(base: &str, id: &str, wait: &str) -> (u16, String) {
+    let response = reqwest::get(format!("{base}/api/client/tasks/{id}?wait={wait}"))
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
 /// The stdout of a fetched result (proto3 JSON).
 fn stdout(body: &Value) -> String {
     let response: task::wasip1::Response = serde_json::from_value(body.clone()).unwrap();
@@ -153,6 +161,14 @@ async fn a_wait_needs_a_body_of_ids_within_bounds() {
         body["message"].as_str().unwrap().contains("10000"),
         "{body}"
     );
+    // Each id once, however often it is named.
+    let (status, body) = wait_ids(&base, r#"{"ids": ["x", "x", "x"]}"#).await;
+    assert_eq!((status, body), (200, json!({"done": [], "unknown": ["x"]})));
+    // A wait that is not a number of seconds is no wait (and no panic).
+    for wait in ["NaN", "inf", "-5"] {
+        let (status, _) = fetch_raw(&base, "nobody", wait).await;
+        assert_eq!(status, 404, "?wait={wait}");
+    }
     // An empty wait answers at once: the probe clients use for the route.
     let started = std::time::Instant::now();
     let (status, body) = wait_ids(&base, r#"{"ids": [], "wait": 30}"#).await;
