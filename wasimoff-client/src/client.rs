@@ -576,17 +576,11 @@ impl Client {
         requests: &[wasip1::Request],
     ) -> Result<Vec<Result<String>>> {
         #[derive(Deserialize)]
-        struct ErrorBody {
-            code: String,
-            #[serde(default)]
-            message: String,
-        }
-        #[derive(Deserialize)]
         struct Entry {
             #[serde(default)]
             id: Option<String>,
             #[serde(default)]
-            error: Option<ErrorBody>,
+            error: Option<ConnectErrorBody>,
         }
         #[derive(Deserialize)]
         struct Submitted {
@@ -623,7 +617,7 @@ impl Client {
             .into_iter()
             .map(|entry| match (entry.id, entry.error) {
                 (Some(id), _) => Ok(id),
-                (None, Some(e)) => Err(Error::from_code(&e.code, e.message, None)),
+                (None, Some(e)) => Err(e.into_error()),
                 (None, None) => Err(Error::InvalidResponse(
                     "batch submit answered neither an id nor an error".into(),
                 )),
@@ -699,18 +693,12 @@ impl Client {
         wait: Duration,
     ) -> Result<(Finished, Vec<(String, Result<Output>)>)> {
         #[derive(Deserialize)]
-        struct ErrorBody {
-            code: String,
-            #[serde(default)]
-            message: String,
-        }
-        #[derive(Deserialize)]
         struct Inline {
             id: String,
             #[serde(default)]
             response: Option<wasip1::Response>,
             #[serde(default)]
-            error: Option<ErrorBody>,
+            error: Option<ConnectErrorBody>,
         }
         #[derive(Deserialize)]
         struct Answer {
@@ -734,7 +722,7 @@ impl Client {
             .map(|inline| {
                 let result = match (inline.response, inline.error) {
                     (Some(response), _) => Output::from_response(response),
-                    (None, Some(e)) => Err(Error::from_code(&e.code, e.message, None)),
+                    (None, Some(e)) => Err(e.into_error()),
                     (None, None) => Err(Error::InvalidResponse(format!(
                         "wait answered neither a response nor an error for {}",
                         inline.id
@@ -853,6 +841,22 @@ async fn send_connect(request: reqwest::RequestBuilder) -> Result<(StatusCode, B
     Err(connect_error(status, retry_after, &body, &url))
 }
 
+/// A Connect error: `{"code", "message"}`.
+#[derive(Deserialize)]
+struct ConnectErrorBody {
+    code: String,
+    #[serde(default)]
+    message: String,
+}
+
+impl ConnectErrorBody {
+    /// The error of one task in a by-id answer (batch submit, wait).
+    #[cfg(not(target_arch = "wasm32"))]
+    fn into_error(self) -> Error {
+        Error::from_code(&self.code, self.message, None)
+    }
+}
+
 /// A `Retry-After` header in seconds.
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     headers
@@ -868,13 +872,7 @@ fn connect_error(
     body: &[u8],
     url: &reqwest::Url,
 ) -> Error {
-    #[derive(Deserialize)]
-    struct ConnectError {
-        code: String,
-        #[serde(default)]
-        message: String,
-    }
-    match serde_json::from_slice::<ConnectError>(body) {
+    match serde_json::from_slice::<ConnectErrorBody>(body) {
         // A full quota or store (507), whatever the code: not a full queue (429), which is
         // worth a retry.
         Ok(e) if status == StatusCode::INSUFFICIENT_STORAGE => Error::StorageFull(e.message),
