@@ -89,7 +89,8 @@ impl AppState {
             };
             let left = deadline.saturating_duration_since(Instant::now());
             let record = TaskRecord {
-                request: prost::Message::encode_to_vec(request).into(),
+                // Its binary fields (stdin) are shared, not copied.
+                request: Some(request.clone()),
                 deadline_unix_ns: unix_nanos()
                     .saturating_add(i64::try_from(left.as_nanos()).unwrap_or(i64::MAX)),
                 owner: owner.clone(),
@@ -114,7 +115,7 @@ impl AppState {
         owner: Option<String>,
         result: Result<wasip1::Response, TaskError>,
     ) {
-        let result = self.with_detached(|d| d.bounded(result));
+        let result = crate::detached::bounded(result, self.config.limits.max_result_bytes);
         if let Some(journal) = &self.journal {
             if matches!(result, Err(TaskError::ShuttingDown))
                 && self.stopping.load(std::sync::atomic::Ordering::SeqCst)
@@ -182,8 +183,9 @@ impl AppState {
         id: &str,
         record: TaskRecord,
     ) -> Result<(Job, Instant, Pins), TaskError> {
-        let request = <wasip1::Request as prost::Message>::decode(record.request)
-            .map_err(|e| TaskError::Internal(format!("unreadable journaled task {id}: {e}")))?;
+        let request = record
+            .request
+            .ok_or_else(|| TaskError::Internal(format!("journaled task {id} has no request")))?;
         let deadline = deadline_now(record.deadline_unix_ns, unix_nanos(), Instant::now())?;
         let mut pins = Pins::new(self.store.clone());
         let mut files = Vec::new();

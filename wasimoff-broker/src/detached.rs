@@ -110,7 +110,7 @@ impl Detached {
         result: Result<wasip1::Response, TaskError>,
     ) {
         self.expire(now);
-        let result = self.bounded(result);
+        let result = bounded(result, self.max_bytes);
         let Some(entry) = self.entries.get_mut(id) else {
             return;
         };
@@ -133,39 +133,22 @@ impl Detached {
         }
     }
 
-    /// The result as it is kept: one larger than the whole budget becomes an error saying so
-    /// (so it is also what the journal records).
-    pub(crate) fn bounded(
-        &self,
-        result: Result<wasip1::Response, TaskError>,
-    ) -> Result<wasip1::Response, TaskError> {
-        match result {
-            Ok(response) => {
-                let bytes = prost::Message::encoded_len(&response);
-                if bytes > self.max_bytes {
-                    Err(TaskError::ResultTooLarge(format!(
-                        "the result of {bytes} bytes exceeds the broker's budget of {} bytes \
-                         for kept results (run the task with RunWasip1 to receive it directly)",
-                        self.max_bytes
-                    )))
-                } else {
-                    Ok(response)
-                }
-            }
-            Err(e) => Err(e),
+    /// Whether `owner` finds `id` pending, done or not at all (without copying a result).
+    pub(crate) fn found(&mut self, now: Instant, id: &str, owner: Option<&str>) -> Found {
+        match self.visible(now, id, owner) {
+            Some(State::Pending) => Found::Pending,
+            Some(State::Done { .. }) => Found::Done,
+            None => Found::Unknown,
         }
     }
 
-    /// Whether `owner` finds `id` pending, done or not at all (without copying a result).
-    pub(crate) fn found(&mut self, now: Instant, id: &str, owner: Option<&str>) -> Found {
+    /// The state of `id` if `owner` may see it (after expiring what is due).
+    fn visible(&mut self, now: Instant, id: &str, owner: Option<&str>) -> Option<&State> {
         self.expire(now);
-        match self.entries.get(id) {
-            Some(entry) if entry.owner.as_deref() == owner => match &entry.state {
-                State::Pending => Found::Pending,
-                State::Done { .. } => Found::Done,
-            },
-            _ => Found::Unknown,
-        }
+        self.entries
+            .get(id)
+            .filter(|entry| entry.owner.as_deref() == owner)
+            .map(|entry| &entry.state)
     }
 
     /// The ids whose results were dropped since the last call.
@@ -175,13 +158,10 @@ impl Detached {
 
     /// What `owner` finds under `id`.
     pub(crate) fn lookup(&mut self, now: Instant, id: &str, owner: Option<&str>) -> Lookup {
-        self.expire(now);
-        match self.entries.get(id) {
-            Some(entry) if entry.owner.as_deref() == owner => match &entry.state {
-                State::Pending => Lookup::Pending,
-                State::Done { result, .. } => Lookup::Done(result.clone()),
-            },
-            _ => Lookup::Unknown,
+        match self.visible(now, id, owner) {
+            Some(State::Pending) => Lookup::Pending,
+            Some(State::Done { result, .. }) => Lookup::Done(result.clone()),
+            None => Lookup::Unknown,
         }
     }
 
@@ -219,6 +199,28 @@ impl Detached {
     #[cfg(test)]
     fn kept(&self) -> (usize, usize) {
         (self.finished.len(), self.bytes)
+    }
+}
+
+/// A result as it is kept: one larger than `max_bytes` (the whole budget of kept results)
+/// becomes an error saying so, and that is also what the journal records.
+pub(crate) fn bounded(
+    result: Result<wasip1::Response, TaskError>,
+    max_bytes: usize,
+) -> Result<wasip1::Response, TaskError> {
+    match result {
+        Ok(response) => {
+            let bytes = prost::Message::encoded_len(&response);
+            if bytes > max_bytes {
+                Err(TaskError::ResultTooLarge(format!(
+                    "the result of {bytes} bytes exceeds the broker's budget of {max_bytes} bytes \
+                     for kept results (run the task with RunWasip1 to receive it directly)"
+                )))
+            } else {
+                Ok(response)
+            }
+        }
+        Err(e) => Err(e),
     }
 }
 

@@ -21,7 +21,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::oneshot;
 pub(crate) use wasimoff_core::platform::unix_nanos;
@@ -60,8 +59,8 @@ impl From<JournalError> for TaskError {
 #[derive(Clone, PartialEq, prost::Message)]
 pub(crate) struct TaskRecord {
     /// The prepared `Task.Wasip1.Request` (files resolved to refs, the broker's metadata set).
-    #[prost(bytes = "bytes", tag = "1")]
-    pub(crate) request: Bytes,
+    #[prost(message, optional, tag = "1")]
+    pub(crate) request: Option<wasip1::Request>,
     /// When the task must have been answered, in Unix nanoseconds.
     #[prost(int64, tag = "2")]
     pub(crate) deadline_unix_ns: i64,
@@ -78,9 +77,9 @@ pub(crate) struct ResultRecord {
     /// When it was recorded, in Unix nanoseconds (results expire `result_ttl` later).
     #[prost(int64, tag = "2")]
     pub(crate) recorded_unix_ns: i64,
-    /// The encoded `Task.Wasip1.Response`.
-    #[prost(bytes = "bytes", optional, tag = "3")]
-    pub(crate) response: Option<Bytes>,
+    /// The `Task.Wasip1.Response`.
+    #[prost(message, optional, tag = "3")]
+    pub(crate) response: Option<wasip1::Response>,
     /// Or why there is none: a [`TaskError`] as JSON.
     #[prost(string, optional, tag = "4")]
     pub(crate) error: Option<String>,
@@ -92,10 +91,8 @@ impl ResultRecord {
         result: &Result<wasip1::Response, TaskError>,
     ) -> ResultRecord {
         let (response, error) = match result {
-            Ok(response) => (
-                Some(Bytes::from(prost::Message::encode_to_vec(response))),
-                None,
-            ),
+            // Its binary fields are shared, not copied.
+            Ok(response) => (Some(response.clone()), None),
             Err(e) => (
                 None,
                 Some(
@@ -115,8 +112,7 @@ impl ResultRecord {
     /// The result it holds; a record that cannot be read is an internal error of its task.
     pub(crate) fn result(&self) -> Result<wasip1::Response, TaskError> {
         match (&self.response, &self.error) {
-            (Some(bytes), _) => <wasip1::Response as prost::Message>::decode(bytes.clone())
-                .map_err(|e| TaskError::Internal(format!("unreadable recorded result: {e}"))),
+            (Some(response), _) => Ok(response.clone()),
             (None, Some(json)) => Err(serde_json::from_str(json).unwrap_or_else(|e| {
                 TaskError::Internal(format!("unreadable recorded error ({e}): {json}"))
             })),
@@ -380,11 +376,19 @@ fn apply(db: &Database, batch: &[Op]) -> Result<Vec<bool>, redb::Error> {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
 
     fn task(n: u8) -> TaskRecord {
         TaskRecord {
-            request: Bytes::from(vec![n; 10]),
+            request: Some(wasip1::Request {
+                info: Some(wasimoff_core::proto::task::Metadata {
+                    id: Some(format!("t{n}")),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
             deadline_unix_ns: 1_000 + i64::from(n),
             owner: Some(format!("owner-{n}")),
         }

@@ -462,34 +462,19 @@ async fn trivial(quick: bool) {
     wasmtime_cli(limit, if quick { 5 } else { 30 });
 
     // Latency at low load: one task at a time.
-    let session = client.session().await.unwrap();
-    let mut ws = Vec::new();
-    for i in 0..n_seq + 20 {
-        let t = Instant::now();
-        let out = session
-            .run(Task::wasip1("hello.wasm").arg("bench"))
-            .await
-            .unwrap();
-        assert!(out.success());
-        if i >= 20 {
-            ws.push(t.elapsed());
-        }
-    }
+    let session = &client.session().await.unwrap();
+    let ws = latencies(n_seq, || async move {
+        let out = session.run(Task::wasip1("hello.wasm").arg("bench")).await;
+        assert!(out.unwrap().success());
+    })
+    .await;
     session.close().await;
-    let mut rpc = Vec::new();
-    for i in 0..n_seq + 20 {
-        let t = Instant::now();
-        let out = client
-            .run(Task::wasip1("hello.wasm").arg("bench"))
-            .await
-            .unwrap();
-        assert!(out.success());
-        if i >= 20 {
-            rpc.push(t.elapsed());
-        }
-    }
-    ws.sort();
-    rpc.sort();
+    let client = &client;
+    let rpc = latencies(n_seq, || async move {
+        let out = client.run(Task::wasip1("hello.wasm").arg("bench")).await;
+        assert!(out.unwrap().success());
+    })
+    .await;
     println!(
         "latency, one task at a time ({n_seq} tasks); baseline: one in-process execution p50 {}",
         us(exec_p50)
@@ -1593,11 +1578,27 @@ async fn by_id_batch(client: &Client, n: usize, pending: usize) -> (usize, Durat
     (ok, started.elapsed())
 }
 
-/// One `hello` at a time by id (submit, wait, fetch), sorted latencies.
-async fn by_id_latency(client: &Client, n: usize) -> Vec<Duration> {
-    let mut lat = Vec::new();
+/// `one` timed `n` times after 20 untimed warm-up runs; sorted.
+async fn latencies<F, Fut>(n: usize, mut one: F) -> Vec<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut lat = Vec::with_capacity(n);
     for i in 0..n + 20 {
         let t = Instant::now();
+        one().await;
+        if i >= 20 {
+            lat.push(t.elapsed());
+        }
+    }
+    lat.sort();
+    lat
+}
+
+/// One `hello` at a time by id (submit, wait, fetch), sorted latencies.
+async fn by_id_latency(client: &Client, n: usize) -> Vec<Duration> {
+    latencies(n, || async move {
         let id = client
             .submit(Task::wasip1("hello.wasm").arg("bench"))
             .await
@@ -1610,18 +1611,10 @@ async fn by_id_latency(client: &Client, n: usize) -> Vec<Duration> {
             .done
             .is_empty()
         {}
-        let out = client
-            .result(&ids[0], Duration::ZERO)
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(out.success());
-        if i >= 20 {
-            lat.push(t.elapsed());
-        }
-    }
-    lat.sort();
-    lat
+        let out = client.result(&ids[0], Duration::ZERO).await.unwrap();
+        assert!(out.unwrap().success());
+    })
+    .await
 }
 
 async fn durable(quick: bool) {

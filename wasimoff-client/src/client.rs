@@ -615,13 +615,7 @@ impl Client {
         Ok(answer
             .submitted
             .into_iter()
-            .map(|entry| match (entry.id, entry.error) {
-                (Some(id), _) => Ok(id),
-                (None, Some(e)) => Err(e.into_error()),
-                (None, None) => Err(Error::InvalidResponse(
-                    "batch submit answered neither an id nor an error".into(),
-                )),
-            })
+            .map(|entry| ConnectErrorBody::either(entry.id, entry.error, "batch submit", "an id"))
             .collect())
     }
 
@@ -671,14 +665,25 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn wait_any(&self, ids: &[String], wait: Duration) -> Result<Finished> {
-        let body = serde_json::json!({ "ids": ids, "wait": wait.as_secs_f64() });
+        self.wait_request(ids, wait, false).await
+    }
+
+    /// `POST /api/client/tasks/wait`, its answer decoded as `T`.
+    async fn wait_request<T: serde::de::DeserializeOwned>(
+        &self,
+        ids: &[String],
+        wait: Duration,
+        results: bool,
+    ) -> Result<T> {
+        let body =
+            serde_json::json!({ "ids": ids, "wait": wait.as_secs_f64(), "results": results });
         let (_, response) = send_connect(
             self.request(reqwest::Method::POST, "/api/client/tasks/wait")
                 .header(header::CONTENT_TYPE, "application/json")
                 .body(body.to_string()),
         )
         .await?;
-        serde_json::from_slice::<Finished>(&response)
+        serde_json::from_slice::<T>(&response)
             .map_err(|e| Error::InvalidResponse(format!("wait answered {e}")))
     }
 
@@ -707,27 +712,14 @@ impl Client {
             #[serde(default)]
             results: Vec<Inline>,
         }
-        let body = serde_json::json!({ "ids": ids, "wait": wait.as_secs_f64(), "results": true });
-        let (_, response) = send_connect(
-            self.request(reqwest::Method::POST, "/api/client/tasks/wait")
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(body.to_string()),
-        )
-        .await?;
-        let answer = serde_json::from_slice::<Answer>(&response)
-            .map_err(|e| Error::InvalidResponse(format!("wait answered {e}")))?;
+        let answer: Answer = self.wait_request(ids, wait, true).await?;
         let results = answer
             .results
             .into_iter()
             .map(|inline| {
-                let result = match (inline.response, inline.error) {
-                    (Some(response), _) => Output::from_response(response),
-                    (None, Some(e)) => Err(e.into_error()),
-                    (None, None) => Err(Error::InvalidResponse(format!(
-                        "wait answered neither a response nor an error for {}",
-                        inline.id
-                    ))),
-                };
+                let result =
+                    ConnectErrorBody::either(inline.response, inline.error, "wait", "a response")
+                        .and_then(Output::from_response);
                 (inline.id, result)
             })
             .collect();
@@ -850,10 +842,16 @@ struct ConnectErrorBody {
 }
 
 impl ConnectErrorBody {
-    /// The error of one task in a by-id answer (batch submit, wait).
+    /// One task's entry in a by-id answer (batch submit, wait): its value, or its error.
     #[cfg(not(target_arch = "wasm32"))]
-    fn into_error(self) -> Error {
-        Error::from_code(&self.code, self.message, None)
+    fn either<T>(value: Option<T>, error: Option<Self>, answer: &str, what: &str) -> Result<T> {
+        match (value, error) {
+            (Some(value), _) => Ok(value),
+            (None, Some(e)) => Err(Error::from_code(&e.code, e.message, None)),
+            (None, None) => Err(Error::InvalidResponse(format!(
+                "{answer} answered neither {what} nor an error"
+            ))),
+        }
     }
 }
 

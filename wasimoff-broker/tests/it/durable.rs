@@ -20,40 +20,48 @@ fn durable(dir: &std::path::Path) -> BrokerConfig {
     }
 }
 
-async fn submit(base: &str, arg: &str) -> String {
+/// POSTs `body` to `path`: the status and the answer as JSON (`Null` if it is not JSON).
+async fn post(base: &str, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
     let response = reqwest::Client::new()
-        .post(format!("{base}/api/client/tasks"))
-        .header("content-type", "application/json")
-        .body(
-            json!({"params": {"binary": {"ref": "empty.wasm"}, "args": ["empty.wasm", arg]}})
-                .to_string(),
-        )
+        .post(format!("{base}{path}"))
+        .header("content-type", content_type)
+        .body(body)
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 202);
-    let body: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
-    body["id"].as_str().unwrap().to_owned()
+    answer(response).await
 }
 
-/// `(status, body)` of a fetch that waits up to `wait` seconds.
-async fn fetch(base: &str, id: &str, wait: u64) -> (u16, Value) {
-    let response = reqwest::get(format!("{base}/api/client/tasks/{id}?wait={wait}"))
-        .await
-        .unwrap();
+/// GETs `path`, as [`post`].
+async fn get(base: &str, path: &str) -> (u16, Value) {
+    answer(reqwest::get(format!("{base}{path}")).await.unwrap()).await
+}
+
+async fn answer(response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();
+    let bytes = response.bytes().await.unwrap();
     (
         status,
-        serde_json::from_slice(&response.bytes().await.unwrap()).unwrap(),
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
     )
 }
 
-/// The status of a fetch with `?wait=` as given.
-async fn fetch_raw(base: &str, id: &str, wait: &str) -> (u16, String) {
-    let response = reqwest::get(format!("{base}/api/client/tasks/{id}?wait={wait}"))
-        .await
-        .unwrap();
-    (response.status().as_u16(), response.text().await.unwrap())
+async fn submit(base: &str, arg: &str) -> String {
+    let task = json!({"params": {"binary": {"ref": "empty.wasm"}, "args": ["empty.wasm", arg]}});
+    let (status, body) = post(
+        base,
+        "/api/client/tasks",
+        "application/json",
+        task.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    body["id"].as_str().unwrap().to_owned()
+}
+
+/// `(status, body)` of a fetch that waits up to `wait` seconds (as given: any text).
+async fn fetch(base: &str, id: &str, wait: impl std::fmt::Display) -> (u16, Value) {
+    get(base, &format!("/api/client/tasks/{id}?wait={wait}")).await
 }
 
 /// The stdout of a fetched result (proto3 JSON).
@@ -63,18 +71,8 @@ fn stdout(body: &Value) -> String {
 }
 
 async fn wait_ids(base: &str, body: &str) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .post(format!("{base}/api/client/tasks/wait"))
-        .header("content-type", "application/json")
-        .body(body.to_owned())
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (
-        status,
-        serde_json::from_slice(&response.bytes().await.unwrap()).unwrap(),
-    )
+    let body = body.as_bytes().to_vec();
+    post(base, "/api/client/tasks/wait", "application/json", body).await
 }
 
 #[tokio::test]
@@ -166,7 +164,7 @@ async fn a_wait_needs_a_body_of_ids_within_bounds() {
     assert_eq!((status, body), (200, json!({"done": [], "unknown": ["x"]})));
     // A wait that is not a number of seconds is no wait (and no panic).
     for wait in ["NaN", "inf", "-5"] {
-        let (status, _) = fetch_raw(&base, "nobody", wait).await;
+        let (status, _) = fetch(&base, "nobody", wait).await;
         assert_eq!(status, 404, "?wait={wait}");
     }
     // An empty wait answers at once: the probe clients use for the route.
@@ -182,23 +180,8 @@ async fn a_batch_of_tasks_is_accepted_task_by_task() {
     let handle = broker(config()).await;
     let base = http(&handle);
     upload(&base, EMPTY_WASM, Some("empty.wasm")).await;
-    let post = |content_type: &'static str, body: Vec<u8>| {
-        let url = format!("{base}/api/client/tasks/batch");
-        async move {
-            let response = reqwest::Client::new()
-                .post(url)
-                .header("content-type", content_type)
-                .body(body)
-                .send()
-                .await
-                .unwrap();
-            let status = response.status().as_u16();
-            let bytes = response.bytes().await.unwrap();
-            (
-                status,
-                serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
-            )
-        }
+    let batch = |content_type: &'static str, body: Vec<u8>| {
+        post(&base, "/api/client/tasks/batch", content_type, body)
     };
     let mut body = Vec::new();
     for binary in ["empty.wasm", "missing.wasm", "empty.wasm"] {
@@ -206,7 +189,7 @@ async fn a_batch_of_tasks_is_accepted_task_by_task() {
             .encode_length_delimited(&mut body)
             .unwrap();
     }
-    let (status, answer) = post("application/proto", body.clone()).await;
+    let (status, answer) = batch("application/proto", body.clone()).await;
     assert_eq!(status, 200, "{answer}");
     let submitted = answer["submitted"].as_array().unwrap();
     assert_eq!(submitted.len(), 3);
@@ -217,17 +200,17 @@ async fn a_batch_of_tasks_is_accepted_task_by_task() {
     let (status, found) = wait_ids(&base, &ids).await;
     assert_eq!((status, &found), (200, &json!({"done": [], "unknown": []})));
     // Refused as a whole: JSON, a cut message, a length past the end.
-    let (status, _) = post("application/json", b"[]".to_vec()).await;
+    let (status, _) = batch("application/json", b"[]".to_vec()).await;
     assert_eq!(status, 415);
-    let (status, answer) = post("application/proto", body[..body.len() - 3].to_vec()).await;
+    let (status, answer) = batch("application/proto", body[..body.len() - 3].to_vec()).await;
     assert_eq!(status, 400, "{answer}");
     assert!(
         answer["message"].as_str().unwrap().contains("task 3"),
         "{answer}"
     );
-    let (status, answer) = post("application/proto", vec![0xff, 0xff, 0xff, 0xff, 0x0f]).await;
+    let (status, answer) = batch("application/proto", vec![0xff, 0xff, 0xff, 0xff, 0x0f]).await;
     assert_eq!(status, 400, "{answer}");
     // An empty batch is an empty answer.
-    let (status, answer) = post("application/proto", Vec::new()).await;
+    let (status, answer) = batch("application/proto", Vec::new()).await;
     assert_eq!((status, answer), (200, json!({"submitted": []})));
 }

@@ -10,7 +10,7 @@ use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use wasimoff_broker::{Broker, BrokerConfig, StoreConfig};
+use wasimoff_broker::{BrokerConfig, StoreConfig};
 
 use crate::support::{Env, json_lines, text};
 
@@ -24,29 +24,17 @@ fn broker_child() {
         return;
     };
     let listen = std::env::var(LISTEN_VAR).unwrap_or_else(|_| "127.0.0.1:0".into());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async move {
-        let config = BrokerConfig {
-            listen: listen.parse().unwrap(),
-            store: StoreConfig::Dir(dir.into()),
-            log_tasks: false,
-            ..BrokerConfig::default()
-        };
-        let broker = Broker::builder()
-            .config(config)
-            .build()
-            .await
-            .unwrap()
-            .spawn()
-            .await
-            .unwrap();
-        println!("BROKER {}", broker.url());
-        std::future::pending::<()>().await;
+    let env = Env::start(BrokerConfig {
+        listen: listen.parse().unwrap(),
+        store: StoreConfig::Dir(dir.into()),
+        log_tasks: false,
+        ..BrokerConfig::default()
     });
+    println!("BROKER {}", env.url);
+    // Serve until the parent kills this process.
+    loop {
+        std::thread::park();
+    }
 }
 
 /// The broker child process; killed (SIGKILL) when dropped.

@@ -21,6 +21,21 @@ pub struct Env {
     runtime: tokio::runtime::Handle,
 }
 
+/// A tokio runtime (2 workers) on a thread of its own, running until the test process exits.
+fn background_runtime() -> tokio::runtime::Handle {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        tx.send(runtime.handle().clone()).unwrap();
+        runtime.block_on(std::future::pending::<()>());
+    });
+    rx.recv().unwrap()
+}
+
 pub fn config(max_queue: usize) -> BrokerConfig {
     BrokerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -40,48 +55,31 @@ pub fn config(max_queue: usize) -> BrokerConfig {
 impl Env {
     /// A new broker with the given configuration, without providers.
     pub fn start(config: BrokerConfig) -> Env {
+        let runtime = background_runtime();
         let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
+        runtime.spawn(async move {
+            let broker = Broker::builder()
+                .config(config)
                 .build()
+                .await
+                .unwrap()
+                .spawn()
+                .await
                 .unwrap();
-            let handle = runtime.handle().clone();
-            runtime.block_on(async move {
-                let broker = Broker::builder()
-                    .config(config)
-                    .build()
-                    .await
-                    .unwrap()
-                    .spawn()
-                    .await
-                    .unwrap();
-                tx.send((broker.url(), handle)).unwrap();
-                // Serve until the test process exits.
-                std::future::pending::<()>().await;
-                drop(broker);
-            });
+            tx.send(broker.url()).unwrap();
+            // Serve until the test process exits.
+            std::future::pending::<()>().await;
+            drop(broker);
         });
-        let (url, runtime) = rx.recv().unwrap();
+        let url = rx.recv().unwrap();
         Env { url, runtime }
     }
 
     /// A runtime of its own for providers of a broker that runs elsewhere (another process).
     pub fn attach(url: &str) -> Env {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            tx.send(runtime.handle().clone()).unwrap();
-            runtime.block_on(std::future::pending::<()>());
-        });
         Env {
             url: url.to_owned(),
-            runtime: rx.recv().unwrap(),
+            runtime: background_runtime(),
         }
     }
 
