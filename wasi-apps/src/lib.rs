@@ -21,10 +21,12 @@
 //! | [`ffmpeg()`] | FFmpeg, built apart by `cargo xtask ffmpeg` (not by the build script: it takes minutes) |
 //!
 //! With the feature `conformance`, the `conformance` module is the executor conformance suite
-//! over these guests that every `wasimoff_core::executor::Executor` runs.
+//! over these guests that every `wasimoff_core::executor::Executor` runs. The [`nats`] module
+//! starts a `nats-server` for the tests of brokers that share NATS JetStream.
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod nats;
 
 /// `hello`: the reference guest (argv, envs, stdin, exit codes, traps, rootfs, artifacts).
 pub const HELLO: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/hello.wasm"));

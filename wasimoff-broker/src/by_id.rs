@@ -77,7 +77,7 @@ impl AppState {
         let id = job.id.clone();
         // Nobody holds a connection open for it: it waits for providers until its deadline.
         job.patient = true;
-        if let Some(journal) = &self.journal {
+        if self.journal.is_some() || self.cluster.is_some() {
             let request = match job.payload.as_ref() {
                 wasimoff_core::envelope::Payload::Wasip1Request(request) => request,
                 other => {
@@ -95,7 +95,16 @@ impl AppState {
                     .saturating_add(i64::try_from(left.as_nanos()).unwrap_or(i64::MAX)),
                 owner: owner.clone(),
             };
-            journal.accept(&id, record).await?;
+            if let Some(cluster) = &self.cluster {
+                // The stream holds it now, and whichever broker has a free provider runs it.
+                cluster.accept(&self, &id, record).await?;
+                self.with_detached(|d| d.submitted(id.clone(), owner));
+                drop(pins);
+                return Ok(id);
+            }
+            if let Some(journal) = &self.journal {
+                journal.accept(&id, record).await?;
+            }
         }
         self.with_detached(|d| d.submitted(id.clone(), owner.clone()));
         let response = self.submit_prepared_wasip1(job, deadline, pins);
@@ -178,7 +187,7 @@ impl AppState {
     }
 
     /// A journaled task as a job again: its deadline carried over, its files pinned.
-    async fn resume(
+    pub(crate) async fn resume(
         &self,
         id: &str,
         record: TaskRecord,
@@ -195,10 +204,16 @@ impl AppState {
             }
         }
         for name in files {
-            let pinned: Option<Ref> = self.store.pin(&name).await?;
+            let mut pinned: Option<Ref> = self.store.pin(&name).await?;
+            if pinned.is_none()
+                && let Some(cluster) = &self.cluster
+            {
+                // Accepted at another broker: its files are in the cluster's object store.
+                pinned = cluster.fetch_file(self, &name).await?;
+            }
             let pinned = pinned.ok_or_else(|| {
                 TaskError::NotFound(format!(
-                    "{name} is no longer in the store after the broker's restart"
+                    "{name} is no longer in the broker's store (nor in a cluster's object store)"
                 ))
             })?;
             pins.push(pinned);

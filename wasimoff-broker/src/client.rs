@@ -670,6 +670,8 @@ pub(crate) async fn fetch(
         _ => ConnectCodec::Json,
     };
     let until = tokio::time::Instant::now() + wait_seconds(query.wait);
+    // In a cluster: a task of another broker, or one from before this broker's start.
+    app.learn(std::slice::from_ref(&id), owner.as_deref()).await;
     loop {
         // Registered before the lookup, so a result recorded in between is not missed.
         let registration = app.waiters.register(std::slice::from_ref(&id));
@@ -724,15 +726,24 @@ pub(crate) async fn cancel(
         return e.into_response();
     }
     let owner = app.client_owner(&headers);
+    app.learn(std::slice::from_ref(&id), owner.as_deref()).await;
     let found = app.with_detached(|d| d.lookup(std::time::Instant::now(), &id, owner.as_deref()));
     let state = match found {
         Lookup::Pending => {
-            app.dispatch.send(crate::dispatch::Command::Machine(
-                crate::dispatch::Input::Cancel {
-                    id: id.clone(),
-                    reason: "cancelled by the client".into(),
-                },
-            ));
+            const REASON: &str = "cancelled by the client";
+            if let Some(cluster) = &app.cluster {
+                // Wherever it waits or runs; the broker running it hears of it too.
+                if let Err(e) = cluster.cancel(&id, owner, REASON).await {
+                    return e.into_response();
+                }
+            } else {
+                app.dispatch.send(crate::dispatch::Command::Machine(
+                    crate::dispatch::Input::Cancel {
+                        id: id.clone(),
+                        reason: REASON.into(),
+                    },
+                ));
+            }
             "cancelling"
         }
         Lookup::Done(_) => "done",
@@ -797,6 +808,7 @@ pub(crate) async fn wait(
     request.ids.retain(|id| seen.insert(id.clone()));
     let owner = app.client_owner(&headers);
     let until = tokio::time::Instant::now() + wait_seconds(request.wait);
+    app.learn(&request.ids, owner.as_deref()).await;
     loop {
         // Registered before the lookup, so a result recorded in between is not missed.
         let registration = app.waiters.register(&request.ids);

@@ -25,6 +25,9 @@ pub enum TaskStateConfig {
     Memory,
     /// In this journal file (an embedded `redb` database, fsync'd on every accept and result).
     File(PathBuf),
+    /// In NATS JetStream, shared with the other brokers that name the same servers: a task
+    /// accepted here may run on a provider of another broker, and any of them answers for it.
+    Nats(crate::NatsConfig),
 }
 
 /// Which scheduler places tasks on providers.

@@ -101,6 +101,28 @@ impl Detached {
         self.expire(now);
     }
 
+    /// A result recorded at `at` by some broker of the cluster: kept unless this table has
+    /// one for the id already (the first result wins everywhere, so it is the same).
+    pub(crate) fn mirror(
+        &mut self,
+        now: Instant,
+        at: Instant,
+        id: &str,
+        owner: Option<String>,
+        result: Result<wasip1::Response, TaskError>,
+    ) {
+        match self.entries.get(id) {
+            Some(Entry {
+                state: State::Done { .. },
+                ..
+            }) => return,
+            Some(_) => {}
+            None => self.submitted(id.to_owned(), owner),
+        }
+        self.finished(at, id, result);
+        self.expire(now);
+    }
+
     /// A task's result arrived: keep it (evicting the oldest kept results if needed; a
     /// result larger than the whole budget is replaced by an error saying so).
     pub(crate) fn finished(

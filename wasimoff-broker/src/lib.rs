@@ -23,6 +23,7 @@
 mod body;
 mod by_id;
 mod client;
+mod cluster;
 mod config;
 mod detached;
 mod dispatch;
@@ -59,6 +60,7 @@ use tower_http::{cors::CorsLayer, timeout::TimeoutLayer};
 use wasimoff_core::scheduler::{LocalityScheduler, RoundRobinScheduler, Scheduler};
 use wasimoff_core::store::{DirStore, MemoryStore, Store, StoreLimits};
 
+pub use cluster::NatsConfig;
 pub use config::{BrokerConfig, Limits, PingConfig, SchedulerKind, StoreConfig, TaskStateConfig};
 pub use error::TaskError;
 pub use malloc::release_large_buffers;
@@ -233,7 +235,23 @@ impl BrokerBuilder {
         let journal_path = match (&config.tasks, &config.store) {
             (TaskStateConfig::File(path), _) => Some(path.clone()),
             (TaskStateConfig::Auto, StoreConfig::Dir(dir)) => Some(dir.join(journal::FILE_NAME)),
-            (TaskStateConfig::Auto | TaskStateConfig::Memory, _) => None,
+            (TaskStateConfig::Auto | TaskStateConfig::Memory | TaskStateConfig::Nats(_), _) => None,
+        };
+        let cluster = match &config.tasks {
+            TaskStateConfig::Nats(nats) => {
+                let limits = cluster::SharedLimits {
+                    max_queue: config.limits.max_queue,
+                    max_queue_bytes: config.limits.max_queue_bytes,
+                    result_ttl: config.limits.result_ttl,
+                    max_result_bytes: config.limits.max_result_bytes,
+                    max_store: config.limits.max_store,
+                };
+                let cluster = cluster::Cluster::connect(nats, &limits)
+                    .await
+                    .map_err(BrokerError::TaskState)?;
+                Some(Arc::new(cluster))
+            }
+            _ => None,
         };
         let (journal, recovered) = match journal_path {
             Some(path) => {
@@ -268,10 +286,11 @@ impl BrokerBuilder {
             },
             metrics.clone(),
         );
-        let mut boot = [0u8; 4];
+        // 64 random bits: ids stay distinct across restarts and across the brokers of a cluster.
+        let mut boot = [0u8; 8];
         if getrandom::fill(&mut boot).is_err() {
             // No OS randomness: the clock still makes restarts distinct.
-            boot = (wasimoff_core::platform::unix_nanos() as u32).to_le_bytes();
+            boot = (wasimoff_core::platform::unix_nanos() as u64).to_le_bytes();
         }
         let detached =
             detached::Detached::new(config.limits.result_ttl, config.limits.max_result_bytes);
@@ -289,9 +308,13 @@ impl BrokerBuilder {
             waiters: by_id::Waiters::default(),
             stopping: std::sync::atomic::AtomicBool::new(false),
             journal,
+            cluster,
         };
         let app = Arc::new(state);
         app.recover(recovered).await;
+        if app.cluster.is_some() {
+            cluster::start(&app);
+        }
         Ok(Broker { app, tls })
     }
 }
@@ -459,6 +482,9 @@ impl BrokerHandle {
         let app = &self.broker.app;
         app.stopping
             .store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(cluster) = &app.cluster {
+            cluster.stop_pulling().await;
+        }
         let (done, finished) = tokio::sync::oneshot::channel();
         app.dispatch.send(dispatch::Command::Shutdown { done });
         let _ = finished.await;

@@ -4,8 +4,8 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Parser;
 use wasimoff_broker::{
-    Broker, BrokerConfig, Limits, PingConfig, SchedulerKind, StoreConfig, TaskStateConfig,
-    TlsConfig,
+    Broker, BrokerConfig, Limits, NatsConfig, PingConfig, SchedulerKind, StoreConfig,
+    TaskStateConfig, TlsConfig,
 };
 
 #[derive(Parser, Debug)]
@@ -48,6 +48,19 @@ struct Args {
     /// (fsync'd on accept) and a restarted broker runs them again.
     #[arg(long, env = "WASIMOFF_VOLATILE_TASKS")]
     volatile_tasks: bool,
+    /// Keep tasks submitted by id in NATS JetStream, shared with every broker that names the
+    /// same servers (comma-separated, e.g. `nats://n1:4222,nats://n2:4222`; nats-server runs
+    /// with `-js`): any broker takes them, runs them on its providers and answers for them.
+    #[arg(long, env = "WASIMOFF_NATS", value_delimiter = ',')]
+    nats: Vec<String>,
+    /// With `--nats`: seconds a task may go without a sign of life from its broker before
+    /// another broker takes it over (what a broker's death costs its running tasks).
+    #[arg(long, env = "WASIMOFF_NATS_ACK_WAIT", default_value_t = 30)]
+    nats_ack_wait: u64,
+    /// With `--nats`: replicas of the stream, bucket and object store when this broker is the
+    /// one that creates them (3 on a three-node NATS cluster).
+    #[arg(long, env = "WASIMOFF_NATS_REPLICAS", default_value_t = 1)]
+    nats_replicas: usize,
     /// Scheduler: locality or round-robin.
     #[arg(long, env = "WASIMOFF_SCHEDULER", default_value = "locality")]
     scheduler: SchedulerKind,
@@ -240,7 +253,13 @@ async fn main() -> anyhow::Result<()> {
         } else {
             StoreConfig::Dir(args.data_dir)
         },
-        tasks: if args.volatile_tasks {
+        tasks: if !args.nats.is_empty() {
+            TaskStateConfig::Nats(NatsConfig {
+                servers: args.nats,
+                ack_wait: Duration::from_secs(args.nats_ack_wait.max(1)),
+                replicas: args.nats_replicas.max(1),
+            })
+        } else if args.volatile_tasks {
             TaskStateConfig::Memory
         } else {
             TaskStateConfig::Auto

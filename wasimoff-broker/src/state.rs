@@ -36,6 +36,8 @@ pub(crate) struct AppState {
     pub(crate) stopping: std::sync::atomic::AtomicBool,
     /// Where detached tasks and their results are kept durably (`None`: in memory only).
     pub(crate) journal: Option<Arc<dyn crate::journal::Journal>>,
+    /// The NATS JetStream state shared with other brokers (`--nats`); then there is no journal.
+    pub(crate) cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 pub(crate) type App = Arc<AppState>;

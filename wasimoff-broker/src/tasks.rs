@@ -86,7 +86,15 @@ impl AppState {
                     .await?
             }
             (_, Some(name)) if !name.is_empty() => {
-                self.store.pin(name).await?.ok_or_else(|| {
+                let mut pinned = self.store.pin(name).await?;
+                if pinned.is_none()
+                    && Ref::is_ref_like(name)
+                    && let Some(cluster) = &self.cluster
+                {
+                    // Uploaded at another broker of the cluster.
+                    pinned = cluster.fetch_file(self, name).await?;
+                }
+                pinned.ok_or_else(|| {
                     TaskError::NotFound(format!("{what} {name:?} is not in storage"))
                 })?
             }
@@ -467,7 +475,12 @@ impl AppState {
                 ));
             }
         }
-        Ok(self.store.put(bytes).await?)
+        let r = self.store.put(bytes).await?;
+        if let Some(cluster) = &self.cluster {
+            // Any broker of the cluster may run the tasks that name it by its ref.
+            cluster.share_file(self, r.as_str()).await?;
+        }
+        Ok(r)
     }
 }
 

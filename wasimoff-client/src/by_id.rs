@@ -13,6 +13,8 @@
 //! yielded once.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::channel::mpsc;
@@ -119,37 +121,67 @@ impl Client {
         tokio::spawn(drive(self.clone(), tasks, max_pending, tx));
         rx.boxed()
     }
+}
 
-    /// Runs `step` until it succeeds, fails in a way reconnecting cannot fix, or the broker has
-    /// been out of reach for `reconnect_for`.
+/// The brokers one [`Client::run_all`] talks to ([`Client::brokers`]: one, or the brokers of a
+/// cluster), and the one that answered last.
+struct Brokers {
+    clients: Vec<Client>,
+    current: AtomicUsize,
+    reconnect_for: Duration,
+}
+
+impl Brokers {
+    fn new(client: &Client) -> Brokers {
+        Brokers {
+            clients: client.brokers().iter().map(|b| client.at(b)).collect(),
+            current: AtomicUsize::new(0),
+            reconnect_for: client.reconnect_for,
+        }
+    }
+
+    /// Runs `step` at a broker until it succeeds, fails in a way reconnecting cannot fix, or
+    /// no broker has been reachable for `reconnect_for`. It starts at broker `start` (else at
+    /// the one that answered last) and tries the next one after each failure, pausing with
+    /// backoff after each round of all of them.
     async fn reconnecting<T, F>(
         &self,
+        start: Option<usize>,
         reachable_error: fn(&Error) -> bool,
-        mut step: impl FnMut() -> F,
+        mut step: impl FnMut(Client) -> F,
     ) -> Result<T>
     where
         F: Future<Output = Result<T>>,
     {
+        let n = self.clients.len();
+        let mut at = start.unwrap_or_else(|| self.current.load(Ordering::Relaxed));
         let mut outage: Option<Instant> = None;
         let mut pause = BACKOFF_MIN;
+        let mut failures = 0;
         loop {
-            match step().await {
+            let client = self.clients[at % n].clone();
+            match step(client).await {
                 Ok(value) => {
                     if let Some(since) = outage {
-                        tracing::info!(after = ?since.elapsed(), "reached the broker again");
+                        tracing::info!(after = ?since.elapsed(), broker = %self.clients[at % n].url(), "reached a broker again");
                     }
+                    self.current.store(at % n, Ordering::Relaxed);
                     return Ok(value);
                 }
                 Err(e) if !reachable_error(&e) => {
                     let since = *outage.get_or_insert_with(|| {
-                        tracing::warn!(error = %e, "lost the broker; reconnecting");
+                        tracing::warn!(error = %e, broker = %self.clients[at % n].url(), "lost the broker; reconnecting");
                         Instant::now()
                     });
                     if since.elapsed() >= self.reconnect_for {
                         return Err(e);
                     }
-                    tokio::time::sleep(jittered(pause)).await;
-                    pause = (pause * 2).min(BACKOFF_MAX);
+                    at += 1;
+                    failures += 1;
+                    if failures % n == 0 {
+                        tokio::time::sleep(jittered(pause)).await;
+                        pause = (pause * 2).min(BACKOFF_MAX);
+                    }
                 }
                 Err(e) => return Err(e),
             }
@@ -193,6 +225,9 @@ async fn drive<I>(client: Client, mut tasks: I, max_pending: usize, mut tx: mpsc
 where
     I: Iterator<Item = Task> + Send,
 {
+    let brokers = Arc::new(Brokers::new(&client));
+    // Submissions go to the brokers in turn.
+    let mut batches = 0usize;
     let mut next_index = 0;
     let mut exhausted = false;
     // Accepted and not yet yielded: id -> index.
@@ -218,11 +253,16 @@ where
                 break;
             }
             in_submission += requests.len();
-            let client = client.clone();
+            let brokers = brokers.clone();
+            let start = batches;
+            batches += 1;
             submitting.push(
                 async move {
-                    let ids = client
-                        .reconnecting(broker_answered, || client.submit_batch(&requests))
+                    let requests = &requests;
+                    let ids = brokers
+                        .reconnecting(Some(start), broker_answered, |client| async move {
+                            client.submit_batch(requests).await
+                        })
                         .await;
                     match ids {
                         Ok(ids) => indices.into_iter().zip(ids).collect(),
@@ -245,11 +285,14 @@ where
             } else {
                 SHORT_WAIT
             };
-            let client = client.clone();
+            let brokers = brokers.clone();
             waiting = Some(
                 async move {
-                    client
-                        .reconnecting(broker_answered, || client.wait_any_with_results(&ids, wait))
+                    let ids = &ids;
+                    brokers
+                        .reconnecting(None, broker_answered, |client| async move {
+                            client.wait_any_with_results(ids, wait).await
+                        })
                         .await
                 }
                 .boxed(),
@@ -313,10 +356,13 @@ where
                     .collect();
                 let mut fetches = stream::iter(to_fetch)
                     .map(|id| {
-                        let client = client.clone();
+                        let brokers = brokers.clone();
                         async move {
-                            let result = client
-                                .reconnecting(result_answered, || client.result(&id, Duration::ZERO))
+                            let result = brokers
+                                .reconnecting(None, result_answered, |client| {
+                                    let id = &id;
+                                    async move { client.result(id, Duration::ZERO).await }
+                                })
                                 .await;
                             (id, result)
                         }

@@ -219,6 +219,8 @@ pub struct ClientBuilder {
     task_timeout: Duration,
     #[cfg(not(target_arch = "wasm32"))]
     reconnect_for: Duration,
+    /// More brokers of the same cluster ([`ClientBuilder::also_broker`]).
+    others: Vec<String>,
     /// PEM text of CA certificates trusted besides the webpki roots.
     #[cfg(all(feature = "rustls", not(target_arch = "wasm32")))]
     ca_pem: Vec<u8>,
@@ -284,16 +286,31 @@ impl ClientBuilder {
         self
     }
 
+    /// Another broker of the same cluster: brokers that share NATS JetStream (`--nats`), where
+    /// any of them answers for every task. [`Client::run_all`] submits to all of them in turn
+    /// and goes on at another when one cannot be reached; every other call talks to the
+    /// broker given to [`Client::builder`].
+    ///
+    /// ```
+    /// let client = wasimoff_client::Client::builder("http://b1:4080")
+    ///     .also_broker("http://b2:4080")
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(client.brokers(), ["http://b1:4080", "http://b2:4080"]);
+    /// ```
+    pub fn also_broker(mut self, url: impl Into<String>) -> Self {
+        self.others.push(url.into());
+        self
+    }
+
     /// Checks the URL and builds the client.
     pub fn build(self) -> Result<Client> {
-        let text = self.url.trim().trim_end_matches('/');
-        let url = reqwest::Url::parse(text)
-            .map_err(|e| Error::Local(format!("invalid broker URL {text:?}: {e}")))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(Error::Local(format!(
-                "invalid broker URL {text:?}: use http:// or https://"
-            )));
-        }
+        let text = base_url(&self.url)?;
+        let others = self
+            .others
+            .iter()
+            .map(|other| base_url(other))
+            .collect::<Result<Vec<_>>>()?;
         #[cfg(all(feature = "rustls", not(target_arch = "wasm32")))]
         let tls = {
             let pem = (!self.ca_pem.is_empty()).then_some(self.ca_pem.as_slice());
@@ -308,7 +325,7 @@ impl ClientBuilder {
                 #[cfg(all(feature = "rustls", not(target_arch = "wasm32")))]
                 let builder = builder.use_preconfigured_tls(rustls::ClientConfig::clone(&tls));
                 #[cfg(not(any(feature = "rustls", target_arch = "wasm32")))]
-                if url.scheme() == "https" {
+                if text.starts_with("https://") {
                     return Err(Error::Tls(format!(
                         "{text} needs TLS support, which this build lacks (the `rustls` \
                          feature of wasimoff-client)"
@@ -319,8 +336,11 @@ impl ClientBuilder {
                     .map_err(|e| Error::Local(format!("cannot create the HTTP client: {e}")))?
             }
         };
+        let mut brokers = vec![text];
+        brokers.extend(others);
         Ok(Client {
-            base: text.to_owned(),
+            base: brokers[0].clone(),
+            brokers: brokers.into(),
             token: self.token,
             retry: self.retry,
             http,
@@ -332,6 +352,19 @@ impl ClientBuilder {
             tls,
         })
     }
+}
+
+/// A broker's base URL, checked: `http://` or `https://`, without a trailing slash.
+fn base_url(given: &str) -> Result<String> {
+    let text = given.trim().trim_end_matches('/');
+    let url = reqwest::Url::parse(text)
+        .map_err(|e| Error::Local(format!("invalid broker URL {text:?}: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(Error::Local(format!(
+            "invalid broker URL {text:?}: use http:// or https://"
+        )));
+    }
+    Ok(text.to_owned())
 }
 
 #[cfg(all(feature = "rustls", not(target_arch = "wasm32")))]
@@ -355,6 +388,8 @@ use wasimoff_core::tls::rustls;
 #[derive(Debug, Clone)]
 pub struct Client {
     base: String,
+    /// Every broker of the cluster, `base` among them ([`ClientBuilder::also_broker`]).
+    brokers: std::sync::Arc<[String]>,
     token: Option<String>,
     retry: RetryPolicy,
     http: reqwest::Client,
@@ -400,8 +435,24 @@ impl Client {
             task_timeout: Duration::from_secs(3600),
             #[cfg(not(target_arch = "wasm32"))]
             reconnect_for: Duration::from_secs(300),
+            others: Vec::new(),
             #[cfg(all(feature = "rustls", not(target_arch = "wasm32")))]
             ca_pem: Vec::new(),
+        }
+    }
+
+    /// The base URLs of every broker this client knows: its own first, then those given to
+    /// [`ClientBuilder::also_broker`].
+    pub fn brokers(&self) -> &[String] {
+        &self.brokers
+    }
+
+    /// The same client talking to `base` (one of [`Client::brokers`]).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn at(&self, base: &str) -> Client {
+        Client {
+            base: base.to_owned(),
+            ..self.clone()
         }
     }
 

@@ -172,6 +172,9 @@ const C_GUEST_PACKAGES: &[&str] = &["clang", "lld", "wasi-libc", "libclang-rt-de
 /// Debian packages for the browser tests.
 const BROWSER_PACKAGES: &[&str] = &["chromium", "chromium-driver"];
 
+/// Debian package for the tests and benchmarks of brokers sharing NATS JetStream.
+const NATS_PACKAGES: &[&str] = &["nats-server"];
+
 /// The benchmarks that need no browser: (package, bench target).
 const BENCHES: &[&str] = &[
     // wasimoff-broker
@@ -182,6 +185,8 @@ const BENCHES: &[&str] = &[
 
 /// Runs the benchmarks; `web` is the volunteer page if it is built already (else it is built).
 fn bench(quick: bool, web: Option<&Path>) -> Result<()> {
+    // The e2e bench's JetStream rows.
+    tools::ensure_apt(NATS_PACKAGES)?;
     for name in BENCHES {
         // `--workspace --all-features`, as the tests: the same feature unification reuses
         // their build (`-p <crate>` unified differently and rebuilt the dependencies).
@@ -291,6 +296,7 @@ fn ci(fuzz_seconds: u64) -> Result<()> {
     // cold CI's minutes). With `lint`, this build is the native clippy of everything but the
     // benches.
     tools::ensure_apt(BROWSER_PACKAGES)?;
+    tools::ensure_apt(NATS_PACKAGES)?;
     Step::new("tests")
         .env("WASIMOFF_REQUIRE_FFMPEG", "1")
         .run(cargo(&["test", "--workspace", "--all-features"]))?;

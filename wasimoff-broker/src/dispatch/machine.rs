@@ -40,6 +40,10 @@ use wasimoff_core::scheduler::{Placement, ProviderId, Scheduler, SchedulerEvent}
 
 use crate::error::{PASSED_AT_SUBMISSION, TaskError};
 
+/// How the `unavailable` error of a task that no provider could take begins (after
+/// `provider_wait` with none connected).
+pub(crate) const NO_PROVIDER: &str = "no provider connected to run the task";
+
 /// A task as the dispatcher sees it: an opaque request for a provider.
 #[derive(Debug)]
 pub(crate) struct Job {
@@ -695,7 +699,7 @@ impl Machine {
         }
         let wait = self.config.provider_wait;
         self.forget_queued(id);
-        let why = format!("no provider connected to run the task (waited {wait:?})");
+        let why = format!("{NO_PROVIDER} (waited {wait:?})");
         self.reply(now, id, Err(TaskError::Unavailable(why)), None);
     }
 

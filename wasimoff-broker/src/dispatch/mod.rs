@@ -43,7 +43,7 @@ use crate::error::TaskError;
 use crate::metrics::{MAX_PROVIDER_SERIES, Metrics};
 use crate::operator::{self, Dashboard, FailureView, ProviderKind, ProviderView, Totals};
 use machine::{Action, Answer, Machine, TraceNote};
-pub(crate) use machine::{Input, Job, MachineConfig as DispatchConfig};
+pub(crate) use machine::{Input, Job, MachineConfig as DispatchConfig, NO_PROVIDER};
 
 pub(crate) type Reply = oneshot::Sender<Result<Payload, TaskError>>;
 

@@ -214,3 +214,120 @@ async fn a_batch_of_tasks_is_accepted_task_by_task() {
     let (status, answer) = batch("application/proto", Vec::new()).await;
     assert_eq!((status, answer), (200, json!({"submitted": []})));
 }
+
+/// A broker whose tasks by id live in the JetStream of `nats`. The ack wait is longer than
+/// any wait below: a task that moves between brokers here was handed back, not timed out.
+fn clustered(nats: &wasimoff_wasi_apps::nats::NatsServer) -> BrokerConfig {
+    BrokerConfig {
+        tasks: TaskStateConfig::Nats(wasimoff_broker::NatsConfig {
+            servers: vec![nats.url.clone()],
+            ack_wait: Duration::from_secs(120),
+            replicas: 1,
+        }),
+        limits: wasimoff_broker::Limits {
+            provider_wait: Duration::from_secs(1),
+            ..config().limits
+        },
+        ..config()
+    }
+}
+
+/// The id of the next task that reaches `provider` (within 30 s).
+async fn arrival(provider: &mut crate::support::FakeProvider) -> String {
+    tokio::time::timeout(Duration::from_secs(30), provider.arrivals.recv())
+        .await
+        .expect("a task within 30 s")
+        .expect("the provider is running")
+}
+
+#[tokio::test]
+async fn brokers_on_jetstream_share_tasks_results_and_files() {
+    let nats = wasimoff_wasi_apps::nats::NatsServer::start();
+    let a = broker(clustered(&nats)).await;
+    let b = broker(clustered(&nats)).await;
+    let (base_a, base_b) = (http(&a), http(&b));
+
+    // Uploaded at A, submitted at B by its ref: B fetches the file from the cluster.
+    let module = upload(&base_a, EMPTY_WASM, None).await;
+    let task = |arg: &str| {
+        json!({"params": {"binary": {"ref": &module}, "args": ["empty.wasm", arg]}})
+            .to_string()
+            .into_bytes()
+    };
+    let (status, body) = post(&base_b, "/api/client/tasks", "application/json", task("x")).await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["id"].as_str().unwrap().to_owned();
+
+    // No provider anywhere: pending at both brokers (A learns it from the stream); ids the
+    // cluster does not know, and ids that are not ids, are unknown.
+    for base in [&base_a, &base_b] {
+        let (status, body) = fetch(base, &id, 0).await;
+        assert_eq!(status, 202, "{body}");
+    }
+    let ids = json!({"ids": [&id, "nobody-1", "wasimoff.tasks.>", "*"], "wait": 0}).to_string();
+    let (status, body) = wait_ids(&base_a, &ids).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["done"], json!([]));
+    assert_eq!(
+        body["unknown"],
+        json!(["nobody-1", "wasimoff.tasks.>", "*"])
+    );
+
+    // A provider joins A: A takes the task submitted at B, and B answers it.
+    let echo = provider(&base_a, "echo", 1, Behaviour::Echo).await;
+    let (status, body) = fetch(&base_b, &id, 30).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(stdout(&body), "x");
+    assert_eq!(echo.seen.lock().await.tasks, [id.as_str()]);
+    echo.messenger.close(CloseReason::normal("bye")).await;
+    crate::support::wait_for_workers(&base_a, 0, 0).await;
+
+    // A broker that joins later knows the result too.
+    let c = broker(clustered(&nats)).await;
+    let (status, body) = fetch(&http(&c), &id, 0).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(stdout(&body), "x");
+
+    // Cancelled at B while it waits in the stream: canceled everywhere, and never run.
+    let (_, body) = post(&base_a, "/api/client/tasks", "application/json", task("y")).await;
+    let waiting = body["id"].as_str().unwrap().to_owned();
+    let response = reqwest::Client::new()
+        .delete(format!("{base_b}/api/client/tasks/{waiting}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let (status, body) = fetch(&base_a, &waiting, 5).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (408, Some("canceled")),
+        "{body}"
+    );
+
+    // A broker that shuts down hands its running task back at once: B takes it, and only
+    // it (the cancelled task left the stream).
+    let mut hold = provider(&base_a, "hold", 1, Behaviour::Hold).await;
+    let (_, body) = post(&base_a, "/api/client/tasks", "application/json", task("z")).await;
+    let handed = body["id"].as_str().unwrap().to_owned();
+    assert_eq!(arrival(&mut hold).await, handed);
+    a.shutdown().await;
+    let late = provider(&base_b, "late", 1, Behaviour::Echo).await;
+    let (status, body) = fetch(&http(&c), &handed, 30).await;
+    assert_eq!((status, stdout(&body)), (200, "z".to_owned()), "{body}");
+    assert_eq!(late.seen.lock().await.tasks, [handed.as_str()]);
+    late.messenger.close(CloseReason::normal("bye")).await;
+    crate::support::wait_for_workers(&base_b, 0, 0).await;
+
+    // A broker whose providers all left hands its task back after `provider_wait`.
+    let base_c = http(&c);
+    let mut gone = provider(&base_c, "gone", 1, Behaviour::Hold).await;
+    let (_, body) = post(&base_c, "/api/client/tasks", "application/json", task("w")).await;
+    let orphan = body["id"].as_str().unwrap().to_owned();
+    assert_eq!(arrival(&mut gone).await, orphan);
+    gone.messenger.close(CloseReason::normal("bye")).await;
+    crate::support::wait_for_workers(&base_c, 0, 0).await;
+    let _last = provider(&base_b, "last", 1, Behaviour::Echo).await;
+    let (status, body) = fetch(&base_c, &orphan, 30).await;
+    assert_eq!((status, stdout(&body)), (200, "w".to_owned()), "{body}");
+    drop((b, c));
+}

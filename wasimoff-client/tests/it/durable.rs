@@ -10,12 +10,16 @@ use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use wasimoff_broker::{BrokerConfig, StoreConfig};
+use wasimoff_broker::{BrokerConfig, NatsConfig, StoreConfig, TaskStateConfig};
 
 use crate::support::{Env, json_lines, text};
 
 const DIR_VAR: &str = "WASIMOFF_TEST_BROKER_DIR";
 const LISTEN_VAR: &str = "WASIMOFF_TEST_BROKER_LISTEN";
+/// The NATS server of a broker child that keeps its tasks there (see `cluster.rs`).
+const NATS_VAR: &str = "WASIMOFF_TEST_BROKER_NATS";
+/// How long its tasks go without a sign of life before another broker takes them.
+pub(crate) const NATS_ACK_WAIT: Duration = Duration::from_secs(2);
 
 /// Not a test by itself: the broker process of the tests below (see the module's text).
 #[test]
@@ -24,9 +28,18 @@ fn broker_child() {
         return;
     };
     let listen = std::env::var(LISTEN_VAR).unwrap_or_else(|_| "127.0.0.1:0".into());
+    let tasks = match std::env::var(NATS_VAR) {
+        Ok(server) => TaskStateConfig::Nats(NatsConfig {
+            servers: vec![server],
+            ack_wait: NATS_ACK_WAIT,
+            replicas: 1,
+        }),
+        Err(_) => TaskStateConfig::Auto,
+    };
     let env = Env::start(BrokerConfig {
         listen: listen.parse().unwrap(),
         store: StoreConfig::Dir(dir.into()),
+        tasks,
         log_tasks: false,
         ..BrokerConfig::default()
     });
@@ -38,17 +51,32 @@ fn broker_child() {
 }
 
 /// The broker child process; killed (SIGKILL) when dropped.
-struct BrokerProcess {
+pub(crate) struct BrokerProcess {
     child: Child,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl BrokerProcess {
     fn start(dir: &std::path::Path, listen: &str) -> BrokerProcess {
-        let mut child = Command::new(std::env::current_exe().unwrap())
+        Self::start_with(dir, listen, None)
+    }
+
+    /// A broker on `dir` listening on `listen`, keeping its tasks in NATS if `nats` is given.
+    pub(crate) fn start_with(
+        dir: &std::path::Path,
+        listen: &str,
+        nats: Option<&str>,
+    ) -> BrokerProcess {
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        command
             .args(["durable::broker_child", "--exact", "--nocapture"])
             .env(DIR_VAR, dir)
             .env(LISTEN_VAR, listen)
+            .env_remove(NATS_VAR);
+        if let Some(nats) = nats {
+            command.env(NATS_VAR, nats);
+        }
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()
@@ -68,7 +96,7 @@ impl BrokerProcess {
         BrokerProcess { child, url }
     }
 
-    fn kill(mut self) {
+    pub(crate) fn kill(mut self) {
         // `Child::kill` is SIGKILL.
         self.child.kill().unwrap();
         self.child.wait().unwrap();

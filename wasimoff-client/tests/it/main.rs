@@ -6,6 +6,7 @@ mod support;
 
 mod batch;
 mod cli;
+mod cluster;
 mod curl;
 mod durable;
 mod library;

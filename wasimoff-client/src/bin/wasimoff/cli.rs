@@ -39,7 +39,9 @@ pub(crate) mod exit {
 #[derive(Debug, Parser)]
 #[command(name = "wasimoff", version, about, long_about = None)]
 pub(crate) struct Cli {
-    /// The broker's URL.
+    /// The broker's URL; or, comma-separated, the brokers of a cluster (brokers that share NATS
+    /// JetStream): `run`, `task` and `batch` submit to them in turn and go on at another when
+    /// one cannot be reached, the other commands use the first.
     #[arg(long, short = 'b', global = true, env = "WASIMOFF_BROKER", default_value = DEFAULT_BROKER)]
     broker: String,
     /// A client token, for brokers that require one.
@@ -231,7 +233,15 @@ pub(crate) async fn warn_if_no_provider(client: &Client) {
 }
 
 fn client(cli: &Cli) -> Result<Client, Error> {
-    let mut builder = Client::builder(&cli.broker);
+    let mut brokers = cli
+        .broker
+        .split(',')
+        .map(str::trim)
+        .filter(|b| !b.is_empty());
+    let mut builder = Client::builder(brokers.next().unwrap_or(DEFAULT_BROKER));
+    for other in brokers {
+        builder = builder.also_broker(other);
+    }
     if let Some(token) = &cli.token {
         builder = builder.token(token);
     }

@@ -1,0 +1,744 @@
+//! Brokers that share one NATS JetStream (`--nats`): a task submitted by id at one broker may
+//! run on a provider of another, and its result is fetched at any of them.
+//!
+//! What JetStream holds (created by the first broker that connects, the same for all):
+//! - **tasks**: the work-queue stream [`TASKS_STREAM`], one message per accepted task on
+//!   `wasimoff.tasks.<id>` (a [`TaskRecord`]; `Nats-Msg-Id` is the id, so a repeated publish
+//!   is dropped). Every broker pulls from one durable consumer ([`CONSUMER`]) only as many
+//!   tasks as its own providers have free slots, runs each through its own dispatcher, and
+//!   acknowledges it (which removes it) after its result is recorded. While a task runs its
+//!   broker tells JetStream it is still working on it; a broker that dies stops doing so, and
+//!   its tasks go to the other brokers after the ack wait.
+//! - **results**: the KV bucket [`RESULTS_BUCKET`], key = task id, value = [`ResultRecord`],
+//!   kept for the result TTL. A result is recorded with `create`, so the first one for an id
+//!   wins: a task run twice (its broker died between recording and acknowledging) has one
+//!   answer. Every broker watches the bucket and mirrors what it sees into its own table of
+//!   kept results ([`crate::detached::Detached`], bounded by bytes), which wakes its waiting
+//!   fetches.
+//! - **files**: the object store [`FILES_BUCKET`], by content address. A task's files are put
+//!   there when it is accepted and fetched from there by a broker whose own store misses them.
+//!
+//! Lookups: an id this broker's table does not know is looked up in the bucket (a result) and
+//! then in the stream (pending), and remembered.
+//!
+//! The exactly-once argument is the journal's (see [`crate::by_id`]) with JetStream as the
+//! journal: the client gets an id only after the stream acknowledged the publish; a result is
+//! recorded first-wins before the task is acknowledged; a task without a result stays in the
+//! stream until some broker records one.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{
+    self, AckKind,
+    consumer::{AckPolicy, PullConsumer, pull},
+    kv,
+    object_store::ObjectStore,
+    stream::{DiscardPolicy, RetentionPolicy, StorageType},
+};
+use bytes::Bytes;
+use futures::StreamExt;
+use prost::Message as _;
+use tokio::io::AsyncReadExt;
+
+use crate::error::TaskError;
+use crate::journal::{ResultRecord, TaskRecord, unix_nanos};
+use crate::state::{App, AppState};
+
+/// The work-queue stream of accepted tasks.
+pub(crate) const TASKS_STREAM: &str = "WASIMOFF_TASKS";
+/// The subjects of [`TASKS_STREAM`]: `wasimoff.tasks.<id>`.
+const TASK_SUBJECT: &str = "wasimoff.tasks";
+/// The durable pull consumer that all brokers share.
+pub(crate) const CONSUMER: &str = "brokers";
+/// The KV bucket of results.
+pub(crate) const RESULTS_BUCKET: &str = "wasimoff_results";
+/// The object store of task files.
+pub(crate) const FILES_BUCKET: &str = "wasimoff_files";
+/// Where a cancel is announced to every broker (core NATS; payload: the task id).
+const CANCEL_SUBJECT: &str = "wasimoff.cancel";
+/// The longest one pull waits for tasks before it asks again.
+const PULL_EXPIRES: Duration = Duration::from_millis(500);
+/// How often a broker without free slots looks again.
+const FULL_PAUSE: Duration = Duration::from_millis(20);
+
+/// How brokers share tasks through NATS JetStream ([`TaskStateConfig::Nats`]).
+///
+/// [`TaskStateConfig::Nats`]: crate::TaskStateConfig::Nats
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NatsConfig {
+    /// The NATS servers (`nats://host:4222`); the connection fails over between them.
+    pub servers: Vec<String>,
+    /// How long a task may go without a sign of life from the broker running it before
+    /// JetStream hands it to another broker (the time a broker's death costs its tasks).
+    pub ack_wait: Duration,
+    /// Replicas of the stream, bucket and object store when a broker creates them (3 on a
+    /// three-node NATS cluster; 1 on a single server).
+    pub replicas: usize,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig {
+            servers: vec!["nats://127.0.0.1:4222".into()],
+            ack_wait: Duration::from_secs(30),
+            replicas: 1,
+        }
+    }
+}
+
+/// Why NATS could not do what was asked.
+fn nats_error(what: &str, e: impl std::fmt::Display) -> TaskError {
+    TaskError::Unavailable(format!("NATS JetStream: {what}: {e}"))
+}
+
+/// This broker's handles on the shared JetStream state.
+pub(crate) struct Cluster {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    tasks: jetstream::stream::Stream,
+    consumer: PullConsumer,
+    results: kv::Store,
+    files: ObjectStore,
+    /// Refs this broker knows to be in the object store.
+    shared_files: Mutex<HashSet<String>>,
+    ack_wait: Duration,
+    /// The largest message the servers take.
+    max_payload: usize,
+    /// The pull loop, awaited at shutdown.
+    puller: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("ack_wait", &self.ack_wait)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The limits the shared state is created with.
+pub(crate) struct SharedLimits {
+    pub(crate) max_queue: usize,
+    pub(crate) max_queue_bytes: usize,
+    pub(crate) result_ttl: Duration,
+    pub(crate) max_result_bytes: usize,
+    pub(crate) max_store: Option<u64>,
+}
+
+impl Cluster {
+    /// Connects and creates (or opens) the stream, consumer, bucket and object store.
+    pub(crate) async fn connect(
+        config: &NatsConfig,
+        limits: &SharedLimits,
+    ) -> Result<Cluster, String> {
+        let servers: Vec<async_nats::ServerAddr> = config
+            .servers
+            .iter()
+            .map(|s| s.parse().map_err(|e| format!("bad NATS server {s:?}: {e}")))
+            .collect::<Result<_, _>>()?;
+        if servers.is_empty() {
+            return Err("no NATS server given".into());
+        }
+        let client = async_nats::ConnectOptions::new()
+            .name("wasimoff-broker")
+            .connection_timeout(Duration::from_secs(5))
+            .connect(servers)
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot connect to NATS at {}: {e}",
+                    config.servers.join(",")
+                )
+            })?;
+        let max_payload = client.server_info().max_payload;
+        let js = jetstream::new(client.clone());
+        let replicas = config.replicas.max(1);
+        let fail = |what: &str, e: &dyn std::fmt::Display| {
+            format!("cannot set up JetStream {what} (is nats-server running with -js?): {e}")
+        };
+        let tasks = js
+            .get_or_create_stream(jetstream::stream::Config {
+                name: TASKS_STREAM.into(),
+                description: Some(
+                    "wasimoff: accepted tasks, until their result is recorded".into(),
+                ),
+                subjects: vec![format!("{TASK_SUBJECT}.>")],
+                retention: RetentionPolicy::WorkQueue,
+                storage: StorageType::File,
+                num_replicas: replicas,
+                max_messages: i64::try_from(limits.max_queue).unwrap_or(i64::MAX),
+                max_bytes: i64::try_from(limits.max_queue_bytes).unwrap_or(i64::MAX),
+                discard: DiscardPolicy::New,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| fail("stream", &e))?;
+        let consumer: PullConsumer = tasks
+            .get_or_create_consumer(
+                CONSUMER,
+                pull::Config {
+                    durable_name: Some(CONSUMER.into()),
+                    description: Some("wasimoff: every broker pulls from here".into()),
+                    ack_policy: AckPolicy::Explicit,
+                    ack_wait: config.ack_wait,
+                    // The dispatcher limits attempts; a redelivery follows a broker's death.
+                    max_deliver: -1,
+                    max_ack_pending: 100_000,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| fail("consumer", &e))?;
+        let max_value = limits.max_result_bytes.min(max_payload);
+        let results = js
+            .create_key_value(kv::Config {
+                bucket: RESULTS_BUCKET.into(),
+                description: "wasimoff: task results by id (the first one wins)".into(),
+                history: 1,
+                max_age: limits.result_ttl,
+                max_value_size: i32::try_from(max_value).unwrap_or(i32::MAX),
+                storage: StorageType::File,
+                num_replicas: replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| fail("result bucket", &e))?;
+        let files = js
+            .create_object_store(jetstream::object_store::Config {
+                bucket: FILES_BUCKET.into(),
+                description: Some("wasimoff: the files tasks name, by content address".into()),
+                max_bytes: limits
+                    .max_store
+                    .and_then(|b| i64::try_from(b).ok())
+                    .unwrap_or(-1),
+                storage: StorageType::File,
+                num_replicas: replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| fail("object store", &e))?;
+        Ok(Cluster {
+            client,
+            js,
+            tasks,
+            consumer,
+            results,
+            files,
+            shared_files: Mutex::new(HashSet::new()),
+            ack_wait: config.ack_wait,
+            max_payload,
+            puller: Mutex::new(None),
+        })
+    }
+
+    /// Publishes an accepted task; durable in JetStream when this returns.
+    pub(crate) async fn accept(
+        &self,
+        app: &AppState,
+        id: &str,
+        record: TaskRecord,
+    ) -> Result<(), TaskError> {
+        if let Some(params) = record.request.as_ref().and_then(|r| r.params.as_ref()) {
+            for file in [&params.binary, &params.rootfs].into_iter().flatten() {
+                if let Some(name) = &file.r#ref {
+                    self.share_file(app, name).await?;
+                }
+            }
+        }
+        let payload = record.encode_to_vec();
+        if payload.len() > self.max_payload {
+            return Err(TaskError::InvalidArgument(format!(
+                "the task takes {} bytes, more than NATS carries in one message ({}): \
+                 upload its inputs as files",
+                payload.len(),
+                self.max_payload
+            )));
+        }
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, id);
+        let ack = self
+            .js
+            .publish_with_headers(format!("{TASK_SUBJECT}.{id}"), headers, payload.into())
+            .await
+            .map_err(|e| nats_error("cannot publish a task", e))?;
+        ack.await.map_err(|e| {
+            let text = e.to_string();
+            if text.contains("maximum") {
+                TaskError::QueueFull(0)
+            } else {
+                nats_error("the task was not stored", text)
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Puts a stored file into the object store unless it is there.
+    pub(crate) async fn share_file(&self, app: &AppState, name: &str) -> Result<(), TaskError> {
+        if self.lock_shared().contains(name) {
+            return Ok(());
+        }
+        if self.files.info(name).await.is_err() {
+            let blob = app.store.get(name).await?.ok_or_else(|| {
+                TaskError::NotFound(format!("{name} is not in this broker's store"))
+            })?;
+            let mut bytes: &[u8] = &blob.bytes;
+            self.files
+                .put(name, &mut bytes)
+                .await
+                .map_err(|e| nats_error(&format!("cannot share {name}"), e))?;
+        }
+        self.lock_shared().insert(name.to_owned());
+        Ok(())
+    }
+
+    /// Fetches a file from the object store into this broker's store (at most `max_bytes`).
+    pub(crate) async fn fetch_file(
+        &self,
+        app: &AppState,
+        name: &str,
+    ) -> Result<Option<wasimoff_core::store::Ref>, TaskError> {
+        let mut object = match self.files.get(name).await {
+            Ok(object) => object,
+            Err(e) if matches!(e.kind(), jetstream::object_store::GetErrorKind::NotFound) => {
+                return Ok(None);
+            }
+            Err(e) => return Err(nats_error(&format!("cannot fetch {name}"), e)),
+        };
+        let limit = app.config.limits.max_upload;
+        let mut bytes = Vec::new();
+        (&mut object)
+            .take(u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1))
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(|e| nats_error(&format!("cannot read {name}"), e))?;
+        if bytes.len() > limit {
+            return Err(TaskError::InvalidArgument(format!(
+                "{name} is larger than this broker's upload limit of {limit} bytes"
+            )));
+        }
+        let stored = app
+            .store
+            .put_with(
+                Bytes::from(bytes),
+                wasimoff_core::store::PutOptions::durable().pinned(),
+            )
+            .await?;
+        if stored.as_str() != name {
+            app.store.unpin(&stored);
+            return Err(TaskError::Internal(format!(
+                "the shared file {name} holds the bytes of {stored}"
+            )));
+        }
+        self.lock_shared().insert(name.to_owned());
+        Ok(Some(stored))
+    }
+
+    fn lock_shared(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.shared_files
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records a result unless one is recorded; whether this call recorded it.
+    async fn finish(&self, id: &str, record: &ResultRecord) -> Result<bool, TaskError> {
+        let mut payload = record.encode_to_vec();
+        if payload.len() > self.max_payload {
+            let too_large = Err(TaskError::ResultTooLarge(format!(
+                "the result of {} bytes exceeds what NATS carries in one message ({} bytes; \
+                 run the task with RunWasip1 to receive it directly)",
+                payload.len(),
+                self.max_payload
+            )));
+            payload = ResultRecord::new(record.owner.clone(), &too_large).encode_to_vec();
+        }
+        match self.results.create(id, payload.into()).await {
+            Ok(_) => Ok(true),
+            Err(e) if matches!(e.kind(), kv::CreateErrorKind::AlreadyExists) => Ok(false),
+            Err(e) => Err(nats_error("cannot record a result", e)),
+        }
+    }
+
+    /// The recorded result of `id`, if there is one.
+    async fn result(&self, id: &str) -> Result<Option<ResultRecord>, TaskError> {
+        let value = self
+            .results
+            .get(id)
+            .await
+            .map_err(|e| nats_error("cannot read a result", e))?;
+        value
+            .map(|v| {
+                ResultRecord::decode(v)
+                    .map_err(|e| TaskError::Internal(format!("unreadable result of {id}: {e}")))
+            })
+            .transpose()
+    }
+
+    /// The accepted task `id` while it has no result.
+    async fn pending(&self, id: &str) -> Result<Option<TaskRecord>, TaskError> {
+        match self
+            .tasks
+            .get_last_raw_message_by_subject(&format!("{TASK_SUBJECT}.{id}"))
+            .await
+        {
+            Ok(message) => TaskRecord::decode(message.payload)
+                .map(Some)
+                .map_err(|e| TaskError::Internal(format!("unreadable task {id}: {e}"))),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    jetstream::stream::LastRawMessageErrorKind::NoMessageFound
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(nats_error("cannot look up a task", e)),
+        }
+    }
+
+    /// Cancels a task wherever it is: its result becomes `canceled` unless it has one, and
+    /// the broker running it is told to stop it.
+    pub(crate) async fn cancel(
+        &self,
+        id: &str,
+        owner: Option<String>,
+        reason: &str,
+    ) -> Result<(), TaskError> {
+        let cancelled = Err(TaskError::Cancelled(reason.to_owned()));
+        self.finish(id, &ResultRecord::new(owner, &cancelled))
+            .await?;
+        // Out of the stream, so that no broker runs it; one that runs it now is told below.
+        self.tasks
+            .purge()
+            .filter(format!("{TASK_SUBJECT}.{id}"))
+            .await
+            .map_err(|e| nats_error("cannot drop a cancelled task", e))?;
+        self.client
+            .publish(CANCEL_SUBJECT, Bytes::copy_from_slice(id.as_bytes()))
+            .await
+            .map_err(|e| nats_error("cannot announce a cancel", e))
+    }
+}
+
+/// A valid task id for subjects and KV keys: what this broker's ids look like (hex, `-`,
+/// digits), so that nothing a client sends can address other subjects.
+fn plain_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl AppState {
+    /// Where a task id this broker's table does not know stands in the cluster: its result
+    /// or its pending state are put in the table, so that the lookup that follows finds them.
+    /// Ids the cluster does not know either stay unknown.
+    pub(crate) async fn learn(&self, ids: &[String], owner: Option<&str>) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        let unknown: Vec<String> = self.with_detached(|d| {
+            let now = Instant::now();
+            ids.iter()
+                .filter(|id| {
+                    plain_id(id) && d.found(now, id, owner) == crate::detached::Found::Unknown
+                })
+                .cloned()
+                .collect()
+        });
+        let found: Vec<Learned> = futures::stream::iter(unknown)
+            .map(|id| {
+                let cluster = cluster.clone();
+                async move {
+                    // Result first: a task leaves the stream only after its result is recorded.
+                    if let Ok(Some(result)) = cluster.result(&id).await {
+                        return Some((id, Ok(result)));
+                    }
+                    match cluster.pending(&id).await {
+                        Ok(Some(task)) => Some((id, Err(task))),
+                        // Finished between the two lookups?
+                        _ => match cluster.result(&id).await {
+                            Ok(Some(result)) => Some((id, Ok(result))),
+                            _ => None,
+                        },
+                    }
+                }
+            })
+            .buffer_unordered(64)
+            .filter_map(std::future::ready)
+            .collect()
+            .await;
+        if found.is_empty() {
+            return;
+        }
+        self.with_detached(|d| {
+            let (now, now_unix) = (Instant::now(), unix_nanos());
+            for (id, learned) in found {
+                match learned {
+                    Ok(record) => {
+                        let at = record.recorded_at(now, now_unix);
+                        d.mirror(now, at, &id, record.owner.clone(), record.result());
+                    }
+                    Err(task) => {
+                        if d.found(now, &id, task.owner.as_deref())
+                            == crate::detached::Found::Unknown
+                        {
+                            d.submitted(id, task.owner);
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// What [`AppState::learn`] found of an id: its result, or the task still waiting for one.
+type Learned = (String, Result<ResultRecord, TaskRecord>);
+
+/// Starts this broker's part: the pull loop, the result watcher and the cancel listener.
+pub(crate) fn start(app: &App) {
+    if let Some(cluster) = &app.cluster {
+        let puller = tokio::spawn(pull_loop(app.clone()));
+        *cluster
+            .puller
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(puller);
+    }
+    tokio::spawn(watch_results(app.clone()));
+    tokio::spawn(listen_for_cancels(app.clone()));
+}
+
+impl Cluster {
+    /// Stops taking tasks (the broker is stopping): waits until the pull loop has ended its
+    /// last pull. A pull left open would take a task that this broker hands back, and
+    /// JetStream would hold it for this broker until the ack wait.
+    pub(crate) async fn stop_pulling(&self) {
+        let puller = self
+            .puller
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(puller) = puller {
+            let _ = tokio::time::timeout(PULL_EXPIRES * 4, puller).await;
+        }
+    }
+}
+
+/// Free provider slots here: what the providers offer less what is queued or running.
+fn free_slots(app: &AppState) -> usize {
+    let m = &app.metrics;
+    let free = m.workers.get() - m.running.get() - m.queued.get();
+    usize::try_from(free).unwrap_or(0)
+}
+
+/// Takes tasks from the stream while this broker's providers have room for them.
+async fn pull_loop(app: App) {
+    let Some(cluster) = app.cluster.clone() else {
+        return;
+    };
+    let mut pause = FULL_PAUSE;
+    while !app.shutdown.is_cancelled() && !app.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+        let free = free_slots(&app);
+        if free == 0 {
+            tokio::select! {
+                () = tokio::time::sleep(FULL_PAUSE) => {}
+                () = app.shutdown.cancelled() => return,
+            }
+            continue;
+        }
+        let batch = cluster
+            .consumer
+            .batch()
+            .max_messages(free)
+            .expires(PULL_EXPIRES)
+            .messages()
+            .await;
+        let mut batch = match batch {
+            Ok(batch) => {
+                pause = FULL_PAUSE;
+                batch
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot pull tasks from NATS; trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        };
+        // To its end, even when the broker is stopping: see `Cluster::stop_pulling`.
+        loop {
+            match batch.next().await {
+                Some(Ok(message)) => take(&app, &cluster, message).await,
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "a pull ended early");
+                    break;
+                }
+                None => break,
+            }
+        }
+    }
+}
+
+/// Runs one task from the stream (in the background once it is in the dispatcher).
+async fn take(app: &App, cluster: &Arc<Cluster>, message: jetstream::Message) {
+    let id = message
+        .subject
+        .as_str()
+        .strip_prefix(TASK_SUBJECT)
+        .and_then(|s| s.strip_prefix('.'))
+        .unwrap_or_default()
+        .to_owned();
+    let (message, acker) = message.split();
+    let record = match TaskRecord::decode(message.payload) {
+        Ok(record) => record,
+        Err(e) => {
+            tracing::error!(%id, error = %e, "dropped an unreadable task from NATS");
+            let _ = acker.ack_with(AckKind::Term).await;
+            return;
+        }
+    };
+    if app.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+        // Taken by the last pull of a broker that stops: another broker takes it now.
+        let _ = acker.ack_with(AckKind::Nak(None)).await;
+        return;
+    }
+    if matches!(cluster.result(&id).await, Ok(Some(_))) {
+        // Cancelled while a pull brought it here, or redelivered because its broker recorded
+        // the result and died before acknowledging it.
+        let _ = acker.ack().await;
+        return;
+    }
+    let owner = record.owner.clone();
+    let response = match app.resume(&id, record).await {
+        Ok((mut job, deadline, pins)) => {
+            // Unlike a task resumed from the journal, it may go elsewhere: if this broker
+            // loses all its providers, it is handed back after `provider_wait`.
+            job.patient = false;
+            Ok(app.submit_prepared_wasip1(job, deadline, pins))
+        }
+        Err(e) => Err(e),
+    };
+    let (app, cluster) = (app.clone(), cluster.clone());
+    tokio::spawn(async move {
+        let result = match response {
+            Ok(response) => {
+                // Tell JetStream this broker is still at it, or the task goes elsewhere.
+                let mut response = std::pin::pin!(response);
+                let mut ticker = tokio::time::interval(cluster.ack_wait / 3);
+                ticker.tick().await;
+                loop {
+                    tokio::select! {
+                        result = &mut response => break result,
+                        _ = ticker.tick() => {
+                            let _ = acker.ack_with(AckKind::Progress).await;
+                        }
+                    }
+                }
+            }
+            Err(e) => Err(e),
+        };
+        let result = crate::detached::bounded(result, app.config.limits.max_result_bytes);
+        let handed_back = match &result {
+            Err(TaskError::ShuttingDown) => app.stopping.load(std::sync::atomic::Ordering::SeqCst),
+            // This broker's providers all left while it waited: not an answer either.
+            Err(TaskError::Unavailable(why)) => why.starts_with(crate::dispatch::NO_PROVIDER),
+            _ => false,
+        };
+        if handed_back {
+            // Another broker takes it now.
+            if let Err(e) = acker.ack_with(AckKind::Nak(None)).await {
+                tracing::debug!(%id, error = %e, "a task's hand-back was lost");
+            }
+            return;
+        }
+        let record = ResultRecord::new(owner.clone(), &result);
+        match cluster.finish(&id, &record).await {
+            Ok(_) => {
+                // Acknowledged only once the result is recorded; if this is lost, the task is
+                // delivered again and its next broker finds the result.
+                if let Err(e) = acker.double_ack().await {
+                    tracing::debug!(%id, error = %e, "a task's acknowledgement was lost");
+                }
+                app.with_detached(|d| {
+                    let now = Instant::now();
+                    d.mirror(now, now, &id, owner, result);
+                });
+                app.waiters.wake(&id);
+            }
+            Err(e) => {
+                // Not recorded: let another broker (or this one) run it again.
+                tracing::error!(%id, error = %e, "cannot record a task's result in NATS");
+                let _ = acker
+                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                    .await;
+            }
+        }
+    });
+}
+
+/// Mirrors every result recorded in the cluster into this broker's table and wakes who waits.
+async fn watch_results(app: App) {
+    let Some(cluster) = app.cluster.clone() else {
+        return;
+    };
+    loop {
+        match cluster.results.watch_all().await {
+            Ok(mut watch) => loop {
+                let entry = tokio::select! {
+                    entry = watch.next() => entry,
+                    () = app.shutdown.cancelled() => return,
+                };
+                let Some(Ok(entry)) = entry else {
+                    break;
+                };
+                if entry.operation != kv::Operation::Put {
+                    continue;
+                }
+                let Ok(record) = ResultRecord::decode(entry.value) else {
+                    continue;
+                };
+                let id = entry.key;
+                app.with_detached(|d| {
+                    let (now, now_unix) = (Instant::now(), unix_nanos());
+                    let at = record.recorded_at(now, now_unix);
+                    d.mirror(now, at, &id, record.owner.clone(), record.result());
+                });
+                app.waiters.wake(&id);
+            },
+            Err(e) => tracing::warn!(error = %e, "cannot watch the results in NATS"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            () = app.shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Cancels here what another broker was asked to cancel.
+async fn listen_for_cancels(app: App) {
+    let Some(cluster) = app.cluster.clone() else {
+        return;
+    };
+    let Ok(mut cancels) = cluster.client.subscribe(CANCEL_SUBJECT).await else {
+        tracing::warn!("cannot listen for cancels in NATS");
+        return;
+    };
+    loop {
+        let message = tokio::select! {
+            message = cancels.next() => message,
+            () = app.shutdown.cancelled() => return,
+        };
+        let Some(message) = message else { return };
+        let Ok(id) = std::str::from_utf8(&message.payload) else {
+            continue;
+        };
+        app.dispatch.send(crate::dispatch::Command::Machine(
+            crate::dispatch::Input::Cancel {
+                id: id.to_owned(),
+                reason: "cancelled by the client".into(),
+            },
+        ));
+    }
+}
