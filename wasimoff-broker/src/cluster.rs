@@ -60,8 +60,8 @@ pub(crate) const FILES_BUCKET: &str = "wasimoff_files";
 const CANCEL_SUBJECT: &str = "wasimoff.cancel";
 /// The longest one pull waits for tasks before it asks again.
 const PULL_EXPIRES: Duration = Duration::from_millis(500);
-/// How often a broker without free slots looks again.
-const FULL_PAUSE: Duration = Duration::from_millis(20);
+/// How often a broker without free slots looks again (unless a task it took ends first).
+const FULL_PAUSE: Duration = Duration::from_millis(50);
 
 /// How brokers share tasks through NATS JetStream ([`TaskStateConfig::Nats`]).
 ///
@@ -108,6 +108,10 @@ pub(crate) struct Cluster {
     max_payload: usize,
     /// The pull loop, awaited at shutdown.
     puller: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// A task taken from the stream has ended here: a slot may be free again.
+    freed: tokio::sync::Notify,
+    /// Tasks taken from the stream and not ended here.
+    taken: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -230,6 +234,8 @@ impl Cluster {
             ack_wait: config.ack_wait,
             max_payload,
             puller: Mutex::new(None),
+            freed: tokio::sync::Notify::new(),
+            taken: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -526,12 +532,28 @@ impl Cluster {
     }
 }
 
-/// Free provider slots here: what the providers offer less what is queued or running.
-fn free_slots(app: &AppState) -> usize {
+/// How many more tasks this broker takes from the stream now: four times what its providers
+/// offer (slots) plus [`PULL_AHEAD`], less what it holds (queued, running, or taken and not
+/// queued yet); without providers, none. The tasks waiting here hide the round trips of
+/// taking one (a pull, a lookup of its result, the record of the last one's) behind the
+/// running ones: with only the slots' worth, one broker ran 1,660 hello tasks/s, with twice
+/// as many plus 4 2,290/s, with this 3,800/s (docs/benchmarks.md). Were they many more,
+/// other brokers' providers would idle while tasks wait here; a broker that loses its
+/// providers hands them back after `provider_wait`.
+fn free_slots(app: &AppState, cluster: &Cluster) -> usize {
     let m = &app.metrics;
-    let free = m.workers.get() - m.running.get() - m.queued.get();
-    usize::try_from(free).unwrap_or(0)
+    let slots = m.workers.get();
+    if slots <= 0 {
+        return 0;
+    }
+    let taken =
+        i64::try_from(cluster.taken.load(std::sync::atomic::Ordering::SeqCst)).unwrap_or(i64::MAX);
+    let held = (m.running.get() + m.queued.get()).max(taken);
+    usize::try_from(4 * slots + PULL_AHEAD - held).unwrap_or(0)
 }
+
+/// Tasks a broker takes beyond four times its providers' slots (see [`free_slots`]).
+const PULL_AHEAD: i64 = 16;
 
 /// Takes tasks from the stream while this broker's providers have room for them.
 async fn pull_loop(app: App) {
@@ -540,9 +562,11 @@ async fn pull_loop(app: App) {
     };
     let mut pause = FULL_PAUSE;
     while !app.shutdown.is_cancelled() && !app.stopping.load(std::sync::atomic::Ordering::SeqCst) {
-        let free = free_slots(&app);
+        let free = free_slots(&app, &cluster);
         if free == 0 {
+            // Woken when a task taken here ends; a provider that joins is seen by the poll.
             tokio::select! {
+                () = cluster.freed.notified() => {}
                 () = tokio::time::sleep(FULL_PAUSE) => {}
                 () = app.shutdown.cancelled() => return,
             }
@@ -570,7 +594,20 @@ async fn pull_loop(app: App) {
         // To its end, even when the broker is stopping: see `Cluster::stop_pulling`.
         loop {
             match batch.next().await {
-                Some(Ok(message)) => take(&app, &cluster, message).await,
+                Some(Ok(message)) => {
+                    // Counted at once: the dispatcher's gauges see it only once it is queued.
+                    cluster
+                        .taken
+                        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let (app, cluster) = (app.clone(), cluster.clone());
+                    tokio::spawn(async move {
+                        take(&app, &cluster, message).await;
+                        cluster
+                            .taken
+                            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                        cluster.freed.notify_one();
+                    });
+                }
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, "a pull ended early");
                     break;
@@ -581,7 +618,7 @@ async fn pull_loop(app: App) {
     }
 }
 
-/// Runs one task from the stream (in the background once it is in the dispatcher).
+/// Runs one task from the stream: records its result and acknowledges it.
 async fn take(app: &App, cluster: &Arc<Cluster>, message: jetstream::Message) {
     let id = message
         .subject
@@ -620,62 +657,74 @@ async fn take(app: &App, cluster: &Arc<Cluster>, message: jetstream::Message) {
         }
         Err(e) => Err(e),
     };
-    let (app, cluster) = (app.clone(), cluster.clone());
-    tokio::spawn(async move {
-        let result = match response {
-            Ok(response) => {
-                // Tell JetStream this broker is still at it, or the task goes elsewhere.
-                let mut response = std::pin::pin!(response);
-                let mut ticker = tokio::time::interval(cluster.ack_wait / 3);
-                ticker.tick().await;
-                loop {
-                    tokio::select! {
-                        result = &mut response => break result,
-                        _ = ticker.tick() => {
-                            let _ = acker.ack_with(AckKind::Progress).await;
-                        }
+    run_and_record(app, cluster, id, owner, acker, response).await;
+}
+
+/// The rest of [`take`]: waits for the task's result, records it and acknowledges the task.
+async fn run_and_record(
+    app: &App,
+    cluster: &Cluster,
+    id: String,
+    owner: Option<String>,
+    acker: jetstream::message::Acker,
+    response: Result<
+        impl Future<Output = Result<wasimoff_core::proto::task::wasip1::Response, TaskError>>,
+        TaskError,
+    >,
+) {
+    let result = match response {
+        Ok(response) => {
+            // Tell JetStream this broker is still at it, or the task goes elsewhere.
+            let mut response = std::pin::pin!(response);
+            let mut ticker = tokio::time::interval(cluster.ack_wait / 3);
+            ticker.tick().await;
+            loop {
+                tokio::select! {
+                    result = &mut response => break result,
+                    _ = ticker.tick() => {
+                        let _ = acker.ack_with(AckKind::Progress).await;
                     }
                 }
             }
-            Err(e) => Err(e),
-        };
-        let result = crate::detached::bounded(result, app.config.limits.max_result_bytes);
-        let handed_back = match &result {
-            Err(TaskError::ShuttingDown) => app.stopping.load(std::sync::atomic::Ordering::SeqCst),
-            // This broker's providers all left while it waited: not an answer either.
-            Err(TaskError::Unavailable(why)) => why.starts_with(crate::dispatch::NO_PROVIDER),
-            _ => false,
-        };
-        if handed_back {
-            // Another broker takes it now.
-            if let Err(e) = acker.ack_with(AckKind::Nak(None)).await {
-                tracing::debug!(%id, error = %e, "a task's hand-back was lost");
-            }
-            return;
         }
-        let record = ResultRecord::new(owner.clone(), &result);
-        match cluster.finish(&id, &record).await {
-            Ok(_) => {
-                // Acknowledged only once the result is recorded; if this is lost, the task is
-                // delivered again and its next broker finds the result.
-                if let Err(e) = acker.double_ack().await {
-                    tracing::debug!(%id, error = %e, "a task's acknowledgement was lost");
-                }
-                app.with_detached(|d| {
-                    let now = Instant::now();
-                    d.mirror(now, now, &id, owner, result);
-                });
-                app.waiters.wake(&id);
-            }
-            Err(e) => {
-                // Not recorded: let another broker (or this one) run it again.
-                tracing::error!(%id, error = %e, "cannot record a task's result in NATS");
-                let _ = acker
-                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                    .await;
+        Err(e) => Err(e),
+    };
+    let result = crate::detached::bounded(result, app.config.limits.max_result_bytes);
+    let handed_back = match &result {
+        Err(TaskError::ShuttingDown) => app.stopping.load(std::sync::atomic::Ordering::SeqCst),
+        // This broker's providers all left while it waited: not an answer either.
+        Err(TaskError::Unavailable(why)) => why.starts_with(crate::dispatch::NO_PROVIDER),
+        _ => false,
+    };
+    if handed_back {
+        // Another broker takes it now.
+        if let Err(e) = acker.ack_with(AckKind::Nak(None)).await {
+            tracing::debug!(%id, error = %e, "a task's hand-back was lost");
+        }
+        return;
+    }
+    let record = ResultRecord::new(owner.clone(), &result);
+    match cluster.finish(&id, &record).await {
+        Ok(_) => {
+            app.with_detached(|d| {
+                let now = Instant::now();
+                d.mirror(now, now, &id, owner, result);
+            });
+            app.waiters.wake(&id);
+            // Acknowledged only once the result is recorded; if this is lost, the task is
+            // delivered again and its next broker finds the result.
+            if let Err(e) = acker.double_ack().await {
+                tracing::debug!(%id, error = %e, "a task's acknowledgement was lost");
             }
         }
-    });
+        Err(e) => {
+            // Not recorded: let another broker (or this one) run it again.
+            tracing::error!(%id, error = %e, "cannot record a task's result in NATS");
+            let _ = acker
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                .await;
+        }
+    }
 }
 
 /// Mirrors every result recorded in the cluster into this broker's table and wakes who waits.

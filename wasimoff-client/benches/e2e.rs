@@ -22,10 +22,11 @@
 //!    floods) vs without; broker peak RSS under a flood of 8 MiB tasks with no provider, with
 //!    the default byte budget and a small one; one request with 8,000,000 empty arguments;
 //!    `/healthz` latency during two 190 MB uploads vs idle;
-//! 6. durable tasks (issue 19): `hello` by id (`Client::run_all`) with the tasks kept in memory
-//!    vs journaled on disk (fsync'd), next to the client WebSocket in the same run: throughput
-//!    and latency one task at a time; and the time from a broker's SIGKILL to all its tasks
-//!    queued and running again after it restarts.
+//! 6. durable tasks (issue 19): `hello` by id (`Client::run_all`) with the tasks kept in memory,
+//!    journaled on disk (fsync'd), in NATS JetStream with one broker and with three (each with
+//!    a provider), next to the client WebSocket in the same run: throughput and latency one
+//!    task at a time; the time from a broker's SIGKILL to all its tasks queued and running
+//!    again after it restarts; on JetStream, the time until another broker runs them.
 #![allow(
     clippy::print_stdout,
     clippy::unwrap_used,
@@ -106,7 +107,7 @@ fn met(ok: bool) -> &'static str {
 // The broker child process.
 
 /// The broker child: `--broker [--max-queue-bytes <n>] [--data-dir <dir>] [--volatile-tasks]
-/// [--listen <addr>] [--malloc-default]`.
+/// [--nats <url> [--nats-ack-wait <seconds>]] [--listen <addr>] [--malloc-default]`.
 /// Like the `wasimoff-broker` binary it calls `release_large_buffers` first, unless told
 /// `--malloc-default`.
 fn broker_child(args: &[String]) {
@@ -143,6 +144,15 @@ fn broker_child(args: &[String]) {
         }
         if args.iter().any(|a| a == "--volatile-tasks") {
             config.tasks = wasimoff_broker::TaskStateConfig::Memory;
+        }
+        if let Some(url) = option("--nats") {
+            config.tasks = wasimoff_broker::TaskStateConfig::Nats(wasimoff_broker::NatsConfig {
+                servers: vec![url.clone()],
+                ack_wait: Duration::from_secs(
+                    option("--nats-ack-wait").map_or(30, |s| s.parse().expect("--nats-ack-wait")),
+                ),
+                replicas: 1,
+            });
         }
         if let Some(listen) = option("--listen") {
             config.listen = listen.parse().expect("--listen");
@@ -1626,39 +1636,69 @@ async fn durable(quick: bool) {
     println!(
         "\n## 6. durable tasks: by id, in memory vs journaled (fsync'd); restart after SIGKILL"
     );
+    let nats = wasimoff_wasi_apps::nats::NatsServer::start();
     let mut rows = Vec::new();
-    for (label, volatile) in [
-        ("by id, tasks in memory", true),
-        ("by id, journaled (redb)", false),
+    for (label, state, brokers) in [
+        ("by id, tasks in memory", State::Memory, 1),
+        ("by id, journaled (redb)", State::Journal, 1),
+        ("by id, JetStream, 1 broker", State::Nats, 1),
+        ("by id, JetStream, 3 brokers", State::Nats, 3),
     ] {
-        let dir = tempfile::tempdir().unwrap();
-        let mut options = vec!["--data-dir".into(), dir.path().display().to_string()];
-        if volatile {
-            options.push("--volatile-tasks".into());
+        // Each row on a JetStream of its own: no stream left over from the row before.
+        let nats = match state {
+            State::Nats => Some(wasimoff_wasi_apps::nats::NatsServer::start()),
+            _ => None,
+        };
+        let dirs: Vec<_> = (0..brokers).map(|_| tempfile::tempdir().unwrap()).collect();
+        let procs: Vec<BrokerProc> = dirs
+            .iter()
+            .map(|dir| {
+                let mut options = vec!["--data-dir".into(), dir.path().display().to_string()];
+                match (&state, &nats) {
+                    (State::Memory, _) => options.push("--volatile-tasks".into()),
+                    (State::Nats, Some(nats)) => {
+                        options.extend(["--nats".into(), nats.url.clone()])
+                    }
+                    _ => {}
+                }
+                BrokerProc::start_with(&options)
+            })
+            .collect();
+        // One provider per broker; the client knows them all and submits to each in turn.
+        let mut peers = Vec::new();
+        for proc in &procs {
+            peers.push(Peer::start(&proc.url).await);
         }
-        let broker = BrokerProc::start_with(&options);
-        let peer = Peer::start(&broker.url).await;
-        let client = peer.client.clone();
-        client
-            .upload(wasimoff_wasi_apps::HELLO, Some("hello.wasm"))
-            .await
-            .unwrap();
+        let mut builder = Client::builder(&procs[0].url).task_timeout(Duration::from_secs(120));
+        for proc in &procs[1..] {
+            builder = builder.also_broker(&proc.url);
+        }
+        let client = builder.build().unwrap();
+        for peer in &peers {
+            peer.client
+                .upload(wasimoff_wasi_apps::HELLO, Some("hello.wasm"))
+                .await
+                .unwrap();
+        }
         by_id_batch(&client, n_tasks / 10, pending).await; // warm-up
         let (ok, took) = by_id_batch(&client, n_tasks, pending).await;
         let rate = ok as f64 / took.as_secs_f64();
         let lat = by_id_latency(&client, n_seq).await;
-        // The socket in the same broker, as the baseline of this run.
+        // The socket of the first broker (and its provider), as the baseline of this run.
         let tasks = (0..n_tasks).map(|_| Task::wasip1("hello.wasm").arg("bench"));
         let started = Instant::now();
-        let socket_ok = client
+        let socket_ok = peers[0]
+            .client
             .submit_many(tasks, 64)
             .filter(|(_, r)| std::future::ready(r.as_ref().is_ok_and(Output::success)))
             .count()
             .await;
         let socket = socket_ok as f64 / started.elapsed().as_secs_f64();
         rows.push((label, ok, rate, lat, socket));
-        peer.stop().await;
-        drop(broker);
+        for peer in peers {
+            peer.stop().await;
+        }
+        drop(procs);
     }
     for (label, ok, rate, lat, socket) in &rows {
         println!(
@@ -1673,15 +1713,98 @@ async fn durable(quick: bool) {
     if let [
         (_, _, memory, memory_lat, _),
         (_, _, journal, journal_lat, _),
+        (_, _, one, one_lat, _),
+        (_, _, three, three_lat, _),
     ] = rows.as_slice()
     {
+        let p50 = |lat: &Vec<Duration>| pct(lat, 0.5).as_secs_f64();
         println!(
-            "journaled / in memory: throughput {:.2}x, p50 latency {:.2}x",
+            "against in memory: journaled throughput {:.2}x, p50 latency {:.2}x; JetStream \
+             (1 broker) throughput {:.2}x, p50 latency {:.2}x",
             journal / memory,
-            pct(journal_lat, 0.5).as_secs_f64() / pct(memory_lat, 0.5).as_secs_f64()
+            p50(journal_lat) / p50(memory_lat),
+            one / memory,
+            p50(one_lat) / p50(memory_lat),
+        );
+        println!(
+            "JetStream, 3 brokers against 1: throughput {:.2}x, p50 latency {:.2}x (all on the \
+             same {} cores: brokers, providers, nats-server and the client)",
+            three / one,
+            p50(three_lat) / p50(one_lat),
+            std::thread::available_parallelism().map_or(0, usize::from),
         );
     }
     restart_after_kill(quick).await;
+    takeover_after_kill(&nats).await;
+}
+
+/// Where a row of scenario 6 keeps its tasks by id.
+enum State {
+    Memory,
+    Journal,
+    Nats,
+}
+
+/// Brokers on JetStream: the time from a broker's SIGKILL until the tasks it was running run
+/// at another broker (its ack wait, then the other broker's next pull).
+async fn takeover_after_kill(nats: &wasimoff_wasi_apps::nats::NatsServer) {
+    const ACK_WAIT: u64 = 5;
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let start = |dir: &tempfile::TempDir| {
+        BrokerProc::start_with(&[
+            "--data-dir".into(),
+            dir.path().display().to_string(),
+            "--nats".into(),
+            nats.url.clone(),
+            "--nats-ack-wait".into(),
+            ACK_WAIT.to_string(),
+        ])
+    };
+    let mut doomed = start(&dirs[0]);
+    let heir = start(&dirs[1]);
+    let peer = Peer::start(&doomed.url).await;
+    let client = peer.client.clone();
+    let ref_ = client
+        .upload(wasimoff_wasi_apps::HELLO, None)
+        .await
+        .unwrap();
+    // As many sleepers as the doomed broker's provider takes: all of them run there.
+    let slots = usize::try_from(client.status().await.unwrap().slots()).unwrap();
+    for _ in 0..slots {
+        client
+            .submit(Task::wasip1(ref_.as_str()).arg("sleep:600000"))
+            .await
+            .unwrap();
+    }
+    let running = |url: String, n: usize| async move {
+        let client = Client::new(url).unwrap();
+        let t = Instant::now();
+        loop {
+            if let Ok(status) = client.status().await
+                && usize::try_from(status.running + status.queued).unwrap_or(0) >= n
+            {
+                return;
+            }
+            assert!(t.elapsed() < Duration::from_secs(120), "never running");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    running(doomed.url.clone(), slots).await;
+    let heir_peer = Peer::start(&heir.url).await;
+    let killed = Instant::now();
+    doomed.child.kill().unwrap();
+    doomed.child.wait().unwrap();
+    doomed.stdin = None;
+    running(heir.url.clone(), slots).await;
+    println!(
+        "JetStream: broker SIGKILLed with {slots} tasks running, all at another broker after {} \
+         (ack wait {ACK_WAIT} s)",
+        us(killed.elapsed())
+    );
+    for peer in [peer, heir_peer] {
+        peer.provider.shutdown(Duration::ZERO).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), peer.running).await;
+    }
 }
 
 /// The time from a broker's SIGKILL to its tasks queued again and running again.
