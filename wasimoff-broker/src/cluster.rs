@@ -88,9 +88,12 @@ impl Default for NatsConfig {
     }
 }
 
+/// How the errors of [`nats_error`] begin.
+const NATS_ERROR: &str = "NATS JetStream: ";
+
 /// Why NATS could not do what was asked.
 fn nats_error(what: &str, e: impl std::fmt::Display) -> TaskError {
-    TaskError::Unavailable(format!("NATS JetStream: {what}: {e}"))
+    TaskError::Unavailable(format!("{NATS_ERROR}{what}: {e}"))
 }
 
 /// This broker's handles on the shared JetStream state.
@@ -427,14 +430,17 @@ impl Cluster {
     }
 }
 
-/// A valid task id for subjects and KV keys: what this broker's ids look like (hex, `-`,
-/// digits), so that nothing a client sends can address other subjects.
+/// Whether `id` has the shape of this broker's task ids (16 hex digits of the broker's start,
+/// `-`, a counter): only such ids are looked up in NATS. So nothing a client sends can address
+/// other subjects, and ids that cannot exist cost no lookups.
 fn plain_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    let Some((boot, n)) = id.split_once('-') else {
+        return false;
+    };
+    boot.len() == 16
+        && boot.bytes().all(|b| b.is_ascii_hexdigit())
+        && (1..=20).contains(&n.len())
+        && n.bytes().all(|b| b.is_ascii_digit())
 }
 
 impl AppState {
@@ -503,8 +509,17 @@ impl AppState {
 /// What [`AppState::learn`] found of an id: its result, or the task still waiting for one.
 type Learned = (String, Result<ResultRecord, TaskRecord>);
 
-/// Starts this broker's part: the pull loop, the result watcher and the cancel listener.
-pub(crate) fn start(app: &App) {
+/// Starts this broker's part: the result watcher, the pull loop and the cancel listener.
+pub(crate) async fn start(app: &App) -> Result<(), String> {
+    let Some(cluster) = &app.cluster else {
+        return Ok(());
+    };
+    let watch = cluster
+        .results
+        .watch_all()
+        .await
+        .map_err(|e| format!("cannot watch the results in NATS: {e}"))?;
+    tokio::spawn(watch_results(app.clone(), watch));
     if let Some(cluster) = &app.cluster {
         let puller = tokio::spawn(pull_loop(app.clone()));
         *cluster
@@ -512,8 +527,8 @@ pub(crate) fn start(app: &App) {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(puller);
     }
-    tokio::spawn(watch_results(app.clone()));
     tokio::spawn(listen_for_cancels(app.clone()));
+    Ok(())
 }
 
 impl Cluster {
@@ -690,15 +705,24 @@ async fn run_and_record(
         Err(e) => Err(e),
     };
     let result = crate::detached::bounded(result, app.config.limits.max_result_bytes);
-    let handed_back = match &result {
-        Err(TaskError::ShuttingDown) => app.stopping.load(std::sync::atomic::Ordering::SeqCst),
-        // This broker's providers all left while it waited: not an answer either.
-        Err(TaskError::Unavailable(why)) => why.starts_with(crate::dispatch::NO_PROVIDER),
-        _ => false,
+    // Not answers: the task goes back to the stream, for another broker now or (after an
+    // error of NATS itself, which may pass) for any broker a little later.
+    let hand_back = match &result {
+        Err(TaskError::ShuttingDown) if app.stopping.load(std::sync::atomic::Ordering::SeqCst) => {
+            Some(None)
+        }
+        // This broker's providers all left while it waited.
+        Err(TaskError::Unavailable(why)) if why.starts_with(crate::dispatch::NO_PROVIDER) => {
+            Some(None)
+        }
+        // Its files could not be fetched from the cluster.
+        Err(TaskError::Unavailable(why)) if why.starts_with(NATS_ERROR) => {
+            Some(Some(Duration::from_secs(1)))
+        }
+        _ => None,
     };
-    if handed_back {
-        // Another broker takes it now.
-        if let Err(e) = acker.ack_with(AckKind::Nak(None)).await {
+    if let Some(delay) = hand_back {
+        if let Err(e) = acker.ack_with(AckKind::Nak(delay)).await {
             tracing::debug!(%id, error = %e, "a task's hand-back was lost");
         }
         return;
@@ -728,39 +752,54 @@ async fn run_and_record(
 }
 
 /// Mirrors every result recorded in the cluster into this broker's table and wakes who waits.
-async fn watch_results(app: App) {
+/// `watch` is the first watch, opened before the broker served anything, so that no result
+/// of a task accepted here can be missed; a watch that breaks is opened again after the last
+/// revision seen.
+async fn watch_results(app: App, mut watch: kv::Watch) {
     let Some(cluster) = app.cluster.clone() else {
         return;
     };
+    let mut last = None;
     loop {
-        match cluster.results.watch_all().await {
-            Ok(mut watch) => loop {
-                let entry = tokio::select! {
-                    entry = watch.next() => entry,
-                    () = app.shutdown.cancelled() => return,
-                };
-                let Some(Ok(entry)) = entry else {
-                    break;
-                };
-                if entry.operation != kv::Operation::Put {
-                    continue;
-                }
-                let Ok(record) = ResultRecord::decode(entry.value) else {
-                    continue;
-                };
-                let id = entry.key;
-                app.with_detached(|d| {
-                    let (now, now_unix) = (Instant::now(), unix_nanos());
-                    let at = record.recorded_at(now, now_unix);
-                    d.mirror(now, at, &id, record.owner.clone(), record.result());
-                });
-                app.waiters.wake(&id);
-            },
-            Err(e) => tracing::warn!(error = %e, "cannot watch the results in NATS"),
+        loop {
+            let entry = tokio::select! {
+                entry = watch.next() => entry,
+                () = app.shutdown.cancelled() => return,
+            };
+            let Some(Ok(entry)) = entry else {
+                break;
+            };
+            last = Some(entry.revision);
+            if entry.operation != kv::Operation::Put {
+                continue;
+            }
+            let Ok(record) = ResultRecord::decode(entry.value) else {
+                continue;
+            };
+            let id = entry.key;
+            app.with_detached(|d| {
+                let (now, now_unix) = (Instant::now(), unix_nanos());
+                let at = record.recorded_at(now, now_unix);
+                d.mirror(now, at, &id, record.owner.clone(), record.result());
+            });
+            app.waiters.wake(&id);
         }
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_millis(500)) => {}
-            () = app.shutdown.cancelled() => return,
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                () = app.shutdown.cancelled() => return,
+            }
+            let again = match last {
+                Some(revision) => cluster.results.watch_all_from_revision(revision + 1).await,
+                None => cluster.results.watch_all().await,
+            };
+            match again {
+                Ok(again) => {
+                    watch = again;
+                    break;
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot watch the results in NATS"),
+            }
         }
     }
 }
@@ -789,5 +828,27 @@ async fn listen_for_cancels(app: App) {
                 reason: "cancelled by the client".into(),
             },
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_ids_of_the_brokers_shape_are_looked_up() {
+        assert!(super::plain_id("0123456789abcdef-1"));
+        assert!(super::plain_id("0123456789abcdef-18446744073709551615"));
+        for bad in [
+            "",
+            "nobody-1",
+            "0123456789abcdef",
+            "0123456789abcdef-",
+            "0123456789abcdef-1.x",
+            "0123456789abcdeg-1",
+            "wasimoff.tasks.>",
+            "*",
+            "0123456789abcdef-123456789012345678901",
+        ] {
+            assert!(!super::plain_id(bad), "{bad:?}");
+        }
     }
 }

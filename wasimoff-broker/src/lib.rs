@@ -312,9 +312,7 @@ impl BrokerBuilder {
         };
         let app = Arc::new(state);
         app.recover(recovered).await;
-        if app.cluster.is_some() {
-            cluster::start(&app);
-        }
+        cluster::start(&app).await.map_err(BrokerError::TaskState)?;
         Ok(Broker { app, tls })
     }
 }
@@ -526,6 +524,7 @@ async fn status(State(app): State<App>, headers: HeaderMap) -> Response {
             SchedulerKind::Locality => "locality",
             SchedulerKind::RoundRobin => "round-robin",
         },
+        "shared": app.cluster.is_some(),
     }))
     .into_response()
 }

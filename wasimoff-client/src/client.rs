@@ -143,6 +143,10 @@ pub struct Status {
     /// The scheduler's name (`locality`, `round-robin`).
     #[serde(default)]
     pub scheduler: String,
+    /// Whether the broker shares its tasks by id with other brokers (NATS JetStream): then
+    /// providers connected to those run them too.
+    #[serde(default)]
+    pub shared: bool,
 }
 
 impl Status {

@@ -326,8 +326,38 @@ async fn brokers_on_jetstream_share_tasks_results_and_files() {
     assert_eq!(arrival(&mut gone).await, orphan);
     gone.messenger.close(CloseReason::normal("bye")).await;
     crate::support::wait_for_workers(&base_c, 0, 0).await;
-    let _last = provider(&base_b, "last", 1, Behaviour::Echo).await;
+    let last = provider(&base_b, "last", 1, Behaviour::Echo).await;
     let (status, body) = fetch(&base_c, &orphan, 30).await;
     assert_eq!((status, stdout(&body)), (200, "w".to_owned()), "{body}");
+    last.messenger.close(CloseReason::normal("bye")).await;
+    crate::support::wait_for_workers(&base_b, 0, 0).await;
+
+    // What does not fit in one NATS message (1 MiB here): a task is refused, a result
+    // becomes an error that says so.
+    let (status, body) = post(
+        &base_b,
+        "/api/client/tasks",
+        "application/json",
+        task(&"x".repeat(1_500_000)),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("NATS carries"),
+        "{body}"
+    );
+    let _big = provider(&base_b, "big", 1, Behaviour::EchoStderr(1_500_000)).await;
+    let (_, body) = post(&base_b, "/api/client/tasks", "application/json", task("v")).await;
+    let big = body["id"].as_str().unwrap().to_owned();
+    let (status, body) = fetch(&base_c, &big, 30).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("failed_precondition")),
+        "{body}"
+    );
+    assert!(
+        body["message"].as_str().unwrap().contains("RunWasip1"),
+        "{body}"
+    );
     drop((b, c));
 }

@@ -219,10 +219,12 @@ pub(crate) fn truncation_warning(output: &Output) -> Option<String> {
 
 /// Warns on stderr when no provider is connected to the broker: the tasks about to be sent
 /// would wait in the queue, silently, until one connects or the broker gives up on them.
-/// Anything but a clear "no provider" (an error, a broker that hides its status) says nothing.
+/// Anything but a clear "no provider" (an error, a broker that hides its status, a broker that
+/// shares its tasks with others, whose providers may run them) says nothing.
 pub(crate) async fn warn_if_no_provider(client: &Client) {
     if let Ok(status) = client.status().await
         && status.providers == 0
+        && !status.shared
     {
         eprintln!(
             "wasimoff: warning: no provider is connected to {}; tasks wait in its queue until \
