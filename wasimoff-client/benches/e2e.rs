@@ -1638,6 +1638,7 @@ async fn durable(quick: bool) {
     );
     let nats = wasimoff_wasi_apps::nats::NatsServer::start();
     let mut rows = Vec::new();
+    let mut costs = Vec::new();
     for (label, state, brokers) in [
         ("by id, tasks in memory", State::Memory, 1),
         ("by id, journaled (redb)", State::Journal, 1),
@@ -1681,8 +1682,30 @@ async fn durable(quick: bool) {
                 .unwrap();
         }
         by_id_batch(&client, n_tasks / 10, pending).await; // warm-up
+        // CPU time of each process during the run: where a task's cost goes.
+        let pids = |nats: &Option<wasimoff_wasi_apps::nats::NatsServer>| {
+            let brokers: Vec<u32> = procs.iter().map(|p| p.child.id()).collect();
+            (
+                brokers,
+                nats.as_ref().map(wasimoff_wasi_apps::nats::NatsServer::pid),
+            )
+        };
+        let (broker_pids, nats_pid) = pids(&nats);
+        let cpu = || {
+            let brokers: f64 = broker_pids.iter().map(|p| cpu_seconds(*p)).sum();
+            let nats = nats_pid.map_or(0.0, cpu_seconds);
+            (brokers, nats, cpu_seconds(std::process::id()))
+        };
+        let before = cpu();
         let (ok, took) = by_id_batch(&client, n_tasks, pending).await;
+        let after = cpu();
         let rate = ok as f64 / took.as_secs_f64();
+        let per_k = |a: f64, b: f64| (a - b) * 1000.0 / ok.max(1) as f64;
+        let cost = (
+            per_k(after.0, before.0),
+            per_k(after.1, before.1),
+            per_k(after.2, before.2),
+        );
         let lat = by_id_latency(&client, n_seq).await;
         // The socket of the first broker (and its provider), as the baseline of this run.
         let tasks = (0..n_tasks).map(|_| Task::wasip1("hello.wasm").arg("bench"));
@@ -1695,6 +1718,7 @@ async fn durable(quick: bool) {
             .await;
         let socket = socket_ok as f64 / started.elapsed().as_secs_f64();
         rows.push((label, ok, rate, lat, socket));
+        costs.push((label, cost));
         for peer in peers {
             peer.stop().await;
         }
@@ -1734,8 +1758,39 @@ async fn durable(quick: bool) {
             std::thread::available_parallelism().map_or(0, usize::from),
         );
     }
+    let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+    for (label, (brokers, nats, rest)) in &costs {
+        let total = brokers + nats + rest;
+        println!(
+            "{label:<26} CPU per 1,000 tasks: brokers {brokers:.3} s, nats-server {nats:.3} s, \
+             client + providers {rest:.3} s; {total:.3} s in all, so {cores:.0} cores bound it \
+             at {:.0} tasks/s",
+            cores * 1000.0 / total
+        );
+    }
     restart_after_kill(quick).await;
     takeover_after_kill(&nats).await;
+}
+
+/// CPU seconds (user + system) a process has used so far, from `/proc/<pid>/stat` (0 where
+/// there is no such file).
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // After the command name in parentheses: fields 3.., of which utime and stime are the
+    // 14th and 15th (in clock ticks, 100 per second on Linux).
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// Where a row of scenario 6 keeps its tasks by id.
