@@ -97,13 +97,19 @@ impl Client {
     }
 
     /// Whether the broker has the submit-by-id API (`false`: the route is missing, as on the
-    /// original broker); an error if it cannot be asked.
+    /// original broker); an error if it cannot be asked. Of several brokers
+    /// ([`Client::brokers`]), the first that can be reached answers.
     pub(crate) async fn by_id_supported(&self) -> Result<bool> {
-        match self.wait_any(&[], Duration::ZERO).await {
-            Ok(_) => Ok(true),
-            Err(Error::EndpointNotFound(_)) => Ok(false),
-            Err(e) => Err(e),
+        let mut unreachable = None;
+        for base in self.brokers() {
+            match self.at(base).wait_any(&[], Duration::ZERO).await {
+                Ok(_) => return Ok(true),
+                Err(Error::EndpointNotFound(_)) => return Ok(false),
+                Err(e) if !broker_answered(&e) => unreachable = Some(e),
+                Err(e) => return Err(e),
+            }
         }
+        Err(unreachable.unwrap_or_else(|| Error::Local("no broker to ask".into())))
     }
 
     /// [`Client::run_all`] on a broker known to have the submit-by-id API.

@@ -115,3 +115,36 @@ fn a_batch_from_json_lines_reports_failures_in_the_summary() {
     );
     assert!(stderr.contains("2 × not_found"), "{stderr}");
 }
+
+#[test]
+fn a_batch_over_a_broker_list_goes_on_past_a_broker_that_is_down() {
+    let env = shared();
+    // A port that refuses connections: bound, then closed.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let dir = tempfile::tempdir().unwrap();
+    let template = dir.path().join("template.json");
+    std::fs::write(
+        &template,
+        r#"{"params": {"binary": {"ref": "hello.wasm"}, "args": ["hello.wasm", "n={}"]}}"#,
+    )
+    .unwrap();
+    // The dead broker first: the probe, and every other batch, meet it first.
+    let out = run(env
+        .cli()
+        .env("WASIMOFF_BROKER", format!("{dead_url}, {}", env.url))
+        .args(["batch", "--template", template.to_str().unwrap()])
+        .args(["--range", "0..300", "--concurrency", "300"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines = json_lines(&out.stdout);
+    let indexes: BTreeSet<u64> = lines.iter().map(|l| l["index"].as_u64().unwrap()).collect();
+    assert_eq!((lines.len(), indexes), (300, (0..300).collect()));
+    for line in &lines {
+        let stdout = line["stdout"].as_str().unwrap();
+        assert!(
+            stdout.contains(&format!(r#""n={}""#, line["index"])),
+            "{stdout}"
+        );
+    }
+}

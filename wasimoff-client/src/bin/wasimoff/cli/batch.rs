@@ -271,11 +271,16 @@ enum Runner {
 }
 
 impl Runner {
-    /// Asks the broker which it supports; fails once if it cannot be reached.
+    /// Asks the broker which it supports; fails once if it cannot be reached. Brokers of a
+    /// cluster (`--broker a,b,c`) all have the submit-by-id API: when the first cannot be
+    /// reached, `run_all` goes on at the others.
     async fn connect(client: &Client) -> Result<Runner, Error> {
         let runner = match client.wait_any(&[], Duration::ZERO).await {
             Ok(_) => Runner::ById(client.clone()),
             Err(Error::EndpointNotFound(_)) => Runner::Socket(client.session().await?),
+            Err(Error::Transport(_) | Error::Unavailable(_)) if client.brokers().len() > 1 => {
+                return Ok(Runner::ById(client.clone()));
+            }
             Err(e) => return Err(e),
         };
         super::warn_if_no_provider(client).await;
