@@ -26,7 +26,7 @@
 //! recorded first-wins before the task is acknowledged; a task without a result stays in the
 //! stream until some broker records one.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -115,6 +115,9 @@ pub(crate) struct Cluster {
     freed: tokio::sync::Notify,
     /// Tasks taken from the stream and not ended here.
     taken: std::sync::atomic::AtomicUsize,
+    /// The deadlines (Unix ns) and owners of the unfinished tasks this broker knows (accepted
+    /// here, or looked up): [`sweep_deadlines`] answers those nobody answered in time.
+    deadlines: Mutex<HashMap<String, (i64, Option<String>)>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -239,6 +242,7 @@ impl Cluster {
             puller: Mutex::new(None),
             freed: tokio::sync::Notify::new(),
             taken: std::sync::atomic::AtomicUsize::new(0),
+            deadlines: Mutex::new(HashMap::new()),
         })
     }
 
@@ -265,6 +269,7 @@ impl Cluster {
                 self.max_payload
             )));
         }
+        let (deadline, owner) = (record.deadline_unix_ns, record.owner.clone());
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(async_nats::header::NATS_MESSAGE_ID, id);
         let ack = self
@@ -280,7 +285,25 @@ impl Cluster {
                 nats_error("the task was not stored", text)
             }
         })?;
+        self.follow(id, deadline, owner);
         Ok(())
+    }
+
+    /// Keeps an eye on the deadline of an unfinished task.
+    fn follow(&self, id: &str, deadline_unix_ns: i64, owner: Option<String>) {
+        self.lock_deadlines()
+            .insert(id.to_owned(), (deadline_unix_ns, owner));
+    }
+
+    /// A task has its result: no deadline to watch any more.
+    fn settled(&self, id: &str) {
+        self.lock_deadlines().remove(id);
+    }
+
+    fn lock_deadlines(&self) -> std::sync::MutexGuard<'_, HashMap<String, (i64, Option<String>)>> {
+        self.deadlines
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Puts a stored file into the object store unless it is there.
@@ -490,6 +513,7 @@ impl AppState {
             for (id, learned) in found {
                 match learned {
                     Ok(record) => {
+                        cluster.settled(&id);
                         let at = record.recorded_at(now, now_unix);
                         d.mirror(now, at, &id, record.owner.clone(), record.result());
                     }
@@ -497,6 +521,7 @@ impl AppState {
                         if d.found(now, &id, task.owner.as_deref())
                             == crate::detached::Found::Unknown
                         {
+                            cluster.follow(&id, task.deadline_unix_ns, task.owner.clone());
                             d.submitted(id, task.owner);
                         }
                     }
@@ -528,7 +553,69 @@ pub(crate) async fn start(app: &App) -> Result<(), String> {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(puller);
     }
     tokio::spawn(listen_for_cancels(app.clone()));
+    tokio::spawn(sweep_deadlines(app.clone()));
     Ok(())
+}
+
+/// How long past a task's deadline a broker that knows it waits for its answer before it
+/// records `deadline_exceeded` itself (the broker running it answers at the deadline).
+const DEADLINE_GRACE: Duration = Duration::from_secs(2);
+
+/// Answers `deadline_exceeded` for the tasks this broker knows whose deadline passed without
+/// an answer: a task that waits in the stream while no broker has providers is taken by none,
+/// and would otherwise stay pending past its deadline. The first result wins, so a broker
+/// that answers at the same time changes nothing.
+async fn sweep_deadlines(app: App) {
+    let Some(cluster) = app.cluster.clone() else {
+        return;
+    };
+    let grace = i64::try_from(DEADLINE_GRACE.as_nanos()).unwrap_or(i64::MAX);
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            () = app.shutdown.cancelled() => return,
+        }
+        let now = unix_nanos();
+        let due: Vec<(String, Option<String>)> = {
+            let mut deadlines = cluster.lock_deadlines();
+            let due: Vec<_> = deadlines
+                .iter()
+                .filter(|(_, (deadline, _))| deadline.saturating_add(grace) < now)
+                .map(|(id, (_, owner))| (id.clone(), owner.clone()))
+                .collect();
+            for (id, _) in &due {
+                deadlines.remove(id);
+            }
+            due
+        };
+        for (id, owner) in due {
+            let late = Err(TaskError::DeadlineExceeded(
+                "the task's deadline passed before a broker with a free provider took it".into(),
+            ));
+            let record = ResultRecord::new(owner.clone(), &late);
+            match cluster.finish(&id, &record).await {
+                Ok(true) => {
+                    // Out of the stream: nobody runs it any more.
+                    let _ = cluster
+                        .tasks
+                        .purge()
+                        .filter(format!("{TASK_SUBJECT}.{id}"))
+                        .await;
+                    app.with_detached(|d| {
+                        let now = Instant::now();
+                        d.mirror(now, now, &id, owner, late);
+                    });
+                    app.waiters.wake(&id);
+                }
+                // Answered meanwhile: the watch brings it.
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(%id, error = %e, "cannot record a missed deadline; trying again");
+                    cluster.follow(&id, now, owner);
+                }
+            }
+        }
+    }
 }
 
 impl Cluster {
@@ -730,6 +817,7 @@ async fn run_and_record(
     let record = ResultRecord::new(owner.clone(), &result);
     match cluster.finish(&id, &record).await {
         Ok(_) => {
+            cluster.settled(&id);
             app.with_detached(|d| {
                 let now = Instant::now();
                 d.mirror(now, now, &id, owner, result);
@@ -777,6 +865,7 @@ async fn watch_results(app: App, mut watch: kv::Watch) {
                 continue;
             };
             let id = entry.key;
+            cluster.settled(&id);
             app.with_detached(|d| {
                 let (now, now_unix) = (Instant::now(), unix_nanos());
                 let at = record.recorded_at(now, now_unix);

@@ -288,6 +288,28 @@ async fn brokers_on_jetstream_share_tasks_results_and_files() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(stdout(&body), "x");
 
+    // A deadline passes while no broker has a provider: answered deadline_exceeded anyway,
+    // at the broker that accepted it and at another.
+    let response = reqwest::Client::new()
+        .post(format!("{base_a}/api/client/tasks"))
+        .header("content-type", "application/json")
+        .header("connect-timeout-ms", "500")
+        .body(task("late"))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = answer(response).await;
+    assert_eq!(status, 202, "{body}");
+    let late = body["id"].as_str().unwrap().to_owned();
+    for base in [&base_a, &base_b] {
+        let (status, body) = fetch(base, &late, 30).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (504, Some("deadline_exceeded")),
+            "{body}"
+        );
+    }
+
     // Cancelled at B while it waits in the stream: canceled everywhere, and never run.
     let (_, body) = post(&base_a, "/api/client/tasks", "application/json", task("y")).await;
     let waiting = body["id"].as_str().unwrap().to_owned();
