@@ -671,7 +671,9 @@ pub(crate) async fn fetch(
     };
     let until = tokio::time::Instant::now() + wait_seconds(query.wait);
     // In a cluster: a task of another broker, or one from before this broker's start.
-    app.learn(std::slice::from_ref(&id), owner.as_deref()).await;
+    if let Err(e) = app.learn(std::slice::from_ref(&id), owner.as_deref()).await {
+        return e.into_response();
+    }
     loop {
         // Registered before the lookup, so a result recorded in between is not missed.
         let registration = app.waiters.register(std::slice::from_ref(&id));
@@ -726,7 +728,9 @@ pub(crate) async fn cancel(
         return e.into_response();
     }
     let owner = app.client_owner(&headers);
-    app.learn(std::slice::from_ref(&id), owner.as_deref()).await;
+    if let Err(e) = app.learn(std::slice::from_ref(&id), owner.as_deref()).await {
+        return e.into_response();
+    }
     let found = app.with_detached(|d| d.lookup(std::time::Instant::now(), &id, owner.as_deref()));
     let state = match found {
         Lookup::Pending => {
@@ -808,7 +812,9 @@ pub(crate) async fn wait(
     request.ids.retain(|id| seen.insert(id.clone()));
     let owner = app.client_owner(&headers);
     let until = tokio::time::Instant::now() + wait_seconds(request.wait);
-    app.learn(&request.ids, owner.as_deref()).await;
+    if let Err(e) = app.learn(&request.ids, owner.as_deref()).await {
+        return e.into_response();
+    }
     loop {
         // Registered before the lookup, so a result recorded in between is not missed.
         let registration = app.waiters.register(&request.ids);

@@ -26,7 +26,7 @@
 //! recorded first-wins before the task is acknowledged; a task without a result stays in the
 //! stream until some broker records one.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -60,6 +60,19 @@ pub(crate) const FILES_BUCKET: &str = "wasimoff_files";
 const CANCEL_SUBJECT: &str = "wasimoff.cancel";
 /// The longest one pull waits for tasks before it asks again.
 const PULL_EXPIRES: Duration = Duration::from_millis(500);
+/// How long the object store keeps a file after it was put.
+const FILES_KEPT: Duration = Duration::from_secs(24 * 3600);
+/// How long a broker trusts that a file it put (or found) is in the object store; then an
+/// accept checks again, and puts it again if it expired. Far below [`FILES_KEPT`], so that
+/// a file lives on in the store while tasks name it.
+const SHARED_FOR: Duration = Duration::from_secs(3600);
+/// What a NATS message carries besides its payload (headers), kept free in size checks.
+const HEADROOM: usize = 4096;
+/// Object-store downloads at once (each up to `max_upload` bytes in memory).
+const DOWNLOADS: usize = 4;
+/// How long a broker remembers a cancel it heard of, for a task it is about to run.
+const CANCEL_MEMORY: Duration = Duration::from_secs(60);
+
 /// How often a broker without free slots looks again (unless a task it took ends first).
 const FULL_PAUSE: Duration = Duration::from_millis(50);
 
@@ -104,8 +117,13 @@ pub(crate) struct Cluster {
     consumer: PullConsumer,
     results: kv::Store,
     files: ObjectStore,
-    /// Refs this broker knows to be in the object store.
-    shared_files: Mutex<HashSet<String>>,
+    /// Refs this broker knows to be in the object store, and since when.
+    shared_files: Mutex<HashMap<String, Instant>>,
+    /// One download per ref at a time, and at most [`DOWNLOADS`] at once.
+    downloading: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    downloads: tokio::sync::Semaphore,
+    /// Cancels heard of lately (id, when), for tasks taken while the cancel went by.
+    cancelled: Mutex<HashMap<String, Instant>>,
     ack_wait: Duration,
     /// The largest message the servers take.
     max_payload: usize,
@@ -133,7 +151,6 @@ pub(crate) struct SharedLimits {
     pub(crate) max_queue: usize,
     pub(crate) max_queue_bytes: usize,
     pub(crate) result_ttl: Duration,
-    pub(crate) max_result_bytes: usize,
     pub(crate) max_store: Option<u64>,
 }
 
@@ -192,7 +209,7 @@ impl Cluster {
                     durable_name: Some(CONSUMER.into()),
                     description: Some("wasimoff: every broker pulls from here".into()),
                     ack_policy: AckPolicy::Explicit,
-                    ack_wait: config.ack_wait,
+                    ack_wait: config.ack_wait.max(Duration::from_secs(1)),
                     // The dispatcher limits attempts; a redelivery follows a broker's death.
                     max_deliver: -1,
                     max_ack_pending: 100_000,
@@ -201,34 +218,42 @@ impl Cluster {
             )
             .await
             .map_err(|e| fail("consumer", &e))?;
-        let max_value = limits.max_result_bytes.min(max_payload);
-        let results = js
-            .create_key_value(kv::Config {
-                bucket: RESULTS_BUCKET.into(),
-                description: "wasimoff: task results by id (the first one wins)".into(),
-                history: 1,
-                max_age: limits.result_ttl,
-                max_value_size: i32::try_from(max_value).unwrap_or(i32::MAX),
-                storage: StorageType::File,
-                num_replicas: replicas,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| fail("result bucket", &e))?;
-        let files = js
-            .create_object_store(jetstream::object_store::Config {
-                bucket: FILES_BUCKET.into(),
-                description: Some("wasimoff: the files tasks name, by content address".into()),
-                max_bytes: limits
-                    .max_store
-                    .and_then(|b| i64::try_from(b).ok())
-                    .unwrap_or(-1),
-                storage: StorageType::File,
-                num_replicas: replicas,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| fail("object store", &e))?;
+        // Opened as they are when they exist: the first broker's settings hold for all.
+        let results = match js.get_key_value(RESULTS_BUCKET).await {
+            Ok(results) => results,
+            Err(_) => js
+                .create_key_value(kv::Config {
+                    bucket: RESULTS_BUCKET.into(),
+                    description: "wasimoff: task results by id (the first one wins)".into(),
+                    history: 1,
+                    max_age: limits.result_ttl,
+                    storage: StorageType::File,
+                    num_replicas: replicas,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| fail("result bucket", &e))?,
+        };
+        let files = match js.get_object_store(FILES_BUCKET).await {
+            Ok(files) => files,
+            Err(_) => js
+                .create_object_store(jetstream::object_store::Config {
+                    bucket: FILES_BUCKET.into(),
+                    description: Some("wasimoff: the files tasks name, by content address".into()),
+                    // Put again by the broker that accepts a task naming one (see
+                    // `SHARED_FOR`): a file no task named for a day goes.
+                    max_age: FILES_KEPT,
+                    max_bytes: limits
+                        .max_store
+                        .and_then(|b| i64::try_from(b).ok())
+                        .unwrap_or(-1),
+                    storage: StorageType::File,
+                    num_replicas: replicas,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| fail("object store", &e))?,
+        };
         Ok(Cluster {
             client,
             js,
@@ -236,8 +261,11 @@ impl Cluster {
             consumer,
             results,
             files,
-            shared_files: Mutex::new(HashSet::new()),
-            ack_wait: config.ack_wait,
+            shared_files: Mutex::new(HashMap::new()),
+            downloading: Mutex::new(HashMap::new()),
+            downloads: tokio::sync::Semaphore::new(DOWNLOADS),
+            cancelled: Mutex::new(HashMap::new()),
+            ack_wait: config.ack_wait.max(Duration::from_secs(1)),
             max_payload,
             puller: Mutex::new(None),
             freed: tokio::sync::Notify::new(),
@@ -261,10 +289,10 @@ impl Cluster {
             }
         }
         let payload = record.encode_to_vec();
-        if payload.len() > self.max_payload {
+        if payload.len() + HEADROOM > self.max_payload {
             return Err(TaskError::InvalidArgument(format!(
-                "the task takes {} bytes, more than NATS carries in one message ({}): \
-                 upload its inputs as files",
+                "the task takes {} bytes, more than NATS carries in one message ({} with its \
+                 headers): upload its inputs as files",
                 payload.len(),
                 self.max_payload
             )));
@@ -308,7 +336,11 @@ impl Cluster {
 
     /// Puts a stored file into the object store unless it is there.
     pub(crate) async fn share_file(&self, app: &AppState, name: &str) -> Result<(), TaskError> {
-        if self.lock_shared().contains(name) {
+        if self
+            .lock_shared()
+            .get(name)
+            .is_some_and(|since| since.elapsed() < SHARED_FOR)
+        {
             return Ok(());
         }
         if self.files.info(name).await.is_err() {
@@ -321,12 +353,57 @@ impl Cluster {
                 .await
                 .map_err(|e| nats_error(&format!("cannot share {name}"), e))?;
         }
-        self.lock_shared().insert(name.to_owned());
+        self.shared(name);
         Ok(())
+    }
+
+    /// `name` is in the object store now.
+    fn shared(&self, name: &str) {
+        let mut shared = self.lock_shared();
+        if shared.len() >= 100_000 {
+            shared.retain(|_, since| since.elapsed() < SHARED_FOR);
+        }
+        shared.insert(name.to_owned(), Instant::now());
     }
 
     /// Fetches a file from the object store into this broker's store (at most `max_bytes`).
     pub(crate) async fn fetch_file(
+        &self,
+        app: &AppState,
+        name: &str,
+    ) -> Result<Option<wasimoff_core::store::Ref>, TaskError> {
+        let flight = self
+            .downloading
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(name.to_owned())
+            .or_default()
+            .clone();
+        let fetched = {
+            let _one = flight.lock().await;
+            // Fetched by another task meanwhile?
+            match app.store.pin(name).await? {
+                Some(stored) => Ok(Some(stored)),
+                None => {
+                    let _slot =
+                        self.downloads.acquire().await.map_err(|e| {
+                            TaskError::Internal(format!("download slots closed: {e}"))
+                        })?;
+                    self.download(app, name).await
+                }
+            }
+        };
+        let mut downloading = self
+            .downloading
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if Arc::strong_count(&flight) <= 2 {
+            downloading.remove(name);
+        }
+        fetched
+    }
+
+    async fn download(
         &self,
         app: &AppState,
         name: &str,
@@ -363,11 +440,17 @@ impl Cluster {
                 "the shared file {name} holds the bytes of {stored}"
             )));
         }
-        self.lock_shared().insert(name.to_owned());
+        self.shared(name);
         Ok(Some(stored))
     }
 
-    fn lock_shared(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+    fn lock_cancelled(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        self.cancelled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn lock_shared(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
         self.shared_files
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -376,7 +459,7 @@ impl Cluster {
     /// Records a result unless one is recorded; whether this call recorded it.
     async fn finish(&self, id: &str, record: &ResultRecord) -> Result<bool, TaskError> {
         let mut payload = record.encode_to_vec();
-        if payload.len() > self.max_payload {
+        if payload.len() + HEADROOM > self.max_payload {
             let too_large = Err(TaskError::ResultTooLarge(format!(
                 "the result of {} bytes exceeds what NATS carries in one message ({} bytes; \
                  run the task with RunWasip1 to receive it directly)",
@@ -470,9 +553,9 @@ impl AppState {
     /// Where a task id this broker's table does not know stands in the cluster: its result
     /// or its pending state are put in the table, so that the lookup that follows finds them.
     /// Ids the cluster does not know either stay unknown.
-    pub(crate) async fn learn(&self, ids: &[String], owner: Option<&str>) {
+    pub(crate) async fn learn(&self, ids: &[String], owner: Option<&str>) -> Result<(), TaskError> {
         let Some(cluster) = &self.cluster else {
-            return;
+            return Ok(());
         };
         let unknown: Vec<String> = self.with_detached(|d| {
             let now = Instant::now();
@@ -483,30 +566,32 @@ impl AppState {
                 .cloned()
                 .collect()
         });
-        let found: Vec<Learned> = futures::stream::iter(unknown)
+        let looked_up: Vec<Result<Option<Learned>, TaskError>> = futures::stream::iter(unknown)
             .map(|id| {
                 let cluster = cluster.clone();
                 async move {
                     // Result first: a task leaves the stream only after its result is recorded.
-                    if let Ok(Some(result)) = cluster.result(&id).await {
-                        return Some((id, Ok(result)));
+                    if let Some(result) = cluster.result(&id).await? {
+                        return Ok(Some((id, Ok(result))));
                     }
-                    match cluster.pending(&id).await {
-                        Ok(Some(task)) => Some((id, Err(task))),
-                        // Finished between the two lookups?
-                        _ => match cluster.result(&id).await {
-                            Ok(Some(result)) => Some((id, Ok(result))),
-                            _ => None,
-                        },
+                    if let Some(task) = cluster.pending(&id).await? {
+                        // Only what the table needs: not the request.
+                        return Ok(Some((id, Err((task.deadline_unix_ns, task.owner)))));
                     }
+                    // Finished between the two lookups?
+                    Ok(cluster.result(&id).await?.map(|result| (id, Ok(result))))
                 }
             })
             .buffer_unordered(64)
-            .filter_map(std::future::ready)
             .collect()
             .await;
+        let mut found = Vec::new();
+        for result in looked_up {
+            // NATS could not say: not "unknown", which a client takes as final.
+            found.extend(result?);
+        }
         if found.is_empty() {
-            return;
+            return Ok(());
         }
         self.with_detached(|d| {
             let (now, now_unix) = (Instant::now(), unix_nanos());
@@ -517,22 +602,49 @@ impl AppState {
                         let at = record.recorded_at(now, now_unix);
                         d.mirror(now, at, &id, record.owner.clone(), record.result());
                     }
-                    Err(task) => {
-                        if d.found(now, &id, task.owner.as_deref())
-                            == crate::detached::Found::Unknown
-                        {
-                            cluster.follow(&id, task.deadline_unix_ns, task.owner.clone());
-                            d.submitted(id, task.owner);
+                    Err((deadline, owner)) => {
+                        if d.found(now, &id, owner.as_deref()) == crate::detached::Found::Unknown {
+                            cluster.follow(&id, deadline, owner.clone());
+                            d.submitted(id, owner);
                         }
                     }
                 }
             }
         });
+        Ok(())
+    }
+
+    /// Looks up again the results of the tasks this broker holds as pending: after its
+    /// watch broke, results recorded meanwhile would otherwise never reach its table.
+    async fn recheck_pending(&self) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        let pending = self.with_detached(|d| d.pending_ids());
+        let results: Vec<(String, ResultRecord)> = futures::stream::iter(pending)
+            .map(|id| {
+                let cluster = cluster.clone();
+                async move { cluster.result(&id).await.ok().flatten().map(|r| (id, r)) }
+            })
+            .buffer_unordered(64)
+            .filter_map(std::future::ready)
+            .collect()
+            .await;
+        for (id, record) in results {
+            cluster.settled(&id);
+            self.with_detached(|d| {
+                let (now, now_unix) = (Instant::now(), unix_nanos());
+                let at = record.recorded_at(now, now_unix);
+                d.mirror(now, at, &id, record.owner.clone(), record.result());
+            });
+            self.waiters.wake(&id);
+        }
     }
 }
 
-/// What [`AppState::learn`] found of an id: its result, or the task still waiting for one.
-type Learned = (String, Result<ResultRecord, TaskRecord>);
+/// What [`AppState::learn`] found of an id: its result, or the deadline and owner of the task
+/// still waiting for one.
+type Learned = (String, Result<ResultRecord, (i64, Option<String>)>);
 
 /// Starts this broker's part: the result watcher, the pull loop and the cancel listener.
 pub(crate) async fn start(app: &App) -> Result<(), String> {
@@ -619,6 +731,17 @@ async fn sweep_deadlines(app: App) {
 }
 
 impl Cluster {
+    /// After the dispatcher failed what it held (the broker is stopping): waits (up to 5 s)
+    /// until every task taken here has been handed back, and sends the hand-backs, so that
+    /// other brokers take them at once instead of after the ack wait.
+    pub(crate) async fn drain(&self) {
+        let until = Instant::now() + Duration::from_secs(5);
+        while self.taken.load(std::sync::atomic::Ordering::SeqCst) > 0 && Instant::now() < until {
+            let _ = tokio::time::timeout(Duration::from_millis(50), self.freed.notified()).await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.client.flush()).await;
+    }
+
     /// Stops taking tasks (the broker is stopping): waits until the pull loop has ended its
     /// last pull. A pull left open would take a task that this broker hands back, and
     /// JetStream would hold it for this broker until the ack wait.
@@ -698,16 +821,10 @@ async fn pull_loop(app: App) {
             match batch.next().await {
                 Some(Ok(message)) => {
                     // Counted at once: the dispatcher's gauges see it only once it is queued.
-                    cluster
-                        .taken
-                        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    let (app, cluster) = (app.clone(), cluster.clone());
+                    let taking = Taking::new(&cluster);
+                    let app = app.clone();
                     tokio::spawn(async move {
-                        take(&app, &cluster, message).await;
-                        cluster
-                            .taken
-                            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-                        cluster.freed.notify_one();
+                        take(&app, &taking.0, message).await;
                     });
                 }
                 Some(Err(e)) => {
@@ -717,6 +834,28 @@ async fn pull_loop(app: App) {
                 None => break,
             }
         }
+    }
+}
+
+/// A task taken from the stream and not ended here: counted in [`Cluster::taken`] while it
+/// lives, even if its task panics.
+struct Taking(Arc<Cluster>);
+
+impl Taking {
+    fn new(cluster: &Arc<Cluster>) -> Taking {
+        cluster
+            .taken
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Taking(cluster.clone())
+    }
+}
+
+impl Drop for Taking {
+    fn drop(&mut self) {
+        self.0
+            .taken
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.freed.notify_one();
     }
 }
 
@@ -751,6 +890,11 @@ async fn take(app: &App, cluster: &Arc<Cluster>, message: jetstream::Message) {
     }
     let owner = record.owner.clone();
     let response = match app.resume(&id, record).await {
+        Ok(_) if cluster.lock_cancelled().contains_key(&id) => {
+            // Cancelled while it was being taken (the dispatcher did not know it yet).
+            let _ = acker.ack().await;
+            return;
+        }
         Ok((mut job, deadline, pins)) => {
             // Unlike a task resumed from the journal, it may go elsewhere: if this broker
             // loses all its providers, it is handed back after `provider_wait`.
@@ -816,13 +960,22 @@ async fn run_and_record(
     }
     let record = ResultRecord::new(owner.clone(), &result);
     match cluster.finish(&id, &record).await {
-        Ok(_) => {
+        Ok(recorded) => {
             cluster.settled(&id);
-            app.with_detached(|d| {
-                let now = Instant::now();
-                d.mirror(now, now, &id, owner, result);
-            });
-            app.waiters.wake(&id);
+            // Another result won (a cancel, or a run elsewhere after a redelivery): that one
+            // is the answer here too; the watch brings it if it cannot be read now.
+            let winner = if recorded {
+                Some(result)
+            } else {
+                cluster.result(&id).await.ok().flatten().map(|r| r.result())
+            };
+            if let Some(result) = winner {
+                app.with_detached(|d| {
+                    let now = Instant::now();
+                    d.mirror(now, now, &id, owner, result);
+                });
+                app.waiters.wake(&id);
+            }
             // Acknowledged only once the result is recorded; if this is lost, the task is
             // delivered again and its next broker finds the result.
             if let Err(e) = acker.double_ack().await {
@@ -841,13 +994,12 @@ async fn run_and_record(
 
 /// Mirrors every result recorded in the cluster into this broker's table and wakes who waits.
 /// `watch` is the first watch, opened before the broker served anything, so that no result
-/// of a task accepted here can be missed; a watch that breaks is opened again after the last
-/// revision seen.
+/// of a task accepted here can be missed. A watch that breaks is opened again, and the
+/// results recorded while it was down are looked up for every task still pending here.
 async fn watch_results(app: App, mut watch: kv::Watch) {
     let Some(cluster) = app.cluster.clone() else {
         return;
     };
-    let mut last = None;
     loop {
         loop {
             let entry = tokio::select! {
@@ -857,7 +1009,6 @@ async fn watch_results(app: App, mut watch: kv::Watch) {
             let Some(Ok(entry)) = entry else {
                 break;
             };
-            last = Some(entry.revision);
             if entry.operation != kv::Operation::Put {
                 continue;
             }
@@ -873,16 +1024,13 @@ async fn watch_results(app: App, mut watch: kv::Watch) {
             });
             app.waiters.wake(&id);
         }
+        tracing::warn!("the watch of results in NATS ended; opening it again");
         loop {
             tokio::select! {
                 () = tokio::time::sleep(Duration::from_millis(500)) => {}
                 () = app.shutdown.cancelled() => return,
             }
-            let again = match last {
-                Some(revision) => cluster.results.watch_all_from_revision(revision + 1).await,
-                None => cluster.results.watch_all().await,
-            };
-            match again {
+            match cluster.results.watch_all().await {
                 Ok(again) => {
                     watch = again;
                     break;
@@ -890,6 +1038,7 @@ async fn watch_results(app: App, mut watch: kv::Watch) {
                 Err(e) => tracing::warn!(error = %e, "cannot watch the results in NATS"),
             }
         }
+        app.recheck_pending().await;
     }
 }
 
@@ -911,6 +1060,13 @@ async fn listen_for_cancels(app: App) {
         let Ok(id) = std::str::from_utf8(&message.payload) else {
             continue;
         };
+        {
+            let mut cancelled = cluster.lock_cancelled();
+            cancelled.retain(|_, at| at.elapsed() < CANCEL_MEMORY);
+            if cancelled.len() < 100_000 {
+                cancelled.insert(id.to_owned(), Instant::now());
+            }
+        }
         app.dispatch.send(crate::dispatch::Command::Machine(
             crate::dispatch::Input::Cancel {
                 id: id.to_owned(),

@@ -173,6 +173,15 @@ impl Detached {
             .map(|entry| &entry.state)
     }
 
+    /// The ids of the tasks still pending.
+    pub(crate) fn pending_ids(&self) -> Vec<String> {
+        self.entries
+            .iter()
+            .filter(|(_, entry)| matches!(entry.state, State::Pending))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
     /// The ids whose results were dropped since the last call.
     pub(crate) fn take_forgotten(&mut self) -> Vec<String> {
         std::mem::take(&mut self.forgotten)

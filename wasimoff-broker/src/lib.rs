@@ -243,7 +243,6 @@ impl BrokerBuilder {
                     max_queue: config.limits.max_queue,
                     max_queue_bytes: config.limits.max_queue_bytes,
                     result_ttl: config.limits.result_ttl,
-                    max_result_bytes: config.limits.max_result_bytes,
                     max_store: config.limits.max_store,
                 };
                 let cluster = cluster::Cluster::connect(nats, &limits)
@@ -486,6 +485,9 @@ impl BrokerHandle {
         let (done, finished) = tokio::sync::oneshot::channel();
         app.dispatch.send(dispatch::Command::Shutdown { done });
         let _ = finished.await;
+        if let Some(cluster) = &app.cluster {
+            cluster.drain().await;
+        }
         app.shutdown.cancel();
         if let Some(server) = self.server.take() {
             let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
