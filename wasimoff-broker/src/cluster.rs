@@ -71,7 +71,7 @@ const HEADROOM: usize = 4096;
 /// Object-store downloads at once (each up to `max_upload` bytes in memory).
 const DOWNLOADS: usize = 4;
 /// How long a broker remembers a cancel it heard of, for a task it is about to run.
-const CANCEL_MEMORY: Duration = Duration::from_secs(60);
+const CANCEL_MEMORY: Duration = Duration::from_secs(600);
 
 /// How often a broker without free slots looks again (unless a task it took ends first).
 const FULL_PAUSE: Duration = Duration::from_millis(50);
@@ -254,6 +254,12 @@ impl Cluster {
                 .await
                 .map_err(|e| fail("object store", &e))?,
         };
+        // The consumer's ack wait is the one that holds (its creator's): renew by it.
+        let ack_wait = consumer
+            .cached_info()
+            .config
+            .ack_wait
+            .max(Duration::from_secs(1));
         Ok(Cluster {
             client,
             js,
@@ -265,7 +271,7 @@ impl Cluster {
             downloading: Mutex::new(HashMap::new()),
             downloads: tokio::sync::Semaphore::new(DOWNLOADS),
             cancelled: Mutex::new(HashMap::new()),
-            ack_wait: config.ack_wait.max(Duration::from_secs(1)),
+            ack_wait,
             max_payload,
             puller: Mutex::new(None),
             freed: tokio::sync::Notify::new(),
@@ -343,7 +349,20 @@ impl Cluster {
         {
             return Ok(());
         }
-        if self.files.info(name).await.is_err() {
+        // Put (again) unless the object store holds it and will for a while yet: a file is
+        // put anew before it expires, as long as tasks name it.
+        let fresh = match self.files.info(name).await {
+            Ok(info) => info.modified.is_some_and(|modified| {
+                let age = unix_nanos() / 1_000_000_000 - modified.unix_timestamp();
+                u64::try_from(age).is_ok_and(|age| {
+                    age < FILES_KEPT
+                        .as_secs()
+                        .saturating_sub(2 * SHARED_FOR.as_secs())
+                })
+            }),
+            Err(_) => false,
+        };
+        if !fresh {
             let blob = app.store.get(name).await?.ok_or_else(|| {
                 TaskError::NotFound(format!("{name} is not in this broker's store"))
             })?;
@@ -360,7 +379,8 @@ impl Cluster {
     /// `name` is in the object store now.
     fn shared(&self, name: &str) {
         let mut shared = self.lock_shared();
-        if shared.len() >= 100_000 {
+        // Pruned once per 1,024 new entries: the cost of a prune is shared by those.
+        if shared.len() % 1024 == 1023 {
             shared.retain(|_, since| since.elapsed() < SHARED_FOR);
         }
         shared.insert(name.to_owned(), Instant::now());
@@ -372,15 +392,9 @@ impl Cluster {
         app: &AppState,
         name: &str,
     ) -> Result<Option<wasimoff_core::store::Ref>, TaskError> {
-        let flight = self
-            .downloading
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry(name.to_owned())
-            .or_default()
-            .clone();
+        let flight = Flight::join(self, name);
         let fetched = {
-            let _one = flight.lock().await;
+            let _one = flight.lock.lock().await;
             // Fetched by another task meanwhile?
             match app.store.pin(name).await? {
                 Some(stored) => Ok(Some(stored)),
@@ -393,13 +407,7 @@ impl Cluster {
                 }
             }
         };
-        let mut downloading = self
-            .downloading
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if Arc::strong_count(&flight) <= 2 {
-            downloading.remove(name);
-        }
+        drop(flight);
         fetched
     }
 
@@ -444,6 +452,14 @@ impl Cluster {
         Ok(Some(stored))
     }
 
+    fn lock_downloading(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
+        self.downloading
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn lock_cancelled(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
         self.cancelled
             .lock()
@@ -457,7 +473,15 @@ impl Cluster {
     }
 
     /// Records a result unless one is recorded; whether this call recorded it.
-    async fn finish(&self, id: &str, record: &ResultRecord) -> Result<bool, TaskError> {
+    /// The result that stands for `id` is `Some` of it: this one, as recorded (a result too
+    /// large for one NATS message is recorded as the error saying so), or the one recorded
+    /// first; `None` if that one cannot be read now (the watch brings it).
+    async fn finish(
+        &self,
+        id: &str,
+        record: ResultRecord,
+    ) -> Result<Option<ResultRecord>, TaskError> {
+        let mut record = record;
         let mut payload = record.encode_to_vec();
         if payload.len() + HEADROOM > self.max_payload {
             let too_large = Err(TaskError::ResultTooLarge(format!(
@@ -466,11 +490,14 @@ impl Cluster {
                 payload.len(),
                 self.max_payload
             )));
-            payload = ResultRecord::new(record.owner.clone(), &too_large).encode_to_vec();
+            record = ResultRecord::new(record.owner.clone(), &too_large);
+            payload = record.encode_to_vec();
         }
         match self.results.create(id, payload.into()).await {
-            Ok(_) => Ok(true),
-            Err(e) if matches!(e.kind(), kv::CreateErrorKind::AlreadyExists) => Ok(false),
+            Ok(_) => Ok(Some(record)),
+            Err(e) if matches!(e.kind(), kv::CreateErrorKind::AlreadyExists) => {
+                Ok(self.result(id).await.ok().flatten())
+            }
             Err(e) => Err(nats_error("cannot record a result", e)),
         }
     }
@@ -521,7 +548,7 @@ impl Cluster {
         reason: &str,
     ) -> Result<(), TaskError> {
         let cancelled = Err(TaskError::Cancelled(reason.to_owned()));
-        self.finish(id, &ResultRecord::new(owner, &cancelled))
+        self.finish(id, ResultRecord::new(owner, &cancelled))
             .await?;
         // Out of the stream, so that no broker runs it; one that runs it now is told below.
         self.tasks
@@ -615,30 +642,51 @@ impl AppState {
     }
 
     /// Looks up again the results of the tasks this broker holds as pending: after its
-    /// watch broke, results recorded meanwhile would otherwise never reach its table.
+    /// watch broke, results recorded meanwhile would otherwise never reach its table. Ids
+    /// whose lookup failed are looked up again (with a pause) until every one got an answer.
     async fn recheck_pending(&self) {
         let Some(cluster) = &self.cluster else {
             return;
         };
-        let pending = self.with_detached(|d| d.pending_ids());
-        let results: Vec<(String, ResultRecord)> = futures::stream::iter(pending)
-            .map(|id| {
-                let cluster = cluster.clone();
-                async move { cluster.result(&id).await.ok().flatten().map(|r| (id, r)) }
-            })
-            .buffer_unordered(64)
-            .filter_map(std::future::ready)
-            .collect()
-            .await;
-        for (id, record) in results {
-            cluster.settled(&id);
-            self.with_detached(|d| {
-                let (now, now_unix) = (Instant::now(), unix_nanos());
-                let at = record.recorded_at(now, now_unix);
-                d.mirror(now, at, &id, record.owner.clone(), record.result());
-            });
-            self.waiters.wake(&id);
+        let mut pending = self.with_detached(|d| d.pending_ids());
+        while !pending.is_empty() && !self.shutdown.is_cancelled() {
+            let looked_up: Vec<(String, Result<Option<ResultRecord>, TaskError>)> =
+                futures::stream::iter(pending)
+                    .map(|id| {
+                        let cluster = cluster.clone();
+                        async move {
+                            let result = cluster.result(&id).await;
+                            (id, result)
+                        }
+                    })
+                    .buffer_unordered(64)
+                    .collect()
+                    .await;
+            pending = Vec::new();
+            for (id, result) in looked_up {
+                match result {
+                    Ok(Some(record)) => self.mirror_record(&id, &record),
+                    Ok(None) => {}
+                    Err(_) => pending.push(id),
+                }
+            }
+            if !pending.is_empty() {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
         }
+    }
+
+    /// A result recorded in the cluster, into this broker's table: fetches and waits see it.
+    fn mirror_record(&self, id: &str, record: &ResultRecord) {
+        if let Some(cluster) = &self.cluster {
+            cluster.settled(id);
+        }
+        self.with_detached(|d| {
+            let (now, now_unix) = (Instant::now(), unix_nanos());
+            let at = record.recorded_at(now, now_unix);
+            d.mirror(now, at, id, record.owner.clone(), record.result());
+        });
+        self.waiters.wake(id);
     }
 }
 
@@ -700,33 +748,43 @@ async fn sweep_deadlines(app: App) {
             }
             due
         };
-        for (id, owner) in due {
-            let late = Err(TaskError::DeadlineExceeded(
-                "the task's deadline passed before a broker with a free provider took it".into(),
-            ));
-            let record = ResultRecord::new(owner.clone(), &late);
-            match cluster.finish(&id, &record).await {
-                Ok(true) => {
-                    // Out of the stream: nobody runs it any more.
-                    let _ = cluster
-                        .tasks
-                        .purge()
-                        .filter(format!("{TASK_SUBJECT}.{id}"))
-                        .await;
-                    app.with_detached(|d| {
-                        let now = Instant::now();
-                        d.mirror(now, now, &id, owner, late);
-                    });
-                    app.waiters.wake(&id);
+        // Answered meanwhile (the watch may have come before the deadline was followed).
+        let due: Vec<_> = app.with_detached(|d| {
+            let now = Instant::now();
+            due.into_iter()
+                .filter(|(id, owner)| {
+                    d.found(now, id, owner.as_deref()) != crate::detached::Found::Done
+                })
+                .collect()
+        });
+        futures::stream::iter(due)
+            .for_each_concurrent(16, |(id, owner)| {
+                let (app, cluster) = (&app, &cluster);
+                async move {
+                    let late = Err(TaskError::DeadlineExceeded(
+                        "the task's deadline passed before a broker with a free provider took it"
+                            .into(),
+                    ));
+                    match cluster.finish(&id, ResultRecord::new(owner.clone(), &late)).await {
+                        Ok(standing) => {
+                            // Out of the stream: nobody runs it any more.
+                            let _ = cluster
+                                .tasks
+                                .purge()
+                                .filter(format!("{TASK_SUBJECT}.{id}"))
+                                .await;
+                            if let Some(standing) = standing {
+                                app.mirror_record(&id, &standing);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(%id, error = %e, "cannot record a missed deadline; trying again");
+                            cluster.follow(&id, now, owner);
+                        }
+                    }
                 }
-                // Answered meanwhile: the watch brings it.
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::warn!(%id, error = %e, "cannot record a missed deadline; trying again");
-                    cluster.follow(&id, now, owner);
-                }
-            }
-        }
+            })
+            .await;
     }
 }
 
@@ -833,6 +891,39 @@ async fn pull_loop(app: App) {
                 }
                 None => break,
             }
+        }
+    }
+}
+
+/// One fetch's share in the download of a ref ([`Cluster::fetch_file`]): the last to leave
+/// (done, failed or dropped) removes the ref's entry.
+struct Flight<'a> {
+    cluster: &'a Cluster,
+    name: String,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl<'a> Flight<'a> {
+    fn join(cluster: &'a Cluster, name: &str) -> Flight<'a> {
+        let lock = cluster
+            .lock_downloading()
+            .entry(name.to_owned())
+            .or_default()
+            .clone();
+        Flight {
+            cluster,
+            name: name.to_owned(),
+            lock,
+        }
+    }
+}
+
+impl Drop for Flight<'_> {
+    fn drop(&mut self) {
+        let mut downloading = self.cluster.lock_downloading();
+        // This one and the map's: nobody else waits for this ref.
+        if Arc::strong_count(&self.lock) <= 2 {
+            downloading.remove(&self.name);
         }
     }
 }
@@ -959,22 +1050,14 @@ async fn run_and_record(
         return;
     }
     let record = ResultRecord::new(owner.clone(), &result);
-    match cluster.finish(&id, &record).await {
-        Ok(recorded) => {
+    drop(result);
+    match cluster.finish(&id, record).await {
+        Ok(standing) => {
             cluster.settled(&id);
-            // Another result won (a cancel, or a run elsewhere after a redelivery): that one
-            // is the answer here too; the watch brings it if it cannot be read now.
-            let winner = if recorded {
-                Some(result)
-            } else {
-                cluster.result(&id).await.ok().flatten().map(|r| r.result())
-            };
-            if let Some(result) = winner {
-                app.with_detached(|d| {
-                    let now = Instant::now();
-                    d.mirror(now, now, &id, owner, result);
-                });
-                app.waiters.wake(&id);
+            // What was recorded (maybe another broker's result, or a cancel, which won): the
+            // answer here too; the watch brings it if it cannot be read now.
+            if let Some(standing) = standing {
+                app.mirror_record(&id, &standing);
             }
             // Acknowledged only once the result is recorded; if this is lost, the task is
             // delivered again and its next broker finds the result.
@@ -1015,14 +1098,7 @@ async fn watch_results(app: App, mut watch: kv::Watch) {
             let Ok(record) = ResultRecord::decode(entry.value) else {
                 continue;
             };
-            let id = entry.key;
-            cluster.settled(&id);
-            app.with_detached(|d| {
-                let (now, now_unix) = (Instant::now(), unix_nanos());
-                let at = record.recorded_at(now, now_unix);
-                d.mirror(now, at, &id, record.owner.clone(), record.result());
-            });
-            app.waiters.wake(&id);
+            app.mirror_record(&entry.key, &record);
         }
         tracing::warn!("the watch of results in NATS ended; opening it again");
         loop {
@@ -1062,10 +1138,11 @@ async fn listen_for_cancels(app: App) {
         };
         {
             let mut cancelled = cluster.lock_cancelled();
-            cancelled.retain(|_, at| at.elapsed() < CANCEL_MEMORY);
-            if cancelled.len() < 100_000 {
-                cancelled.insert(id.to_owned(), Instant::now());
+            // Pruned once per 1,024 new entries: the cost of a prune is shared by those.
+            if cancelled.len() % 1024 == 1023 {
+                cancelled.retain(|_, at| at.elapsed() < CANCEL_MEMORY);
             }
+            cancelled.insert(id.to_owned(), Instant::now());
         }
         app.dispatch.send(crate::dispatch::Command::Machine(
             crate::dispatch::Input::Cancel {

@@ -5,7 +5,9 @@
 //! kept for `ttl` after it is recorded, and the kept results together hold at most
 //! `max_bytes` (each charged its encoded size): the oldest go first. A task that is still
 //! pending holds nothing here beyond its id (its request is in the dispatcher, charged to the
-//! queue's byte budget), and pending entries are bounded by the dispatcher's queue.
+//! queue's byte budget), and pending entries are bounded by the dispatcher's queue; with
+//! brokers on NATS (`cluster.rs`), by the shared stream's (the tasks accepted here or looked
+//! up here, until their results arrive).
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
