@@ -98,14 +98,7 @@ impl AppState {
             if let Some(cluster) = &self.cluster {
                 // The stream holds it now, and whichever broker has a free provider runs it.
                 cluster.accept(&self, &id, record).await?;
-                // Unless its result came first (it ran elsewhere, and the watch was quicker).
-                self.with_detached(|d| {
-                    if d.found(Instant::now(), &id, owner.as_deref())
-                        == crate::detached::Found::Unknown
-                    {
-                        d.submitted(id.clone(), owner);
-                    }
-                });
+                self.with_detached(|d| d.submitted(id.clone(), owner));
                 drop(pins);
                 return Ok(id);
             }

@@ -308,7 +308,7 @@ impl Cluster {
         headers.insert(async_nats::header::NATS_MESSAGE_ID, id);
         let ack = self
             .js
-            .publish_with_headers(format!("{TASK_SUBJECT}.{id}"), headers, payload.into())
+            .publish_with_headers(task_subject(id), headers, payload.into())
             .await
             .map_err(|e| nats_error("cannot publish a task", e))?;
         ack.await.map_err(|e| {
@@ -325,25 +325,17 @@ impl Cluster {
 
     /// Keeps an eye on the deadline of an unfinished task.
     fn follow(&self, id: &str, deadline_unix_ns: i64, owner: Option<String>) {
-        self.lock_deadlines()
-            .insert(id.to_owned(), (deadline_unix_ns, owner));
+        locked(&self.deadlines).insert(id.to_owned(), (deadline_unix_ns, owner));
     }
 
     /// A task has its result: no deadline to watch any more.
     fn settled(&self, id: &str) {
-        self.lock_deadlines().remove(id);
-    }
-
-    fn lock_deadlines(&self) -> std::sync::MutexGuard<'_, HashMap<String, (i64, Option<String>)>> {
-        self.deadlines
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        locked(&self.deadlines).remove(id);
     }
 
     /// Puts a stored file into the object store unless it is there.
     pub(crate) async fn share_file(&self, app: &AppState, name: &str) -> Result<(), TaskError> {
-        if self
-            .lock_shared()
+        if locked(&self.shared_files)
             .get(name)
             .is_some_and(|since| since.elapsed() < SHARED_FOR)
         {
@@ -378,7 +370,7 @@ impl Cluster {
 
     /// `name` is in the object store now.
     fn shared(&self, name: &str) {
-        let mut shared = self.lock_shared();
+        let mut shared = locked(&self.shared_files);
         // Pruned once per 1,024 new entries: the cost of a prune is shared by those.
         if shared.len() % 1024 == 1023 {
             shared.retain(|_, since| since.elapsed() < SHARED_FOR);
@@ -452,28 +444,7 @@ impl Cluster {
         Ok(Some(stored))
     }
 
-    fn lock_downloading(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
-        self.downloading
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn lock_cancelled(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
-        self.cancelled
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn lock_shared(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
-        self.shared_files
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Records a result unless one is recorded; whether this call recorded it.
-    /// The result that stands for `id` is `Some` of it: this one, as recorded (a result too
+    /// Records a result unless one is recorded. The result that stands for `id` is `Some` of it: this one, as recorded (a result too
     /// large for one NATS message is recorded as the error saying so), or the one recorded
     /// first; `None` if that one cannot be read now (the watch brings it).
     async fn finish(
@@ -521,7 +492,7 @@ impl Cluster {
     async fn pending(&self, id: &str) -> Result<Option<TaskRecord>, TaskError> {
         match self
             .tasks
-            .get_last_raw_message_by_subject(&format!("{TASK_SUBJECT}.{id}"))
+            .get_last_raw_message_by_subject(&task_subject(id))
             .await
         {
             Ok(message) => TaskRecord::decode(message.payload)
@@ -539,6 +510,16 @@ impl Cluster {
         }
     }
 
+    /// Removes an answered task from the stream, wherever it waits.
+    async fn drop_from_stream(&self, id: &str) -> Result<(), TaskError> {
+        self.tasks
+            .purge()
+            .filter(task_subject(id))
+            .await
+            .map(drop)
+            .map_err(|e| nats_error("cannot drop an answered task from the stream", e))
+    }
+
     /// Cancels a task wherever it is: its result becomes `canceled` unless it has one, and
     /// the broker running it is told to stop it.
     pub(crate) async fn cancel(
@@ -551,16 +532,24 @@ impl Cluster {
         self.finish(id, ResultRecord::new(owner, &cancelled))
             .await?;
         // Out of the stream, so that no broker runs it; one that runs it now is told below.
-        self.tasks
-            .purge()
-            .filter(format!("{TASK_SUBJECT}.{id}"))
-            .await
-            .map_err(|e| nats_error("cannot drop a cancelled task", e))?;
+        self.drop_from_stream(id).await?;
         self.client
             .publish(CANCEL_SUBJECT, Bytes::copy_from_slice(id.as_bytes()))
             .await
             .map_err(|e| nats_error("cannot announce a cancel", e))
     }
+}
+
+/// The stream subject of task `id`.
+fn task_subject(id: &str) -> String {
+    format!("{TASK_SUBJECT}.{id}")
+}
+
+/// A lock whose data stays valid when a holder panicked.
+fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Whether `id` has the shape of this broker's task ids (16 hex digits of the broker's start,
@@ -617,27 +606,15 @@ impl AppState {
             // NATS could not say: not "unknown", which a client takes as final.
             found.extend(result?);
         }
-        if found.is_empty() {
-            return Ok(());
-        }
-        self.with_detached(|d| {
-            let (now, now_unix) = (Instant::now(), unix_nanos());
-            for (id, learned) in found {
-                match learned {
-                    Ok(record) => {
-                        cluster.settled(&id);
-                        let at = record.recorded_at(now, now_unix);
-                        d.mirror(now, at, &id, record.owner.clone(), record.result());
-                    }
-                    Err((deadline, owner)) => {
-                        if d.found(now, &id, owner.as_deref()) == crate::detached::Found::Unknown {
-                            cluster.follow(&id, deadline, owner.clone());
-                            d.submitted(id, owner);
-                        }
-                    }
+        for (id, learned) in found {
+            match learned {
+                Ok(record) => self.mirror_record(&id, &record),
+                Err((deadline, owner)) => {
+                    cluster.follow(&id, deadline, owner.clone());
+                    self.with_detached(|d| d.submitted(id, owner));
                 }
             }
-        });
+        }
         Ok(())
     }
 
@@ -707,10 +684,7 @@ pub(crate) async fn start(app: &App) -> Result<(), String> {
     tokio::spawn(watch_results(app.clone(), watch));
     if let Some(cluster) = &app.cluster {
         let puller = tokio::spawn(pull_loop(app.clone()));
-        *cluster
-            .puller
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(puller);
+        *locked(&cluster.puller) = Some(puller);
     }
     tokio::spawn(listen_for_cancels(app.clone()));
     tokio::spawn(sweep_deadlines(app.clone()));
@@ -737,7 +711,7 @@ async fn sweep_deadlines(app: App) {
         }
         let now = unix_nanos();
         let due: Vec<(String, Option<String>)> = {
-            let mut deadlines = cluster.lock_deadlines();
+            let mut deadlines = locked(&cluster.deadlines);
             let due: Vec<_> = deadlines
                 .iter()
                 .filter(|(_, (deadline, _))| deadline.saturating_add(grace) < now)
@@ -768,11 +742,7 @@ async fn sweep_deadlines(app: App) {
                     match cluster.finish(&id, ResultRecord::new(owner.clone(), &late)).await {
                         Ok(standing) => {
                             // Out of the stream: nobody runs it any more.
-                            let _ = cluster
-                                .tasks
-                                .purge()
-                                .filter(format!("{TASK_SUBJECT}.{id}"))
-                                .await;
+                            let _ = cluster.drop_from_stream(&id).await;
                             if let Some(standing) = standing {
                                 app.mirror_record(&id, &standing);
                             }
@@ -804,11 +774,7 @@ impl Cluster {
     /// last pull. A pull left open would take a task that this broker hands back, and
     /// JetStream would hold it for this broker until the ack wait.
     pub(crate) async fn stop_pulling(&self) {
-        let puller = self
-            .puller
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
+        let puller = locked(&self.puller).take();
         if let Some(puller) = puller {
             let _ = tokio::time::timeout(PULL_EXPIRES * 4, puller).await;
         }
@@ -905,8 +871,7 @@ struct Flight<'a> {
 
 impl<'a> Flight<'a> {
     fn join(cluster: &'a Cluster, name: &str) -> Flight<'a> {
-        let lock = cluster
-            .lock_downloading()
+        let lock = locked(&cluster.downloading)
             .entry(name.to_owned())
             .or_default()
             .clone();
@@ -920,7 +885,7 @@ impl<'a> Flight<'a> {
 
 impl Drop for Flight<'_> {
     fn drop(&mut self) {
-        let mut downloading = self.cluster.lock_downloading();
+        let mut downloading = locked(&self.cluster.downloading);
         // This one and the map's: nobody else waits for this ref.
         if Arc::strong_count(&self.lock) <= 2 {
             downloading.remove(&self.name);
@@ -981,7 +946,7 @@ async fn take(app: &App, cluster: &Arc<Cluster>, message: jetstream::Message) {
     }
     let owner = record.owner.clone();
     let response = match app.resume(&id, record).await {
-        Ok(_) if cluster.lock_cancelled().contains_key(&id) => {
+        Ok(_) if locked(&cluster.cancelled).contains_key(&id) => {
             // Cancelled while it was being taken (the dispatcher did not know it yet).
             let _ = acker.ack().await;
             return;
@@ -1137,7 +1102,7 @@ async fn listen_for_cancels(app: App) {
             continue;
         };
         {
-            let mut cancelled = cluster.lock_cancelled();
+            let mut cancelled = locked(&cluster.cancelled);
             // Pruned once per 1,024 new entries: the cost of a prune is shared by those.
             if cancelled.len() % 1024 == 1023 {
                 cancelled.retain(|_, at| at.elapsed() < CANCEL_MEMORY);

@@ -78,15 +78,13 @@ impl Detached {
         }
     }
 
-    /// A task was accepted for `owner`.
+    /// A task was accepted for `owner`. An entry the id has already (with brokers on NATS,
+    /// its result may come before its accept returns) is kept.
     pub(crate) fn submitted(&mut self, id: String, owner: Option<String>) {
-        self.entries.insert(
-            id,
-            Entry {
-                owner,
-                state: State::Pending,
-            },
-        );
+        self.entries.entry(id).or_insert(Entry {
+            owner,
+            state: State::Pending,
+        });
     }
 
     /// A result recorded before a restart, at `at`: kept as if it had just been recorded then.

@@ -218,28 +218,38 @@ impl RedbJournal {
     fn send(&self, op: Op) -> Result<(), JournalError> {
         self.ops.send(op).map_err(|_| JournalError(CLOSED.into()))
     }
+
+    /// Queues the operation `op` makes and waits for the writer's answer.
+    async fn ask<T>(
+        &self,
+        op: impl FnOnce(oneshot::Sender<Result<T, JournalError>>) -> Op,
+    ) -> Result<T, JournalError> {
+        let (done, rx) = oneshot::channel();
+        self.send(op(done))?;
+        rx.await.map_err(|_| JournalError(CLOSED.into()))?
+    }
 }
 
 #[async_trait::async_trait]
 impl Journal for RedbJournal {
     async fn accept(&self, id: &str, task: TaskRecord) -> Result<(), JournalError> {
-        let (done, rx) = oneshot::channel();
-        self.send(Op::Accept {
+        let record = prost::Message::encode_to_vec(&task);
+        self.ask(|done| Op::Accept {
             id: id.to_owned(),
-            record: prost::Message::encode_to_vec(&task),
+            record,
             done,
-        })?;
-        rx.await.map_err(|_| JournalError(CLOSED.into()))?
+        })
+        .await
     }
 
     async fn finish(&self, id: &str, result: ResultRecord) -> Result<bool, JournalError> {
-        let (done, rx) = oneshot::channel();
-        self.send(Op::Finish {
+        let record = prost::Message::encode_to_vec(&result);
+        self.ask(|done| Op::Finish {
             id: id.to_owned(),
-            record: prost::Message::encode_to_vec(&result),
+            record,
             done,
-        })?;
-        rx.await.map_err(|_| JournalError(CLOSED.into()))?
+        })
+        .await
     }
 
     fn forget(&self, ids: Vec<String>) {

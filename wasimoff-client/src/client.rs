@@ -607,19 +607,26 @@ impl Client {
             id: String,
         }
         let body = Bytes::from(task.into().into_request().encode_to_vec());
+        let response = self.post_proto("/api/client/tasks", body).await?;
+        serde_json::from_slice::<Submitted>(&response)
+            .map(|s| s.id)
+            .map_err(|e| Error::InvalidResponse(format!("submit answered no id: {e}")))
+    }
+
+    /// POSTs a protobuf body to a submit route, retried per the [`RetryPolicy`]; the answer's
+    /// body.
+    async fn post_proto(&self, path: &str, body: Bytes) -> Result<Bytes> {
         let (_, response) = self
             .retry
             .run(|| {
                 send_connect(
-                    self.request(reqwest::Method::POST, "/api/client/tasks")
+                    self.request(reqwest::Method::POST, path)
                         .header(header::CONTENT_TYPE, "application/proto")
                         .body(body.clone()),
                 )
             })
             .await?;
-        serde_json::from_slice::<Submitted>(&response)
-            .map(|s| s.id)
-            .map_err(|e| Error::InvalidResponse(format!("submit answered no id: {e}")))
+        Ok(response)
     }
 
     /// Submits many tasks in one request (`POST /api/client/tasks/batch`): for each, in order,
@@ -647,16 +654,8 @@ impl Client {
                 .encode_length_delimited(&mut body)
                 .map_err(|e| Error::Local(format!("cannot encode a task: {e}")))?;
         }
-        let body = Bytes::from(body);
-        let (_, response) = self
-            .retry
-            .run(|| {
-                send_connect(
-                    self.request(reqwest::Method::POST, "/api/client/tasks/batch")
-                        .header(header::CONTENT_TYPE, "application/proto")
-                        .body(body.clone()),
-                )
-            })
+        let response = self
+            .post_proto("/api/client/tasks/batch", Bytes::from(body))
             .await?;
         let answer = serde_json::from_slice::<Submitted>(&response)
             .map_err(|e| Error::InvalidResponse(format!("batch submit answered {e}")))?;
